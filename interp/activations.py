@@ -1,0 +1,294 @@
+"""Activation capture shared by every trainer and analysis.
+
+One forward pass serves any number of TransformerLens hooks. Without gradients the model runs only
+up to the deepest hooked block (``stop_at_layer``). With gradients it runs to the logits, computes the
+next-token cross-entropy and does one backward that starts at the shallowest hooked activation (the
+model's parameters get no gradient, and nothing before the first hook is differentiated).
+
+Gradient convention: ``L = sum over positions t of CE(logits[t], token[t+1])`` (a sum, not a mean),
+so the gradient at a position does not depend on the batch size or the window length.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+STORAGE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def storage_dtype(name: str | torch.dtype) -> torch.dtype:
+    """Map 'float32' / 'bfloat16' (or a torch dtype) to a torch dtype, with a clear error."""
+    if isinstance(name, torch.dtype):
+        return name
+    if name not in STORAGE_DTYPES:
+        raise ValueError(f"unknown storage dtype {name!r}; valid: {sorted(STORAGE_DTYPES)}")
+    return STORAGE_DTYPES[name]
+
+
+@dataclass
+class ActivationBatch:
+    """Activations of the kept token positions: ``acts[hook]`` is [N, d] for every hook.
+
+    ``grads[hook]`` (same shape) holds dL/d(activation) when gradients were captured.
+    ``tokens`` [N] are the token ids at the kept positions (for feature stores and analyses).
+    """
+
+    acts: dict[str, torch.Tensor]
+    grads: dict[str, torch.Tensor] | None = None
+    tokens: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return next(iter(self.acts.values())).shape[0]
+
+    @property
+    def hooks(self) -> list[str]:
+        return list(self.acts)
+
+    def select(self, index: torch.Tensor | slice) -> "ActivationBatch":
+        """Rows ``index`` of every tensor."""
+        return ActivationBatch(
+            acts={h: a[index] for h, a in self.acts.items()},
+            grads=None if self.grads is None else {h: g[index] for h, g in self.grads.items()},
+            tokens=None if self.tokens is None else self.tokens[index],
+        )
+
+    @staticmethod
+    def concat(batches: Sequence["ActivationBatch"]) -> "ActivationBatch":
+        first = batches[0]
+        return ActivationBatch(
+            acts={h: torch.cat([b.acts[h] for b in batches]) for h in first.acts},
+            grads=None
+            if first.grads is None
+            else {h: torch.cat([b.grads[h] for b in batches]) for h in first.grads},  # type: ignore[index]
+            tokens=None if first.tokens is None else torch.cat([b.tokens for b in batches]),  # type: ignore[misc]
+        )
+
+
+def hook_layer(name: str) -> int:
+    """Block index a hook lives in ('blocks.7.attn.hook_z' -> 7); -1 for embeddings."""
+    parts = name.split(".")
+    if parts[0] == "blocks" and len(parts) > 1 and parts[1].isdigit():
+        return int(parts[1])
+    if name in ("hook_embed", "hook_pos_embed", "hook_tokens"):
+        return -1
+    # ln_final / unembed: after every block
+    return 10**9
+
+
+def validate_hooks(model, hooks: Sequence[str]) -> list[str]:
+    """Check hook names against the model and return them; unknown names get suggestions."""
+    import difflib
+
+    if not hooks:
+        raise ValueError("no hook names given")
+    valid = list(model.hook_dict.keys())
+    for name in hooks:
+        if name not in model.hook_dict:
+            close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+            hint = f"; closest valid names: {', '.join(close)}" if close else ""
+            raise ValueError(f"unknown hook {name!r} for this model ({model.cfg.n_layers} layers){hint}")
+    return list(dict.fromkeys(hooks))
+
+
+def hook_dim(model, hook: str) -> int:
+    """Width of a hook's activation once flattened per token (hook_z: n_heads * d_head)."""
+    cfg = model.cfg
+    if hook.endswith(("hook_z", "hook_q")):
+        return cfg.n_heads * cfg.d_head
+    if hook.endswith("hook_result"):
+        return cfg.n_heads * cfg.d_model
+    if hook.endswith(("hook_k", "hook_v")):
+        n_kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
+        return n_kv * cfg.d_head
+    if hook.endswith(("mlp.hook_pre", "mlp.hook_post", "mlp.hook_pre_linear")):
+        return cfg.d_mlp
+    if hook.endswith(("hook_pattern", "hook_attn_scores")):
+        raise ValueError(f"hook {hook!r} is per (query, key) pair, not per token: it cannot feed an SAE")
+    return cfg.d_model
+
+
+class ActivationCapture:
+    """Capture several hooks (and optionally their loss gradients) in one forward pass.
+
+    Positions are flattened to rows. BOS positions (and, given an attention mask, padding) are
+    dropped by default. Activations are stored in ``dtype`` (fp32 or bf16).
+    """
+
+    def __init__(
+        self,
+        model,
+        hooks: Sequence[str],
+        with_grads: bool = False,
+        drop_bos: bool = True,
+        dtype: str | torch.dtype = "float32",
+    ) -> None:
+        self.model = model
+        self.hooks = validate_hooks(model, hooks)
+        self.with_grads = with_grads
+        self.drop_bos = drop_bos
+        self.dtype = storage_dtype(dtype)
+        deepest = max(hook_layer(h) for h in self.hooks)
+        n_layers = model.cfg.n_layers
+        self.stop_at_layer: int | None = None if deepest >= n_layers - 1 else deepest + 1
+        self.first_hook = min(self.hooks, key=lambda h: (hook_layer(h), self._order(h)))
+        tok = getattr(model, "tokenizer", None)
+        self.bos_id: int | None = getattr(tok, "bos_token_id", None) if tok is not None else None
+
+    def _order(self, hook: str) -> int:
+        keys = list(self.model.hook_dict)
+        return keys.index(hook)
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return {h: hook_dim(self.model, h) for h in self.hooks}
+
+    def keep_mask(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """Boolean [B, T] of positions whose activations are kept."""
+        keep = torch.ones_like(tokens, dtype=torch.bool)
+        if self.drop_bos and self.bos_id is not None:
+            keep[:, 0] &= tokens[:, 0] != self.bos_id  # the window's own BOS, not EOS separators
+        if attention_mask is not None:
+            keep &= attention_mask.bool()
+        return keep
+
+    def __call__(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> ActivationBatch:
+        """Run one forward (plus one backward with gradients) on ``tokens`` [B, T]."""
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must be [batch, positions], got shape {tuple(tokens.shape)}")
+        device = next(self.model.parameters()).device
+        tokens = tokens.to(device)
+        stored: dict[str, torch.Tensor] = {}
+
+        def save(act: torch.Tensor, hook) -> torch.Tensor | None:
+            if self.with_grads and hook.name == self.first_hook:
+                act = act.detach().requires_grad_(True)
+                stored[hook.name] = act
+                return act
+            if self.with_grads:
+                act.retain_grad()
+            stored[hook.name] = act if self.with_grads else act.detach()
+            return None
+
+        fwd_hooks = [(h, save) for h in self.hooks]
+        if self.with_grads:
+            with torch.enable_grad():
+                logits = self.model.run_with_hooks(tokens, fwd_hooks=fwd_hooks)
+                loss = self._next_token_loss(logits, tokens, attention_mask)
+                grads_list = torch.autograd.grad(loss, [stored[h] for h in self.hooks])
+            grads = dict(zip(self.hooks, grads_list))
+        else:
+            with torch.inference_mode():
+                self.model.run_with_hooks(
+                    tokens, fwd_hooks=fwd_hooks, stop_at_layer=self.stop_at_layer
+                )
+            grads = None
+        keep = self.keep_mask(tokens, attention_mask.to(device) if attention_mask is not None else None)
+        flat_keep = keep.reshape(-1)
+        B, T = tokens.shape
+
+        def rows(t: torch.Tensor) -> torch.Tensor:
+            return t.detach().reshape(B * T, -1)[flat_keep].to(self.dtype)
+
+        return ActivationBatch(
+            acts={h: rows(stored[h]) for h in self.hooks},
+            grads=None if grads is None else {h: rows(grads[h]) for h in self.hooks},
+            tokens=tokens.reshape(-1)[flat_keep].cpu(),
+        )
+
+    @staticmethod
+    def _next_token_loss(
+        logits: torch.Tensor, tokens: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        per_tok = F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+            tokens[:, 1:].reshape(-1),
+            reduction="none",
+        )
+        if attention_mask is not None:
+            per_tok = per_tok * attention_mask[:, 1:].reshape(-1).to(per_tok.dtype)
+        return per_tok.sum()
+
+
+def capture_stream(
+    capture: ActivationCapture,
+    token_batches: Iterable[torch.Tensor],
+    max_tokens: int | None = None,
+) -> Iterator[ActivationBatch]:
+    """Activations for a stream of token batches, stopping after ``max_tokens`` kept rows."""
+    seen = 0
+    for tokens in token_batches:
+        batch = capture(tokens)
+        if max_tokens is not None and seen + len(batch) > max_tokens:
+            batch = batch.select(slice(0, max_tokens - seen))
+        seen += len(batch)
+        if len(batch):
+            yield batch
+        if max_tokens is not None and seen >= max_tokens:
+            return
+
+
+def shuffled_batches(
+    blocks: Iterable[ActivationBatch],
+    batch_tokens: int,
+    seed: int = 0,
+    start_block: int = 0,
+    skip_batches: int = 0,
+) -> Iterator[tuple[int, int, ActivationBatch]]:
+    """The shuffling buffer: shuffle each block of activations, serve fixed-size batches.
+
+    ``blocks`` yields buffer-sized blocks (block ``start_block`` first). Each block is permuted by a
+    generator seeded with (seed, block index) and cut into batches of exactly ``batch_tokens`` rows
+    (the remainder, under one batch, is dropped). Because the order depends only on the block index,
+    a run resumes at (block, batch) by re-reading one block, without replaying the stream.
+    Yields (block index, batch index within block, batch).
+    """
+    if batch_tokens < 1:
+        raise ValueError(f"batch_tokens must be >= 1, got {batch_tokens}")
+    for b, block in enumerate(blocks, start=start_block):
+        n = len(block)
+        if n < batch_tokens:
+            raise ValueError(
+                f"buffer block of {n} rows is smaller than one batch ({batch_tokens}); "
+                "raise the buffer size"
+            )
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + b)
+        perm = torch.randperm(n, generator=gen)
+        first = skip_batches if b == start_block else 0
+        for i in range(first, n // batch_tokens):
+            yield b, i, block.select(perm[i * batch_tokens : (i + 1) * batch_tokens])
+
+
+def capture_blocks(
+    capture: "ActivationCapture",
+    windows: Iterable[torch.Tensor],
+    windows_per_block: int,
+    batch_windows: int,
+    start_block: int = 0,
+) -> Iterator[ActivationBatch]:
+    """Buffer blocks from live capture: block b holds windows [b*W, (b+1)*W) of the stream.
+
+    Windows before ``start_block`` are skipped without running the model.
+    """
+    it = iter(windows)
+    for _ in range(start_block * windows_per_block):
+        if next(it, None) is None:
+            return
+    while True:
+        block_windows = [w for _, w in zip(range(windows_per_block), it)]
+        if not block_windows:
+            return
+        parts = [
+            capture(torch.stack(block_windows[i : i + batch_windows]))
+            for i in range(0, len(block_windows), batch_windows)
+        ]
+        yield ActivationBatch.concat(parts)
+
+
+def tokens_per_batch(batch_windows: int, context_size: int, drop_bos: bool = True) -> int:
+    """Rows one batch of windows yields (context_size - 1 per window when BOS is dropped)."""
+    return batch_windows * (context_size - (1 if drop_bos else 0))

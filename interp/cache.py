@@ -1,0 +1,314 @@
+"""On-disk activation cache: safetensors shards plus a JSON manifest, memory-mapped on read.
+
+Folder layout (documented in the README so activations from anywhere can be handed in)::
+
+    manifest.json                 format, model, hooks {name: d_in}, dtype, has_grads, source,
+                                  seed, context_size, windows_per_shard, total_tokens, complete,
+                                  shards [{file, tokens, bytes, sha256}]
+    shard_00000.safetensors       one tensor per hook "<hook>" [n, d_in]; "<hook>.grad" when
+                                  gradients were captured; "tokens" [n] int64 (optional)
+
+Writing is resumable: shard ``i`` always holds token windows ``[i*W, (i+1)*W)`` of the
+deterministic window stream, each shard is written to a temporary name, fsynced and renamed,
+and the manifest is rewritten atomically after every shard. A crashed run resumes after the last
+shard the manifest lists, so no token is duplicated or missing.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import torch
+from safetensors.torch import save_file
+
+from interp.activations import ActivationBatch, ActivationCapture
+from interp.io import atomic_write_json, fsync_dir
+
+FORMAT = "interp-activations"
+VERSION = 1
+MANIFEST = "manifest.json"
+
+_ST_DTYPES = {
+    "F32": torch.float32,
+    "BF16": torch.bfloat16,
+    "F16": torch.float16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+}
+
+
+class CacheError(ValueError):
+    """A cache folder or shard is missing, truncated, corrupt or inconsistent."""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _mmap_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Zero-copy read-only tensors over a memory-mapped safetensors file."""
+    size = path.stat().st_size
+    if size < 8:
+        raise CacheError(f"shard {path} is truncated ({size} bytes)")
+    with open(path, "rb") as f:
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    (n,) = struct.unpack("<Q", mm[:8])
+    if 8 + n > size:
+        raise CacheError(f"shard {path} is truncated or corrupt (header of {n} bytes, file {size})")
+    try:
+        header = json.loads(mm[8 : 8 + n])
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CacheError(f"shard {path} has a corrupt header: {e}") from None
+    base = 8 + n
+    out: dict[str, torch.Tensor] = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        if base + end > size:
+            raise CacheError(f"shard {path} is truncated: tensor {name!r} ends past the file end")
+        dtype = _ST_DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise CacheError(f"shard {path}: unsupported dtype {info['dtype']} for {name!r}")
+        count = (end - start) // torch.empty((), dtype=dtype).element_size()
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # read-only buffer: we never write to these tensors
+            t = torch.frombuffer(mm, dtype=dtype, count=count, offset=base + start)
+        out[name] = t.view(info["shape"])
+    return out
+
+
+@dataclass
+class CacheManifest:
+    """The parsed manifest.json of a cache folder."""
+
+    data: dict[str, Any]
+
+    @property
+    def hooks(self) -> dict[str, int]:
+        return dict(self.data["hooks"])
+
+    @property
+    def shards(self) -> list[dict[str, Any]]:
+        return list(self.data["shards"])
+
+    @property
+    def has_grads(self) -> bool:
+        return bool(self.data.get("has_grads", False))
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(s["tokens"] for s in self.data["shards"])
+
+
+def read_manifest(folder: str | Path) -> CacheManifest:
+    path = Path(folder) / MANIFEST
+    if not path.exists():
+        raise CacheError(f"{folder} is not an activation cache: {path} is missing")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CacheError(f"corrupt cache manifest {path}: {e}") from None
+    for key in ("hooks", "shards"):
+        if key not in data:
+            raise CacheError(f"cache manifest {path} lacks the field {key!r}")
+    return CacheManifest(data)
+
+
+class CacheWriter:
+    """Writes (or resumes writing) an activation cache from a deterministic window stream."""
+
+    def __init__(
+        self,
+        folder: str | Path,
+        capture: ActivationCapture,
+        meta: dict[str, Any],
+        windows_per_shard: int,
+    ) -> None:
+        self.folder = Path(folder)
+        self.capture = capture
+        self.windows_per_shard = windows_per_shard
+        self.folder.mkdir(parents=True, exist_ok=True)
+        hooks = capture.dims
+        fresh = {
+            "format": FORMAT,
+            "version": VERSION,
+            "hooks": hooks,
+            "dtype": str(capture.dtype).replace("torch.", ""),
+            "has_grads": capture.with_grads,
+            "drop_bos": capture.drop_bos,
+            "windows_per_shard": windows_per_shard,
+            **meta,
+            "complete": False,
+            "shards": [],
+        }
+        if (self.folder / MANIFEST).exists():
+            old = read_manifest(self.folder).data
+            for key in ("hooks", "dtype", "has_grads", "windows_per_shard", "model", "source", "seed", "context_size"):
+                if key in fresh and old.get(key) != fresh.get(key):
+                    raise CacheError(
+                        f"cannot resume {self.folder}: its {key} is {old.get(key)!r} but this run "
+                        f"asks for {fresh.get(key)!r}; use another folder"
+                    )
+            self.manifest = old
+            self._drop_unlisted_files()
+        else:
+            self.manifest = fresh
+            atomic_write_json(self.folder / MANIFEST, self.manifest)
+
+    def _drop_unlisted_files(self) -> None:
+        listed = {s["file"] for s in self.manifest["shards"]}
+        for p in self.folder.glob("shard_*"):
+            if p.name not in listed:
+                p.unlink()  # a shard half-written when the previous run died
+
+    @property
+    def windows_done(self) -> int:
+        return len(self.manifest["shards"]) * self.windows_per_shard
+
+    def write(self, windows: Iterable[torch.Tensor], batch_windows: int, max_windows: int | None = None,
+              progress: bool = True) -> CacheManifest:
+        """Capture and write windows; windows already in the cache are skipped, not recomputed."""
+        from tqdm.auto import tqdm
+
+        if self.windows_per_shard % batch_windows:
+            raise ValueError(
+                f"windows_per_shard ({self.windows_per_shard}) must be a multiple of batch_windows ({batch_windows})"
+            )
+        it = iter(windows)
+        for _ in range(self.windows_done):  # skip what a previous run already wrote
+            if next(it, None) is None:
+                break
+        todo = None if max_windows is None else max(0, max_windows - self.windows_done)
+        bar = tqdm(total=todo, desc=f"caching -> {self.folder.name}", unit="win", disable=not progress)
+        pending: list[ActivationBatch] = []
+        pending_windows = 0
+        written = 0
+        while todo is None or written + pending_windows < todo:
+            want = batch_windows if todo is None else min(batch_windows, todo - written - pending_windows)
+            chunk = [w for _, w in zip(range(want), it)]
+            if not chunk:
+                break
+            pending.append(self.capture(torch.stack(chunk)))
+            pending_windows += len(chunk)
+            bar.update(len(chunk))
+            if pending_windows >= self.windows_per_shard:
+                self._write_shard(ActivationBatch.concat(pending))
+                written += pending_windows
+                pending, pending_windows = [], 0
+        if pending:
+            self._write_shard(ActivationBatch.concat(pending))
+        bar.close()
+        self.manifest["complete"] = True
+        atomic_write_json(self.folder / MANIFEST, self.manifest)
+        return CacheManifest(self.manifest)
+
+    def _write_shard(self, batch: ActivationBatch) -> None:
+        index = len(self.manifest["shards"])
+        name = f"shard_{index:05d}.safetensors"
+        tensors: dict[str, torch.Tensor] = {h: a.contiguous() for h, a in batch.acts.items()}
+        if batch.grads is not None:
+            tensors.update({f"{h}.grad": g.contiguous() for h, g in batch.grads.items()})
+        if batch.tokens is not None:
+            tensors["tokens"] = batch.tokens.to(torch.int64).contiguous()
+        tmp = self.folder / (name + ".tmp")
+        save_file(tensors, str(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, self.folder / name)
+        fsync_dir(self.folder)
+        self.manifest["shards"].append(
+            {"file": name, "tokens": len(batch), "bytes": (self.folder / name).stat().st_size,
+             "sha256": sha256_file(self.folder / name)}
+        )
+        atomic_write_json(self.folder / MANIFEST, self.manifest)
+
+
+class ActivationCache:
+    """Reads a cache folder: memory-mapped shards served as ActivationBatch streams."""
+
+    def __init__(self, folder: str | Path, verify: bool = False) -> None:
+        self.folder = Path(folder)
+        self.manifest = read_manifest(self.folder)
+        for s in self.manifest.shards:
+            path = self.folder / s["file"]
+            if not path.exists():
+                raise CacheError(f"cache shard {path} listed in the manifest is missing")
+            if "bytes" in s and path.stat().st_size != s["bytes"]:
+                raise CacheError(
+                    f"cache shard {path} is truncated or altered: {path.stat().st_size} bytes, "
+                    f"manifest says {s['bytes']}"
+                )
+        if verify:
+            self.verify()
+
+    def verify(self) -> None:
+        """Check every shard's sha256 against the manifest (names the first bad file)."""
+        for s in self.manifest.shards:
+            if "sha256" in s and sha256_file(self.folder / s["file"]) != s["sha256"]:
+                raise CacheError(f"cache shard {self.folder / s['file']} is corrupt (sha256 mismatch)")
+
+    @property
+    def hooks(self) -> dict[str, int]:
+        return self.manifest.hooks
+
+    def __len__(self) -> int:
+        return self.manifest.total_tokens
+
+    def d_in(self, hook: str) -> int:
+        self.check_hook(hook)
+        return self.hooks[hook]
+
+    def check_hook(self, hook: str, d_in: int | None = None) -> None:
+        if hook not in self.hooks:
+            raise CacheError(f"cache {self.folder} has no hook {hook!r}; it holds {sorted(self.hooks)}")
+        if d_in is not None and self.hooks[hook] != d_in:
+            raise CacheError(
+                f"d_in mismatch: cache {self.folder} has d_in={self.hooks[hook]} for {hook!r}, "
+                f"the config asks for d_in={d_in}"
+            )
+
+    def shard(self, i: int) -> dict[str, torch.Tensor]:
+        path = self.folder / self.manifest.shards[i]["file"]
+        try:
+            return _mmap_safetensors(path)
+        except CacheError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any parse failure names the file
+            raise CacheError(f"cannot read cache shard {path}: {e}") from None
+
+    def batches(
+        self,
+        hooks: Sequence[str] | None = None,
+        with_grads: bool = False,
+        rows_per_read: int = 8192,
+        shard_indices: Sequence[int] | None = None,
+    ) -> Iterator[ActivationBatch]:
+        """Stream the cache in order, ``rows_per_read`` rows at a time (feed a ShufflingBuffer)."""
+        hooks = list(hooks or self.hooks)
+        for h in hooks:
+            self.check_hook(h)
+        if with_grads and not self.manifest.has_grads:
+            raise CacheError(f"cache {self.folder} was written without gradients")
+        for i in shard_indices if shard_indices is not None else range(len(self.manifest.shards)):
+            tensors = self.shard(i)
+            n = tensors[hooks[0]].shape[0]
+            for a in range(0, n, rows_per_read):
+                sl = slice(a, min(n, a + rows_per_read))
+                yield ActivationBatch(
+                    acts={h: tensors[h][sl].clone() for h in hooks},
+                    grads={h: tensors[f"{h}.grad"][sl].clone() for h in hooks} if with_grads else None,
+                    tokens=tensors["tokens"][sl].clone() if "tokens" in tensors else None,
+                )

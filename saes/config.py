@@ -1,0 +1,45 @@
+"""Validated configuration of an SAE (its shape and selection rule), shared by training and loading."""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+Variant = Literal["topk", "relu_l1"]
+
+
+class SAEConfig(BaseModel):
+    """Shape, selection rule and loss knobs of one SAE. Unknown keys are an error."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    d_in: int
+    d_sae: int
+    variant: Variant = "topk"
+    k: int = 32
+    # AuxK (dead latents): k_aux defaults to d_in // 2, coefficient 1/32 (OpenAI, Gao et al. 2024)
+    aux_k: Optional[int] = None
+    aux_k_coef: float = 1 / 32
+    # ReLU/L1 baseline: penalty weight on sum_i z_i * ||W_dec[i]||
+    l1_coefficient: float = 5.0
+    # inputs are multiplied by this before encoding (E||x|| = sqrt(d_in)); folded into weights on save
+    input_scale: Optional[float] = None
+    hook_name: str = ""
+    model_name: str = ""
+    dtype: str = "float32"
+
+    @model_validator(mode="after")
+    def _check(self) -> "SAEConfig":
+        if self.d_in < 1 or self.d_sae < 1:
+            raise ValueError(f"d_in and d_sae must be positive, got d_in={self.d_in}, d_sae={self.d_sae}")
+        if self.variant != "relu_l1" and not 0 < self.k < self.d_sae:
+            raise ValueError(f"k must satisfy 0 < k < d_sae; got k={self.k}, d_sae={self.d_sae}")
+        if self.aux_k is not None and not 0 < self.aux_k <= self.d_sae:
+            raise ValueError(f"aux_k must be in (0, d_sae]; got {self.aux_k}")
+        if self.input_scale is not None and not self.input_scale > 0:
+            raise ValueError(f"input_scale must be positive, got {self.input_scale}")
+        return self
+
+    @property
+    def k_aux(self) -> int:
+        return min(self.d_sae, self.aux_k if self.aux_k is not None else max(1, self.d_in // 2))

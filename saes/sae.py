@@ -1,0 +1,164 @@
+"""The SAE module: parameters, encode/decode, and the one interface every analysis uses.
+
+Any SAE, whatever its variant, is used through::
+
+    z = sae.encode(x)            # dense codes [..., d_sae] (what analyses and dashboards read)
+    x_hat = sae.decode(z)        # reconstruction [..., d_in]
+    x_hat, z = sae(x)
+    code = sae.encode_sparse(x)  # SparseCode(values, indices) [N, k] for the fast paths
+    sae.encode(x, grad=g)        # gradient-aware variants (g-SAE) select with dL/dx
+
+Inputs are raw model activations; ``cfg.input_scale`` (if set) is applied inside, and
+``fold_input_scale`` bakes it into the weights for export.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+import torch
+from torch import nn
+
+from saes.config import SAEConfig
+
+
+@dataclass
+class SparseCode:
+    """A sparse code: ``values`` and ``indices`` [N, k] (values may be 0 when fewer than k fire)."""
+
+    values: torch.Tensor
+    indices: torch.Tensor
+
+    def to_dense(self, d_sae: int) -> torch.Tensor:
+        z = self.values.new_zeros(self.values.shape[0], d_sae)
+        return z.scatter_(1, self.indices, self.values)
+
+    @property
+    def l0(self) -> torch.Tensor:
+        """Number of nonzero latents per row."""
+        return (self.values != 0).sum(-1)
+
+
+Code = Union[SparseCode, torch.Tensor]
+
+
+def to_dense(code: Code, d_sae: int) -> torch.Tensor:
+    return code.to_dense(d_sae) if isinstance(code, SparseCode) else code
+
+
+class SAE(nn.Module):
+    """A sparse autoencoder with SAELens's parameter layout (W_enc [d_in, d_sae], W_dec [d_sae, d_in])."""
+
+    def __init__(self, cfg: SAEConfig, seed: int | None = 0) -> None:
+        super().__init__()
+        from saes.variants import get_variant
+
+        self.cfg = cfg
+        self.variant = get_variant(cfg)
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        W_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=gen)
+        W_dec /= W_dec.norm(dim=-1, keepdim=True)
+        self.W_dec = nn.Parameter(W_dec)
+        self.W_enc = nn.Parameter(W_dec.t().clone().contiguous())  # tied init (OpenAI, sparsify)
+        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
+
+    # ---- inputs -------------------------------------------------------------------------------
+    def check_input(self, x: torch.Tensor) -> None:
+        if x.shape[-1] != self.cfg.d_in:
+            raise ValueError(
+                f"d_in mismatch: the SAE expects d_in={self.cfg.d_in}, the input has {x.shape[-1]}"
+            )
+
+    def scale_input(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.W_enc.dtype)
+        return x * self.cfg.input_scale if self.cfg.input_scale else x
+
+    def unscale_output(self, x_hat: torch.Tensor) -> torch.Tensor:
+        return x_hat / self.cfg.input_scale if self.cfg.input_scale else x_hat
+
+    # ---- the public interface -----------------------------------------------------------------
+    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder pre-activations (x - b_dec) @ W_enc + b_enc for raw inputs x [N, d_in]."""
+        self.check_input(x)
+        return torch.addmm(self.b_enc, self.scale_input(x) - self.b_dec, self.W_enc)
+
+    def encode_code(self, x: torch.Tensor, grad: torch.Tensor | None = None) -> Code:
+        """The variant's native code for raw inputs [N, d_in]: sparse (values, indices) or dense.
+
+        Gradient-aware variants use ``grad`` = dL/dx when given; the others ignore it.
+        """
+        self.check_input(x)
+        return self.variant.encode(self, self.scale_input(x) - self.b_dec, grad)
+
+    def encode_sparse(self, x: torch.Tensor, grad: torch.Tensor | None = None) -> SparseCode:
+        """Sparse code of raw inputs; dense-coded variants are converted (k = max L0 of the batch)."""
+        code = self.encode_code(x, grad)
+        if isinstance(code, SparseCode):
+            return code
+        k = max(1, int((code != 0).sum(-1).max()))
+        values, indices = code.topk(k, dim=-1)
+        return SparseCode(values, indices)
+
+    def encode(self, x: torch.Tensor, grad: torch.Tensor | None = None) -> torch.Tensor:
+        """Dense codes [..., d_sae] of raw inputs [..., d_in]."""
+        lead = x.shape[:-1]
+        g = None if grad is None else grad.reshape(-1, grad.shape[-1])
+        z = to_dense(self.encode_code(x.reshape(-1, x.shape[-1]), g), self.cfg.d_sae)
+        return z.reshape(*lead, self.cfg.d_sae)
+
+    def decode_scaled(self, code: Code) -> torch.Tensor:
+        """Reconstruction in the scaled input space (what the training loss compares)."""
+        if isinstance(code, SparseCode):
+            from saes.kernels import sparse_decode
+
+            return sparse_decode(code.values, code.indices, self.W_dec, self.b_dec)
+        return torch.addmm(self.b_dec, code.to(self.W_dec.dtype), self.W_dec)
+
+    def decode(self, z: Code) -> torch.Tensor:
+        """Reconstruction in the raw input space from dense codes [..., d_sae] or a SparseCode."""
+        if isinstance(z, SparseCode):
+            return self.unscale_output(self.decode_scaled(z))
+        lead = z.shape[:-1]
+        out = self.unscale_output(self.decode_scaled(z.reshape(-1, z.shape[-1])))
+        return out.reshape(*lead, self.cfg.d_in)
+
+    def forward(self, x: torch.Tensor, grad: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_hat, dense z) for raw inputs of any leading shape."""
+        lead = x.shape[:-1]
+        g = None if grad is None else grad.reshape(-1, grad.shape[-1])
+        code = self.encode_code(x.reshape(-1, x.shape[-1]), g)
+        x_hat = self.unscale_output(self.decode_scaled(code))
+        return x_hat.reshape(*lead, -1), to_dense(code, self.cfg.d_sae).reshape(*lead, self.cfg.d_sae)
+
+    # ---- maintenance --------------------------------------------------------------------------
+    @torch.no_grad()
+    def set_decoder_norm_to_unit_norm(self) -> None:
+        self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+
+    @torch.no_grad()
+    def remove_gradient_parallel_to_decoder(self) -> None:
+        """Project out of W_dec.grad the component along each (unit) decoder row."""
+        g = self.W_dec.grad
+        if g is None:
+            return
+        parallel = (g * self.W_dec).sum(-1, keepdim=True)
+        g.sub_(parallel * self.W_dec)
+
+    @torch.no_grad()
+    def fold_input_scale(self) -> None:
+        """Bake ``input_scale`` s into the weights so the SAE takes raw inputs with no scaling.
+
+        (s x - b) W_enc + c = (x - b/s)(s W_enc) + c and (z W_dec + b)/s = z (W_dec/s) + b/s.
+        """
+        s = self.cfg.input_scale
+        if not s:
+            return
+        self.W_enc.mul_(s)
+        self.W_dec.div_(s)
+        self.b_dec.div_(s)
+        self.cfg.input_scale = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.W_enc.device

@@ -1,0 +1,120 @@
+"""Activation sources for training: live capture from a model, or an on-disk activation cache.
+
+Both serve the same thing: buffer blocks of rows, shuffled into fixed-size batches by
+``interp.activations.shuffled_batches``, resumable at (block, batch) without replaying the stream.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Iterator
+
+import torch
+
+from interp.activations import ActivationBatch, ActivationCapture, capture_blocks, hook_dim, shuffled_batches
+from saes.train_config import RunConfig
+
+
+class LiveSource:
+    """Activations captured from the model as training goes (one forward per batch of windows)."""
+
+    def __init__(self, cfg: RunConfig, model=None, with_grads: bool = False) -> None:
+        from interp.models import load_model
+
+        self.cfg = cfg
+        self.model = model if model is not None else load_model(cfg.model, device=cfg.device)
+        self.capture = ActivationCapture(self.model, [cfg.hook], with_grads=with_grads, dtype=cfg.activation_dtype)
+        self.d_in = hook_dim(self.model, cfg.hook)
+
+    def windows(self, split: str = "train") -> Iterator[torch.Tensor]:
+        from interp.data import token_windows
+
+        return token_windows(self.model.tokenizer, source=self.cfg.source, context_size=self.cfg.context_size,
+                             split=split, seed=self.cfg.seed)
+
+    def blocks(self, start_block: int = 0) -> Iterator[ActivationBatch]:
+        return capture_blocks(self.capture, self.windows(), self.cfg.windows_per_block, self.cfg.batch_windows,
+                              start_block=start_block)
+
+    def sample(self, n_tokens: int) -> torch.Tensor:
+        rows = []
+        got = 0
+        it = self.windows()
+        while got < n_tokens:
+            chunk = [w for _, w in zip(range(self.cfg.batch_windows), it)]
+            if not chunk:
+                break
+            batch = self.capture(torch.stack(chunk))
+            rows.append(batch.acts[self.cfg.hook])
+            got += len(batch)
+        if not rows:
+            raise ValueError(f"source {self.cfg.source!r} produced no tokens")
+        return torch.cat(rows)[:n_tokens]
+
+    def batches(self, batch_tokens: int, start_block: int = 0, skip_batches: int = 0):
+        return shuffled_batches(self.blocks(start_block), batch_tokens, self.cfg.seed, start_block, skip_batches)
+
+
+class CacheSource:
+    """Activations read from an on-disk cache (memory-mapped); the model is loaded only to evaluate."""
+
+    def __init__(self, cfg: RunConfig, with_grads: bool = False) -> None:
+        from interp.cache import ActivationCache
+
+        self.cfg = cfg
+        self.cache = ActivationCache(cfg.cache)  # type: ignore[arg-type]
+        self.cache.check_hook(cfg.hook)
+        if with_grads and not self.cache.manifest.has_grads:
+            raise ValueError(f"variant {cfg.variant!r} needs gradients but cache {cfg.cache} has none")
+        self.with_grads = with_grads
+        self.d_in = self.cache.d_in(cfg.hook)
+
+    @cached_property
+    def model(self):
+        from interp.models import load_model
+
+        return load_model(self.cfg.model, device=self.cfg.device)
+
+    def blocks(self, start_block: int = 0) -> Iterator[ActivationBatch]:
+        rows = self.cfg.buffer_tokens
+        skip = start_block * rows
+        pending: list[ActivationBatch] = []
+        have = 0
+        for part in self.cache.batches([self.cfg.hook], with_grads=self.with_grads):
+            if skip >= len(part):
+                skip -= len(part)
+                continue
+            if skip:
+                part, skip = part.select(slice(skip, None)), 0
+            pending.append(part)
+            have += len(part)
+            while have >= rows:
+                merged = ActivationBatch.concat(pending)
+                yield merged.select(slice(0, rows))
+                rest = merged.select(slice(rows, None))
+                pending, have = ([rest] if len(rest) else []), len(rest)
+        if have >= self.cfg.batch_tokens:
+            yield ActivationBatch.concat(pending)
+
+    def sample(self, n_tokens: int) -> torch.Tensor:
+        return next(self.blocks()).acts[self.cfg.hook][:n_tokens]
+
+    def batches(self, batch_tokens: int, start_block: int = 0, skip_batches: int = 0):
+        return shuffled_batches(self.blocks(start_block), batch_tokens, self.cfg.seed, start_block, skip_batches)
+
+
+def open_source(cfg: RunConfig, model=None):
+    """The configured source, validated (hook name, d_in, cache) before any training work."""
+    from saes.variants import variant_class
+
+    needs_grads = variant_class(cfg.variant).needs_grads
+    if cfg.cache:
+        from interp.cache import ActivationCache
+
+        if cfg.d_in is not None:
+            ActivationCache(cfg.cache).check_hook(cfg.hook, d_in=cfg.d_in)
+        return CacheSource(cfg, with_grads=needs_grads)
+    source = LiveSource(cfg, model=model, with_grads=needs_grads)
+    if cfg.d_in is not None and cfg.d_in != source.d_in:
+        raise ValueError(f"d_in mismatch: hook {cfg.hook!r} of {cfg.model!r} has d_in={source.d_in}, "
+                         f"the config asks for d_in={cfg.d_in}")
+    return source
