@@ -16,6 +16,8 @@ from typing import Iterable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from interp.models import stop_at_layer_for
+
 STORAGE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -67,29 +69,13 @@ class ActivationBatch:
         )
 
 
-def hook_layer(name: str) -> int:
-    """Block index a hook lives in ('blocks.7.attn.hook_z' -> 7); -1 for embeddings."""
-    parts = name.split(".")
-    if parts[0] == "blocks" and len(parts) > 1 and parts[1].isdigit():
-        return int(parts[1])
-    if name in ("hook_embed", "hook_pos_embed", "hook_tokens"):
-        return -1
-    # ln_final / unembed: after every block
-    return 10**9
-
-
 def validate_hooks(model, hooks: Sequence[str]) -> list[str]:
-    """Check hook names against the model and return them; unknown names get suggestions."""
-    import difflib
+    """Check hook names against the model (errors suggest the closest names); returns them deduplicated."""
+    from interp.models import validate_hook_names
 
     if not hooks:
         raise ValueError("no hook names given")
-    valid = list(model.hook_dict.keys())
-    for name in hooks:
-        if name not in model.hook_dict:
-            close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
-            hint = f"; closest valid names: {', '.join(close)}" if close else ""
-            raise ValueError(f"unknown hook {name!r} for this model ({model.cfg.n_layers} layers){hint}")
+    validate_hook_names(model, list(hooks))
     return list(dict.fromkeys(hooks))
 
 
@@ -130,16 +116,12 @@ class ActivationCapture:
         self.with_grads = with_grads
         self.drop_bos = drop_bos
         self.dtype = storage_dtype(dtype)
-        deepest = max(hook_layer(h) for h in self.hooks)
-        n_layers = model.cfg.n_layers
-        self.stop_at_layer: int | None = None if deepest >= n_layers - 1 else deepest + 1
-        self.first_hook = min(self.hooks, key=lambda h: (hook_layer(h), self._order(h)))
+        stop = stop_at_layer_for(self.hooks)
+        self.stop_at_layer: int | None = None if stop is None or stop >= model.cfg.n_layers else stop
+        order = {name: i for i, name in enumerate(model.hook_dict)}
+        self.first_hook = min(self.hooks, key=order.__getitem__)  # hook_dict follows the forward order
         tok = getattr(model, "tokenizer", None)
         self.bos_id: int | None = getattr(tok, "bos_token_id", None) if tok is not None else None
-
-    def _order(self, hook: str) -> int:
-        keys = list(self.model.hook_dict)
-        return keys.index(hook)
 
     @property
     def dims(self) -> dict[str, int]:

