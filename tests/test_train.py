@@ -122,3 +122,41 @@ def test_cli_train_and_eval(tmp_path, tiny):
     assert res.exit_code == 0 and "fvu" in res.output
     res = runner.invoke(app, ["train", "--config", str(tmp_path / "c.json"), "--set", "bogus=1"])
     assert res.exit_code == 2 and "bogus" in res.output
+
+
+def test_ctrl_c_checkpoints_then_resume_matches(tmp_path, tiny, monkeypatch):
+    import os
+    import signal
+
+    ref = train(_cfg(tmp_path, "ref"), progress=False, evaluate=False)
+    calls = {"n": 0}
+    orig = TrainStep.__call__
+
+    def interrupting(self, x, grad=None):
+        calls["n"] += 1
+        if calls["n"] == 6:  # Ctrl-C arrives mid-step: the step completes, then a checkpoint is written
+            os.kill(os.getpid(), signal.SIGINT)
+        return orig(self, x, grad)
+
+    monkeypatch.setattr(TrainStep, "__call__", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(tmp_path, "int", checkpoint_every_tokens=10**9), progress=False, evaluate=False)
+    ckpts = sorted((tmp_path / "int" / "checkpoints").glob("step_*"))
+    assert [p.name for p in ckpts] == ["step_000000006"]
+    monkeypatch.setattr(TrainStep, "__call__", orig)
+    out = train(_cfg(tmp_path, "int", checkpoint_every_tokens=10**9), resume=True, progress=False, evaluate=False)
+    a, b = _weights(ref), _weights(out)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_corrupt_checkpoint_falls_back_to_previous(tmp_path, tiny):
+    from saes.checkpoint import latest_checkpoint
+
+    run = train(_cfg(tmp_path, "c"), progress=False, evaluate=False)
+    ckpts = sorted((run / "checkpoints").glob("step_*"))
+    assert len(ckpts) == 2
+    state = ckpts[-1] / "state.safetensors"
+    state.write_bytes(state.read_bytes()[:-100])
+    with pytest.warns(UserWarning, match=ckpts[-1].name):
+        assert latest_checkpoint(run) == ckpts[-2]
