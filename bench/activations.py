@@ -1,19 +1,46 @@
 """Benchmark: activation-capture throughput on SmolLM2 (fp32, CPU), all measured in one run.
 
-For L in (5, 15): capture of blocks.L.hook_resid_post with stop_at_layer; the same hook with a full
-forward; a plain transformers forward; a plain transformers forward truncated after layer L (the
-floor for capture at L). Then 4 hooks at once against the deepest of them alone.
-Prints a table and saves bench/results/activations.json. Not a test.
+Measured on the same token batches (``--windows`` windows of ``--context`` tokens from the stdlib
+source, ``--batch`` windows per forward; 16 x 128 is the trainer's default):
 
-    python bench/activations.py [--windows 32] [--context 128] [--repeats 3]
+* ``hf_full_forward``: a plain transformers forward (``AutoModelForCausalLM``, logits included);
+* for L in (5, 15):
+  ``capture_L{L}_stop_at_layer``: ``ActivationCapture`` of ``blocks.L.hook_resid_post`` (runs blocks
+  0..L only, fast forward installed: the default ``load_model``);
+  ``capture_L{L}_full_forward``: the same hook with ``stop_at_layer`` disabled (all 30 blocks; the
+  capture skips the unembedding since nothing reads the logits);
+  ``hf_truncated_L{L}``: a plain transformers forward truncated after layer L, the floor;
+  ``capture_L{L}_stop_at_layer_tl_original``: as the first, on a model loaded with ``fast=False``
+  (TransformerLens's own forwards), for comparison;
+* ``capture_4_hooks``: ``blocks.{3,7,11,15}.hook_resid_post`` at once, against
+  ``capture_L15_stop_at_layer`` (the deepest of them alone).
+
+Timing: every implementation is warmed up, then ``--repeats`` rounds run; in each round every
+implementation does one sweep over all batches, the implementations taking turns batch by batch
+in an order rotated from round to round, so slow phases of a shared machine hit all of them alike
+(at least 3 rounds; no new round starts that would overrun ``--max-seconds``). A rate is
+tokens / seconds of one sweep;
+reported rates are medians over rounds, and ratios are medians of the per-round (paired) ratios.
+The target comparisons are then repeated as ``--pairs`` back-to-back pairs on single batches
+(``back_to_back_pairs`` in the JSON), a finer view of small differences on a noisy machine.
+Threads: torch's default. Targets: ``capture_L{L}_vs_hf_truncated >= 0.95`` and
+``capture_4_hooks_overhead_vs_deepest <= 0.05``. A numerical check (capture vs transformers'
+residual stream, fast vs original forward) is included. Prints a table and saves ``--out``
+(JSON). Not a test.
+
+    python bench/activations.py [--windows 32] [--batch 16] [--context 128] [--repeats 5]
+                                [--pairs 8] [--max-seconds 300]
 """
+
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,19 +49,69 @@ from interp.activations import ActivationCapture
 from interp.data import token_windows
 from interp.models import load_model, smollm2_gguf_path
 
+LAYERS = (5, 15)
+FOUR_HOOK_LAYERS = (3, 7, 11, 15)
 
-def timed(fn, batches, repeats: int) -> float:
-    """Median tokens/s of fn over all batches, repeated."""
-    fn(batches[0])  # warm-up
-    rates = []
-    for _ in range(repeats):
-        n = 0
-        t0 = time.perf_counter()
-        for b in batches:
-            fn(b)
-            n += b.numel()
-        rates.append(n / (time.perf_counter() - t0))
-    return statistics.median(rates)
+
+def interleaved(
+    impls: dict[str, Callable[[torch.Tensor], object]],
+    batches: list[torch.Tensor],
+    repeats: int,
+    deadline: float = float("inf"),
+    min_repeats: int = 3,
+) -> dict[str, list[float]]:
+    """Tokens/s of each implementation, one sweep over ``batches`` per round. Within a round the
+    implementations take turns batch by batch, in an order rotated from round to round. After
+    ``min_repeats`` rounds, no round starts that would end after ``deadline`` (a
+    ``time.perf_counter()`` value) by the duration of the previous one."""
+    names = list(impls)
+    for name in names:  # warm-up: one batch each (allocator, kernels, lazy init)
+        impls[name](batches[0])
+    n_tokens = sum(b.numel() for b in batches)
+    rates: dict[str, list[float]] = {n: [] for n in names}
+    last_round = 0.0
+    for r in range(repeats):
+        if r >= min_repeats and time.perf_counter() + last_round > deadline:
+            print(f"  stopping after {r} rounds (time budget)")
+            break
+        t_round = time.perf_counter()
+        order = names[r % len(names) :] + names[: r % len(names)]
+        seconds = dict.fromkeys(names, 0.0)
+        for b in batches:  # interleaved per batch: bursts of load hit every implementation alike
+            for name in order:
+                t0 = time.perf_counter()
+                impls[name](b)
+                seconds[name] += time.perf_counter() - t0
+        for name in names:
+            rates[name].append(n_tokens / seconds[name])
+        last_round = time.perf_counter() - t_round
+        done = ", ".join(f"{n}={rates[n][-1]:.0f}" for n in names)
+        print(f"  round {r + 1}/{repeats}: {done}", flush=True)
+    return rates
+
+
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    return statistics.median(x / y for x, y in zip(a, b))
+
+
+def back_to_back(
+    a: Callable[[torch.Tensor], object],
+    b: Callable[[torch.Tensor], object],
+    batches: list[torch.Tensor],
+    pairs: int,
+) -> float:
+    """Median over ``pairs`` back-to-back runs (ab, ba, ab, ...; batches cycled) of
+    time(a) / time(b), i.e. rate(b) / rate(a): a finer check of a small difference."""
+    ratios = []
+    for i in range(pairs):
+        batch = batches[i % len(batches)]
+        seconds = {}
+        for name, fn in (("a", a), ("b", b)) if i % 2 == 0 else (("b", b), ("a", a)):
+            t0 = time.perf_counter()
+            fn(batch)
+            seconds[name] = time.perf_counter() - t0
+        ratios.append(seconds["a"] / seconds["b"])
+    return statistics.median(ratios)
 
 
 def main() -> None:
@@ -42,29 +119,36 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=32)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--context", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--pairs", type=int, default=8, help="back-to-back pairs per key comparison")
+    ap.add_argument("--max-seconds", type=float, default=300.0, help="soft wall-time budget")
     ap.add_argument("--out", default="bench/results/activations.json")
     args = ap.parse_args()
+    t_start = time.perf_counter()
+    load_start = os.getloadavg()
 
     from transformers import AutoModelForCausalLM
 
-    model = load_model("smollm2-135m")
+    model = load_model("smollm2-135m")  # fast forward installed (the default)
+    slow = load_model("smollm2-135m", fast=False)  # TransformerLens's own forwards
     gguf = smollm2_gguf_path()
-    hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32).eval()
-    wins = token_windows(model.tokenizer, source="stdlib", context_size=args.context, split="train", seed=0)
+    hf = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    ).eval()
+    wins = token_windows(
+        model.tokenizer, source="stdlib", context_size=args.context, split="train", seed=0
+    )
     windows = torch.stack([w for _, w in zip(range(args.windows), wins)])
     batches = list(windows.split(args.batch))
-    results: dict[str, float] = {}
+    layers = hf.model.layers
 
     @torch.inference_mode()
-    def hf_full(b):
+    def hf_full(b: torch.Tensor) -> None:
         hf(b)
 
-    def hf_truncated(L):
-        layers = hf.model.layers
-
+    def hf_truncated(L: int) -> Callable[[torch.Tensor], None]:
         @torch.inference_mode()
-        def run(b):
+        def run(b: torch.Tensor) -> None:
             hf.model.layers = layers[: L + 1]
             hf.config.num_hidden_layers = L + 1
             try:
@@ -75,28 +159,122 @@ def main() -> None:
 
         return run
 
-    results["hf_full_forward"] = timed(hf_full, batches, args.repeats)
-    for L in (5, 15):
+    def hf_layer_output(L: int, b: torch.Tensor) -> torch.Tensor:
+        """transformers' residual stream after layer L (the output of ``layers[L]``)."""
+        got: list[torch.Tensor] = []
+        handle = layers[L].register_forward_hook(
+            lambda mod, inp, out: got.append(out[0] if isinstance(out, tuple) else out)
+        )
+        try:
+            hf_truncated(L)(b)
+        finally:
+            handle.remove()
+        return got[0]
+
+    impls: dict[str, Callable[[torch.Tensor], object]] = {"hf_full_forward": hf_full}
+    caps: dict[str, ActivationCapture] = {}
+    for L in LAYERS:
         hook = f"blocks.{L}.hook_resid_post"
-        cap = ActivationCapture(model, [hook])
-        results[f"capture_L{L}_stop_at_layer"] = timed(cap, batches, args.repeats)
+        caps[f"capture_L{L}_stop_at_layer"] = ActivationCapture(model, [hook])
         full = ActivationCapture(model, [hook])
         full.stop_at_layer = None
-        results[f"capture_L{L}_full_forward"] = timed(full, batches, args.repeats)
-        results[f"hf_truncated_L{L}"] = timed(hf_truncated(L), batches, args.repeats)
-        results[f"capture_L{L}_vs_hf_truncated"] = results[f"capture_L{L}_stop_at_layer"] / results[f"hf_truncated_L{L}"]
-    four = [f"blocks.{L}.hook_resid_post" for L in (3, 7, 11, 15)]
-    results["capture_4_hooks"] = timed(ActivationCapture(model, four), batches, args.repeats)
-    results["capture_4_hooks_overhead_vs_deepest"] = results["capture_L15_stop_at_layer"] / results["capture_4_hooks"] - 1
+        caps[f"capture_L{L}_full_forward"] = full
+        caps[f"capture_L{L}_stop_at_layer_tl_original"] = ActivationCapture(slow, [hook])
+        impls[f"hf_truncated_L{L}"] = hf_truncated(L)
+    caps["capture_4_hooks"] = ActivationCapture(
+        model, [f"blocks.{L}.hook_resid_post" for L in FOUR_HOOK_LAYERS]
+    )
+    impls.update(caps)
 
-    out = {"results_tokens_per_s": results, "windows": args.windows, "batch": args.batch, "context": args.context,
-           "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
-           "targets": {"capture_vs_hf_truncated": ">= 0.95", "4_hooks_overhead": "<= 0.05"}}
+    # numerical sanity: captured residuals vs transformers' residual stream, fast vs original
+    checks: dict[str, float] = {}
+    b0 = batches[0]
+    for L in LAYERS:
+        cap = caps[f"capture_L{L}_stop_at_layer"]
+        keep = cap.keep_mask(b0, None).reshape(-1)
+        ref = hf_layer_output(L, b0).reshape(b0.numel(), -1)[keep]
+        fast_acts = cap(b0).acts[cap.hooks[0]]
+        orig_acts = caps[f"capture_L{L}_stop_at_layer_tl_original"](b0).acts[cap.hooks[0]]
+        scale = ref.abs().max().item()
+        checks[f"L{L}_capture_vs_hf_max_rel_err"] = (fast_acts - ref).abs().max().item() / scale
+        checks[f"L{L}_fast_vs_tl_original_max_rel_err"] = (
+            fast_acts - orig_acts
+        ).abs().max().item() / scale
+
+    print(
+        f"timing {len(impls)} implementations x {args.repeats} rounds on {len(batches)} "
+        f"batches of {args.batch}x{args.context} tokens, {torch.get_num_threads()} threads"
+    )
+    rates = interleaved(impls, batches, args.repeats, deadline=t_start + args.max_seconds)
+    results: dict[str, float] = {name: statistics.median(r) for name, r in rates.items()}
+    for L in LAYERS:
+        cap_r, floor = rates[f"capture_L{L}_stop_at_layer"], rates[f"hf_truncated_L{L}"]
+        orig_r = rates[f"capture_L{L}_stop_at_layer_tl_original"]
+        results[f"capture_L{L}_vs_hf_truncated"] = paired_ratio(cap_r, floor)
+        results[f"capture_L{L}_tl_original_vs_hf_truncated"] = paired_ratio(orig_r, floor)
+        results[f"capture_L{L}_fast_speedup_vs_tl_original"] = paired_ratio(cap_r, orig_r)
+        results[f"capture_L{L}_stop_at_layer_speedup_vs_full_forward"] = paired_ratio(
+            cap_r, rates[f"capture_L{L}_full_forward"]
+        )
+    results["capture_4_hooks_overhead_vs_deepest"] = (
+        paired_ratio(rates["capture_L15_stop_at_layer"], rates["capture_4_hooks"]) - 1
+    )
+
+    # the key comparisons again, as back-to-back pairs (less exposed to slow phases between runs)
+    pairs: dict[str, float] = {}
+    if args.pairs > 0:
+        print(f"back-to-back pairs ({args.pairs} each)")
+        for L in LAYERS:
+            pairs[f"capture_L{L}_vs_hf_truncated"] = back_to_back(
+                impls[f"hf_truncated_L{L}"],
+                impls[f"capture_L{L}_stop_at_layer"],
+                batches,
+                args.pairs,
+            )
+        pairs["capture_4_hooks_overhead_vs_deepest"] = (
+            back_to_back(
+                impls["capture_4_hooks"], impls["capture_L15_stop_at_layer"], batches, args.pairs
+            )
+            - 1
+        )
+
+    out = {
+        "results_tokens_per_s": results,
+        "back_to_back_pairs": pairs,
+        "per_round_tokens_per_s": rates,
+        "numerical_checks": checks,
+        "targets": {"capture_vs_hf_truncated": ">= 0.95", "4_hooks_overhead": "<= 0.05"},
+        "met": {
+            **{
+                f"capture_L{L}_vs_hf_truncated": results[f"capture_L{L}_vs_hf_truncated"] >= 0.95
+                for L in LAYERS
+            },
+            "capture_4_hooks_overhead": results["capture_4_hooks_overhead_vs_deepest"] <= 0.05,
+        },
+        "windows": args.windows,
+        "batch": args.batch,
+        "context": args.context,
+        "repeats": len(rates["hf_full_forward"]),
+        "timing": "each implementation: one sweep over all batches per round, implementations "
+        "interleaved batch by batch (order rotated per round); rates are medians over rounds, "
+        "ratios medians of per-round ratios",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_start": load_start,
+        "loadavg_end": os.getloadavg(),
+        "wall_s": round(time.perf_counter() - t_start, 1),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     for k, v in results.items():
-        print(f"{k:42s} {v:12.3f}")
-    print(f"saved {args.out}")
+        print(f"{k:52s} {v:12.3f}")
+    for k, v in pairs.items():
+        print(f"{'pairs: ' + k:52s} {v:12.3f}")
+    for k, v in checks.items():
+        print(f"{k:52s} {v:12.2e}")
+    print(f"saved {args.out} ({out['wall_s']} s)")
 
 
 if __name__ == "__main__":

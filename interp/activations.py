@@ -10,13 +10,14 @@ so the gradient at a position does not depend on the batch size or the window le
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from interp.models import stop_at_layer_for
+from interp.models import hook_layer, stop_at_layer_for
 
 STORAGE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -118,8 +119,11 @@ class ActivationCapture:
         self.dtype = storage_dtype(dtype)
         stop = stop_at_layer_for(self.hooks)
         self.stop_at_layer: int | None = None if stop is None or stop >= model.cfg.n_layers else stop
-        order = {name: i for i, name in enumerate(model.hook_dict)}
-        self.first_hook = min(self.hooks, key=order.__getitem__)  # hook_dict follows the forward order
+        # With gradients, the residual stream is made a leaf at its start (or at each requested
+        # embedding hook): every hooked activation lies downstream of it, whatever the hook order,
+        # and autograd.grad prunes everything before it.
+        embed_hooks = [h for h in self.hooks if hook_layer(h) == -1]
+        self.grad_roots: list[str] = embed_hooks or ["blocks.0.hook_resid_pre"]
         tok = getattr(model, "tokenizer", None)
         self.bos_id: int | None = getattr(tok, "bos_token_id", None) if tok is not None else None
 
@@ -147,26 +151,30 @@ class ActivationCapture:
         stored: dict[str, torch.Tensor] = {}
 
         def save(act: torch.Tensor, hook) -> torch.Tensor | None:
-            if self.with_grads and hook.name == self.first_hook:
-                act = act.detach().requires_grad_(True)
-                stored[hook.name] = act
-                return act
-            if self.with_grads:
-                act.retain_grad()
-            stored[hook.name] = act if self.with_grads else act.detach()
-            return None
+            out = None
+            if self.with_grads and hook.name in self.grad_roots:
+                act = out = act.detach().requires_grad_(True)
+            if hook.name in self.hooks:
+                stored[hook.name] = act if self.with_grads else act.detach()
+            return out
 
-        fwd_hooks = [(h, save) for h in self.hooks]
         if self.with_grads:
             with torch.enable_grad():
-                logits = self.model.run_with_hooks(tokens, fwd_hooks=fwd_hooks)
+                logits = self._run(tokens, save)
                 loss = self._next_token_loss(logits, tokens, attention_mask)
                 grads_list = torch.autograd.grad(loss, [stored[h] for h in self.hooks])
             grads = dict(zip(self.hooks, grads_list))
         else:
             with torch.inference_mode():
-                self.model.run_with_hooks(
-                    tokens, fwd_hooks=fwd_hooks, stop_at_layer=self.stop_at_layer
+                # nothing reads the logits: skip the unembedding unless one of its hooks is wanted
+                skip_unembed = self.stop_at_layer is None and not any(
+                    h.startswith("unembed.") for h in self.hooks
+                )
+                self._run(
+                    tokens,
+                    save,
+                    stop_at_layer=self.stop_at_layer,
+                    return_type=None if skip_unembed else "logits",
                 )
             grads = None
         keep = self.keep_mask(tokens, attention_mask.to(device) if attention_mask is not None else None)
@@ -182,6 +190,22 @@ class ActivationCapture:
             tokens=tokens.reshape(-1)[flat_keep].cpu(),
         )
 
+    def _run(self, tokens: torch.Tensor, save, **kwargs):
+        """Forward with ``save`` on each hooked HookPoint. The hooks go straight onto the hook points
+        and come off again afterwards: ``run_with_hooks`` would sweep all of the model's hook points
+        (~800 for SmolLM2, several ms) on every call."""
+        handles = []
+        try:
+            names = list(dict.fromkeys(self.hooks + (self.grad_roots if self.with_grads else [])))
+            for h in names:
+                handles.append(
+                    self.model.hook_dict[h].register_forward_hook(functools.partial(_as_tl_hook, save))
+                )
+            return self.model(tokens, **kwargs)
+        finally:
+            for handle in handles:
+                handle.remove()
+
     @staticmethod
     def _next_token_loss(
         logits: torch.Tensor, tokens: torch.Tensor, attention_mask: torch.Tensor | None
@@ -194,6 +218,11 @@ class ActivationCapture:
         if attention_mask is not None:
             per_tok = per_tok * attention_mask[:, 1:].reshape(-1).to(per_tok.dtype)
         return per_tok.sum()
+
+
+def _as_tl_hook(fn, module: torch.nn.Module, inputs, output):
+    """A torch forward hook that calls a TransformerLens-style ``fn(activation, hook=hook_point)``."""
+    return fn(output, module)
 
 
 def capture_stream(

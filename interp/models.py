@@ -1078,6 +1078,7 @@ def load_model(
     spec: str = DEFAULT_MODEL,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
+    fast: bool = True,
 ) -> HookedTransformer:
     """Load a model as a TransformerLens ``HookedTransformer`` with ``.tokenizer`` set.
 
@@ -1085,7 +1086,20 @@ def load_model(
     a local ``.gguf`` file, a local Hugging Face model folder, or a TransformerLens model name.
     ``device`` defaults to CUDA when available, else CPU. Converted models are cached (see
     :func:`model_cache_dir`); the first SmolLM2 load takes ~20-30 s, later ones a few seconds.
+    ``fast`` (default) installs :func:`interp.fast_forward.install_fast_forward` (fused attention
+    etc., same hooks and activations); ``fast=False`` keeps TransformerLens's own forwards.
     """
+    model = _load_model(spec, device, dtype)
+    if fast:
+        from interp.fast_forward import install_fast_forward
+
+        install_fast_forward(model)
+    return model
+
+
+def _load_model(
+    spec: str, device: str | torch.device | None, dtype: torch.dtype
+) -> HookedTransformer:
     if not isinstance(dtype, torch.dtype):
         raise ValueError(f"dtype must be a torch.dtype, got {dtype!r}")  # noqa: TRY004
     _check_device(device)

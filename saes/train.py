@@ -7,12 +7,13 @@ a JSONL log, resume, and evaluation at the end.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import signal
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -229,7 +230,7 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True, evaluate:
     last_ckpt_tokens = position["tokens"]
     t0, tok0 = time.perf_counter(), position["tokens"]
     with _Interrupt() as interrupt, open(log_path, "a") as log:
-        for block, i, batch in _take(batches, total_steps - step.step_index):
+        for block, i, batch in itertools.islice(batches, max(0, total_steps - step.step_index)):
             x = batch.acts[cfg.hook]
             g = batch.grads[cfg.hook] if (batch.grads is not None and sae.variant.needs_grads) else None
             stats = step(x, g)
@@ -262,13 +263,6 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True, evaluate:
     if wandb_run is not None:
         _safe(wandb_run.finish)
     return run_dir
-
-
-def _take(it: Iterator, n: int) -> Iterator:
-    for i, item in enumerate(it):
-        if i >= n:
-            return
-        yield item
 
 
 def _safe(fn) -> None:

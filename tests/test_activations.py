@@ -76,11 +76,14 @@ def _loss_with_delta(model, toks, hook, delta):
 
 def test_gradients_match_finite_differences(tiny):
     torch.manual_seed(0)
-    hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_mid"]
+    # hook_dict is in registration order, not forward order: resid_pre is listed after attn there
+    hooks = ["blocks.1.attn.hook_z", "blocks.0.hook_resid_post", "blocks.1.hook_resid_pre", "blocks.1.hook_resid_mid"]
     toks = _tokens(tiny, b=2, t=8)
     cap = ActivationCapture(tiny, hooks, with_grads=True, drop_bos=False)
     batch = cap(toks)
     assert cap.stop_at_layer is None or cap.with_grads
+    for p in tiny.parameters():
+        assert p.grad is None  # the model's parameters get no gradient
     for h in hooks:
         g = batch.grads[h]
         v = torch.randn_like(g)
