@@ -21,7 +21,7 @@ WEIGHTS = "sae_weights.safetensors"
 CFG = "cfg.json"
 
 # our variant -> SAELens architecture with the same inference function
-SAELENS_ARCH = {"topk": "topk", "relu_l1": "standard"}
+SAELENS_ARCH = {"topk": "topk", "gtopk": "topk", "relu_l1": "standard"}
 FROM_SAELENS_ARCH = {"topk": "topk", "standard": "relu_l1"}
 
 
@@ -44,8 +44,10 @@ def sae_lens_cfg(sae: SAE, extra_metadata: dict[str, Any] | None = None) -> dict
             **(extra_metadata or {}),
         },
         "interp": cfg.model_dump(),
+        "selection_rule": {"topk": "topk", "gtopk": f"gradient topk, beta={cfg.beta}",
+                           "relu_l1": "relu"}.get(cfg.variant, cfg.variant),
     }
-    if cfg.variant == "topk":
+    if cfg.variant in ("topk", "gtopk"):
         out["k"] = cfg.k
         out["rescale_acts_by_decoder_norm"] = False
     return out

@@ -5,7 +5,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-Variant = Literal["topk", "relu_l1"]
+Variant = Literal["topk", "gtopk", "relu_l1"]
 
 
 class SAEConfig(BaseModel):
@@ -20,6 +20,8 @@ class SAEConfig(BaseModel):
     # AuxK (dead latents): k_aux defaults to d_in // 2, coefficient 1/32 (OpenAI, Gao et al. 2024)
     aux_k: Optional[int] = None
     aux_k_coef: float = 1 / 32
+    # g-SAE: selection score z_i * (1 + beta * |d_i . dL/dx|); beta = 0 is TopK
+    beta: float = 1.0
     # ReLU/L1 baseline: penalty weight on sum_i z_i * ||W_dec[i]||
     l1_coefficient: float = 5.0
     # inputs are multiplied by this before encoding (E||x|| = sqrt(d_in)); folded into weights on save
@@ -36,6 +38,8 @@ class SAEConfig(BaseModel):
             raise ValueError(f"k must satisfy 0 < k < d_sae; got k={self.k}, d_sae={self.d_sae}")
         if self.aux_k is not None and not 0 < self.aux_k <= self.d_sae:
             raise ValueError(f"aux_k must be in (0, d_sae]; got {self.aux_k}")
+        if self.beta < 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta}")
         if self.input_scale is not None and not self.input_scale > 0:
             raise ValueError(f"input_scale must be positive, got {self.input_scale}")
         return self

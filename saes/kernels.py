@@ -6,65 +6,85 @@ Shapes: ``x_in`` [B, d_in] (the b_dec-centred input), ``W_enc`` [d_in, d_sae], `
 Only the encoder forward GEMM (B x d_in x d_sae) is dense. Everything else touches only the
 B*k selected entries:
 
-* selection: exact top-k on the pre-activations (no ReLU pass over the dense matrix; ReLU is
-  applied to the k kept values: ReLU-then-top-k and top-k-then-ReLU keep the same values since
-  ReLU is monotone; when fewer than k entries are positive the kept non-positive entries become
-  0 either way and get no gradient -- which zeros are kept is arbitrary in both orders);
-* decode: ``embedding_bag`` over the k selected decoder rows (no dense [B, d_sae] code);
+* selection: exact top-k on the pre-activations, with no ReLU pass over the dense matrix: ReLU
+  is applied to the k kept values. ReLU-then-top-k and top-k-then-ReLU keep the same values
+  (ReLU is monotone); when fewer than k entries are positive the kept non-positive entries are
+  0 either way and get no gradient (which zeros are kept is arbitrary in both orders).
+  ``torch.topk`` costs 5-15 ns per element on CPU, so rows are reduced by a max-tree first
+  (:func:`topk_select`), or by an optional C++ kernel (:func:`enable_native`).
+* decode: ``embedding_bag`` over the k selected decoder rows (no dense [B, d_sae] code).
 * encoder backward: with G the sparse [B, d_sae] gradient of the pre-activations (B*k
-  nonzeros), ``grad_W_enc = x_in^T G`` is computed by sorting the entries by latent and
-  summing ``g * x_in[row]`` per latent (``embedding_bag`` with one bag per latent),
-  ``grad_b_enc`` by ``index_add``, ``grad_x_in = G W_enc^T`` by ``embedding_bag`` over the rows
-  of ``W_enc^T``; no dense [B, d_sae] matrix is built anywhere in the backward.
+  nonzeros, ReLU-masked), ``grad_W_enc = x_in^T G`` sorts the entries by latent once
+  (:class:`LatentOrder`, shared with the decoder backward) and sums ``g * x_in[row]`` per latent
+  with one ``embedding_bag`` (one bag per latent); ``grad_b_enc`` is an ``index_add``;
+  ``grad_x_in = G W_enc^T`` is an ``embedding_bag`` over the rows of ``W_enc^T``. No dense
+  [B, d_sae] matrix exists anywhere in the backward.
 
 Public API::
 
-    pre_acts(x_in, W_enc, b_enc, *, dtype=None, out=None) -> [B, d_sae]      (no autograd)
-    topk_select(pre, k) -> (pre values [B, k], indices [B, k])              (no autograd)
-    topk_encode(x_in, W_enc, b_enc, k, *, b_dec=None, dtype=None, return_pre=False)
-        -> (values [B, k], indices [B, k] int64) [+ pre]
-    topk_encode_with_aux(x_in, W_enc, b_enc, k, dead_mask, k_aux, *, b_dec=None, dtype=None)
-        -> (values, indices, aux_values | None, aux_indices | None)
+    pre_acts(x_in, W_enc, b_enc, *, dtype=None, out=None) -> [B, d_sae]          (no autograd)
+    topk_select(pre, k, *, method="auto") -> (pre values [B, k], indices [B, k]) (no autograd)
+    topk_encode(x_in, W_enc, b_enc, k, *, b_dec=None, dtype=None, return_pre=False,
+                select="auto") -> (values [B, k], indices [B, k] int64) [+ pre]
+    topk_encode_with_aux(x_in, W_enc, b_enc, k, dead_mask, k_aux, *, b_dec=None, dtype=None,
+                         select="auto") -> (values, indices, aux_values|None, aux_indices|None)
     sparse_select_encode(x_in, W_enc, b_enc, cols, rows=None, *, pre=None, selected=None,
-                         b_dec=None) -> values at the (row, col) entries of ReLU(pre)
-    SparseSelectEncode  (the autograd.Function behind topk_encode & sparse_select_encode)
-    sparse_encode_backward(x_in, W_enc, cols, grad, rows=None, *, need_x, need_W, need_b)
+                         b_dec=None) -> ReLU(pre) at the chosen (row, col) entries
+    SparseSelectEncode      the autograd.Function behind all the encoders above
+    sparse_encode_backward(x_in, W_enc, cols, grad, rows=None, *, need_x, need_W, need_b, order)
     sparse_decode(values, indices, W_dec, b_dec=None, *, rows=None, n_rows=None) -> [B, d_in]
+    SparseDecode, LatentOrder
+    remove_parallel_grad_(W_dec, grad=None), normalize_rows_(W_dec)   (unit-norm decoder upkeep)
+    enable_native(enabled=True), native_status(), release_workspace()
 
-``b_dec=`` (optional everywhere on the encoder side): pass the *raw* input as ``x_in`` and the
-decoder bias; the centring ``x - b_dec`` happens inside and, when the raw input needs no
-gradient, b_dec's encoder-side gradient is the GEMV ``-W_enc @ grad_b_enc`` instead of a
-B*k*d_in gather for ``grad_x_in``. Results are identical to centring outside.
+Selection rules other than TopK (g-SAE, feature choice, mutual choice, ...) compute
+``pre = pre_acts(...)``, choose entries without autograd (``cols`` [B, k] or flat COO
+``rows``/``cols`` [N], any count per row), and call ``sparse_select_encode(..., pre=pre)``:
+they get the same sparse backward, and ``sparse_decode(..., rows=rows, n_rows=B)`` for COO codes.
 
-``dtype=torch.bfloat16``: the encoder GEMM (and the selection) run in bf16; the k kept values
-are then recomputed exactly in the parameters' dtype from the selected (row, col) pairs, so the
-outputs and gradients are full precision and only *which* latents win near-ties can differ.
+``b_dec=`` (encoder side): pass the *raw* input and the decoder bias; the centring happens
+inside and, when the raw input needs no gradient, b_dec's encoder-side gradient is the GEMV
+``-W_enc @ grad_b_enc`` instead of a B*k*d_in gather for ``grad_x_in`` (same result as centring
+outside, cheaper).
+
+Layout: the kernels accept any ``W_enc`` strides and return its gradient in the same layout.
+Storing the encoder latent-major (a contiguous [d_sae, d_in] tensor passed as ``W.t()``, like
+``nn.Linear``) saves two transposed copies of the weight per step.
+
+``dtype=torch.bfloat16``: the encoder GEMM and the selection run in bf16 (AMX/AVX512-BF16 CPUs
+do it ~3x faster); the k kept values are then recomputed exactly in the parameters' dtype from
+the selected (row, col) pairs, so outputs and gradients are full precision and only *which*
+latents win near-ties can differ from fp32.
 
 The dense pre-activation matrix of the TopK paths lives in a reused per-thread workspace (a
 fresh B x d_sae allocation costs more in page faults than the selection itself on CPU);
-``release_workspace()`` frees it. ``return_pre=True`` returns a fresh copy instead.
+``release_workspace()`` frees it. ``return_pre=True`` returns a fresh matrix instead. Indices
+returned by ``topk_encode`` carry their :class:`LatentOrder`; do not modify them in place.
 """
 from __future__ import annotations
 
 import threading
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "LatentOrder",
+    "SparseDecode",
+    "SparseSelectEncode",
+    "enable_native",
+    "native_status",
+    "normalize_rows_",
     "pre_acts",
-    "topk_select",
+    "release_workspace",
+    "remove_parallel_grad_",
+    "sparse_decode",
+    "sparse_encode_backward",
+    "sparse_select_encode",
     "topk_encode",
     "topk_encode_with_aux",
-    "sparse_select_encode",
-    "SparseSelectEncode",
-    "sparse_encode_backward",
-    "sparse_decode",
-    "SparseDecode",
-    "LatentOrder",
-    "release_workspace",
+    "topk_select",
 ]
 
 # ------------------------------------------------------------------------------------------------
@@ -73,18 +93,22 @@ __all__ = [
 _tls = threading.local()
 
 
-def _workspace(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Optional[Tensor]:
+def _workspace(
+    name: str, shape: tuple[int, ...] | int, dtype: torch.dtype, device: torch.device
+) -> Tensor | None:
+    """A reused per-thread buffer (None off CPU). Valid until the next call with the same name."""
     if device.type != "cpu":
         return None
+    shape = (shape,) if isinstance(shape, int) else shape
     numel = 1
     for s in shape:
         numel *= s
     bufs = getattr(_tls, "bufs", None)
     if bufs is None:
         bufs = _tls.bufs = {}
-    buf = bufs.get(dtype)
+    buf = bufs.get((name, dtype))
     if buf is None or buf.numel() < numel:
-        bufs[dtype] = buf = torch.empty(numel, dtype=dtype, device=device)
+        bufs[(name, dtype)] = buf = torch.empty(numel, dtype=dtype, device=device)
     return buf[:numel].view(shape)
 
 
@@ -96,25 +120,52 @@ def release_workspace() -> None:
 # ------------------------------------------------------------------------------------------------
 # dense part: the encoder GEMM
 # ------------------------------------------------------------------------------------------------
+#: How the encoder bias enters the GEMM: "addmm" (torch.addmm), "mm_add" (mm, then add_) or
+#: "augment" (one more GEMM column: [x, 1] @ [W_enc; b_enc], no extra pass over [B, d_sae]).
+GEMM_BIAS = "augment"
+
+
 def pre_acts(
     x_in: Tensor,
     W_enc: Tensor,
     b_enc: Tensor,
     *,
-    dtype: Optional[torch.dtype] = None,
-    out: Optional[Tensor] = None,
+    dtype: torch.dtype | None = None,
+    out: Tensor | None = None,
 ) -> Tensor:
     """Dense pre-activations ``x_in @ W_enc + b_enc`` [B, d_sae], computed without autograd.
 
     This is the selection input of every sparse variant; gradients flow through
     :func:`sparse_select_encode` / :func:`topk_encode`, never through this matrix.
-    ``dtype`` (e.g. ``torch.bfloat16``) runs the GEMM in that precision.
+    ``dtype`` (e.g. ``torch.bfloat16``) runs the GEMM in that precision. ``out``: write there.
     """
     with torch.no_grad():
-        if dtype is not None and dtype != W_enc.dtype:
-            x_in, W_enc, b_enc = x_in.to(dtype), W_enc.to(dtype), b_enc.to(dtype)
+        dtype = dtype or W_enc.dtype
+        B, K = x_in.shape
+        m = W_enc.shape[1]
         if out is None:
-            return torch.addmm(b_enc, x_in, W_enc)
+            out = torch.empty(B, m, dtype=dtype, device=x_in.device)
+        if GEMM_BIAS == "augment":
+            # [x, 1] @ [W; b]: the bias costs one GEMM column instead of a pass over [B, d_sae].
+            # The augmented weight copy keeps W_enc's memory layout (no transposition).
+            xa = _workspace("x_aug", (B, K + 1), dtype, x_in.device)
+            Wa = _workspace("W_aug", (K + 1) * m, dtype, x_in.device)
+            if xa is not None and Wa is not None:
+                xa[:, :K].copy_(x_in)
+                xa[:, K].fill_(1)
+                if W_enc.t().is_contiguous() and not W_enc.is_contiguous():  # [d_sae, d_in] storage
+                    Wa_t = Wa.view(m, K + 1)
+                    Wa_t[:, :K].copy_(W_enc.t())
+                    Wa_t[:, K].copy_(b_enc)
+                    Wa = Wa_t.t()
+                else:
+                    Wa = Wa.view(K + 1, m)
+                    Wa[:K].copy_(W_enc)
+                    Wa[K].copy_(b_enc)
+                return torch.mm(xa, Wa, out=out)
+        x_in, W_enc, b_enc = x_in.to(dtype), W_enc.to(dtype), b_enc.to(dtype)
+        if GEMM_BIAS == "mm_add":
+            return torch.mm(x_in, W_enc, out=out).add_(b_enc)
         return torch.addmm(b_enc, x_in, W_enc, out=out)
 
 
@@ -126,7 +177,9 @@ def topk_select(pre: Tensor, k: int, *, method: str = "auto") -> tuple[Tensor, T
 
     No autograd. The values are the *pre*-activations (apply ReLU yourself); ties are broken
     arbitrarily (any valid top-k set). ``method``: ``"topk"`` (``torch.topk``), ``"tree"``
-    (the max-tree below) or ``"auto"`` (the tree when the rows are long enough to pay off).
+    (the max-tree below), ``"torch"`` (the tree when rows are long enough to pay off, else
+    ``torch.topk``), ``"native"`` (the optional C++ kernel, see :func:`enable_native`) or
+    ``"auto"`` (native when enabled, else ``"torch"``).
 
     The tree: ``torch.topk`` costs ~5-15 ns per element on CPU while a vectorised max over
     groups costs well under 1 ns, so we build group maxima level by level (level 1: groups of
@@ -137,10 +190,190 @@ def topk_select(pre: Tensor, k: int, *, method: str = "auto") -> tuple[Tensor, T
     of ``f*c`` (a max over a middle axis vectorises; the members are still close in memory).
     """
     with torch.no_grad():
-        plan = _tree_plan(pre.shape[1], k) if method in ("auto", "tree") else None
+        if method == "native" or (method == "auto" and _native_ready()):
+            lib = _native_lib(build=True)
+            if lib is not None and _native_ok(pre, k):
+                return lib.topk_rows(pre, k, _native_group(pre.shape[1], k))
+            if method == "native":
+                raise RuntimeError("the native top-k kernel is unavailable for this input/platform")
+        if method not in ("auto", "torch", "tree", "topk", "native"):
+            raise ValueError(f"unknown top-k method {method!r}")
+        plan = _tree_plan(pre.shape[1], k) if method != "topk" else None
         if plan is None:
             return torch.topk(pre, k, dim=1, sorted=False)
         return _tree_topk(pre, k, plan)
+
+
+# ------------------------------------------------------------------------------------------------
+# optional native top-k (C++, JIT-built once with torch.utils.cpp_extension, cached on disk)
+# ------------------------------------------------------------------------------------------------
+_NATIVE_SRC = r"""
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <algorithm>
+#include <functional>
+#include <limits>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// Exact top-k (largest) per row. Per row: maxima of G = n / g strided groups (group j holds
+// entries j, j + G, ..., j + (g-1) G: a vertical, vectorisable max); t = the k-th largest group
+// maximum is a lower bound on the row's k-th largest entry (k groups reach t), and only groups
+// with maximum >= t (plus the n - gG tail entries) can hold entries >= t: collect those and
+// select the k largest. NaN never wins unless a row has fewer than k non-NaN entries.
+template <typename T>
+static void topk_rows_impl(const T* P, int64_t B, int64_t n, int64_t ld, int64_t k, int64_t g,
+                           T* V, int64_t* I) {
+  using acc_t = typename std::conditional<std::is_same<T, double>::value, double, float>::type;
+  const int64_t G = n / g, tail0 = G * g;
+  at::parallel_for(0, B, 4, [&](int64_t b0, int64_t b1) {
+    const acc_t ninf = -std::numeric_limits<acc_t>::infinity();
+    std::vector<acc_t> gm(G), tmp(G);
+    std::vector<std::pair<acc_t, int64_t>> cand;
+    cand.reserve(8 * k);
+    for (int64_t b = b0; b < b1; ++b) {
+      const T* row = P + b * ld;
+      acc_t* m = gm.data();
+      for (int64_t j = 0; j < G; ++j) { acc_t v = acc_t(row[j]); m[j] = v == v ? v : ninf; }
+      for (int64_t i = 1; i < g; ++i) {
+        const T* r = row + i * G;
+        for (int64_t j = 0; j < G; ++j) { acc_t v = acc_t(r[j]); m[j] = v > m[j] ? v : m[j]; }
+      }
+      std::copy(m, m + G, tmp.begin());
+      std::nth_element(tmp.begin(), tmp.begin() + (k - 1), tmp.end(), std::greater<acc_t>());
+      const acc_t t = tmp[k - 1];
+      cand.clear();
+      for (int64_t j = 0; j < G; ++j) {
+        if (m[j] >= t) {
+          for (int64_t i = 0; i < g; ++i) {
+            acc_t v = acc_t(row[i * G + j]);
+            if (v >= t) cand.emplace_back(v, i * G + j);
+          }
+        }
+      }
+      for (int64_t j = tail0; j < n; ++j) { acc_t v = acc_t(row[j]); if (v >= t) cand.emplace_back(v, j); }
+      for (int64_t j = 0; j < n && (int64_t)cand.size() < k; ++j) {  // only rows with NaN
+        acc_t v = acc_t(row[j]);
+        if (v != v) cand.emplace_back(v, j);
+      }
+      if ((int64_t)cand.size() > k)  // no NaN in cand here
+        std::nth_element(cand.begin(), cand.begin() + (k - 1), cand.end(),
+                         [](const std::pair<acc_t, int64_t>& a, const std::pair<acc_t, int64_t>& c) {
+                           return a.first > c.first;
+                         });
+      for (int64_t j = 0; j < k; ++j) {
+        I[b * k + j] = cand[j].second;
+        V[b * k + j] = row[cand[j].second];
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> topk_rows(const at::Tensor& pre, int64_t k, int64_t g) {
+  TORCH_CHECK(pre.dim() == 2 && pre.device().is_cpu() && pre.stride(1) == 1, "pre: [B, n] CPU, unit column stride");
+  const int64_t B = pre.size(0), n = pre.size(1);
+  TORCH_CHECK(k >= 1 && k <= n && g >= 1 && n / g >= k, "bad k / group size");
+  auto vals = at::empty({B, k}, pre.options());
+  auto idx = at::empty({B, k}, pre.options().dtype(at::kLong));
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, pre.scalar_type(), "topk_rows", [&] {
+    topk_rows_impl<scalar_t>(pre.data_ptr<scalar_t>(), B, n, pre.stride(0), k, g,
+                             vals.data_ptr<scalar_t>(), idx.data_ptr<int64_t>());
+  });
+  return {vals, idx};
+}
+"""
+
+_NATIVE_FLAGS = ["-O3", "-fopenmp"]
+_NATIVE_NAME = "saes_topk_" + __import__("hashlib").sha1(
+    (_NATIVE_SRC + " ".join(_NATIVE_FLAGS)).encode()
+).hexdigest()[:12]
+_native_state: dict = {"enabled": None, "lib": None, "error": None}
+
+
+def enable_native(enabled: bool = True) -> bool:
+    """Use (or stop using) the C++ top-k kernel in :func:`topk_select` ``method="auto"``.
+
+    ``enable_native(True)`` builds the kernel if needed: the first build compiles a small torch
+    extension (~30-60 s, needs a C++ compiler with OpenMP) cached by torch under
+    ``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``); later processes load it in
+    ~0.2 s. Returns whether the kernel is in use; on any build failure the pure-torch selection
+    stays in use.
+
+    Without a call, ``"auto"`` follows the environment: ``SAES_NATIVE=1`` builds and uses it,
+    ``SAES_NATIVE=0`` never uses it, and when unset the kernel is used only if this exact
+    version is already built (it is never compiled implicitly). Both give the same top-k sets
+    (only tie-breaking may differ).
+    """
+    _native_state["enabled"] = bool(enabled)
+    return bool(enabled) and _native_lib(build=True) is not None
+
+
+def native_status() -> dict:
+    """Whether the native top-k is in use, built, and the build error if any."""
+    return {"in_use": _native_ready() and _native_state["lib"] is not None,
+            "built": _native_cached(), "error": _native_state["error"], "name": _NATIVE_NAME}
+
+
+def _native_cached() -> bool:
+    try:
+        import glob
+        import os
+
+        from torch.utils.cpp_extension import _get_build_directory
+
+        return bool(glob.glob(os.path.join(_get_build_directory(_NATIVE_NAME, False), "*.so")))
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _native_ready() -> bool:
+    """Decide (once) whether "auto" uses the native kernel; loads it when it will."""
+    if _native_state["enabled"] is None:
+        import os
+
+        env = os.environ.get("SAES_NATIVE", "")
+        _native_state["enabled"] = env not in ("0", "") or (env == "" and _native_cached())
+    if not _native_state["enabled"] or _native_state["error"] is not None:
+        return False
+    return _native_lib(build=True) is not None
+
+
+def _native_lib(build: bool = True):
+    if _native_state["lib"] is None and _native_state["error"] is None and build:
+        try:
+            import warnings
+
+            from torch.utils.cpp_extension import load_inline
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _native_state["lib"] = load_inline(
+                    _NATIVE_NAME,
+                    cpp_sources=_NATIVE_SRC,
+                    functions=["topk_rows"],
+                    extra_cflags=_NATIVE_FLAGS,
+                    extra_ldflags=["-fopenmp"],
+                    verbose=False,
+                )
+        except Exception as e:  # noqa: BLE001 - any build problem means: use pure torch
+            _native_state["error"] = f"{type(e).__name__}: {e}"
+    return _native_state["lib"]
+
+
+def _native_ok(pre: Tensor, k: int) -> bool:
+    return (
+        pre.dim() == 2
+        and pre.device.type == "cpu"
+        and pre.dtype in (torch.float32, torch.float64, torch.bfloat16)
+        and pre.stride(1) == 1
+        and 1 <= k <= pre.shape[1]
+    )
+
+
+def _native_group(n: int, k: int) -> int:
+    """Group size: ~4k groups per row (measured best on a 2-core Xeon for n >= 4k)."""
+    return max(1, min(64, n // (4 * k)))
 
 
 def _lane_width(n: int, f: int, c_max: int = 32) -> int:
@@ -150,7 +383,7 @@ def _lane_width(n: int, f: int, c_max: int = 32) -> int:
     return c if n % (f * c) == 0 else 0
 
 
-def _tree_plan(n: int, k: int) -> Optional[list[tuple[int, int]]]:
+def _tree_plan(n: int, k: int) -> list[tuple[int, int]] | None:
     """[(fanout, lane width)] per level, or None when a plain torch.topk is as good."""
     if n < 96 * k:
         return None
@@ -193,21 +426,21 @@ class LatentOrder:
     indices and the encoder backward sort the B*k entries only once per step.
     """
 
-    __slots__ = ("cols", "rows", "n_latents", "_cache")
+    __slots__ = ("_cache", "cols", "n_latents", "rows")
 
-    def __init__(self, cols: Tensor, n_latents: int, rows: Optional[Tensor] = None) -> None:
+    def __init__(self, cols: Tensor, n_latents: int, rows: Tensor | None = None) -> None:
         self.cols, self.rows, self.n_latents = cols, rows, n_latents
-        self._cache: Optional[tuple[Tensor, Tensor, Tensor]] = None
+        self._cache: tuple[Tensor, Tensor, Tensor] | None = None
 
     def get(self) -> tuple[Tensor, Tensor, Tensor]:
         """(perm, offsets [n_latents], rows in sorted order)."""
         if self._cache is None:
             cols = self.cols.reshape(-1)
-            # int32 keys sort ~2x faster than int64
+            # int32 keys sort ~2x faster than int64; each latent's first position by binary search
             keys = cols.to(torch.int32) if self.n_latents < 2**31 else cols
-            perm = torch.argsort(keys)
-            counts = torch.bincount(cols, minlength=self.n_latents)
-            offsets = torch.cumsum(counts, 0).sub_(counts)
+            sorted_keys, perm = torch.sort(keys)
+            latents = torch.arange(self.n_latents, dtype=keys.dtype, device=keys.device)
+            offsets = torch.searchsorted(sorted_keys, latents)
             if self.rows is None:
                 rows_s = torch.div(perm, self.cols.shape[1], rounding_mode="floor")
             else:
@@ -216,7 +449,7 @@ class LatentOrder:
         return self._cache
 
 
-def _order_for(cols: Tensor, n_latents: int, rows: Optional[Tensor]) -> LatentOrder:
+def _order_for(cols: Tensor, n_latents: int, rows: Tensor | None) -> LatentOrder:
     order = getattr(cols, "_sae_latent_order", None)
     if isinstance(order, LatentOrder) and order.n_latents == n_latents and rows is None:
         return order
@@ -232,7 +465,7 @@ def _latent_major_sum(table: Tensor, weights: Tensor, order: LatentOrder) -> Ten
 
 
 def _row_major_sum(
-    table: Tensor, cols: Tensor, weights: Tensor, rows: Optional[Tensor], n_rows: int
+    table: Tensor, cols: Tensor, weights: Tensor, rows: Tensor | None, n_rows: int
 ) -> Tensor:
     """out[r] = sum over entries (r, c) of weights * table[c]: a [n_rows, table.shape[1]] matrix."""
     if rows is None:
@@ -262,7 +495,7 @@ def _like_layout(grad_t: Tensor, W: Tensor) -> Tensor:
     return g.contiguous()
 
 
-def _sddmm(x_in: Tensor, W_enc: Tensor, b_enc: Tensor, cols: Tensor, rows: Optional[Tensor]) -> Tensor:
+def _sddmm(x_in: Tensor, W_enc: Tensor, b_enc: Tensor, cols: Tensor, rows: Tensor | None) -> Tensor:
     """Exact pre-activations x_in[r] . W_enc[:, c] + b_enc[c] at the given entries (no autograd)."""
     with torch.no_grad():
         W_t = _rows_of(W_enc).to(x_in.dtype)
@@ -286,13 +519,13 @@ def sparse_encode_backward(
     W_enc: Tensor,
     cols: Tensor,
     grad: Tensor,
-    rows: Optional[Tensor] = None,
+    rows: Tensor | None = None,
     *,
     need_x: bool = True,
     need_W: bool = True,
     need_b: bool = True,
-    order: Optional[LatentOrder] = None,
-) -> tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+    order: LatentOrder | None = None,
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     """Gradients of a sparse selection of ``pre = x_in @ W_enc + b_enc`` entries.
 
     ``grad`` is dL/dpre at the selected entries (already ReLU-masked), either [B, k] with
@@ -363,11 +596,11 @@ def sparse_select_encode(
     W_enc: Tensor,
     b_enc: Tensor,
     cols: Tensor,
-    rows: Optional[Tensor] = None,
+    rows: Tensor | None = None,
     *,
-    pre: Optional[Tensor] = None,
-    selected: Optional[Tensor] = None,
-    b_dec: Optional[Tensor] = None,
+    pre: Tensor | None = None,
+    selected: Tensor | None = None,
+    b_dec: Tensor | None = None,
 ) -> Tensor:
     """Differentiable ``ReLU(pre)`` at chosen entries, with the sparse backward.
 
@@ -391,7 +624,7 @@ def sparse_select_encode(
 def _centred_pre(x_in, W_enc, b_enc, b_dec, dtype, return_pre):
     x_c = x_in.detach() - b_dec.detach() if b_dec is not None else x_in.detach()
     gemm_dtype = dtype if dtype is not None else W_enc.dtype
-    out = None if return_pre else _workspace((x_c.shape[0], W_enc.shape[1]), gemm_dtype, x_c.device)
+    out = None if return_pre else _workspace("pre", (x_c.shape[0], W_enc.shape[1]), gemm_dtype, x_c.device)
     pre = pre_acts(x_c, W_enc.detach(), b_enc.detach(), dtype=dtype, out=out)
     return x_c, pre
 
@@ -402,9 +635,10 @@ def topk_encode(
     b_enc: Tensor,
     k: int,
     *,
-    b_dec: Optional[Tensor] = None,
-    dtype: Optional[torch.dtype] = None,
+    b_dec: Tensor | None = None,
+    dtype: torch.dtype | None = None,
     return_pre: bool = False,
+    select: str = "auto",
 ):
     """TopK encoder: ``(values [B, k], indices [B, k] int64)`` of ReLU(x_in @ W_enc + b_enc).
 
@@ -414,7 +648,7 @@ def topk_encode(
     """
     with torch.no_grad():
         x_c, pre = _centred_pre(x_in, W_enc, b_enc, b_dec, dtype, return_pre)
-        sel, idx = topk_select(pre, k)
+        sel, idx = topk_select(pre, k, method=select)
         if pre.dtype != W_enc.dtype:
             sel = _sddmm(x_c, W_enc, b_enc, idx, None)
         idx._sae_latent_order = LatentOrder(idx.detach(), W_enc.shape[1])  # shared with sparse_decode
@@ -427,40 +661,94 @@ def topk_encode_with_aux(
     W_enc: Tensor,
     b_enc: Tensor,
     k: int,
-    dead_mask: Optional[Tensor],
+    dead_mask: Tensor | None,
     k_aux: int,
     *,
-    b_dec: Optional[Tensor] = None,
-    dtype: Optional[torch.dtype] = None,
+    b_dec: Tensor | None = None,
+    dtype: torch.dtype | None = None,
+    select: str = "auto",
 ):
     """TopK plus AuxK selection from ONE encoder GEMM.
 
     Returns ``(values, indices, aux_values, aux_indices)``: the top-k of ReLU(pre) and the
     top-min(k_aux, n_dead) of ReLU(pre) among the latents where ``dead_mask`` [d_sae] is True
-    (``None, None`` when there are no dead latents). Both sets share one sparse backward: the
-    aux entries' gradients flow into the same W_enc / b_enc columns.
+    (``None, None`` when there are no dead latents); ReLU applies to both (a dead latent with a
+    negative pre-activation contributes 0). Both sets are differentiated in one backward: the
+    aux entries' gradients flow into the same W_enc / b_enc columns. When the aux codes are
+    dense within the dead set (``k_aux * DENSE_SUBSET_RATIO >= n_dead``) their part of the
+    backward, and ``sparse_decode(aux_values, aux_indices, W_dec)``, use [B, n_dead] GEMMs
+    instead of B*k_aux row gathers (still nothing of size [B, d_sae]).
     """
     n_dead = 0 if dead_mask is None else int(dead_mask.sum())
     if n_dead == 0 or k_aux <= 0:
-        values, idx = topk_encode(x_in, W_enc, b_enc, k, b_dec=b_dec, dtype=dtype)
+        values, idx = topk_encode(x_in, W_enc, b_enc, k, b_dec=b_dec, dtype=dtype, select=select)
         return values, idx, None, None
     with torch.no_grad():
         x_c, pre = _centred_pre(x_in, W_enc, b_enc, b_dec, dtype, False)
-        sel, idx = topk_select(pre, k)
+        sel, idx = topk_select(pre, k, method=select)
         ka = min(k_aux, n_dead)
-        if n_dead == pre.shape[1]:
-            asel, aidx = topk_select(pre, ka)
-        else:
-            dead_idx = dead_mask.nonzero().squeeze(1)
-            asel, j = topk_select(pre.index_select(1, dead_idx), ka)
-            aidx = dead_idx[j]
-        cols = torch.cat([idx, aidx], 1)
-        selected = torch.cat([sel, asel], 1)
+        dead_idx = dead_mask.nonzero().squeeze(1)
+        sub = pre if n_dead == pre.shape[1] else pre.index_select(1, dead_idx)
+        asel, local = topk_select(sub, ka, method=select)
+        aidx = dead_idx[local]
         if pre.dtype != W_enc.dtype:
-            selected = _sddmm(x_c, W_enc, b_enc, cols, None)
+            sel = _sddmm(x_c, W_enc, b_enc, idx, None)
+            asel = _sddmm(x_c, W_enc, b_enc, aidx, None)
         idx._sae_latent_order = LatentOrder(idx.detach(), W_enc.shape[1])
-    both = SparseSelectEncode.apply(x_in, W_enc, b_enc, b_dec, x_c, cols, None, selected)
+        dense_aux = ka * DENSE_SUBSET_RATIO >= n_dead
+        if dense_aux:  # sparse_decode of these indices then uses dense GEMMs over the dead set
+            aidx._sae_dense_subset = (dead_idx, local)
+    if dense_aux:
+        values, aux_values = _TopKDenseAuxEncode.apply(
+            x_in, W_enc, b_enc, b_dec, x_c, idx, sel, dead_idx, local, asel
+        )
+        return values, idx, aux_values, aidx
+    cols = torch.cat([idx, aidx], 1)
+    both = SparseSelectEncode.apply(
+        x_in, W_enc, b_enc, b_dec, x_c, cols, None, torch.cat([sel, asel], 1)
+    )
     return both[:, :k], idx, both[:, k:], aidx
+
+
+#: AuxK selects k_aux of the n dead latents for every row: when k_aux * DENSE_SUBSET_RATIO >= n
+#: its codes are dense enough that [B, n] GEMMs beat row gathers (a gathered row costs ~10-20x a
+#: GEMM multiply-add per element on CPU), for the encoder backward and for sparse_decode.
+DENSE_SUBSET_RATIO = 8
+
+
+def _dense_codes(values: Tensor, local: Tensor, n: int) -> Tensor:
+    return values.new_zeros(values.shape[0], n).scatter_(1, local, values)
+
+
+class _TopKDenseAuxEncode(torch.autograd.Function):
+    """Main top-k entries (sparse backward) + AuxK entries over a small latent subset (dense)."""
+
+    @staticmethod
+    def forward(ctx, x, W_enc, b_enc, b_dec, x_c, idx, sel, latents, local, asel):  # type: ignore[override]
+        values, aux_values = torch.relu(sel), torch.relu(asel)
+        ctx.order = _order_for(idx, W_enc.shape[1], None)
+        ctx.save_for_backward(x_c, W_enc, idx, values, latents, local, aux_values)
+        return values, aux_values
+
+    @staticmethod
+    def backward(ctx, grad_values, grad_aux):  # type: ignore[override]
+        x_c, W_enc, idx, values, latents, local, aux_values = ctx.saved_tensors
+        need_x, need_W, need_b, need_bdec = ctx.needs_input_grad[:4]
+        if grad_values is None:
+            grad_values = torch.zeros_like(values)
+        g = grad_values * (values > 0)
+        gx, gW, gb = sparse_encode_backward(
+            x_c, W_enc, idx, g, None, need_x=need_x, need_W=need_W, need_b=True, order=ctx.order
+        )
+        if grad_aux is not None:
+            G = _dense_codes((grad_aux * (aux_values > 0)).to(W_enc.dtype), local, latents.numel())
+            gb.index_add_(0, latents, G.sum(0))
+            if need_W:
+                gW.index_add_(1, latents, x_c.t().to(G.dtype) @ G)
+            if need_x:
+                gx = gx + (G @ W_enc.index_select(1, latents).t()).to(gx.dtype)
+        gbd = -torch.mv(W_enc, gb.to(W_enc.dtype)) if need_bdec else None
+        return gx, gW, gb if need_b else None, gbd, None, None, None, None, None, None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -512,10 +800,10 @@ def sparse_decode(
     values: Tensor,
     indices: Tensor,
     W_dec: Tensor,
-    b_dec: Optional[Tensor] = None,
+    b_dec: Tensor | None = None,
     *,
-    rows: Optional[Tensor] = None,
-    n_rows: Optional[int] = None,
+    rows: Tensor | None = None,
+    n_rows: int | None = None,
 ) -> Tensor:
     """Sparse decode ``sum_j values[b, j] * W_dec[indices[b, j]] (+ b_dec)`` -> [B, d_in].
 
@@ -524,6 +812,64 @@ def sparse_decode(
     """
     if rows is not None and n_rows is None:
         raise ValueError("sparse_decode with flat COO entries needs n_rows")
+    subset = getattr(indices, "_sae_dense_subset", None) if rows is None else None
+    if subset is not None:  # AuxK codes over a small latent subset: dense GEMMs are cheaper
+        return _DenseSubsetDecode.apply(values, subset[0], subset[1], W_dec, b_dec)
     if rows is None:
         n_rows = values.shape[0]
     return SparseDecode.apply(values, indices, W_dec, b_dec, rows, n_rows)
+
+
+class _DenseSubsetDecode(torch.autograd.Function):
+    """Decode of codes whose indices all lie in ``latents`` [n] (positions ``local`` [B, k])."""
+
+    @staticmethod
+    def forward(ctx, values, latents, local, W_dec, b_dec):  # type: ignore[override]
+        Z = _dense_codes(values.to(W_dec.dtype), local, latents.numel())
+        W_sub = W_dec.index_select(0, latents)
+        out = Z @ W_sub if b_dec is None else torch.addmm(b_dec, Z, W_sub)
+        ctx.save_for_backward(Z, W_sub, latents, local)
+        ctx.d_sae = W_dec.shape[0]
+        ctx.has_b_dec = b_dec is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        Z, W_sub, latents, local = ctx.saved_tensors
+        gv = gW = gb = None
+        if ctx.needs_input_grad[0]:
+            gv = (grad_out @ W_sub.t()).gather(1, local)
+        if ctx.needs_input_grad[3]:
+            gW = grad_out.new_zeros(ctx.d_sae, grad_out.shape[1]).index_copy_(0, latents, Z.t() @ grad_out)
+        if ctx.has_b_dec and ctx.needs_input_grad[4]:
+            gb = grad_out.sum(0)
+        return gv, None, None, gW, gb
+
+
+# ------------------------------------------------------------------------------------------------
+# unit-norm decoder maintenance (in place, no [d_sae, d_in] temporaries)
+# ------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def remove_parallel_grad_(W_dec: Tensor, grad: Tensor | None = None, chunk_rows: int | None = None) -> None:
+    """``grad[i] -= <grad[i], W_dec[i]> W_dec[i]`` for every row (rows of W_dec are unit-norm).
+
+    Row blocks keep the temporaries small (<= 8 MB, at most ~8 blocks): ~3x faster than
+    ``(grad * W).sum(-1)`` on a whole [d_sae, d_in] matrix, whose temporary costs page faults.
+    ``grad`` defaults to ``W_dec.grad`` (nothing to do when it is None).
+    """
+    grad = W_dec.grad if grad is None else grad
+    if grad is None:
+        return
+    n, d = W_dec.shape
+    if chunk_rows is None:
+        chunk_rows = max(1024, min(-(-n // 8), (8 << 20) // (max(d, 1) * W_dec.element_size())))
+    for s in range(0, n, chunk_rows):
+        g, w = grad[s : s + chunk_rows], W_dec[s : s + chunk_rows]
+        g.addcmul_(w, (g * w).sum(1, keepdim=True), value=-1.0)
+
+
+@torch.no_grad()
+def normalize_rows_(W_dec: Tensor, eps: float = 1e-8) -> None:
+    """Rescale every row of ``W_dec`` to unit L2 norm, in place."""
+    W_dec.div_(torch.linalg.vector_norm(W_dec, dim=1, keepdim=True).clamp_min_(eps))
+

@@ -32,6 +32,7 @@ class RunConfig(BaseModel):
     aux_k: Optional[int] = None
     aux_k_coef: float = 1 / 32
     l1_coefficient: float = 5.0
+    beta: float = 1.0  # g-SAE gradient weight
     normalize_input: bool = True
     # optimisation
     train_tokens: int = 2_000_000
@@ -83,7 +84,7 @@ class RunConfig(BaseModel):
     def sae_config(self, d_in: int) -> SAEConfig:
         return SAEConfig(
             d_in=d_in, d_sae=self.d_sae, variant=self.variant, k=self.k, aux_k=self.aux_k,
-            aux_k_coef=self.aux_k_coef, l1_coefficient=self.l1_coefficient,
+            aux_k_coef=self.aux_k_coef, l1_coefficient=self.l1_coefficient, beta=self.beta,
             hook_name=self.hook, model_name=self.model,
         )
 

@@ -38,10 +38,11 @@ def fvu_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
 
 def variant_class(name: str):
     """The class implementing variant ``name`` (clear error listing the valid ones)."""
+    from saes.variants.gtopk import GradientTopK
     from saes.variants.relu_l1 import ReLUL1
     from saes.variants.topk import TopK
 
-    registry = {"topk": TopK, "relu_l1": ReLUL1}
+    registry = {"topk": TopK, "gtopk": GradientTopK, "relu_l1": ReLUL1}
     if name not in registry:
         raise ValueError(f"unknown SAE variant {name!r}; valid: {sorted(registry)}")
     return registry[name]
