@@ -162,6 +162,7 @@ def make_saelens(d_sae: int, k: int, sparse: bool = False):
         state["n"] += 1
         return out.loss.detach()
 
+    step.sae = sae  # bench/sae_quality.py trains and then evaluates this SAE
     return step
 
 

@@ -29,6 +29,9 @@ class SAEConfig(BaseModel):
     hook_name: str = ""
     model_name: str = ""
     dtype: str = "float32"
+    # "bfloat16": the encoder GEMM and the top-k selection run in bf16 (kept values recomputed in
+    # fp32, so outputs and gradients stay full precision; only near-ties may pick differently)
+    encoder_dtype: Optional[Literal["float32", "bfloat16"]] = None
 
     @model_validator(mode="after")
     def _check(self) -> "SAEConfig":

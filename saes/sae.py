@@ -134,16 +134,16 @@ class SAE(nn.Module):
     # ---- maintenance --------------------------------------------------------------------------
     @torch.no_grad()
     def set_decoder_norm_to_unit_norm(self) -> None:
-        self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        from saes.kernels import normalize_rows_
+
+        normalize_rows_(self.W_dec)
 
     @torch.no_grad()
     def remove_gradient_parallel_to_decoder(self) -> None:
         """Project out of W_dec.grad the component along each (unit) decoder row."""
-        g = self.W_dec.grad
-        if g is None:
-            return
-        parallel = (g * self.W_dec).sum(-1, keepdim=True)
-        g.sub_(parallel * self.W_dec)
+        from saes.kernels import remove_parallel_grad_
+
+        remove_parallel_grad_(self.W_dec)
 
     @torch.no_grad()
     def fold_input_scale(self) -> None:

@@ -33,6 +33,7 @@ class RunConfig(BaseModel):
     aux_k_coef: float = 1 / 32
     l1_coefficient: float = 5.0
     beta: float = 1.0  # g-SAE gradient weight
+    encoder_dtype: Optional[str] = None  # "bfloat16": bf16 encoder GEMM + selection (fast on AMX/AVX512-BF16)
     normalize_input: bool = True
     # optimisation
     train_tokens: int = 2_000_000
@@ -85,6 +86,7 @@ class RunConfig(BaseModel):
         return SAEConfig(
             d_in=d_in, d_sae=self.d_sae, variant=self.variant, k=self.k, aux_k=self.aux_k,
             aux_k_coef=self.aux_k_coef, l1_coefficient=self.l1_coefficient, beta=self.beta,
+            encoder_dtype=self.encoder_dtype,
             hook_name=self.hook, model_name=self.model,
         )
 

@@ -197,3 +197,19 @@ def test_load_sae_errors(tmp_path):
     (tmp_path / "a" / "sae_weights.safetensors").write_bytes(b"\x00\x01garbage")
     with pytest.raises(ValueError, match="sae_weights.safetensors"):
         load_sae(tmp_path / "a")
+
+
+def test_bf16_encoder_option_trains_close_to_fp32():
+    torch.manual_seed(0)
+    data = SyntheticDictionary(d_in=32, n_features=64, mean_active=4, seed=0)
+    fvus = {}
+    for enc in (None, "bfloat16"):
+        sae = SAE(SAEConfig(d_in=32, d_sae=128, k=4, encoder_dtype=enc), seed=0)
+        step = TrainStep(sae, lr=4e-3)
+        for _ in range(200):
+            step(data.sample(512)[0])
+        x = data.sample(2048)[0]
+        with torch.no_grad():
+            fvus[enc] = fvu(x, sae(x)[0])
+        assert sae.W_enc.dtype == torch.float32
+    assert abs(fvus[None] - fvus["bfloat16"]) < 0.05, fvus

@@ -21,22 +21,24 @@ class TopK:
 
     def __init__(self, cfg: SAEConfig) -> None:
         self.cfg = cfg
+        self.gemm_dtype = torch.bfloat16 if cfg.encoder_dtype == "bfloat16" else None
 
     def encode(self, sae, x_in: torch.Tensor, grad: torch.Tensor | None = None):
         from saes.sae import SparseCode
 
-        values, indices = topk_encode(x_in, sae.W_enc, sae.b_enc, self.cfg.k)
+        values, indices = topk_encode(x_in, sae.W_enc, sae.b_enc, self.cfg.k, dtype=self.gemm_dtype)
         return SparseCode(values, indices)
 
     def train_forward(self, sae, x: torch.Tensor, grad: torch.Tensor | None,
                       dead_mask: torch.Tensor | None) -> TrainOutput:
         from saes.sae import SparseCode
 
-        x_in = x - sae.b_dec
         if self.cfg.aux_k_coef == 0:
             dead_mask = None
+        # centring by b_dec happens inside the kernel (cheaper b_dec gradient than centring here)
         values, indices, aux_values, aux_indices = topk_encode_with_aux(
-            x_in, sae.W_enc, sae.b_enc, self.cfg.k, dead_mask, self.cfg.k_aux
+            x, sae.W_enc, sae.b_enc, self.cfg.k, dead_mask, self.cfg.k_aux, b_dec=sae.b_dec,
+            dtype=self.gemm_dtype,
         )
         x_hat = sparse_decode(values, indices, sae.W_dec, sae.b_dec)
         losses = {"fvu": fvu_loss(x, x_hat)}
