@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from interp.activations import ActivationCapture, capture_stream  # noqa: E402
-from interp.data import token_windows  # noqa: E402
+from interp.data import token_batches  # noqa: E402
 from interp.models import load_model  # noqa: E402
 from saes.config import SAEConfig  # noqa: E402
 from saes.evals import reconstruction_metrics  # noqa: E402
@@ -32,19 +32,9 @@ from saes.train import TrainStep, default_lr  # noqa: E402
 
 def capture(model, hook: str, split: str, tokens: int, context: int = 128) -> torch.Tensor:
     cap = ActivationCapture(model, [hook])
-    wins = token_windows(model.tokenizer, source="stdlib", context_size=context, split=split, seed=0,
-                         show_progress=False)
-    batches = (torch.stack(chunk) for chunk in _chunks(wins, 16))
+    batches = token_batches(model.tokenizer, source="stdlib", context_size=context, split=split, seed=0,
+                            batch_size=16)
     return torch.cat([b.acts[hook] for b in capture_stream(cap, batches, max_tokens=tokens)])
-
-
-def _chunks(it, n):
-    chunk = []
-    for w in it:
-        chunk.append(w)
-        if len(chunk) == n:
-            yield chunk
-            chunk = []
 
 
 class LensAsSAE(torch.nn.Module):
