@@ -298,8 +298,3 @@ def capture_blocks(
             for i in range(0, len(block_windows), batch_windows)
         ]
         yield ActivationBatch.concat(parts)
-
-
-def tokens_per_batch(batch_windows: int, context_size: int, drop_bos: bool = True) -> int:
-    """Rows one batch of windows yields (context_size - 1 per window when BOS is dropped)."""
-    return batch_windows * (context_size - (1 if drop_bos else 0))
