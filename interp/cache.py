@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import mmap
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ import torch
 from safetensors.torch import save_file
 
 from interp.activations import ActivationBatch, ActivationCapture
-from interp.io import atomic_write_json, fsync_dir
+from interp.io import atomic_write, atomic_write_json
 
 FORMAT = "interp-activations"
 VERSION = 1
@@ -170,7 +169,7 @@ class CacheWriter:
 
     def _drop_unlisted_files(self) -> None:
         listed = {s["file"] for s in self.manifest["shards"]}
-        for p in self.folder.glob("shard_*"):
+        for p in [*self.folder.glob("shard_*"), *self.folder.glob(".shard_*.tmp")]:
             if p.name not in listed:
                 p.unlink()  # a shard half-written when the previous run died
 
@@ -223,12 +222,7 @@ class CacheWriter:
             tensors.update({f"{h}.grad": g.contiguous() for h, g in batch.grads.items()})
         if batch.tokens is not None:
             tensors["tokens"] = batch.tokens.to(torch.int64).contiguous()
-        tmp = self.folder / (name + ".tmp")
-        save_file(tensors, str(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, self.folder / name)
-        fsync_dir(self.folder)
+        atomic_write(self.folder / name, lambda tmp: save_file(tensors, tmp))
         self.manifest["shards"].append(
             {"file": name, "tokens": len(batch), "bytes": (self.folder / name).stat().st_size,
              "sha256": sha256_file(self.folder / name)}

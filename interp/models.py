@@ -54,6 +54,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from interp.io import atomic_write
+
 if TYPE_CHECKING:  # pragma: no cover
     from rich.table import Table
     from transformer_lens import HookedTransformer
@@ -883,18 +885,6 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot serialize {type(obj).__name__}")
 
 
-def _atomic_write_bytes(target: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _save_cache(
     entry: Path, model: HookedTransformer, tokenizer: Any, meta: dict[str, Any]
 ) -> None:
@@ -929,18 +919,18 @@ def _save_cache(
         seen.add(stored.data_ptr())
         tensors[name] = stored
     st_meta = {"format": "pt", "interp_layout": json.dumps(layout)}
-    _atomic_write_bytes(
+    atomic_write(
         entry / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata=st_meta)
     )
     meta = dict(
         meta, created=time.strftime("%Y-%m-%dT%H:%M:%S"), has_tokenizer=tokenizer is not None
     )
-    _atomic_write_bytes(
+    atomic_write(
         entry / "meta.json",
         lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, default=_json_default)),
     )
     cfg = {k: v for k, v in model.cfg.to_dict().items() if k not in ("device", "n_params")}
-    _atomic_write_bytes(
+    atomic_write(
         entry / "config.json",
         lambda tmp: Path(tmp).write_text(json.dumps(cfg, indent=2, default=_json_default)),
     )

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from interp.io import atomic_write_json, fsync_dir
+from interp.io import atomic_write, atomic_write_json
 from saes.config import SAEConfig
 from saes.sae import SAE
 
@@ -61,10 +61,7 @@ def save_sae(sae: SAE, folder: str | Path, extra_metadata: dict[str, Any] | None
     export.load_state_dict(sae.state_dict())
     export.fold_input_scale()
     tensors = {k: v.detach().contiguous().cpu() for k, v in export.state_dict().items()}
-    tmp = folder / (WEIGHTS + ".tmp")
-    save_file(tensors, str(tmp))
-    tmp.replace(folder / WEIGHTS)
-    fsync_dir(folder)
+    atomic_write(folder / WEIGHTS, lambda tmp: save_file(tensors, tmp))
     atomic_write_json(folder / CFG, sae_lens_cfg(export, extra_metadata))
     return folder
 

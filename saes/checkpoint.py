@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from interp.cache import sha256_file
-from interp.io import atomic_write_json, fsync_dir
+from interp.io import atomic_write, atomic_write_json, fsync_dir
 
 STATE = "state.safetensors"
 META = "meta.json"
@@ -32,9 +32,8 @@ def save_checkpoint(run_dir: str | Path, step: int, tensors: dict[str, torch.Ten
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / STATE))
-    with open(tmp / STATE, "rb+") as f:
-        os.fsync(f.fileno())
+    cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write(tmp / STATE, lambda path: save_file(cpu, path))
     atomic_write_json(tmp / META, {**meta, "sha256": sha256_file(tmp / STATE)})
     if final.exists():
         shutil.rmtree(final)
