@@ -6,6 +6,7 @@ commands so that the ``interp`` core never depends on it.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -72,19 +73,53 @@ def train_cmd(
     set_: List[str] = typer.Option([], "--set", help="override: key=value (repeatable)"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last good checkpoint"),
     no_eval: bool = typer.Option(False, "--no-eval", help="skip evaluation at the end"),
+    plan: bool = typer.Option(False, "--plan", help="print the memory plan (what fits at which batch size) and stop"),
 ) -> None:
-    """Train an SAE (any variant) from a config file."""
+    """Train an SAE (any variant) from a config file; with hooks/saes, many SAEs from one forward pass.
+    Under torchrun: data parallel (or shard_hooks=true)."""
     from saes.train import TrainingDiverged, train
     from saes.train_config import load_run_config
 
     try:
         cfg = load_run_config(config, set_)
-        run_dir = train(cfg, resume=resume, evaluate=not no_eval)
+        run_dir = train(cfg, resume=resume, evaluate=not no_eval, plan_only=plan)
     except (ValueError, FileNotFoundError, FileExistsError, TrainingDiverged) as e:
         _fail(e)
     except KeyboardInterrupt:
         raise typer.Exit(130)
+    if plan or os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+        return
+    if cfg.hooks or cfg.saes:
+        from saes.sweep import summarize
+
+        runs = sorted(p.parent for p in Path(run_dir).rglob("run_config.json"))
+        from saes.train_config import RunConfig
+
+        summarize([RunConfig(**json.loads((r / "run_config.json").read_text())) for r in runs], run_dir)
+        return
     _print_metrics(run_dir)
+
+
+@app.command("sweep")
+def sweep_cmd(
+    config: Path = typer.Option(..., "--config", "-c", help="sweep config (YAML/JSON): base, grid, mode, out_dir"),
+    set_: List[str] = typer.Option([], "--set", help="override a top-level key: key=value (repeatable)"),
+    resume: bool = typer.Option(False, "--resume", help="continue unfinished runs from their checkpoints"),
+) -> None:
+    """Train a grid of SAEs (together, sequentially or in parallel processes sharing one activation
+    cache); writes summary.json/.csv and an FVU-vs-L0 frontier figure (frontier.html)."""
+    from saes.memory import MemoryPlanError
+    from saes.sweep import load_sweep_config, run_sweep
+    from saes.train import TrainingDiverged
+
+    try:
+        sweep = load_sweep_config(config, set_)
+        run_sweep(sweep, resume=resume)
+    except (ValueError, FileNotFoundError, FileExistsError, TrainingDiverged, MemoryPlanError, RuntimeError) as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        raise typer.Exit(130)
+    typer.echo(f"summary: {Path(sweep.out_dir) / 'summary.csv'}, figure: {Path(sweep.out_dir) / 'frontier.html'}")
 
 
 @app.command("eval")
@@ -97,6 +132,28 @@ def eval_cmd(run_dir: Path = typer.Argument(..., help="a run folder written by `
     except (ValueError, FileNotFoundError) as e:
         _fail(e)
     _print_metrics(run_dir)
+
+
+@app.command("runs")
+def runs_cmd(
+    root: Path = typer.Argument(Path("runs"), help="folder holding run folders (searched recursively)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON (one object per run) instead of a table"),
+    verify: bool = typer.Option(False, "--verify", help="also check every newest checkpoint's sha256 (slower)"),
+    stale_after: float = typer.Option(30.0, help="minutes without a status update before a live run is 'stalled'"),
+) -> None:
+    """List run folders: status (running, finished, failed, interrupted/crashed (resumable)), tokens, metrics."""
+    from saes.runs import list_runs, runs_table
+
+    try:
+        runs = list_runs(root, verify=verify, stale_after_s=stale_after * 60)
+    except (FileNotFoundError, NotADirectoryError) as e:
+        _fail(e)
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in runs], indent=2))
+        return
+    from rich.console import Console
+
+    Console().print(runs_table(runs, title=f"runs under {root}") if runs else f"no run folders under {root}")
 
 
 SUMMARY_KEYS = ("fvu", "explained_variance", "l0_mean", "dead_fraction", "dense_fraction", "cosine_mean",
@@ -142,6 +199,93 @@ def demo_cmd(
         resume = False
     run_dir = train(cfg, resume=resume)
     _print_metrics(run_dir)
+
+
+@app.command("steer")
+def steer_cmd(
+    sae_dir: Path = typer.Argument(..., help="an SAE folder (run folder or cfg.json + sae_weights.safetensors)"),
+    latent: List[int] = typer.Option([], "--latent", "-l", help="latent index (repeatable); default: the 8 most active"),
+    alpha: List[float] = typer.Option([0.25, 0.5, 1.0], "--alpha", "-a",
+                                      help="steering strength, in units of the mean activation norm at the hook"),
+    model: Optional[str] = typer.Option(None, help="model spec (default: the SAE's model_name)"),
+    hook: Optional[str] = typer.Option(None, help="hook (default: the SAE's hook_name)"),
+    source: str = typer.Option("stdlib", help="prompt text: stdlib, a file/glob, or hf:NAME (validation split)"),
+    n_prompts: int = typer.Option(8, help="number of prompt windows"),
+    context_size: int = typer.Option(64),
+    n_targets: int = typer.Option(10, help="target tokens: the top tokens of the direction's direct logit effect"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the results here"),
+) -> None:
+    """Steer with SAE latents: add alpha * d_i at the hook; report KL from clean and target-token log-prob change."""
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from interp.data import token_windows
+    from interp.models import load_model
+    from saes.artifacts import load_sae
+    from saes.steering import mean_activation_norm, steer_latents
+
+    try:
+        sae = load_sae(sae_dir)
+        hook = hook or sae.cfg.hook_name
+        m = load_model(model or sae.cfg.model_name or "smollm2-135m")
+        windows = token_windows(m.tokenizer, source=source, context_size=context_size, split="validation")
+        tokens = torch.stack([w for _, w in zip(range(n_prompts), windows)])
+        unit = mean_activation_norm(m, hook, tokens)
+        latents = list(latent)
+        if not latents:
+            from interp.activations import ActivationCapture
+
+            acts = ActivationCapture(m, [hook])(tokens).acts[hook]
+            latents = (sae.encode(acts) > 0).sum(0).topk(min(8, sae.cfg.d_sae)).indices.tolist()
+        results = steer_latents(m, sae, latents, [a * unit for a in alpha], tokens, hook=hook,
+                                n_targets=n_targets, progress=True)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+    table = Table(title=f"steering {sae_dir} at {hook} (alpha unit = mean ||x|| = {unit:.3g})")
+    for col in ("latent", "targets", *(f"KL @{a:g}" for a in alpha), *(f"d logp @{a:g}" for a in alpha), "effect/KL"):
+        table.add_column(col, justify="right")
+    for r in results:
+        table.add_row(str(r.latent), " ".join(repr(s) for s in r.target_strings[:3]),
+                      *(f"{v:.4f}" for v in r.kl), *(f"{v:+.4f}" for v in r.target_logprob_change),
+                      f"{r.effect_per_kl:.3g}")
+    Console().print(table)
+    if json_out is not None:
+        from interp.io import atomic_write_json
+
+        atomic_write_json(json_out, {"sae": str(sae_dir), "hook": hook, "alpha_unit": unit, "alphas": list(alpha),
+                                     "latents": [r.to_dict() for r in results]})
+
+
+@app.command("induction")
+def induction_cmd(
+    sae_dir: Path = typer.Argument(..., help="an attention SAE folder (hook blocks.L.attn.hook_z)"),
+    model: Optional[str] = typer.Option(None, help="model spec (default: the SAE's model_name)"),
+    n_sequences: int = typer.Option(32, help="repeated random token sequences"),
+    seq_len: int = typer.Option(48, help="length of the random segment (repeated once)"),
+    prefix_length: List[int] = typer.Option([1, 2, 3, 4, 8], "--prefix-length",
+                                            help="matching-prefix lengths probed for short/long-prefix induction"),
+    seed: int = typer.Option(0),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the full report here"),
+) -> None:
+    """Find induction features of an attention-output SAE, the heads behind them, short vs long prefix."""
+    from interp.models import load_model
+    from saes.artifacts import load_sae
+    from saes.attention import (InductionSearchConfig, find_induction_features, format_induction_report,
+                                hook_z_layer, save_report)
+
+    try:
+        sae = load_sae(sae_dir)
+        hook_z_layer(sae.cfg.hook_name)  # bad input fails before the model loads
+        cfg = InductionSearchConfig(n_sequences=n_sequences, seq_len=seq_len, prefix_lengths=list(prefix_length),
+                                    seed=seed)
+        m = load_model(model or sae.cfg.model_name or "smollm2-135m")
+        report = find_induction_features(m, sae, cfg, progress=True)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+    typer.echo(format_induction_report(report))
+    if json_out is not None:
+        save_report(report, json_out)
 
 
 def main() -> None:  # pragma: no cover

@@ -21,8 +21,22 @@ WEIGHTS = "sae_weights.safetensors"
 CFG = "cfg.json"
 
 # our variant -> SAELens architecture with the same inference function
-SAELENS_ARCH = {"topk": "topk", "gtopk": "topk", "relu_l1": "standard"}
+SAELENS_ARCH = {"topk": "topk", "gtopk": "topk", "relu_l1": "standard",
+                # batch-level selection at training, JumpReLU with learned thresholds at inference
+                "mutual_choice": "jumprelu", "feature_choice": "jumprelu"}
 FROM_SAELENS_ARCH = {"topk": "topk", "standard": "relu_l1"}
+
+
+def _head_layout_metadata(cfg: SAEConfig) -> dict[str, Any]:
+    """n_heads / d_head / n_kv_heads of a hook_z SAE's model when known without loading it."""
+    from saes.attention import HOOK_Z, layout_for_spec
+
+    if not HOOK_Z.match(cfg.hook_name):
+        return {}
+    layout = layout_for_spec(cfg.model_name, cfg.hook_name)
+    if layout is None or layout.d_in != cfg.d_in:
+        return {}
+    return {"n_heads": layout.n_heads, "d_head": layout.d_head, "n_kv_heads": layout.n_kv_heads}
 
 
 def sae_lens_cfg(sae: SAE, extra_metadata: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -41,11 +55,15 @@ def sae_lens_cfg(sae: SAE, extra_metadata: dict[str, Any] | None = None) -> dict
             "hook_name": cfg.hook_name,
             "hook_head_index": None,
             "prepend_bos": True,
+            **_head_layout_metadata(cfg),
             **(extra_metadata or {}),
         },
         "interp": cfg.model_dump(),
         "selection_rule": {"topk": "topk", "gtopk": f"gradient topk, beta={cfg.beta}",
-                           "relu_l1": "relu"}.get(cfg.variant, cfg.variant),
+                           "relu_l1": "relu",
+                           "mutual_choice": "mutual choice (training); jumprelu thresholds (inference)",
+                           "feature_choice": f"feature choice, {cfg.allocation} capacities (training); "
+                                             "jumprelu thresholds (inference)"}.get(cfg.variant, cfg.variant),
     }
     if cfg.variant in ("topk", "gtopk"):
         out["k"] = cfg.k
@@ -60,7 +78,8 @@ def save_sae(sae: SAE, folder: str | Path, extra_metadata: dict[str, Any] | None
     export = SAE(sae.cfg.model_copy(), seed=None)
     export.load_state_dict(sae.state_dict())
     export.fold_input_scale()
-    tensors = {k: v.detach().contiguous().cpu() for k, v in export.state_dict().items()}
+    training_only = set(getattr(export.variant, "training_buffers", ()))  # e.g. usage EMAs
+    tensors = {k: v.detach().contiguous().cpu() for k, v in export.state_dict().items() if k not in training_only}
     atomic_write(folder / WEIGHTS, lambda tmp: save_file(tensors, tmp))
     atomic_write_json(folder / CFG, sae_lens_cfg(export, extra_metadata))
     return folder
@@ -100,7 +119,9 @@ def load_sae(folder: str | Path, device: str | torch.device = "cpu") -> SAE:
     except Exception as e:  # noqa: BLE001 - name the file, not a deep safetensors error
         raise ValueError(f"cannot read SAE weights {w_path}: {e}") from None
     sae = SAE(cfg, seed=None)
-    missing = {"W_enc", "W_dec", "b_enc", "b_dec"} - set(state)
+    training_only = set(getattr(sae.variant, "training_buffers", ()))
+    wanted = [k for k in sae.state_dict() if k not in training_only]  # + "threshold" for jumprelu ones
+    missing = set(wanted) - set(state)
     if missing:
         raise ValueError(f"{w_path} lacks tensors {sorted(missing)}")
     if tuple(state["W_enc"].shape) != (cfg.d_in, cfg.d_sae):
@@ -111,5 +132,5 @@ def load_sae(folder: str | Path, device: str | torch.device = "cpu") -> SAE:
     if not raw.get("apply_b_dec_to_input", True):
         # SAELens without b_dec on the input: fold it into b_enc so (x - b_dec) W + b_enc matches
         state["b_enc"] = state["b_enc"] + state["b_dec"] @ state["W_enc"]
-    sae.load_state_dict({k: state[k] for k in ("W_enc", "W_dec", "b_enc", "b_dec")})
+    sae.load_state_dict({k: state[k] for k in wanted}, strict=not training_only)
     return sae.to(device)

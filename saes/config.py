@@ -5,7 +5,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-Variant = Literal["topk", "gtopk", "relu_l1"]
+Variant = Literal["topk", "gtopk", "relu_l1", "mutual_choice", "feature_choice"]
 
 
 class SAEConfig(BaseModel):
@@ -24,6 +24,13 @@ class SAEConfig(BaseModel):
     beta: float = 1.0
     # ReLU/L1 baseline: penalty weight on sum_i z_i * ||W_dec[i]||
     l1_coefficient: float = 5.0
+    # mutual / feature choice (saes/variants/choice.py): feature choice's per-latent capacities
+    # ("uniform", or Zipf over usage ranks with this exponent; also aux_zipf's usage target), the
+    # EMA decay of the inference thresholds and usage, and the aux_zipf_loss weight
+    allocation: Literal["uniform", "zipf"] = "zipf"
+    zipf_exponent: float = 1.0
+    threshold_decay: float = 0.99
+    aux_zipf_coef: float = 1 / 32
     # inputs are multiplied by this before encoding (E||x|| = sqrt(d_in)); folded into weights on save
     input_scale: Optional[float] = None
     hook_name: str = ""
@@ -43,6 +50,12 @@ class SAEConfig(BaseModel):
             raise ValueError(f"aux_k must be in (0, d_sae]; got {self.aux_k}")
         if self.beta < 0:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
+        if self.zipf_exponent < 0:
+            raise ValueError(f"zipf_exponent must be >= 0, got {self.zipf_exponent}")
+        if not 0 <= self.threshold_decay < 1:
+            raise ValueError(f"threshold_decay must be in [0, 1), got {self.threshold_decay}")
+        if self.aux_zipf_coef < 0:
+            raise ValueError(f"aux_zipf_coef must be >= 0, got {self.aux_zipf_coef}")
         if self.input_scale is not None and not self.input_scale > 0:
             raise ValueError(f"input_scale must be positive, got {self.input_scale}")
         return self

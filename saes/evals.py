@@ -22,6 +22,9 @@ import torch
 import torch.nn.functional as F
 
 DENSE_THRESHOLD = 0.1  # a latent firing on more than 10% of tokens counts as dense
+# a latent firing on fewer than this fraction of the mean density (l0_mean / d_sae) is under-used
+# (dead ones included); 0.1 is about where a Zipf(1) usage curve over a few thousand latents ends
+UNDERUSED_RATIO = 0.1
 
 
 @dataclass
@@ -71,6 +74,8 @@ class ReconstructionStats:
             "dead_fraction": (density == 0).double().mean().item(),
             "dense_fraction": (density > DENSE_THRESHOLD).double().mean().item(),
             "dense_threshold": DENSE_THRESHOLD,
+            "underused_fraction": (density < UNDERUSED_RATIO * density.mean()).double().mean().item(),
+            "underused_ratio": UNDERUSED_RATIO,
             "feature_density_log10_hist": {"edges": hist.bin_edges.tolist(), "counts": hist.hist.tolist(),
                                            "dead": int((density == 0).sum())},
             "cosine_mean": self.cos_sum / self.n,
@@ -161,10 +166,19 @@ def evaluate_sae(sae, model, hook: str, source: str = "stdlib", context_size: in
     needs_grads = getattr(sae.variant, "needs_grads", False)
     capture = ActivationCapture(model, [hook], with_grads=needs_grads)
     batches = list(capture_stream(capture, windows.split(batch_windows), max_tokens=eval_tokens))
-    metrics = reconstruction_metrics(
-        sae, (b.acts[hook] for b in batches), (b.grads[hook] for b in batches) if needs_grads else None
-    )
-    metrics.update(spliced_metrics(sae, model, hook, windows[:ce_windows], use_grads=needs_grads))
+
+    def one_mode(use_grads: bool) -> dict[str, Any]:
+        grads = (b.grads[hook] for b in batches) if use_grads else None
+        out = reconstruction_metrics(sae, (b.acts[hook] for b in batches), grads)
+        out.update(spliced_metrics(sae, model, hook, windows[:ce_windows], use_grads=use_grads))
+        return out
+
+    # gradient-aware SAEs are evaluated in both inference modes: with dL/dx (the paper's, top level)
+    # and without (plain TopK on the same weights, under "without_grads")
+    metrics = one_mode(needs_grads)
+    metrics["inference_mode"] = "with_grads" if needs_grads else "plain"
+    if needs_grads:
+        metrics["without_grads"] = one_mode(False)
     metrics.update({"hook": hook, "eval_source": source, "eval_split": "validation", "context_size": context_size})
     return metrics
 

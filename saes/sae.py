@@ -24,14 +24,16 @@ from saes.config import SAEConfig
 
 @dataclass
 class SparseCode:
-    """A sparse code: ``values`` and ``indices`` [N, k] (values may be 0 when fewer than k fire)."""
+    """A sparse code: ``values`` and ``indices`` [N, k] (values may be 0 when fewer than k fire, or as
+    padding of rows with fewer entries; a padding entry may repeat an index, with value 0)."""
 
     values: torch.Tensor
     indices: torch.Tensor
 
     def to_dense(self, d_sae: int) -> torch.Tensor:
         z = self.values.new_zeros(self.values.shape[0], d_sae)
-        return z.scatter_(1, self.indices, self.values)
+        # add, not assign: padded codes (variable L0 per row) repeat an index with value 0
+        return z.scatter_add_(1, self.indices, self.values)
 
     @property
     def l0(self) -> torch.Tensor:
@@ -59,9 +61,15 @@ class SAE(nn.Module):
         W_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=gen)
         W_dec /= W_dec.norm(dim=-1, keepdim=True)
         self.W_dec = nn.Parameter(W_dec)
-        self.W_enc = nn.Parameter(W_dec.t().clone().contiguous())  # tied init (OpenAI, sparsify)
+        # tied init (OpenAI, sparsify). Stored latent-major (a contiguous [d_sae, d_in] tensor seen as
+        # its [d_in, d_sae] transpose, like nn.Linear): the sparse kernels read and write encoder
+        # columns as contiguous rows, saving two transposed copies of the weight per training step
+        self.W_enc = nn.Parameter(W_dec.clone().t())
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
+        init_module = getattr(self.variant, "init_module", None)
+        if init_module is not None:  # variant state as module buffers (e.g. choice SAEs' thresholds)
+            init_module(self)
 
     # ---- inputs -------------------------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
@@ -112,7 +120,9 @@ class SAE(nn.Module):
         if isinstance(code, SparseCode):
             from saes.kernels import sparse_decode
 
-            return sparse_decode(code.values, code.indices, self.W_dec, self.b_dec)
+            # flat COO codes (choice SAEs' training codes) carry their rows
+            return sparse_decode(code.values, code.indices, self.W_dec, self.b_dec,
+                                 rows=getattr(code, "rows", None), n_rows=getattr(code, "n_rows", None))
         return torch.addmm(self.b_dec, code.to(self.W_dec.dtype), self.W_dec)
 
     def decode(self, z: Code) -> torch.Tensor:

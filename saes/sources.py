@@ -17,13 +17,16 @@ from saes.train_config import RunConfig
 class LiveSource:
     """Activations captured from the model as training goes (one forward per batch of windows)."""
 
-    def __init__(self, cfg: RunConfig, model=None, with_grads: bool = False) -> None:
+    def __init__(self, cfg: RunConfig, model=None, with_grads: bool = False,
+                 hooks: list[str] | None = None) -> None:
         from interp.models import load_model
 
         self.cfg = cfg
+        self.hooks = list(hooks or [cfg.hook])  # several hooks: one forward serves them all
         self.model = model if model is not None else load_model(cfg.model, device=cfg.device)
-        self.capture = ActivationCapture(self.model, [cfg.hook], with_grads=with_grads, dtype=cfg.activation_dtype)
-        self.d_in = hook_dim(self.model, cfg.hook)
+        self.capture = ActivationCapture(self.model, self.hooks, with_grads=with_grads, dtype=cfg.activation_dtype)
+        self.dims = {h: hook_dim(self.model, h) for h in self.hooks}
+        self.d_in = self.dims.get(cfg.hook) or self.dims[self.hooks[0]]
 
     def windows(self, split: str = "train") -> Iterator[torch.Tensor]:
         from interp.data import token_windows
@@ -36,6 +39,10 @@ class LiveSource:
                               start_block=start_block)
 
     def sample(self, n_tokens: int) -> torch.Tensor:
+        return self.sample_batch(n_tokens).acts[self.cfg.hook]
+
+    def sample_batch(self, n_tokens: int) -> ActivationBatch:
+        """The first ``n_tokens`` rows of the stream, for every hook."""
         rows = []
         got = 0
         it = self.windows()
@@ -44,11 +51,11 @@ class LiveSource:
             if not chunk:
                 break
             batch = self.capture(torch.stack(chunk))
-            rows.append(batch.acts[self.cfg.hook])
+            rows.append(batch)
             got += len(batch)
         if not rows:
             raise ValueError(f"source {self.cfg.source!r} produced no tokens")
-        return torch.cat(rows)[:n_tokens]
+        return ActivationBatch.concat(rows).select(slice(0, n_tokens))
 
     def batches(self, batch_tokens: int, start_block: int = 0, skip_batches: int = 0):
         return shuffled_batches(self.blocks(start_block), batch_tokens, self.cfg.seed, start_block, skip_batches)
@@ -57,16 +64,19 @@ class LiveSource:
 class CacheSource:
     """Activations read from an on-disk cache (memory-mapped); the model is loaded only to evaluate."""
 
-    def __init__(self, cfg: RunConfig, with_grads: bool = False) -> None:
+    def __init__(self, cfg: RunConfig, with_grads: bool = False, hooks: list[str] | None = None) -> None:
         from interp.cache import ActivationCache
 
         self.cfg = cfg
+        self.hooks = list(hooks or [cfg.hook])
         self.cache = ActivationCache(cfg.cache)  # type: ignore[arg-type]
-        self.cache.check_hook(cfg.hook)
+        for h in self.hooks:
+            self.cache.check_hook(h)
         if with_grads and not self.cache.manifest.has_grads:
             raise ValueError(f"variant {cfg.variant!r} needs gradients but cache {cfg.cache} has none")
         self.with_grads = with_grads
-        self.d_in = self.cache.d_in(cfg.hook)
+        self.dims = {h: self.cache.d_in(h) for h in self.hooks}
+        self.d_in = self.dims.get(cfg.hook) or self.dims[self.hooks[0]]
 
     @cached_property
     def model(self):
@@ -79,7 +89,7 @@ class CacheSource:
         skip = start_block * rows
         pending: list[ActivationBatch] = []
         have = 0
-        for part in self.cache.batches([self.cfg.hook], with_grads=self.with_grads):
+        for part in self.cache.batches(self.hooks, with_grads=self.with_grads):
             if skip >= len(part):
                 skip -= len(part)
                 continue
@@ -96,7 +106,10 @@ class CacheSource:
             yield ActivationBatch.concat(pending)
 
     def sample(self, n_tokens: int) -> torch.Tensor:
-        return next(self.blocks()).acts[self.cfg.hook][:n_tokens]
+        return self.sample_batch(n_tokens).acts[self.cfg.hook]
+
+    def sample_batch(self, n_tokens: int) -> ActivationBatch:
+        return next(self.blocks()).select(slice(0, n_tokens))
 
     def batches(self, batch_tokens: int, start_block: int = 0, skip_batches: int = 0):
         return shuffled_batches(self.blocks(start_block), batch_tokens, self.cfg.seed, start_block, skip_batches)

@@ -1,9 +1,12 @@
-"""One training loop for every SAE variant.
+"""One training loop for every SAE variant, for one SAE or many from the same activations.
 
 ``TrainStep`` is one optimisation step (forward, backward, decoder-gradient projection, Adam,
-decoder renormalisation, dead-latent bookkeeping). ``train(cfg)`` runs a whole job: activation
-source (live capture or an on-disk cache) -> shuffling buffer -> steps, with atomic checkpoints,
-a JSONL log, resume, and evaluation at the end.
+decoder renormalisation, dead-latent bookkeeping), optionally data-parallel across ranks.
+``train(cfg)`` runs a whole job: activation source (live capture or an on-disk cache) -> shuffling
+buffer -> steps, with atomic checkpoints, a JSONL log, resume, and evaluation at the end. A job
+with ``hooks`` and/or ``saes`` (saes.multi) trains many SAEs from one forward pass per batch, each
+with its own run folder; under ``torchrun`` the job runs data-parallel or hook-sharded
+(saes.distributed).
 """
 from __future__ import annotations
 
@@ -12,15 +15,17 @@ import json
 import math
 import signal
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Sequence
 
 import torch
 
-from saes.config import SAEConfig
 from saes.sae import SAE, SparseCode
 from saes.train_config import RunConfig
 from saes.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from saes.runs import RunStatus, records_status
 
 
 class TrainingDiverged(RuntimeError):
@@ -51,7 +56,12 @@ def make_optimizer(sae: SAE, lr: float, betas: tuple[float, float] = (0.9, 0.999
 
 
 class TrainStep:
-    """One full step on a batch of raw activations x [B, d_in] (and dL/dx for gradient variants)."""
+    """One full step on a batch of raw activations x [B, d_in] (and dL/dx for gradient variants).
+
+    With ``comm`` (a :class:`saes.distributed.Comm`), x is this rank's slice of the global batch:
+    the losses' batch statistics are global, gradients are summed across ranks, and a latent counts
+    as fired if it fired on any rank; every rank then holds the same weights.
+    """
 
     def __init__(
         self,
@@ -62,6 +72,7 @@ class TrainStep:
         decay_fraction: float = 0.0,
         dead_tokens: int = 10_000_000,
         betas: tuple[float, float] = (0.9, 0.999),
+        comm=None,
     ) -> None:
         self.sae = sae
         self.lr = lr if lr is not None else default_lr(sae.cfg.d_sae)
@@ -71,6 +82,7 @@ class TrainStep:
         self.dead_tokens = dead_tokens
         self.optimizer = make_optimizer(sae, self.lr, betas)
         self.step_index = 0
+        self.comm = comm
         self.tokens_since_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=sae.device)
 
     @property
@@ -78,34 +90,58 @@ class TrainStep:
         return self.tokens_since_fired >= self.dead_tokens
 
     def __call__(self, x: torch.Tensor, grad: torch.Tensor | None = None) -> dict[str, Any]:
-        sae = self.sae
+        from saes.distributed import reducing
+
+        sae, comm = self.sae, self.comm
         x = sae.scale_input(x.to(sae.device))
         dead = self.dead_mask
-        out = sae.variant.train_forward(sae, x, None if grad is None else grad.to(sae.device), dead if dead.any() else None)
+        with reducing(comm):
+            out = sae.variant.train_forward(sae, x, None if grad is None else grad.to(sae.device),
+                                            dead if dead.any() else None)
         loss = out.loss
-        if not torch.isfinite(loss):
+        names = list(out.losses)
+        l0 = self._l0(out.code)
+        if comm is None:
+            loss_value, values, n_rows = loss.item(), [out.losses[k].item() for k in names], x.shape[0]
+        else:  # each rank's loss is its share of the global loss: the sum is the global value
+            sums = comm.sum([loss.item(), *(out.losses[k].item() for k in names), l0 * x.shape[0], x.shape[0]])
+            loss_value, values, n_rows = sums[0], sums[1:-2], int(sums[-1])
+            l0 = sums[-2] / max(1, n_rows)
+        if not math.isfinite(loss_value):
             raise TrainingDiverged(
-                f"loss became {loss.item()} at step {self.step_index} "
-                f"({', '.join(f'{k}={v.item():.4g}' for k, v in out.losses.items())}); "
+                f"loss became {loss_value} at step {self.step_index} "
+                f"({', '.join(f'{k}={v:.4g}' for k, v in zip(names, values))}); "
                 "try a lower learning rate or check the activations for NaN/inf"
             )
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr * lr_factor(self.step_index, self.total_steps, self.warmup_steps, self.decay_fraction)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if comm is not None:
+            comm.all_reduce_sum_([p.grad for p in sae.parameters() if p.grad is not None])
         if sae.variant.unit_norm_decoder:
             sae.remove_gradient_parallel_to_decoder()
         self.optimizer.step()
         if sae.variant.unit_norm_decoder:
             sae.set_decoder_norm_to_unit_norm()
         fired = self._fired(out.code)
-        self.tokens_since_fired += x.shape[0]
+        if comm is not None:
+            # variant state kept in buffers (e.g. inference thresholds, usage EMAs): the rank average
+            floats = [b for b in sae.buffers() if b.is_floating_point()]
+            if floats:
+                comm.all_reduce_sum_(floats)
+                for b in floats:
+                    b.div_(comm.world)
+            mask = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=sae.device)
+            mask[fired] = True
+            fired = comm.union_(mask)
+        self.tokens_since_fired += n_rows
         self.tokens_since_fired[fired] = 0
         self.step_index += 1
         return {
-            "loss": loss.item(),
-            **{k: v.item() for k, v in out.losses.items()},
-            "l0": self._l0(out.code),
+            "loss": loss_value,
+            **dict(zip(names, values)),
+            "l0": l0,
             "dead_fraction": self.dead_mask.float().mean().item(),
             "lr": self.optimizer.param_groups[0]["lr"],
         }
@@ -136,7 +172,9 @@ class TrainStep:
         self.sae.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("sae.")})
         self.tokens_since_fired.copy_(tensors["tokens_since_fired"])
         for name, p in self.sae.named_parameters():
-            state = {key.rsplit(".", 1)[1]: v.clone() for key, v in tensors.items() if key.startswith(f"adam.{name}.")}
+            # Adam moments take the parameter's memory layout (W_enc is stored latent-major)
+            state = {key.rsplit(".", 1)[1]: torch.empty_like(p).copy_(v) if v.shape == p.shape else v.clone().to(p.device)
+                     for key, v in tensors.items() if key.startswith(f"adam.{name}.")}
             if state:
                 self.optimizer.state[p] = state
 
@@ -178,91 +216,285 @@ class _Interrupt:
             signal.signal(sig, handler)
 
 
+@dataclass
+class _Member:
+    """One SAE of a job: its config, run folder, weights and optimiser state, and its log."""
+
+    cfg: RunConfig
+    run_dir: Path
+    sae: SAE
+    step: TrainStep
+    writer: bool  # this process writes the run folder (rank 0, or the hook's owner)
+    status: RunStatus | None = None
+    log: IO[str] | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.run_dir)
+
+
 def train(cfg: RunConfig, resume: bool = False, progress: bool = True, evaluate: bool = True,
-          model=None) -> Path:
-    """Run a training job described by ``cfg``; returns the run folder (``model``: reuse a loaded one)."""
+          model=None, comm=None, plan_only: bool = False) -> Path:
+    """Run a training job described by ``cfg``; returns its folder (``model``: reuse a loaded one).
+
+    One SAE: the run folder. A job (``cfg.hooks`` / ``cfg.saes``): the job folder ``cfg.out_dir``,
+    which holds one run folder per SAE. Under torchrun (WORLD_SIZE > 1) the process group is set up
+    from the environment unless ``comm`` is given. ``plan_only``: print and write the memory plan
+    (``memory_plan.json``), then stop before allocating anything.
+    """
+    from saes.distributed import init_from_env
+    from saes.multi import expand_job, is_job
+
+    if comm is None:
+        comm = init_from_env(cfg.device)
+    if not is_job(cfg):
+        if cfg.shard_hooks:
+            raise ValueError("shard_hooks needs a job with several hooks (set hooks: [...])")
+        runs = train_runs([cfg], resume=resume, progress=progress, evaluate=evaluate, model=model, comm=comm,
+                          plan_only=plan_only)
+        return runs[0] if runs else Path(cfg.out_dir)
+    if cfg.cache:
+        from interp.cache import ActivationCache
+
+        available, where = list(ActivationCache(cfg.cache).hooks), f"cache {cfg.cache}"
+    else:
+        if model is None:
+            from interp.models import load_model
+            from saes.distributed import rank_device
+
+            model = load_model(cfg.model, device=rank_device(cfg.device, comm))
+        available, where = list(model.hook_dict), f"model {cfg.model!r}"
+    runs = expand_job(cfg, available, where)
+    train_runs(runs, resume=resume, progress=progress, evaluate=evaluate, model=model, comm=comm,
+               shard_hooks=cfg.shard_hooks, job_dir=Path(cfg.out_dir), plan_only=plan_only)
+    return Path(cfg.out_dir)
+
+
+def _common_checkpoint(run_dirs: Sequence[Path]) -> int | None:
+    """The newest step with an intact checkpoint in every run folder (bad ones reported by name).
+
+    A job writes its SAEs' checkpoints one after another, so a crash can leave them one step apart;
+    all resume from the newest step they share. None when there is none (start afresh).
+    """
+    from saes.checkpoint import CheckpointWarning, checkpoint_dirs, intact_checkpoint_steps
+
+    if len(run_dirs) == 1:
+        path = latest_checkpoint(run_dirs[0])
+        return None if path is None else int(path.name.split("_")[1])
+    steps: set[int] | None = None
+    for d in run_dirs:
+        good = intact_checkpoint_steps(d)
+        steps = good if steps is None else steps & good
+    if not steps and any(checkpoint_dirs(d) for d in run_dirs):
+        warnings.warn("the job's run folders share no intact checkpoint step; training restarts from step 0",
+                      CheckpointWarning, stacklevel=3)
+    return max(steps) if steps else None
+
+
+def _open_job_source(cfgs: Sequence[RunConfig], hooks: list[str], model, comm):
+    """One source for all of a job's hooks (validates hooks, widths, the cache, before any work)."""
+    from saes.distributed import rank_device
+    from saes.sources import CacheSource, LiveSource
+    from saes.variants import variant_class
+
+    grads_cfg = next((c for c in cfgs if variant_class(c.variant).needs_grads), None)
+    first = cfgs[0]
+    if first.cache:
+        src_cfg = grads_cfg or first
+        source = CacheSource(src_cfg, with_grads=grads_cfg is not None, hooks=hooks)
+        for c in cfgs:
+            if c.hook in source.dims:
+                source.cache.check_hook(c.hook, d_in=c.d_in)
+        return source
+    device = rank_device(first.device, comm)
+    src_cfg = (grads_cfg or first).model_copy(update={"device": device})
+    source = LiveSource(src_cfg, model=model, with_grads=grads_cfg is not None, hooks=hooks)
+    for c in cfgs:
+        if c.d_in is not None and c.hook in source.dims and c.d_in != source.dims[c.hook]:
+            raise ValueError(f"d_in mismatch: hook {c.hook!r} of {c.model!r} has d_in={source.dims[c.hook]}, "
+                             f"the config asks for d_in={c.d_in}")
+    return source
+
+
+@records_status  # run_status.json per run folder: finished / interrupted / failed
+def train_runs(cfgs: Sequence[RunConfig], resume: bool = False, progress: bool = True, evaluate: bool = True,
+               model=None, comm=None, shard_hooks: bool = False, job_dir: Path | None = None,
+               plan_only: bool = False) -> list[Path]:
+    """Train several SAEs from one activation stream (one forward or cache read per batch).
+
+    The runs must share the stream settings (``saes.multi.STREAM_KEYS``); each has its own hook,
+    variant, width, k, learning rate, ... and run folder. Data parallel under ``comm`` unless
+    ``shard_hooks`` (each rank owns the SAEs of some hooks). Returns the run folders.
+    """
     from tqdm.auto import tqdm
 
     from saes.artifacts import save_sae
-    from saes.sources import open_source
+    from saes.distributed import rank_device
+    from saes.memory import SAEItem, plan_memory
+    from saes.multi import check_shared, hook_owners, job_batches
 
-    run_dir = Path(cfg.out_dir)
-    ckpt = latest_checkpoint(run_dir) if resume else None
-    if not resume and (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir()):
-        raise FileExistsError(
-            f"{run_dir} already holds checkpoints: pass --resume to continue it, or choose another out_dir"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run_config.json").write_text(cfg.model_dump_json(indent=2))
+    cfgs = list(cfgs)
+    check_shared(cfgs)
+    first = cfgs[0]
+    run_dirs = [Path(c.out_dir) for c in cfgs]
+    main = comm is None or comm.is_main
+    if not resume:
+        for d in run_dirs:
+            if (d / "checkpoints").exists() and any((d / "checkpoints").iterdir()):
+                raise FileExistsError(
+                    f"{d} already holds checkpoints: pass --resume to continue it, or choose another out_dir"
+                )
+    hooks = list(dict.fromkeys(c.hook for c in cfgs))
+    owners = hook_owners(hooks, comm.world) if (comm is not None and shard_hooks) else None
+    data_parallel = comm is not None and owners is None
+    mine = [c for c in cfgs if owners is None or owners[c.hook] == comm.rank]
+    source_hooks = hooks if (owners is None or not first.cache) else [h for h in hooks if owners[h] == comm.rank]
+    source = _open_job_source(cfgs, source_hooks, model, comm)  # validates hooks, d_in, cache
 
-    source = open_source(cfg, model=model)  # validates hook, d_in, cache before any work
-    sae_cfg = cfg.sae_config(source.d_in)
-    sae = SAE(sae_cfg, seed=cfg.seed).to(cfg.device)
-    total_steps = cfg.train_tokens // cfg.batch_tokens
-    step = TrainStep(
-        sae, lr=cfg.lr, total_steps=total_steps, warmup_steps=cfg.warmup_steps,
-        decay_fraction=cfg.decay_fraction, dead_tokens=cfg.resolved_dead_tokens,
+    device = rank_device(first.device, comm)
+    sae_cfgs = [c.sae_config(source.dims[c.hook]) for c in mine]  # validates every SAE config
+    rows_per_block = first.buffer_tokens if first.cache else first.windows_per_block * (first.context_size - 1)
+    plan = plan_memory(
+        [SAEItem(str(c.out_dir), s.d_in, s.d_sae, s.variant, s.encoder_dtype) for c, s in zip(mine, sae_cfgs)],
+        {h: source.dims[h] for h in source_hooks}, first.batch_tokens, rows_per_block, device=device,
+        with_grads=source.capture.with_grads if not first.cache else source.with_grads,
+        activation_bytes=torch.empty((), dtype=getattr(torch, first.activation_dtype)).element_size(),
+        model=None if first.cache else source.model, batch_windows=first.batch_windows,
+        context_size=first.context_size,
+        n_layers_run=None if first.cache else source.capture.stop_at_layer,
     )
+    if main and (len(cfgs) > 1 or plan_only):
+        from interp.io import atomic_write_json
+
+        (job_dir or run_dirs[0]).mkdir(parents=True, exist_ok=True)
+        atomic_write_json((job_dir or run_dirs[0]) / "memory_plan.json", plan.to_dict())
+        if progress or plan_only:
+            print(plan.format())
+    if plan_only:
+        return []
+    plan.check()  # a clear error before anything is allocated
+
+    start_step = _common_checkpoint(run_dirs) if resume else None
+    total_steps = first.train_tokens // first.batch_tokens
+    members: list[_Member] = []
+    for c, s in zip(mine, sae_cfgs):
+        d = Path(c.out_dir)
+        writer = (owners is not None) or main
+        sae = SAE(s, seed=c.seed).to(device)
+        step = TrainStep(sae, lr=c.lr, total_steps=total_steps, warmup_steps=c.warmup_steps,
+                         decay_fraction=c.decay_fraction, dead_tokens=c.resolved_dead_tokens,
+                         comm=comm if data_parallel else None)
+        members.append(_Member(c, d, sae, step, writer))
+    ckpt_name = f"step_{start_step:09d}" if start_step is not None else None
+    for m in members:
+        if m.writer:
+            m.run_dir.mkdir(parents=True, exist_ok=True)
+            (m.run_dir / "run_config.json").write_text(m.cfg.model_dump_json(indent=2))
+            m.status = RunStatus.begin(m.run_dir, train_tokens=m.cfg.train_tokens,
+                                       checkpoint=m.run_dir / "checkpoints" / ckpt_name if ckpt_name else None)
+
     position = {"block": 0, "batch": 0, "tokens": 0}
-    if ckpt is not None:
-        tensors, meta = load_checkpoint(ckpt)
-        sae.cfg.input_scale = meta["input_scale"]
-        step.load_state_tensors(tensors)
-        step.step_index = meta["step"]
-        position = meta["position"]
-        print(f"resuming {run_dir} from {ckpt.name} (step {meta['step']}, {position['tokens']:,} tokens)")
+    if start_step is not None:
+        for m in members:
+            tensors, meta = load_checkpoint(m.run_dir / "checkpoints" / ckpt_name)  # type: ignore[operator]
+            m.sae.cfg.input_scale = meta["input_scale"]
+            m.step.load_state_tensors(tensors)
+            m.step.step_index = meta["step"]
+            position = meta["position"]
+        if main:
+            where = str(run_dirs[0]) if len(run_dirs) == 1 else f"{len(run_dirs)} runs"
+            print(f"resuming {where} from {ckpt_name} (step {start_step}, {position['tokens']:,} tokens)")
     else:
-        sample = source.sample(cfg.init_sample_tokens)
-        scale, median = initial_statistics(sample, cfg)
-        sae.cfg.input_scale = scale
-        with torch.no_grad():
-            sae.b_dec.copy_(median)
+        sample = source.sample_batch(first.init_sample_tokens)
+        for m in members:
+            scale, median = initial_statistics(sample.acts[m.cfg.hook], m.cfg)
+            m.sae.cfg.input_scale = scale
+            with torch.no_grad():
+                m.sae.b_dec.copy_(median.to(device))
+    if data_parallel:  # every rank starts from rank 0's weights
+        for m in members:
+            scale = torch.tensor([m.sae.cfg.input_scale or 0.0], dtype=torch.float64)
+            comm.broadcast_([*m.sae.parameters(), scale])
+            m.sae.cfg.input_scale = float(scale.item()) or None
 
     def checkpoint() -> None:
-        save_checkpoint(run_dir, step.step_index, step.state_tensors(),
-                        {"step": step.step_index, "position": position, "input_scale": sae.cfg.input_scale},
-                        keep=cfg.keep_checkpoints)
+        for m in members:
+            if m.writer:
+                path = save_checkpoint(m.run_dir, m.step.step_index, m.step.state_tensors(),
+                                       {"step": m.step.step_index, "position": position,
+                                        "input_scale": m.sae.cfg.input_scale},
+                                       keep=m.cfg.keep_checkpoints)
+                if m.status is not None:
+                    m.status.update(m.step.step_index, position["tokens"], checkpoint=path)
 
-    log_path = run_dir / "train_log.jsonl"
-    wandb_run = _maybe_wandb(cfg)
-    batches = source.batches(cfg.batch_tokens, start_block=position["block"], skip_batches=position["batch"])
-    bar = tqdm(total=total_steps, initial=step.step_index, desc="train", unit="step", disable=not progress)
+    wandb_run = _maybe_wandb(first) if main else None
+    step_index = members[0].step.step_index if members else (start_step or 0)
+    batches = job_batches(source, first, comm=comm, data_parallel=data_parallel, owners=owners,
+                          start_block=position["block"], skip_batches=position["batch"])
+    bar = tqdm(total=total_steps, initial=step_index, desc="train" if len(cfgs) == 1 else f"train {len(cfgs)} SAEs",
+               unit="step", disable=not (progress and main))
     last_ckpt_tokens = position["tokens"]
     t0, tok0 = time.perf_counter(), position["tokens"]
-    with _Interrupt() as interrupt, open(log_path, "a") as log:
-        for block, i, batch in itertools.islice(batches, max(0, total_steps - step.step_index)):
-            x = batch.acts[cfg.hook]
-            g = batch.grads[cfg.hook] if (batch.grads is not None and sae.variant.needs_grads) else None
-            stats = step(x, g)
-            position = {"block": block, "batch": i + 1, "tokens": position["tokens"] + x.shape[0]}
-            if step.step_index % cfg.log_every == 0 or step.step_index == total_steps:
-                tps = (position["tokens"] - tok0) / max(1e-9, time.perf_counter() - t0)
-                record = {"step": step.step_index, "tokens": position["tokens"], "tokens_per_s": tps, **stats}
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                bar.set_postfix(tok_s=f"{tps:,.0f}", fvu=f"{stats['fvu']:.3f}", l0=f"{stats['l0']:.1f}",
-                                dead=f"{stats['dead_fraction']:.3f}")
-                if wandb_run is not None:
-                    _safe(lambda: wandb_run.log(record))
-            bar.update(1)
-            if position["tokens"] - last_ckpt_tokens >= cfg.checkpoint_every_tokens:
-                checkpoint()
-                last_ckpt_tokens = position["tokens"]
-            if interrupt.flag:
-                checkpoint()
-                bar.close()
-                print(f"interrupted: checkpoint written to {run_dir}; continue with --resume")
-                raise KeyboardInterrupt
+    many = len(cfgs) > 1
+    try:
+        for m in members:
+            if m.writer:
+                m.log = open(m.run_dir / "train_log.jsonl", "a")
+        with _Interrupt() as interrupt:
+            for block, i, batch in itertools.islice(batches, max(0, total_steps - step_index)):
+                all_stats = []
+                for m in members:
+                    x = batch.acts[m.cfg.hook]
+                    g = batch.grads[m.cfg.hook] if (batch.grads is not None and m.sae.variant.needs_grads) else None
+                    all_stats.append(m.step(x, g))
+                step_index += 1
+                position = {"block": block, "batch": i + 1, "tokens": position["tokens"] + first.batch_tokens}
+                if step_index % first.log_every == 0 or step_index == total_steps:
+                    tps = (position["tokens"] - tok0) / max(1e-9, time.perf_counter() - t0)
+                    for m, stats in zip(members, all_stats):
+                        record = {"step": step_index, "tokens": position["tokens"], "tokens_per_s": tps, **stats}
+                        if m.log is not None:
+                            m.log.write(json.dumps(record) + "\n")
+                            m.log.flush()
+                        if wandb_run is not None:
+                            _safe(lambda: wandb_run.log({f"{m.cfg.hook}/{m.run_dir.name}/{k}": v for k, v in record.items()}
+                                                        if many else record))
+                    if all_stats:
+                        s0 = all_stats[0]
+                        bar.set_postfix(tok_s=f"{tps:,.0f}", fvu=f"{s0['fvu']:.3f}", l0=f"{s0['l0']:.1f}",
+                                        dead=f"{s0['dead_fraction']:.3f}")
+                bar.update(1)
+                for m in members:
+                    if m.status is not None:
+                        m.status.update(m.step.step_index, position["tokens"])  # heartbeat, throttled
+                if position["tokens"] - last_ckpt_tokens >= first.checkpoint_every_tokens:
+                    checkpoint()
+                    last_ckpt_tokens = position["tokens"]
+                stop = interrupt.flag if comm is None else comm.any(interrupt.flag)
+                if stop:
+                    checkpoint()
+                    bar.close()
+                    if main:
+                        print(f"interrupted: checkpoint written to {job_dir or run_dirs[0]}; continue with --resume")
+                    raise KeyboardInterrupt
+    finally:
+        for m in members:
+            if m.log is not None:
+                m.log.close()
     bar.close()
     checkpoint()
-    save_sae(sae, run_dir, extra_metadata={"context_size": cfg.context_size, "dataset_path": cfg.source})
+    for m in members:
+        if m.writer:
+            save_sae(m.sae, m.run_dir, extra_metadata={"context_size": m.cfg.context_size, "dataset_path": m.cfg.source})
     if evaluate:
         from saes.evals import evaluate_run
 
-        evaluate_run(run_dir, cfg=cfg, model=source.model)
+        for m in members:
+            if m.writer:
+                evaluate_run(m.run_dir, cfg=m.cfg, model=source.model)
     if wandb_run is not None:
         _safe(wandb_run.finish)
-    return run_dir
+    return run_dirs
 
 
 def _safe(fn) -> None:

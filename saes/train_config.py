@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
@@ -18,6 +18,12 @@ class RunConfig(BaseModel):
     # where activations come from
     model: str = "smollm2-135m"
     hook: str = "blocks.15.hook_resid_post"
+    # many SAEs per forward pass (saes.multi): hook names or glob patterns ("blocks.*.hook_resid_post"),
+    # and per-SAE overrides ({"k": 16}, {"d_sae": 8192, "lr": 1e-3}, ...) trained on every hook;
+    # each SAE gets its own run folder under out_dir. shard_hooks: under torchrun, each rank owns some SAEs.
+    hooks: Optional[list[str]] = None
+    saes: Optional[list[dict[str, Any]]] = None
+    shard_hooks: bool = False
     source: str = "stdlib"
     cache: Optional[str] = None  # an activation-cache folder; when set, no model forward in training
     context_size: int = 128
@@ -33,6 +39,11 @@ class RunConfig(BaseModel):
     aux_k_coef: float = 1 / 32
     l1_coefficient: float = 5.0
     beta: float = 1.0  # g-SAE gradient weight
+    # mutual / feature choice: capacities ("uniform" / "zipf"), Zipf exponent, threshold EMA decay, aux_zipf weight
+    allocation: Literal["uniform", "zipf"] = "zipf"
+    zipf_exponent: float = 1.0
+    threshold_decay: float = 0.99
+    aux_zipf_coef: float = 1 / 32
     encoder_dtype: Optional[str] = None  # "bfloat16": bf16 encoder GEMM + selection (fast on AMX/AVX512-BF16)
     normalize_input: bool = True
     # optimisation
@@ -86,6 +97,8 @@ class RunConfig(BaseModel):
         return SAEConfig(
             d_in=d_in, d_sae=self.d_sae, variant=self.variant, k=self.k, aux_k=self.aux_k,
             aux_k_coef=self.aux_k_coef, l1_coefficient=self.l1_coefficient, beta=self.beta,
+            allocation=self.allocation, zipf_exponent=self.zipf_exponent,
+            threshold_decay=self.threshold_decay, aux_zipf_coef=self.aux_zipf_coef,
             encoder_dtype=self.encoder_dtype,
             hook_name=self.hook, model_name=self.model,
         )
@@ -98,13 +111,13 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a JSON or YAML config and apply ``key=value`` overrides, with errors that name the key."""
+def read_config_data(path: str | Path | None, overrides: Sequence[str] = (), what: str = "config") -> dict[str, Any]:
+    """A JSON or YAML file's top-level mapping with ``key=value`` overrides applied (values parsed as JSON)."""
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
         if not p.exists():
-            raise FileNotFoundError(f"config file {p} does not exist")
+            raise FileNotFoundError(f"{what} file {p} does not exist")
         text = p.read_text()
         if p.suffix in (".yaml", ".yml"):
             import yaml
@@ -114,12 +127,20 @@ def load_run_config(path: str | Path | None = None, overrides: list[str] | None 
             try:
                 data = json.loads(text)
             except json.JSONDecodeError as e:
-                raise ValueError(f"config {p} is not valid JSON: {e}") from None
+                raise ValueError(f"{what} {p} is not valid JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{what} {p} must hold a mapping of keys to values, got {type(data).__name__}")
     for item in overrides or []:
         if "=" not in item:
             raise ValueError(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
         data[key.strip()] = _parse_value(value.strip())
+    return data
+
+
+def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a JSON or YAML config and apply ``key=value`` overrides, with errors that name the key."""
+    data = read_config_data(path, overrides or [])
     unknown = sorted(set(data) - set(RunConfig.model_fields))
     if unknown:
         import difflib

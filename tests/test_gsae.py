@@ -1,6 +1,7 @@
 """Gradient TopK (g-SAE): beta = 0 is TopK exactly; the gradient changes selection as designed."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from saes.config import SAEConfig
@@ -63,3 +64,59 @@ def test_gsae_trains_and_gradients_flow_only_through_selected():
     for _ in range(40):
         last = step(x, grad)["fvu"]
     assert last < first
+
+
+def test_gsae_trains_from_cache_with_grads_and_evaluates_both_modes(tmp_path, tiny):
+    """cache (with dL/dx) -> g-SAE run -> metrics.json with both inference modes -> SAELens opens it as TopK."""
+    import json
+
+    from sae_lens import SAE as LensSAE
+
+    from interp.cache import CacheWriter
+    from saes.artifacts import load_sae
+    from saes.train import train
+    from saes.train_config import RunConfig
+
+    hook = "blocks.1.hook_resid_post"
+    g = torch.Generator().manual_seed(0)
+    windows = torch.randint(3, tiny.cfg.d_vocab, (48, 17), generator=g)
+    windows[:, 0] = tiny.tokenizer.bos_token_id
+    from interp.activations import ActivationCapture
+
+    cap = ActivationCapture(tiny, [hook], with_grads=True)
+    CacheWriter(tmp_path / "cache", cap, {"model": "tiny", "context_size": 17}, windows_per_shard=8).write(
+        iter(list(windows)), batch_windows=4, progress=False)
+    cfg = RunConfig(model="tiny", hook=hook, cache=str(tmp_path / "cache"), variant="gtopk", beta=2.0,
+                    context_size=17, d_sae=64, k=4, train_tokens=512, batch_tokens=128, buffer_tokens=256,
+                    warmup_steps=1, out_dir=str(tmp_path / "run"), eval_tokens=256, eval_ce_windows=4)
+    run = train(cfg, progress=False)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["inference_mode"] == "with_grads"
+    plain = metrics["without_grads"]
+    for key in ("fvu", "l0_mean", "dead_fraction", "ce_loss_recovered", "kl_div"):
+        assert key in metrics and key in plain, key
+    assert metrics["fvu"] != plain["fvu"]  # the modes select differently on the same weights
+    assert metrics["ce_clean"] == pytest.approx(plain["ce_clean"])  # same clean model, same windows
+    raw = json.loads((run / "cfg.json").read_text())
+    assert raw["architecture"] == "topk" and raw["selection_rule"] == "gradient topk, beta=2.0"
+    ours = load_sae(run)
+    assert ours.cfg.variant == "gtopk" and ours.cfg.beta == 2.0
+    lens = LensSAE.load_from_disk(str(run))
+    x = torch.randn(32, tiny.cfg.d_model)
+    torch.testing.assert_close(lens.encode(x), ours.encode(x), rtol=1e-4, atol=1e-5)  # gradient-free mode
+
+
+def test_gsae_needs_grads_from_cache(tmp_path, tiny):
+    from interp.activations import ActivationCapture
+    from interp.cache import CacheWriter
+    from saes.train import train
+    from saes.train_config import RunConfig
+
+    hook = "blocks.0.hook_resid_post"
+    windows = torch.randint(3, tiny.cfg.d_vocab, (8, 17))
+    CacheWriter(tmp_path / "cache", ActivationCapture(tiny, [hook]), {"model": "tiny"}, windows_per_shard=4).write(
+        iter(list(windows)), batch_windows=4, progress=False)
+    cfg = RunConfig(model="tiny", hook=hook, cache=str(tmp_path / "cache"), variant="gtopk", d_sae=32, k=4,
+                    train_tokens=64, batch_tokens=64, buffer_tokens=64, out_dir=str(tmp_path / "run"))
+    with pytest.raises(ValueError, match="needs gradients"):
+        train(cfg, progress=False)

@@ -31,18 +31,25 @@ class TrainOutput:
 
 
 def fvu_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    """sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 over the batch (scale-free reconstruction loss)."""
-    total = (x - x.mean(0)).pow(2).sum().clamp_min(1e-12)
+    """sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 over the batch (scale-free reconstruction loss).
+
+    Under data-parallel training the denominator is the whole global batch's (saes.distributed).
+    """
+    from saes.distributed import centred_sum_sq
+
+    total = centred_sum_sq(x).clamp_min(1e-12)
     return (x_hat - x).pow(2).sum() / total
 
 
 def variant_class(name: str):
     """The class implementing variant ``name`` (clear error listing the valid ones)."""
+    from saes.variants.choice import FeatureChoice, MutualChoice
     from saes.variants.gtopk import GradientTopK
     from saes.variants.relu_l1 import ReLUL1
     from saes.variants.topk import TopK
 
-    registry = {"topk": TopK, "gtopk": GradientTopK, "relu_l1": ReLUL1}
+    registry = {"topk": TopK, "gtopk": GradientTopK, "relu_l1": ReLUL1,
+                "mutual_choice": MutualChoice, "feature_choice": FeatureChoice}
     if name not in registry:
         raise ValueError(f"unknown SAE variant {name!r}; valid: {sorted(registry)}")
     return registry[name]

@@ -29,6 +29,9 @@ class ReLUL1:
                       dead_mask: torch.Tensor | None) -> TrainOutput:
         z = self.encode(sae, x - sae.b_dec)
         x_hat = torch.addmm(sae.b_dec, z, sae.W_dec)
-        scale = (x - x.mean(0)).norm(dim=-1).mean().clamp_min(1e-12)
-        l1 = (z * sae.W_dec.norm(dim=-1)).sum(-1).mean() / scale
+        from saes.distributed import loss_mean, row_mean_of_data
+
+        # batch means over the global batch under data-parallel training (identity otherwise)
+        scale = row_mean_of_data((x - row_mean_of_data(x)).norm(dim=-1, keepdim=True)).squeeze().clamp_min(1e-12)
+        l1 = loss_mean((z * sae.W_dec.norm(dim=-1)).sum(-1)) / scale
         return TrainOutput(x_hat, z, {"fvu": fvu_loss(x, x_hat), "l1": self.cfg.l1_coefficient * l1})

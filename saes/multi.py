@@ -1,0 +1,168 @@
+"""Many SAEs per forward pass: expand a job (hook patterns x per-SAE overrides) into runs, and serve
+them their activations (one capture or cache read for all, sliced or gathered across ranks).
+
+A job is a :class:`~saes.train_config.RunConfig` with ``hooks`` (names or glob patterns such as
+``blocks.*.hook_resid_post``) and/or ``saes`` (a list of per-SAE overrides, e.g. ``[{k: 16},
+{k: 32, d_sae: 8192}]``). Every (hook, SAE) pair becomes an ordinary run config with its own
+run folder ``out_dir/<hook>`` (one SAE per hook) or ``out_dir/<hook>/<name>``. Data and loop settings
+(``JOB_KEYS``) are shared by all of a job's SAEs: they read the same batches.
+"""
+from __future__ import annotations
+
+import fnmatch
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from interp.activations import ActivationBatch, shuffled_batches
+from saes.train_config import RunConfig
+
+# settings that define the activation stream and the loop: one value per job
+JOB_KEYS = frozenset({
+    "model", "hook", "hooks", "saes", "shard_hooks", "source", "cache", "context_size", "batch_windows",
+    "buffer_tokens", "activation_dtype", "d_in", "train_tokens", "batch_tokens", "seed", "init_sample_tokens",
+    "device", "out_dir", "checkpoint_every_tokens", "keep_checkpoints", "log_every", "wandb", "wandb_project",
+    "wandb_online", "eval_tokens", "eval_ce_windows",
+})
+# keys that must agree across runs trained from one stream (the others are bookkeeping)
+STREAM_KEYS = ("model", "source", "cache", "context_size", "batch_windows", "buffer_tokens", "activation_dtype",
+               "train_tokens", "batch_tokens", "seed", "init_sample_tokens", "device", "checkpoint_every_tokens")
+
+
+def is_job(cfg: RunConfig) -> bool:
+    return bool(cfg.hooks) or bool(cfg.saes)
+
+
+def resolve_hooks(patterns: Sequence[str], available: Sequence[str], where: str = "the model") -> list[str]:
+    """Hook names for names/glob patterns, in the order ``available`` lists them (exact names kept
+    as given: the capture validates them with suggestions). A pattern matching nothing is an error."""
+    out: list[str] = []
+    for pat in patterns:
+        if any(c in pat for c in "*?["):
+            hits = [h for h in available if fnmatch.fnmatchcase(h, pat)]
+            if not hits:
+                raise ValueError(f"hook pattern {pat!r} matches no hook of {where}")
+            out.extend(hits)
+        else:
+            out.append(pat)
+    return list(dict.fromkeys(out))
+
+
+def spec_name(spec: dict[str, Any]) -> str:
+    """A folder name for one SAE's overrides: its ``name``, or ``k16-d_sae8192``-style."""
+    if "name" in spec:
+        return str(spec["name"])
+    if not spec:
+        return "default"
+    return "-".join(f"{k}{v}" for k, v in spec.items()).replace("/", "_")
+
+
+def expand_job(cfg: RunConfig, available_hooks: Sequence[str], where: str = "the model") -> list[RunConfig]:
+    """One run config per (hook, SAE) of a job, each with its own ``out_dir``."""
+    hooks = resolve_hooks(cfg.hooks or [cfg.hook], available_hooks, where)
+    specs = [dict(s) for s in (cfg.saes or [{}])]
+    names = [spec_name(s) for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"the job's SAEs need distinct names; got {names} (add a 'name' to each)")
+    base = cfg.model_dump(exclude={"hooks", "saes", "shard_hooks"})
+    out = []
+    for spec in specs:
+        bad = sorted(set(spec) & JOB_KEYS)
+        if bad:
+            raise ValueError(f"per-SAE settings cannot change {bad}: they are shared by the whole job "
+                             "(one activation stream); set them at the top level")
+        unknown = sorted(set(spec) - set(RunConfig.model_fields) - {"name"})
+        if unknown:
+            raise ValueError(f"unknown per-SAE keys {unknown}")
+    for hook in hooks:
+        for spec, name in zip(specs, names):
+            folder = f"{cfg.out_dir}/{hook}" if len(specs) == 1 else f"{cfg.out_dir}/{hook}/{name}"
+            fields = {k: v for k, v in spec.items() if k != "name"}
+            try:
+                out.append(RunConfig(**{**base, **fields, "hook": hook, "out_dir": folder}))
+            except ValueError as e:
+                raise ValueError(f"SAE {name!r} on {hook}: {e}") from None
+    return out
+
+
+def check_shared(cfgs: Sequence[RunConfig]) -> None:
+    """Runs trained from one stream must agree on the stream's settings (error names the key)."""
+    first = cfgs[0]
+    for c in cfgs[1:]:
+        for key in STREAM_KEYS:
+            if getattr(c, key) != getattr(first, key):
+                raise ValueError(f"runs trained together must share {key!r}: {first.out_dir} has "
+                                 f"{getattr(first, key)!r}, {c.out_dir} has {getattr(c, key)!r}")
+    dirs = [c.out_dir for c in cfgs]
+    if len(set(dirs)) != len(dirs):
+        raise ValueError(f"runs trained together need distinct out_dir; got {dirs}")
+
+
+def hook_owners(hooks: Sequence[str], world: int) -> dict[str, int]:
+    """Hook sharding: hook i belongs to rank i % world."""
+    if len(hooks) < world:
+        raise ValueError(f"shard_hooks needs at least as many hooks as ranks: {len(hooks)} hooks, {world} ranks")
+    return {h: i % world for i, h in enumerate(hooks)}
+
+
+def _empty_batch(dims: dict[str, int], dtype: torch.dtype, with_grads: bool) -> ActivationBatch:
+    acts = {h: torch.zeros(0, d, dtype=dtype) for h, d in dims.items()}
+    return ActivationBatch(acts=acts, grads={h: a.clone() for h, a in acts.items()} if with_grads else None,
+                           tokens=torch.zeros(0, dtype=torch.long))
+
+
+def rank_live_blocks(source, comm, start_block: int = 0, owners: dict[str, int] | None = None) -> Iterator[ActivationBatch]:
+    """Live capture across ranks: each rank runs the model on its own share of every block's windows
+    (whole ``batch_windows`` chunks, so the activations are the ones one process would compute), then
+    the rows are exchanged: all-gathered (data parallel: every rank gets the whole block), or gathered
+    on each hook's owner (hook sharding: a rank gets only its hooks). Blocks come out in the
+    single-process order, so shuffling and resume work unchanged."""
+    cfg = source.cfg
+    W, bw = cfg.windows_per_block, cfg.batch_windows
+    it = iter(source.windows())
+    for _ in range(start_block * W):
+        if next(it, None) is None:
+            return
+    capture = source.capture
+    while True:
+        block_windows = [w for _, w in zip(range(W), it)]
+        if not block_windows:
+            return
+        chunks = [block_windows[i : i + bw] for i in range(0, len(block_windows), bw)]
+        mine = chunks[comm.row_slice(len(chunks))]
+        parts = [capture(torch.stack(c)) for c in mine]
+        local = ActivationBatch.concat(parts) if parts else _empty_batch(source.dims, capture.dtype, capture.with_grads)
+        if owners is None:
+            yield ActivationBatch(
+                acts={h: comm.all_gather_rows(a) for h, a in local.acts.items()},
+                grads=None if local.grads is None else {h: comm.all_gather_rows(g) for h, g in local.grads.items()},
+                tokens=comm.all_gather_rows(local.tokens),
+            )
+            continue
+        acts, grads = {}, {} if local.grads is not None else None
+        tokens = None
+        for h, a in local.acts.items():
+            got = comm.gather_rows(a, owners[h])
+            if got is not None:
+                acts[h] = got
+            if grads is not None:
+                g = comm.gather_rows(local.grads[h], owners[h])  # type: ignore[index]
+                if g is not None:
+                    grads[h] = g
+        tokens = comm.all_gather_rows(local.tokens)
+        yield ActivationBatch(acts=acts, grads=grads, tokens=tokens)
+
+
+def job_batches(source, cfg: RunConfig, comm=None, data_parallel: bool = False, owners: dict[str, int] | None = None,
+                start_block: int = 0, skip_batches: int = 0) -> Iterator[tuple[int, int, ActivationBatch]]:
+    """(block, batch index, batch) for a job: the global shuffled batches, this rank's slice of
+    each under data parallel, or the whole batches of this rank's hooks under hook sharding."""
+    live = not getattr(source, "cache", None)
+    if comm is not None and live:
+        blocks = rank_live_blocks(source, comm, start_block, owners)
+    else:
+        blocks = source.blocks(start_block)
+    for b, i, batch in shuffled_batches(blocks, cfg.batch_tokens, cfg.seed, start_block, skip_batches):
+        if data_parallel and comm is not None:
+            batch = batch.select(comm.row_slice(len(batch)))
+        yield b, i, batch

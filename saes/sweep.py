@@ -1,0 +1,372 @@
+"""Sweeps: a grid of SAEs (k, width, learning rate, variant, ...) over one or more hooks.
+
+A sweep config (YAML/JSON, :class:`SweepConfig`)::
+
+    base:            # RunConfig fields shared by every run (hook or hooks: [patterns])
+      model: smollm2-135m
+      hooks: [blocks.15.hook_resid_post]
+      train_tokens: 200000
+    grid:            # the cartesian product of these per-run overrides
+      k: [16, 32, 64]
+      d_sae: [2304, 4608]
+    mode: parallel   # together | sequential | parallel
+    processes: 2
+    out_dir: runs/sweep-k-width
+
+Modes: ``together`` trains every SAE in one process from one activation stream (one forward or
+cache read per batch; grid keys must be per-SAE settings); ``sequential`` and ``parallel`` train the
+runs one after another, or spread over ``processes`` worker processes, all reading one shared
+activation cache (``cache``, or one written once to ``out_dir/cache``). Each run has its own folder
+``out_dir/<hook>/<name>``. At the end ``summary.json``, ``summary.csv`` and ``frontier.html`` (FVU
+versus L0 with the Pareto frontier per hook) are written and the table is printed.
+"""
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from saes.train_config import RunConfig
+
+# settings that define the activation stream itself: a sweep cannot vary them (one shared cache)
+STREAM_IDENTITY = frozenset({"model", "source", "cache", "context_size", "hook", "hooks", "saes", "shard_hooks",
+                             "out_dir", "activation_dtype", "seed"})
+SUMMARY_COLUMNS = ("name", "hook", "variant", "d_sae", "k", "lr", "fvu", "l0_mean", "dead_fraction",
+                   "ce_loss_recovered", "train_tokens", "tokens_per_s", "metrics_from", "run_dir")
+
+
+class SweepConfig(BaseModel):
+    """A grid of runs. Unknown keys are an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: dict[str, Any] = {}
+    grid: dict[str, list[Any]] = {}
+    runs: list[dict[str, Any]] = []  # explicit override sets, in addition to the grid's product
+    mode: Literal["together", "sequential", "parallel"] = "sequential"
+    processes: int = 2
+    cache: Optional[str] = None  # a shared activation cache; default: written to out_dir/cache
+    cache_tokens: Optional[int] = None  # default: enough for the longest run
+    evaluate: bool = True
+    out_dir: str = "runs/sweep"
+
+    @model_validator(mode="after")
+    def _check(self) -> "SweepConfig":
+        unknown = sorted((set(self.base) | set(self.grid) | {k for r in self.runs for k in r})
+                         - set(RunConfig.model_fields) - {"name"})
+        if unknown:
+            raise ValueError(f"unknown run settings in the sweep: {unknown}")
+        fixed = sorted((set(self.grid) | {k for r in self.runs for k in r}) & STREAM_IDENTITY)
+        if fixed:
+            raise ValueError(f"a sweep cannot vary {fixed}: its runs share one activation stream; "
+                             "set them in base (hooks: [...] trains every combination on each hook)")
+        for key, values in self.grid.items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"grid[{key!r}] must be a non-empty list, got {values!r}")
+        if self.processes < 1:
+            raise ValueError(f"processes must be >= 1, got {self.processes}")
+        if "out_dir" in self.base:
+            raise ValueError("set out_dir at the top level of the sweep, not in base")
+        return self
+
+    def combinations(self) -> list[dict[str, Any]]:
+        keys = list(self.grid)
+        combos = [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
+        return (combos if keys else []) + [dict(r) for r in self.runs] or [{}]
+
+
+def load_sweep_config(path: str | Path, overrides: Sequence[str] = ()) -> SweepConfig:
+    """Read a sweep config (YAML or JSON); ``key=value`` overrides apply to the top level."""
+    from saes.train_config import read_config_data
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"sweep config {p} does not exist")
+    data = read_config_data(p, overrides, what="sweep config")
+    try:
+        return SweepConfig(**data)
+    except ValidationError as e:
+        raise ValueError(f"invalid sweep config {p}: {e}") from None
+
+
+def _base(sweep: SweepConfig) -> RunConfig:
+    try:
+        return RunConfig(**{**sweep.base, "out_dir": sweep.out_dir, "saes": None, "shard_hooks": False})
+    except ValidationError as e:
+        raise ValueError(f"invalid base run config: {e}") from None
+
+
+def _hooks(base: RunConfig, available: Sequence[str], where: str) -> list[str]:
+    from saes.multi import resolve_hooks
+
+    return resolve_hooks(base.hooks or [base.hook], available, where)
+
+
+def plan_runs(sweep: SweepConfig, hooks: Sequence[str], cache: str | None) -> list[RunConfig]:
+    """One RunConfig per (hook, combination), each with its own folder (names from the overrides)."""
+    from saes.multi import spec_name
+
+    base = _base(sweep).model_dump(exclude={"hooks", "saes", "shard_hooks"})
+    combos = sweep.combinations()
+    names = [spec_name(c) for c in combos]
+    if len(set(names)) != len(names):
+        raise ValueError(f"the sweep's runs need distinct names; got {names}")
+    runs = []
+    for hook in hooks:
+        for combo, name in zip(combos, names):
+            fields = {k: v for k, v in combo.items() if k != "name"}
+            try:
+                runs.append(RunConfig(**{**base, **fields, "hook": hook, "cache": cache,
+                                         "out_dir": f"{sweep.out_dir}/{hook}/{name}"}))
+            except ValidationError as e:
+                raise ValueError(f"run {name!r} on {hook}: {e}") from None
+    return runs
+
+
+def ensure_cache(sweep: SweepConfig, base: RunConfig, progress: bool = True) -> tuple[str, list[str]]:
+    """The sweep's shared activation cache (written once, resumably, if not given) and its hooks."""
+    if sweep.cache:
+        from interp.cache import ActivationCache
+
+        cache = ActivationCache(sweep.cache)
+        return sweep.cache, _hooks(base, list(cache.hooks), f"cache {sweep.cache}")
+    from interp.activations import ActivationCapture
+    from interp.cache import CacheWriter
+    from interp.data import token_windows
+    from interp.models import load_model
+    from saes.variants import variant_class
+
+    model = load_model(base.model, device=base.device)
+    hooks = _hooks(base, list(model.hook_dict), f"model {base.model!r}")
+    variants = {base.variant, *sweep.grid.get("variant", []), *(r.get("variant", base.variant) for r in sweep.runs)}
+    grads = any(variant_class(v).needs_grads for v in variants)
+    longest = max([base.train_tokens, *sweep.grid.get("train_tokens", []),
+                   *(r.get("train_tokens", 0) for r in sweep.runs)])
+    tokens = sweep.cache_tokens or longest + base.buffer_tokens + base.init_sample_tokens
+    folder = Path(sweep.out_dir) / "cache"
+    capture = ActivationCapture(model, hooks, with_grads=grads, dtype=base.activation_dtype)
+    meta = {"model": base.model, "source": base.source, "split": "train", "seed": base.seed,
+            "context_size": base.context_size}
+    writer = CacheWriter(folder, capture, meta, windows_per_shard=base.batch_windows * 16)
+    windows = token_windows(model.tokenizer, source=base.source, context_size=base.context_size, split="train",
+                            seed=base.seed)
+    writer.write(windows, base.batch_windows, max_windows=-(-tokens // (base.context_size - 1)), progress=progress)
+    return str(folder), hooks
+
+
+def _done(run: RunConfig, evaluate: bool) -> bool:
+    d = Path(run.out_dir)
+    return (d / ("metrics.json" if evaluate else "sae_weights.safetensors")).exists()
+
+
+def _train_one(run: RunConfig, resume: bool, evaluate: bool, progress: bool) -> None:
+    from saes.train import train
+
+    has_ckpt = (Path(run.out_dir) / "checkpoints").exists() and any((Path(run.out_dir) / "checkpoints").iterdir())
+    train(run, resume=resume or has_ckpt, progress=progress, evaluate=evaluate)
+
+
+def run_sweep(sweep: SweepConfig, resume: bool = False, progress: bool = True) -> list[dict[str, Any]]:
+    """Train the grid and write the summary table and frontier figure; returns the summary rows.
+
+    Runs that already finished are skipped; runs with checkpoints continue from them.
+    """
+    base = _base(sweep)
+    out = Path(sweep.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if sweep.mode == "together":
+        from saes.multi import JOB_KEYS
+        from saes.train import train
+
+        bad = sorted(set(sweep.grid) & JOB_KEYS)
+        if bad:
+            raise ValueError(f"mode 'together' trains every SAE from one stream: it cannot vary {bad}; "
+                             "use mode sequential or parallel")
+        job = base.model_copy(update={"cache": sweep.cache or base.cache, "hooks": base.hooks or [base.hook],
+                                      "saes": sweep.combinations()})
+        if not (resume and all(_done(r, sweep.evaluate) for r in _together_runs(job))):
+            train(job, resume=resume, progress=progress, evaluate=sweep.evaluate)
+        runs = _together_runs(job)
+    else:
+        cache, hooks = ensure_cache(sweep, base, progress)
+        runs = plan_runs(sweep, hooks, cache)
+        todo = [r for r in runs if not _done(r, sweep.evaluate)]
+        configs = out / "configs"
+        configs.mkdir(exist_ok=True)
+        if sweep.mode == "sequential" or sweep.processes == 1 or len(todo) <= 1:
+            for r in todo:
+                _train_one(r, resume, sweep.evaluate, progress)
+        else:
+            _run_parallel(todo, sweep, configs, resume)
+    rows = summarize(runs, out)
+    return rows
+
+
+def _together_runs(job: RunConfig) -> list[RunConfig]:
+    from saes.multi import expand_job
+
+    if job.cache:
+        from interp.cache import ActivationCache
+
+        available = list(ActivationCache(job.cache).hooks)
+    else:
+        from interp.models import load_model
+
+        available = list(load_model(job.model).hook_dict)
+    return expand_job(job, available)
+
+
+def _run_parallel(runs: list[RunConfig], sweep: SweepConfig, configs: Path, resume: bool) -> None:
+    """Spread runs over worker processes (round-robin), each with its share of the CPU threads."""
+    n = min(sweep.processes, len(runs))
+    threads = max(1, (os.cpu_count() or 1) // n)
+    procs = []
+    for w in range(n):
+        paths = []
+        for i, r in enumerate(runs[w::n]):
+            p = configs / f"worker{w}_{i}.json"
+            p.write_text(r.model_dump_json(indent=2))
+            paths.append(str(p))
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        cmd = [sys.executable, "-m", "saes.sweep", "--threads", str(threads),
+               *(["--resume"] if resume else []), *(["--no-eval"] if not sweep.evaluate else []), *paths]
+        log = open(configs / f"worker{w}.log", "w")
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log, w))
+    failed = []
+    for proc, log, w in procs:
+        proc.wait()
+        log.close()
+        if proc.returncode != 0:
+            tail = (configs / f"worker{w}.log").read_text()[-2000:]
+            failed.append(f"worker {w} exited with {proc.returncode}:\n{tail}")
+    if failed:
+        raise RuntimeError("sweep workers failed (finished runs are kept; rerun with --resume):\n" + "\n".join(failed))
+
+
+# ---- summary ---------------------------------------------------------------------------------
+def _last_log(run_dir: Path) -> dict[str, Any]:
+    log = run_dir / "train_log.jsonl"
+    if not log.exists():
+        return {}
+    lines = [x for x in log.read_text().splitlines() if x.strip()]
+    return json.loads(lines[-1]) if lines else {}
+
+
+def summary_row(run: RunConfig) -> dict[str, Any]:
+    """Headline numbers of one run: held-out metrics when evaluated, else the last training batch's."""
+    d = Path(run.out_dir)
+    last = _last_log(d)
+    row: dict[str, Any] = {"name": d.name, "hook": run.hook, "variant": run.variant, "d_sae": run.d_sae,
+                           "k": run.k if run.variant != "relu_l1" else None,
+                           "lr": run.lr, "train_tokens": last.get("tokens"), "tokens_per_s": last.get("tokens_per_s"),
+                           "run_dir": str(d)}
+    if (d / "metrics.json").exists():
+        m = json.loads((d / "metrics.json").read_text())
+        row.update(fvu=m.get("fvu"), l0_mean=m.get("l0_mean"), dead_fraction=m.get("dead_fraction"),
+                   ce_loss_recovered=m.get("ce_loss_recovered"), metrics_from="held-out")
+    else:
+        row.update(fvu=last.get("fvu"), l0_mean=last.get("l0"), dead_fraction=last.get("dead_fraction"),
+                   ce_loss_recovered=None, metrics_from="last training batch" if last else "missing")
+    return row
+
+
+def pareto_frontier(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both L0 (x) and FVU (y), lowest L0 first."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1]))
+    best, out = float("inf"), []
+    for i in order:
+        if points[i][1] < best:
+            out.append(i)
+            best = points[i][1]
+    return out
+
+
+def frontier_figure(rows: Sequence[dict[str, Any]], title: str = "FVU vs L0"):
+    """Plotly figure: every run as a point (per hook), and each hook's Pareto frontier as a line."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for hook in dict.fromkeys(r["hook"] for r in rows):
+        pts = [r for r in rows if r["hook"] == hook and r["fvu"] is not None and r["l0_mean"] is not None]
+        if not pts:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[r["l0_mean"] for r in pts], y=[r["fvu"] for r in pts], mode="markers", name=f"{hook} runs",
+            text=[f"{r['name']} ({r['variant']}, d_sae={r['d_sae']})" for r in pts], hoverinfo="text+x+y"))
+        front = [pts[i] for i in pareto_frontier([(r["l0_mean"], r["fvu"]) for r in pts])]
+        fig.add_trace(go.Scatter(x=[r["l0_mean"] for r in front], y=[r["fvu"] for r in front],
+                                 mode="lines", name=f"{hook} frontier"))
+    fig.update_layout(title=title, xaxis_title="L0 (mean active latents per token)",
+                      yaxis_title="FVU (fraction of variance unexplained)", template="plotly_white")
+    fig.update_xaxes(type="log")
+    return fig
+
+
+def summarize(runs: Sequence[RunConfig], out_dir: str | Path, print_table: bool = True) -> list[dict[str, Any]]:
+    """Write summary.json, summary.csv and frontier.html for ``runs``; print the table."""
+    from interp.io import atomic_write, atomic_write_json
+
+    out = Path(out_dir)
+    rows = [summary_row(r) for r in runs]
+    front_ids = set()
+    for hook in dict.fromkeys(r["hook"] for r in rows):
+        idx = [i for i, r in enumerate(rows) if r["hook"] == hook and r["fvu"] is not None and r["l0_mean"] is not None]
+        front_ids |= {idx[j] for j in pareto_frontier([(rows[i]["l0_mean"], rows[i]["fvu"]) for i in idx])}
+    for i, r in enumerate(rows):
+        r["on_frontier"] = i in front_ids
+    atomic_write_json(out / "summary.json", {"runs": rows})
+
+    def write_csv(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=[*SUMMARY_COLUMNS, "on_frontier"])
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_write(out / "summary.csv", write_csv)
+    fig = frontier_figure(rows, title=f"FVU vs L0: {out.name}")
+    atomic_write(out / "frontier.html", lambda tmp: fig.write_html(tmp, include_plotlyjs="cdn"))
+    if print_table:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"sweep {out} ({len(rows)} runs; * = on the FVU-L0 frontier)")
+        for col in ("name", "hook", "variant", "d_sae", "k", "fvu", "l0_mean", "dead_fraction", "tokens_per_s"):
+            table.add_column(col, justify="left" if col in ("name", "hook", "variant") else "right")
+        for r in rows:
+            table.add_row(r["name"] + (" *" if r["on_frontier"] else ""), r["hook"], r["variant"], str(r["d_sae"]),
+                          str(r["k"] if r["k"] is not None else "-"),
+                          *(f"{r[c]:.4f}" if isinstance(r[c], float) else "-" for c in ("fvu", "l0_mean", "dead_fraction")),
+                          f"{r['tokens_per_s']:,.0f}" if r["tokens_per_s"] else "-")
+        Console(width=max(140, Console().width)).print(table)
+    return rows
+
+
+def _worker(argv: Sequence[str]) -> None:
+    """``python -m saes.sweep [--threads N] [--resume] [--no-eval] CFG.json...``: train runs in order."""
+    import argparse
+
+    import torch
+
+    ap = argparse.ArgumentParser(prog="python -m saes.sweep")
+    ap.add_argument("configs", nargs="+")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--no-eval", action="store_true")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for path in args.configs:
+        run = RunConfig.model_validate_json(Path(path).read_text())
+        _train_one(run, args.resume, not args.no_eval, progress=False)
+        print(f"done {run.out_dir}", flush=True)
+
+
+if __name__ == "__main__":  # pragma: no cover - the parallel workers
+    _worker(sys.argv[1:])

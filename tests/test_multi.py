@@ -1,0 +1,173 @@
+"""Many SAEs per forward pass: hook patterns x per-SAE overrides, equal to separate runs; memory plan."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from saes.memory import GiB, MemoryPlanError, SAEItem, plan_memory, sae_state_bytes, step_temp_bytes
+from saes.multi import expand_job, resolve_hooks
+from saes.train import TrainStep, train
+from saes.train_config import RunConfig
+
+
+def _cfg(tmp_path, name, **kw):
+    base = dict(model="tiny", hook="blocks.0.hook_resid_post", context_size=33, batch_windows=8,
+                buffer_tokens=1024, d_sae=128, k=8, train_tokens=256 * 6, batch_tokens=256,
+                checkpoint_every_tokens=256 * 3, warmup_steps=2, out_dir=str(tmp_path / name), log_every=2)
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def _same(run_a, run_b):
+    a = load_file(str(run_a / "sae_weights.safetensors"))
+    b = load_file(str(run_b / "sae_weights.safetensors"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_job_equals_separate_runs_with_one_forward_per_batch(tmp_path, tiny, monkeypatch):
+    from interp.activations import ActivationCapture
+
+    calls = {"n": 0}
+    orig = ActivationCapture.__call__
+
+    def counting(self, tokens, attention_mask=None):
+        calls["n"] += 1
+        return orig(self, tokens, attention_mask)
+
+    monkeypatch.setattr(ActivationCapture, "__call__", counting)
+    job = _cfg(tmp_path, "job", hooks=["blocks.*.hook_resid_post"],
+               saes=[{"k": 4}, {"name": "wide", "d_sae": 192, "k": 8, "lr": 1e-3, "variant": "relu_l1",
+                                "l1_coefficient": 0.3}])
+    out = train(job, progress=False, evaluate=False, model=tiny)
+    job_forwards = calls["n"]
+    runs = sorted(p.parent for p in out.glob("*/*/sae_weights.safetensors"))
+    assert [str(p.relative_to(out)) for p in runs] == [
+        "blocks.0.hook_resid_post/k4", "blocks.0.hook_resid_post/wide",
+        "blocks.1.hook_resid_post/k4", "blocks.1.hook_resid_post/wide"]
+    plan = json.loads((out / "memory_plan.json").read_text())
+    assert plan["fits"] and len(plan["saes"]) == 4
+
+    calls["n"] = 0
+    single = train(_cfg(tmp_path, "one", hook="blocks.1.hook_resid_post", k=4), progress=False, evaluate=False,
+                   model=tiny)
+    assert calls["n"] == job_forwards, "four SAEs on two hooks cost the forwards of one run"
+    _same(out / "blocks.1.hook_resid_post" / "k4", single)
+    wide = train(_cfg(tmp_path, "wide", d_sae=192, k=8, lr=1e-3, variant="relu_l1", l1_coefficient=0.3),
+                 progress=False, evaluate=False, model=tiny)
+    _same(out / "blocks.0.hook_resid_post" / "wide", wide)
+    cfg = json.loads((out / "blocks.0.hook_resid_post" / "wide" / "cfg.json").read_text())
+    assert cfg["d_sae"] == 192 and cfg["metadata"]["hook_name"] == "blocks.0.hook_resid_post"
+
+
+def test_job_from_cache_and_resume(tmp_path, tiny, monkeypatch):
+    """A two-hook job from a cache; a crash mid-job resumes every SAE to the uninterrupted weights."""
+    from interp.activations import ActivationCapture
+    from interp.cache import CacheWriter
+    from interp.data import token_windows
+
+    cap = ActivationCapture(tiny, ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"])
+    writer = CacheWriter(tmp_path / "cache", cap, {"model": "tiny"}, windows_per_shard=32)
+    writer.write(token_windows(tiny.tokenizer, context_size=33), batch_windows=8, max_windows=96, progress=False)
+    kw = dict(cache=str(tmp_path / "cache"), hooks=["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"],
+              saes=[{"k": 4}, {"k": 16}])
+    ref = train(_cfg(tmp_path, "ref", **kw), progress=False, evaluate=False)
+    orig = TrainStep.__call__
+    calls = {"n": 0}
+
+    def crashing(self, x, grad=None):
+        calls["n"] += 1
+        if calls["n"] == 4 * 4 + 2:  # during step 5, after one of the four SAEs stepped
+            raise RuntimeError("simulated crash")
+        return orig(self, x, grad)
+
+    monkeypatch.setattr(TrainStep, "__call__", crashing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(_cfg(tmp_path, "crash", **kw), progress=False, evaluate=False)
+    monkeypatch.setattr(TrainStep, "__call__", orig)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(_cfg(tmp_path, "crash", **kw), progress=False, evaluate=False)
+    out = train(_cfg(tmp_path, "crash", **kw), resume=True, progress=False, evaluate=False)
+    for run in sorted(ref.glob("*/*/sae_weights.safetensors")):
+        _same(run.parent, out / run.parent.relative_to(ref))
+
+
+def test_bad_jobs_fail_before_work(tmp_path, tiny):
+    names = list(tiny.hook_dict)
+    assert resolve_hooks(["blocks.*.hook_resid_post"], names) == ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    with pytest.raises(ValueError, match="matches no hook"):
+        resolve_hooks(["blocks.*.hook_resid_pots"], names)
+    with pytest.raises(ValueError, match="batch_tokens.*shared by the whole job"):
+        expand_job(_cfg(tmp_path, "j", saes=[{"batch_tokens": 512}]), names)
+    with pytest.raises(ValueError, match="distinct names"):
+        expand_job(_cfg(tmp_path, "j", saes=[{"k": 4, "name": "a"}, {"k": 8, "name": "a"}]), names)
+    with pytest.raises(ValueError, match="k must satisfy"):
+        expand_job(_cfg(tmp_path, "j", saes=[{"k": 500}]), names)
+    with pytest.raises(ValueError, match="unknown hook"):
+        train(_cfg(tmp_path, "j", hooks=["blocks.0.hook_resid_post", "blocks.0.hook_resid_pots"]),
+              progress=False, model=tiny)
+    assert not (tmp_path / "j").exists()
+
+
+def test_memory_estimate_of_sae_state_is_exact(tiny):
+    from saes.config import SAEConfig
+    from saes.sae import SAE
+
+    sae = SAE(SAEConfig(d_in=64, d_sae=96, k=4))
+    step = TrainStep(sae, dead_tokens=1)
+    step(torch.randn(32, 64))
+    held = sum(p.numel() * p.element_size() for p in sae.parameters())
+    held += sum(p.grad.numel() * p.grad.element_size() for p in sae.parameters())
+    held += sum(v.numel() * v.element_size() for s in step.optimizer.state.values() for v in s.values()
+                if torch.is_tensor(v) and v.dim() > 0)
+    assert sae_state_bytes(64, 96) == held
+
+
+def test_plan_table_and_clear_error_at_known_sizes():
+    # one SAE d_in=512, d_sae=2^15: state 16 * (2*512*32768 + 32768 + 512) bytes; temps 4 B (3*32768 + 8*512)
+    item = SAEItem("a", 512, 2**15, "topk")
+    state = 16 * (2 * 512 * 2**15 + 2**15 + 512)
+    assert item.state == state
+    assert step_temp_bytes(512, 2**15, "topk", 4096) == 4 * 4096 * (3 * 2**15 + 8 * 512)
+    buffers = 3 * 65536 * 512 * 4
+    # budget (90% of available) between the totals at batch 4096 and 8192
+    at = {b: state + step_temp_bytes(512, 2**15, "topk", b) + buffers for b in (4096, 8192)}
+    available = int((at[4096] + at[8192]) / 2 / 0.9)
+    plan = plan_memory([item], {"h": 512}, 8192, 65536, available=available)
+    assert plan.total() == at[8192] and not plan.fits
+    assert plan.largest_batch() == 4096
+    rows = {r["batch_tokens"]: r["fits"] for r in plan.by_batch_size()}
+    assert rows[4096] and not rows[8192] and rows[1024]
+    with pytest.raises(MemoryPlanError, match="largest batch_tokens that fits is 4096"):
+        plan.check()
+    plan_memory([item], {"h": 512}, 4096, 65536, available=available).check()  # fits: no error
+
+
+def test_impossible_job_fails_before_anything_is_allocated(tmp_path, tiny):
+    # 2^27 latents x 64 inputs: 16 * (129 * 2^27 + 64) bytes = 258 GiB of parameters, gradients and Adam
+    cfg = _cfg(tmp_path, "huge", d_sae=2**27, hooks=["blocks.0.hook_resid_post"])
+    with pytest.raises(MemoryPlanError, match=r"needs about .* GiB .*largest: .*d_sae=134217728") as e:
+        train(cfg, progress=False, model=tiny)
+    assert "no batch size fits" in str(e.value) and "258.00 GiB (largest" in str(e.value)
+    assert not (tmp_path / "huge" / "blocks.0.hook_resid_post" / "checkpoints").exists()
+    assert sae_state_bytes(64, 2**27) / GiB == pytest.approx(258, rel=1e-6)
+
+
+def test_cli_plan_and_impossible_job(tmp_path, tiny):
+    from typer.testing import CliRunner
+
+    from interp.cli import app
+
+    cfg = _cfg(tmp_path, "cli", hooks=["blocks.*.hook_resid_post"], saes=[{"k": 4}, {"k": 8}])
+    (tmp_path / "job.json").write_text(cfg.model_dump_json())
+    res = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "job.json"), "--plan"])
+    assert res.exit_code == 0, res.output
+    assert "memory plan on cpu" in res.output and "fits" in res.output and "batch_tokens -> total GiB" in res.output
+    plan = json.loads((tmp_path / "cli" / "memory_plan.json").read_text())
+    assert len(plan["saes"]) == 4 and plan["largest_fitting_batch"] == 1024  # the buffer holds 1024 rows
+    assert not list((tmp_path / "cli").glob("*/*/checkpoints")), "--plan trains nothing"
+    res = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "job.json"), "--set", "d_sae=134217728"])
+    assert res.exit_code == 2 and "GiB" in res.output and "no batch size fits" in res.output
