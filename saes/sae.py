@@ -61,10 +61,7 @@ class SAE(nn.Module):
         W_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=gen)
         W_dec /= W_dec.norm(dim=-1, keepdim=True)
         self.W_dec = nn.Parameter(W_dec)
-        # tied init (OpenAI, sparsify). Stored latent-major (a contiguous [d_sae, d_in] tensor seen as
-        # its [d_in, d_sae] transpose, like nn.Linear): the sparse kernels read and write encoder
-        # columns as contiguous rows, saving two transposed copies of the weight per training step
-        self.W_enc = nn.Parameter(W_dec.clone().t())
+        self.W_enc = nn.Parameter(W_dec.t().clone().contiguous())  # tied init (OpenAI, sparsify)
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
         init_module = getattr(self.variant, "init_module", None)

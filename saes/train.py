@@ -132,11 +132,9 @@ class TrainStep:
                 comm.all_reduce_sum_(floats)
                 for b in floats:
                     b.div_(comm.world)
-            mask = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=sae.device)
-            mask[fired] = True
-            fired = comm.union_(mask)
+            fired = comm.union_(fired)
         self.tokens_since_fired += n_rows
-        self.tokens_since_fired[fired] = 0
+        self.tokens_since_fired.masked_fill_(fired, 0)
         self.step_index += 1
         return {
             "loss": loss_value,
@@ -146,11 +144,14 @@ class TrainStep:
             "lr": self.optimizer.param_groups[0]["lr"],
         }
 
-    @staticmethod
-    def _fired(code) -> torch.Tensor:
+    def _fired(self, code) -> torch.Tensor:
+        """Boolean [d_sae]: which latents fired in this batch (a weighted bincount, no boolean indexing)."""
         if isinstance(code, SparseCode):
-            return code.indices[code.values > 0]
-        return (code > 0).any(0).nonzero().squeeze(-1)
+            # kept values are ReLU outputs (>= 0): a latent fired iff its summed values are > 0
+            counts = torch.bincount(code.indices.reshape(-1), weights=code.values.detach().reshape(-1).float(),
+                                    minlength=self.sae.cfg.d_sae)
+            return counts > 0
+        return (code > 0).any(0)
 
     @staticmethod
     def _l0(code) -> float:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from saes.config import SAEConfig
 
@@ -38,7 +39,7 @@ def fvu_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     from saes.distributed import centred_sum_sq
 
     total = centred_sum_sq(x).clamp_min(1e-12)
-    return (x_hat - x).pow(2).sum() / total
+    return F.mse_loss(x_hat, x, reduction="sum") / total  # fused forward and backward
 
 
 def variant_class(name: str):
