@@ -161,12 +161,11 @@ def test_head_layout_gqa_and_spec(tiny):
         HeadLayout(0, 9, 64, 4)
 
 
-def test_smollm2_layout_from_cache_without_loading():
+def test_smollm2_layout_from_cache_without_loading(smollm2):  # noqa: ARG001 - the fixture converts it once
     from interp.models import model_cache_dir
 
     folder = model_cache_dir("smollm2-135m")
-    if folder is None or not (folder / "config.json").is_file():
-        pytest.skip("SmolLM2 not converted here yet")
+    assert folder is not None and (folder / "config.json").is_file(), "SmolLM2's converted cache is missing"
     lay = layout_for_spec("smollm2-135m", "blocks.15.attn.hook_z")
     assert (lay.n_heads, lay.d_head, lay.n_kv_heads, lay.d_in) == (9, 64, 3, 576)
 
