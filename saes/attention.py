@@ -366,16 +366,9 @@ def direct_logit_effect(sae, model, layout: HeadLayout, feature: int, n: int = 1
     norm's scale is left out, as in direct logit attribution): top and bottom ``n`` tokens."""
     if not 0 <= feature < sae.cfg.d_sae:
         raise ValueError(f"feature {feature} out of range [0, {sae.cfg.d_sae})")
-    W_O = model.blocks[layout.layer].attn.W_O.detach().float().cpu()
-    dec = layout.split(_raw_decoder(sae)[feature].cpu())
-    d = torch.einsum("hd,hdm->m", dec, W_O)
-    ln = getattr(model, "ln_final", None)
-    if type(ln).__name__.startswith("LayerNorm"):
-        d = d - d.mean()  # LayerNorm centres its input
-    w = getattr(ln, "w", None)
-    if w is not None:
-        d = d * w.detach().float().cpu()
-    effect = d @ model.W_U.detach().float().cpu()
+    from saes.steering import unembedded_direction
+
+    effect = unembedded_direction(model, layout.hook, _raw_decoder(sae)[feature]).cpu()
     n = min(n, effect.numel())
     top, bottom = effect.topk(n), (-effect).topk(n)
     tok = getattr(model, "tokenizer", None)

@@ -38,9 +38,6 @@ class LiveSource:
         return capture_blocks(self.capture, self.windows(), self.cfg.windows_per_block, self.cfg.batch_windows,
                               start_block=start_block)
 
-    def sample(self, n_tokens: int) -> torch.Tensor:
-        return self.sample_batch(n_tokens).acts[self.cfg.hook]
-
     def sample_batch(self, n_tokens: int) -> ActivationBatch:
         """The first ``n_tokens`` rows of the stream, for every hook."""
         rows = []
@@ -105,29 +102,8 @@ class CacheSource:
         if have >= self.cfg.batch_tokens:
             yield ActivationBatch.concat(pending)
 
-    def sample(self, n_tokens: int) -> torch.Tensor:
-        return self.sample_batch(n_tokens).acts[self.cfg.hook]
-
     def sample_batch(self, n_tokens: int) -> ActivationBatch:
         return next(self.blocks()).select(slice(0, n_tokens))
 
     def batches(self, batch_tokens: int, start_block: int = 0, skip_batches: int = 0):
         return shuffled_batches(self.blocks(start_block), batch_tokens, self.cfg.seed, start_block, skip_batches)
-
-
-def open_source(cfg: RunConfig, model=None):
-    """The configured source, validated (hook name, d_in, cache) before any training work."""
-    from saes.variants import variant_class
-
-    needs_grads = variant_class(cfg.variant).needs_grads
-    if cfg.cache:
-        from interp.cache import ActivationCache
-
-        if cfg.d_in is not None:
-            ActivationCache(cfg.cache).check_hook(cfg.hook, d_in=cfg.d_in)
-        return CacheSource(cfg, with_grads=needs_grads)
-    source = LiveSource(cfg, model=model, with_grads=needs_grads)
-    if cfg.d_in is not None and cfg.d_in != source.d_in:
-        raise ValueError(f"d_in mismatch: hook {cfg.hook!r} of {cfg.model!r} has d_in={source.d_in}, "
-                         f"the config asks for d_in={cfg.d_in}")
-    return source

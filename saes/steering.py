@@ -66,22 +66,23 @@ def decoder_direction(sae, latent: int) -> torch.Tensor:
     return d / d.norm().clamp_min(1e-12)
 
 
-def direct_logit_effect(model, hook: str, direction: torch.Tensor) -> torch.Tensor:
-    """Logits [d_vocab] that ``direction`` written at ``hook`` adds along the direct path, centred.
+def unembedded_direction(model, hook: str, direction: torch.Tensor) -> torch.Tensor:
+    """Logits [d_vocab] that ``direction`` written at ``hook`` adds along the direct path (uncentred).
 
-    Residual-stream hooks go straight to W_U (the final norm's weight is folded into W_U by
-    ``load_model``; its per-position scale does not change which tokens rank first); ``attn.hook_z``
-    goes through W_O first and ``mlp.hook_post`` through W_out.
+    Residual-stream hooks go straight to the final norm and W_U; ``attn.hook_z`` goes through W_O
+    first and ``mlp.hook_post`` through W_out. The final norm's gain is applied (and LayerNorm's
+    centring); its per-position scale is left out, as in direct logit attribution (it does not
+    change which tokens rank first). ``load_model`` folds the gain into W_U, so there it is a no-op.
     """
     from interp.models import hook_layer
 
     layer = hook_layer(hook)
-    d = direction.to(model.W_U.device, model.W_U.dtype)
+    d = direction.detach().to(model.W_U.device, torch.float32)
     if hook.endswith("attn.hook_z"):
-        W_O = model.blocks[layer].attn.W_O  # [n_heads, d_head, d_model]
+        W_O = model.blocks[layer].attn.W_O.detach().float()  # [n_heads, d_head, d_model]
         resid = torch.einsum("hd,hdm->m", d.reshape(W_O.shape[0], W_O.shape[1]), W_O)
     elif hook.endswith("mlp.hook_post"):
-        resid = d @ model.blocks[layer].mlp.W_out
+        resid = d @ model.blocks[layer].mlp.W_out.detach().float()
     elif hook.endswith(("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out")):
         resid = d
     else:
@@ -89,7 +90,18 @@ def direct_logit_effect(model, hook: str, direction: torch.Tensor) -> torch.Tens
             f"no direct path to the logits is known for hook {hook!r}; steering supports residual-stream "
             "hooks, attn.hook_z and mlp.hook_post"
         )
-    logits = resid @ model.W_U
+    ln = getattr(model, "ln_final", None)
+    if type(ln).__name__.startswith("LayerNorm"):
+        resid = resid - resid.mean()  # LayerNorm centres its input
+    w = getattr(ln, "w", None)
+    if w is not None:
+        resid = resid * w.detach().float()
+    return resid @ model.W_U.detach().float()
+
+
+def direct_logit_effect(model, hook: str, direction: torch.Tensor) -> torch.Tensor:
+    """:func:`unembedded_direction`, centred over the vocabulary (logits are shift-invariant)."""
+    logits = unembedded_direction(model, hook, direction)
     return logits - logits.mean()
 
 

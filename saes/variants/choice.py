@@ -193,7 +193,8 @@ class _Choice:
         return self.cfg.k * batch
 
     def select(self, sae, x_c: Tensor) -> ChoiceSelection:
-        raise NotImplementedError
+        """The kept entries of the centred batch ``x_c`` (each variant's own rule)."""
+        raise NotImplementedError(f"{type(self).__name__} must define select(); use MutualChoice or FeatureChoice")
 
     # ---- inference ----------------------------------------------------------------------------
     def encode(self, sae, x_in: Tensor, grad: Tensor | None = None) -> Tensor:
