@@ -49,7 +49,11 @@ def to_dense(code: Code, d_sae: int) -> torch.Tensor:
 
 
 class SAE(nn.Module):
-    """A sparse autoencoder with SAELens's parameter layout (W_enc [d_in, d_sae], W_dec [d_sae, d_in])."""
+    """A sparse autoencoder with SAELens's parameter layout (W_enc [d_in, d_sae], W_dec [d_sae, d_in]).
+
+    ``W_enc``'s memory is latent-major (``W_enc.t()`` is contiguous); saving writes the usual
+    contiguous [d_in, d_sae] tensor and loading copies into the existing layout.
+    """
 
     def __init__(self, cfg: SAEConfig, seed: int | None = 0) -> None:
         super().__init__()
@@ -61,7 +65,10 @@ class SAE(nn.Module):
         W_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=gen)
         W_dec /= W_dec.norm(dim=-1, keepdim=True)
         self.W_dec = nn.Parameter(W_dec)
-        self.W_enc = nn.Parameter(W_dec.t().clone().contiguous())  # tied init (OpenAI, sparsify)
+        # tied init (OpenAI, sparsify). W_enc is [d_in, d_sae] but stored latent-major (a transposed
+        # view of a contiguous [d_sae, d_in] tensor, like nn.Linear): the sparse encoder gradient
+        # is built latent by latent, so it then needs no transposed copy (~4% of a CPU step).
+        self.W_enc = nn.Parameter(W_dec.clone().t())
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
         init_module = getattr(self.variant, "init_module", None)

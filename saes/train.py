@@ -22,6 +22,7 @@ from typing import IO, Any, Sequence
 
 import torch
 
+from saes.optim import SAEAdam
 from saes.sae import SAE, SparseCode
 from saes.train_config import RunConfig
 from saes.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -47,12 +48,8 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, decay_fraction: fl
     return 1.0
 
 
-def make_optimizer(sae: SAE, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-    kwargs: dict[str, Any] = {"lr": lr, "betas": betas, "eps": eps}
-    try:
-        return torch.optim.Adam(sae.parameters(), fused=True, **kwargs)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(sae.parameters(), foreach=True, **kwargs)
+def make_optimizer(sae: SAE, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> SAEAdam:
+    return SAEAdam(sae.named_parameters(), lr, betas, eps)
 
 
 class TrainStep:
@@ -115,7 +112,7 @@ class TrainStep:
             )
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr * lr_factor(self.step_index, self.total_steps, self.warmup_steps, self.decay_fraction)
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()
         loss.backward()
         if comm is not None:
             comm.all_reduce_sum_([p.grad for p in sae.parameters() if p.grad is not None])
@@ -163,21 +160,13 @@ class TrainStep:
     def state_tensors(self) -> dict[str, torch.Tensor]:
         tensors = {f"sae.{k}": v for k, v in self.sae.state_dict().items()}
         tensors["tokens_since_fired"] = self.tokens_since_fired
-        params = dict(self.sae.named_parameters())
-        for name, p in params.items():
-            for key, value in self.optimizer.state.get(p, {}).items():
-                tensors[f"adam.{name}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+        tensors.update({f"adam.{k}": v for k, v in self.optimizer.state_tensors().items()})
         return tensors
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         self.sae.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("sae.")})
         self.tokens_since_fired.copy_(tensors["tokens_since_fired"])
-        for name, p in self.sae.named_parameters():
-            # Adam moments take the parameter's memory layout (W_enc is stored latent-major)
-            state = {key.rsplit(".", 1)[1]: torch.empty_like(p).copy_(v) if v.shape == p.shape else v.clone().to(p.device)
-                     for key, v in tensors.items() if key.startswith(f"adam.{name}.")}
-            if state:
-                self.optimizer.state[p] = state
+        self.optimizer.load_state_tensors({k[5:]: v for k, v in tensors.items() if k.startswith("adam.")})
 
 
 def initial_statistics(x: torch.Tensor, cfg: RunConfig) -> tuple[float | None, torch.Tensor]:
