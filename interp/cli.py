@@ -31,6 +31,23 @@ def models_cmd() -> None:
     Console().print(format_models_table())
 
 
+@app.command("kernels")
+def kernels_cmd(
+    build: bool = typer.Option(False, "--build", help="compile the C++ top-k kernel now (once; cached by torch)"),
+) -> None:
+    """Which top-k selection kernel SAE training uses on CPU; --build compiles the C++ one."""
+    from saes import kernels
+
+    if build:
+        typer.echo("building the C++ top-k kernel (once, 30-60 s) ...")
+        kernels.enable_native(True)
+    status = kernels.native_status()
+    typer.echo(json.dumps(status, indent=2))
+    typer.echo(f"CPU top-k selection: {kernels.selection_kernel()}")
+    if build and not status["built"]:
+        raise typer.Exit(1)
+
+
 @app.command("cache")
 def cache_cmd(
     out: Path = typer.Argument(..., help="cache folder (created, or resumed if it exists)"),

@@ -78,6 +78,7 @@ __all__ = [
     "normalize_rows_",
     "pre_acts",
     "release_workspace",
+    "selection_kernel",
     "remove_parallel_grad_",
     "sparse_decode",
     "sparse_encode_backward",
@@ -187,7 +188,7 @@ def topk_select(pre: Tensor, k: int, *, method: str = "auto") -> tuple[Tensor, T
     the k largest entries of a row lie in the k groups with the largest maxima (each of those
     k maxima is itself >= anything in a group outside them), so each level only needs a top-k
     over the k*f children of the k winning groups. Group members are ``c`` apart inside blocks
-    of ``f*c`` (a max over a middle axis vectorises; the members are still close in memory).
+    of ``f*c`` (a max over a middle axis vectorises); the plan uses one block per level.
     """
     with torch.no_grad():
         if method == "native" or (method == "auto" and _native_ready()):
@@ -315,6 +316,19 @@ def native_status() -> dict:
             "built": _native_cached(), "error": _native_state["error"], "name": _NATIVE_NAME}
 
 
+def selection_kernel() -> str:
+    """A sentence naming the CPU top-k selection that ``method="auto"`` uses in this process."""
+    if _native_ready():
+        return "C++ kernel (saes.kernels native top-k)"
+    if _native_state["error"]:
+        reason = f"the C++ kernel failed to build: {_native_state['error']}"
+    elif _native_cached():
+        reason = "the C++ kernel is built but disabled (SAES_NATIVE=0 or enable_native(False))"
+    else:
+        reason = "the C++ kernel is not built: `interp kernels --build` compiles it once"
+    return f"pure torch max-tree ({reason})"
+
+
 def _native_cached() -> bool:
     try:
         import glob
@@ -376,24 +390,16 @@ def _native_group(n: int, k: int) -> int:
     return max(1, min(64, n // (4 * k)))
 
 
-def _lane_width(n: int, f: int, c_max: int = 32) -> int:
-    c = c_max
-    while c > 1 and n % (f * c):
-        c //= 2
-    return c if n % (f * c) == 0 else 0
-
-
 def _tree_plan(n: int, k: int) -> list[tuple[int, int]] | None:
     """[(fanout, lane width)] per level, or None when a plain torch.topk is as good."""
     if n < 96 * k:
         return None
     plan = []
     f = 8 if n < 512 * k else 16
-    while n // f >= 3 * k:
-        c = _lane_width(n, f)
-        if not c:
-            break
-        plan.append((f, c))
+    while n // f >= 3 * k and n % f == 0:
+        # group j of a level holds entries j, j + n/f, ..., j + (f-1) n/f: the max over the
+        # middle axis of [B, 1, f, n/f] streams whole rows (2.5x faster than 32-wide lanes)
+        plan.append((f, n // f))
         n //= f
         f = 4
     return plan or None

@@ -417,6 +417,10 @@ def train_runs(cfgs: Sequence[RunConfig], resume: bool = False, progress: bool =
                 if m.status is not None:
                     m.status.update(m.step.step_index, position["tokens"], checkpoint=path)
 
+    if main and progress and torch.device(device).type == "cpu":
+        from saes.kernels import selection_kernel
+
+        print(f"CPU top-k selection: {selection_kernel()}")
     wandb_run = _maybe_wandb(first) if main else None
     step_index = members[0].step.step_index if members else (start_step or 0)
     batches = job_batches(source, first, comm=comm, data_parallel=data_parallel, owners=owners,

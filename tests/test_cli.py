@@ -38,3 +38,14 @@ def test_cache_command_errors_are_clean(tmp_path, tiny):
     assert res.exit_code == 2 and "unknown hook" in res.output and "Traceback" not in res.output
     res = runner.invoke(app, ["cache", str(tmp_path / "c"), "--model", "no-such-model"])
     assert res.exit_code == 2 and "no-such-model" in res.output
+
+
+def test_kernels_command_names_the_selection_in_use(monkeypatch):
+    from saes import kernels
+
+    monkeypatch.setitem(kernels._native_state, "enabled", False)
+    res = runner.invoke(app, ["kernels"])
+    assert res.exit_code == 0, res.output
+    status = json.loads(res.output[: res.output.rindex("}") + 1])
+    assert status["in_use"] is False and "name" in status
+    assert "CPU top-k selection: pure torch" in res.output
