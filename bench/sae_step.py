@@ -206,6 +206,7 @@ class _Runs:
         self.d_sae, self.x, self.warmup, self.results = d_sae, x, warmup, results
         self.steps: dict[str, object] = {}
         self.times: dict[str, list[float]] = {}
+        self.gemm_before: dict[str, list[float]] = {}  # the GEMM probe's time just before each step
 
     def _fail(self, name: str, what: str, e: Exception) -> None:
         self.results[name] = {"error": f"{type(e).__name__}: {e}"}
@@ -216,7 +217,7 @@ class _Runs:
         try:
             _set_native("native" in name)  # the native top-k only where the row asks for it
             self.steps[name] = _make(name, self.d_sae)
-            self.times[name] = []
+            self.times[name], self.gemm_before[name] = [], []
             for _ in range(self.warmup):
                 self.steps[name](self.x)
             return True
@@ -224,10 +225,11 @@ class _Runs:
             self._fail(name, "unavailable", e)
             return False
 
-    def run(self, name: str) -> None:
+    def run(self, name: str, gemm: "_GemmProbe") -> None:
         if name not in self.steps:
             return
         _set_native("native" in name)
+        self.gemm_before[name] += gemm.sample(1)
         t0 = time.perf_counter()
         try:
             self.steps[name](self.x)
@@ -304,12 +306,15 @@ def main(argv: list[str] | None = None) -> dict:
                 "dead-latent bookkeeping; median of timed steps after warm-up",
         "bound": "tokens/s if the step cost only its encoder GEMM: fp32 GEMM FLOP/s (median of "
                  "samples interleaved with the steps) / (2 d_in d_sae)",
+        "fraction_of_bound": "median over timed steps of (encoder-shaped fp32 GEMM time measured just "
+                             "before the step) / (step time); fraction_of_bound_unpaired divides the "
+                             "median step by the median GEMM instead",
         "sizes": {},
     }
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {report['cpu']}, "
           f"batch {batch}, d_in {D_IN}, k {K}")
     for d_sae in sizes:
-        n_steps = args.steps or {4608: 9, 16384: 5}.get(d_sae, 3)
+        n_steps = args.steps or {4608: 15, 16384: 5}.get(d_sae, 3)
         warmup = args.warmup if d_sae <= 16384 else 1
         # round-robin (one step of every implementation per round) spreads the load of a shared
         # machine evenly over the implementations; at large d_sae they run one after another
@@ -332,13 +337,13 @@ def main(argv: list[str] | None = None) -> dict:
             for _ in range(n_steps):
                 gemm_times += gemm.sample(2)
                 for name in impls:
-                    runs.run(name)
+                    runs.run(name, gemm)
         else:
             for name in impls:
                 gemm_times += gemm.sample(3)
                 if runs.build(name):
                     for _ in range(n_steps):
-                        runs.run(name)
+                        runs.run(name, gemm)
                     gemm_times += gemm.sample(2)
                     if args.profile and name.startswith("ours_kernels") and name in runs.steps:
                         entry.setdefault("profile", {})[name] = _profile(runs.steps[name], x)
@@ -363,12 +368,16 @@ def main(argv: list[str] | None = None) -> dict:
                 continue
             ts = times[name]
             med = statistics.median(ts)
-            res = {"median_s": med, "min_s": min(ts), "times_s": ts,
+            # paired: each step against the GEMM timed just before it, so that the machine's speed
+            # drifting between rounds (shared host) cancels out; the median of those ratios
+            paired = statistics.median(g / t for g, t in zip(runs.gemm_before[name], ts))
+            res = {"median_s": med, "min_s": min(ts), "times_s": ts, "gemm_before_s": runs.gemm_before[name],
                    "tokens_per_s": batch / med, "tokens_per_s_best": batch / min(ts),
-                   "fraction_of_bound": batch / med / bound}
+                   "fraction_of_bound": paired, "fraction_of_bound_unpaired": batch / med / bound}
             entry["results"][name] = res
             print(f"  {name:24s} {med * 1e3:9.1f} ms/step (min {min(ts) * 1e3:.1f})  "
-                  f"{batch / med:10,.0f} tok/s  {res['fraction_of_bound']:6.1%} of bound")
+                  f"{batch / med:10,.0f} tok/s  {paired:6.1%} of bound "
+                  f"(medians unpaired: {res['fraction_of_bound_unpaired']:.1%})")
         if interleave and args.profile:
             for name in impls:
                 if name.startswith("ours_kernels") and name in steps:
@@ -384,7 +393,7 @@ def main(argv: list[str] | None = None) -> dict:
                 o = entry["results"].get(other, {}).get("tokens_per_s")
                 if o:
                     ratios[f"{mine}/{other}"] = r["tokens_per_s"] / o
-            ratios[f"{mine}/bound"] = r["tokens_per_s"] / bound
+            ratios[f"{mine}/bound"] = r["fraction_of_bound"]
         entry["ratios"] = ratios
         report["sizes"][str(d_sae)] = entry
         for mine in [n for n in entry["results"] if n.startswith("ours")]:

@@ -11,7 +11,9 @@ B*k selected entries:
   (ReLU is monotone); when fewer than k entries are positive the kept non-positive entries are
   0 either way and get no gradient (which zeros are kept is arbitrary in both orders).
   ``torch.topk`` costs 5-15 ns per element on CPU, so rows are reduced by a max-tree first
-  (:func:`topk_select`), or by an optional C++ kernel (:func:`enable_native`).
+  (:func:`topk_select`), or by the C++ kernel (:func:`enable_native`; ``make setup`` and
+  ``interp kernels --build`` compile it once, and training then uses it by default; without a
+  compiler everything runs in pure torch).
 * decode: ``embedding_bag`` over the k selected decoder rows (no dense [B, d_sae] code).
 * encoder backward: with G the sparse [B, d_sae] gradient of the pre-activations (B*k
   nonzeros, ReLU-masked), ``grad_W_enc = x_in^T G`` sorts the entries by latent once
@@ -206,7 +208,8 @@ def topk_select(pre: Tensor, k: int, *, method: str = "auto") -> tuple[Tensor, T
 
 
 # ------------------------------------------------------------------------------------------------
-# optional native top-k (C++, JIT-built once with torch.utils.cpp_extension, cached on disk)
+# native kernels (C++, JIT-built once with torch.utils.cpp_extension, cached on disk): the top-k
+# selection and the counting sort behind LatentOrder
 # ------------------------------------------------------------------------------------------------
 _NATIVE_SRC = r"""
 #include <torch/extension.h>
@@ -283,17 +286,40 @@ std::tuple<at::Tensor, at::Tensor> topk_rows(const at::Tensor& pre, int64_t k, i
   });
   return {vals, idx};
 }
+
+// The selected entries e in [0, N) grouped by latent (counting sort; ascending e inside a latent):
+// perm [N] and offsets [m + 1] (latent c owns perm[offsets[c] : offsets[c + 1]]).
+std::tuple<at::Tensor, at::Tensor> latent_order(const at::Tensor& cols, int64_t m) {
+  TORCH_CHECK(cols.device().is_cpu() && cols.scalar_type() == at::kLong, "cols: CPU int64");
+  auto c = cols.contiguous().view(-1);
+  const int64_t N = c.numel();
+  const int64_t* cp = c.data_ptr<int64_t>();
+  auto offsets = at::zeros({m + 1}, c.options());
+  auto perm = at::empty({N}, c.options());
+  int64_t* off = offsets.data_ptr<int64_t>();
+  for (int64_t e = 0; e < N; ++e) {
+    TORCH_CHECK(cp[e] >= 0 && cp[e] < m, "latent index ", cp[e], " out of range [0, ", m, ")");
+    off[cp[e] + 1]++;
+  }
+  for (int64_t j = 0; j < m; ++j) off[j + 1] += off[j];
+  std::vector<int64_t> pos(off, off + m);
+  int64_t* pp = perm.data_ptr<int64_t>();
+  for (int64_t e = 0; e < N; ++e) pp[pos[cp[e]]++] = e;
+  return {perm, offsets};
+}
+
 """
 
 _NATIVE_FLAGS = ["-O3", "-fopenmp"]
-_NATIVE_NAME = "saes_topk_" + __import__("hashlib").sha1(
+_NATIVE_NAME = "saes_native_" + __import__("hashlib").sha1(
     (_NATIVE_SRC + " ".join(_NATIVE_FLAGS)).encode()
 ).hexdigest()[:12]
 _native_state: dict = {"enabled": None, "lib": None, "error": None}
 
 
 def enable_native(enabled: bool = True) -> bool:
-    """Use (or stop using) the C++ top-k kernel in :func:`topk_select` ``method="auto"``.
+    """Use (or stop using) the C++ kernels: top-k in :func:`topk_select` ``method="auto"`` and the
+    counting sort of :class:`LatentOrder`.
 
     ``enable_native(True)`` builds the kernel if needed: the first build compiles a small torch
     extension (~30-60 s, needs a C++ compiler with OpenMP) cached by torch under
@@ -303,8 +329,8 @@ def enable_native(enabled: bool = True) -> bool:
 
     Without a call, ``"auto"`` follows the environment: ``SAES_NATIVE=1`` builds and uses it,
     ``SAES_NATIVE=0`` never uses it, and when unset the kernel is used only if this exact
-    version is already built (it is never compiled implicitly). Both give the same top-k sets
-    (only tie-breaking may differ).
+    version is already built (``make setup`` builds it; it is never compiled implicitly
+    during training). Both give the same top-k sets (only tie-breaking may differ).
     """
     _native_state["enabled"] = bool(enabled)
     return bool(enabled) and _native_lib(build=True) is not None
@@ -365,7 +391,7 @@ def _native_lib(build: bool = True):
                 _native_state["lib"] = load_inline(
                     _NATIVE_NAME,
                     cpp_sources=_NATIVE_SRC,
-                    functions=["topk_rows"],
+                    functions=["topk_rows", "latent_order"],
                     extra_cflags=_NATIVE_FLAGS,
                     extra_ldflags=["-fopenmp"],
                     verbose=False,
@@ -383,6 +409,11 @@ def _native_ok(pre: Tensor, k: int) -> bool:
         and pre.stride(1) == 1
         and 1 <= k <= pre.shape[1]
     )
+
+
+def _native_for(t: Tensor):
+    """The C++ library when "auto" uses it and ``t`` lives on the CPU, else None."""
+    return _native_state["lib"] if t.device.type == "cpu" and _native_ready() else None
 
 
 def _native_group(n: int, k: int) -> int:
@@ -442,11 +473,16 @@ class LatentOrder:
         """(perm, offsets [n_latents], rows in sorted order)."""
         if self._cache is None:
             cols = self.cols.reshape(-1)
-            # int32 keys sort ~2x faster than int64; each latent's first position by binary search
-            keys = cols.to(torch.int32) if self.n_latents < 2**31 else cols
-            sorted_keys, perm = torch.sort(keys)
-            latents = torch.arange(self.n_latents, dtype=keys.dtype, device=keys.device)
-            offsets = torch.searchsorted(sorted_keys, latents)
+            lib = _native_for(cols)
+            if lib is not None and cols.dtype == torch.long:
+                perm, offsets = lib.latent_order(cols, self.n_latents)  # counting sort, ~3x faster
+                offsets = offsets[:-1]
+            else:
+                # int32 keys sort ~2x faster than int64; each latent's first position by binary search
+                keys = cols.to(torch.int32) if self.n_latents < 2**31 else cols
+                sorted_keys, perm = torch.sort(keys)
+                latents = torch.arange(self.n_latents, dtype=keys.dtype, device=keys.device)
+                offsets = torch.searchsorted(sorted_keys, latents)
             if self.rows is None:
                 rows_s = torch.div(perm, self.cols.shape[1], rounding_mode="floor")
             else:

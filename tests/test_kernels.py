@@ -369,6 +369,34 @@ def test_native_step_matches_dense():
         K._native_state["enabled"] = old
 
 
+def test_native_latent_order_equals_torch_sort():
+    if not _native_available():
+        pytest.skip("native kernels not built (SAES_NATIVE=1 builds them)")
+    import saes.kernels as K
+
+    torch.manual_seed(0)
+    cols = torch.randint(0, 50, (64, 6))
+    cols[:, 0] = 7  # a popular latent; most of the 50 latents see few entries, some none
+    old = K._native_state["enabled"]
+    try:
+        K._native_state["enabled"] = True
+        perm_n, off_n, rows_n = K.LatentOrder(cols, 60).get()
+        K._native_state["enabled"] = False
+        perm_t, off_t, rows_t = K.LatentOrder(cols, 60).get()
+    finally:
+        K._native_state["enabled"] = old
+    assert torch.equal(off_n, off_t) and off_n.shape == (60,)
+    flat = cols.reshape(-1)
+    ends = torch.cat([off_n[1:], torch.tensor([flat.numel()])])
+    for c in range(60):  # the same entries per latent (the order inside a latent is free)
+        a, b = int(off_n[c]), int(ends[c])
+        assert (flat[perm_n[a:b]] == c).all()
+        assert torch.equal(perm_n[a:b].sort().values, perm_t[a:b].sort().values)
+    assert torch.equal(rows_n, torch.div(perm_n, 6, rounding_mode="floor"))
+    with pytest.raises(RuntimeError, match="out of range"):
+        K._native_state["lib"].latent_order(torch.tensor([3, 99]), 10)
+
+
 def test_decoder_maintenance_helpers():
     from saes.kernels import normalize_rows_, remove_parallel_grad_
 
