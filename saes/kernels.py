@@ -310,9 +310,22 @@ std::tuple<at::Tensor, at::Tensor> latent_order(const at::Tensor& cols, int64_t 
 
 """
 
-_NATIVE_FLAGS = ["-O3", "-fopenmp"]
+def _cpu_fingerprint() -> str:
+    """This CPU's model and feature flags ("" when unknown): part of the build's name, so that a
+    kernel compiled for one CPU (``-march=native``) is never loaded on another."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f if ln.startswith(("model name", "flags"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return ""
+
+
+_CPU = _cpu_fingerprint()
+# -march=native: the group-max scan vectorises with the CPU's widest registers (~15% faster)
+_NATIVE_FLAGS = ["-O3", "-fopenmp"] + (["-march=native"] if _CPU else [])
 _NATIVE_NAME = "saes_native_" + __import__("hashlib").sha1(
-    (_NATIVE_SRC + " ".join(_NATIVE_FLAGS)).encode()
+    (_NATIVE_SRC + " ".join(_NATIVE_FLAGS) + _CPU).encode()
 ).hexdigest()[:12]
 _native_state: dict = {"enabled": None, "lib": None, "error": None}
 
