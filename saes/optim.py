@@ -25,7 +25,11 @@ def _storage_alias(p: nn.Parameter) -> nn.Parameter:
 
 
 class SAEAdam:
-    """Adam (fused where the device has it) with warm-up-friendly ``param_groups`` access."""
+    """Adam (fused where available) over named parameters; ``param_groups`` and ``state`` as torch's.
+
+    Call :meth:`zero_grad` before the backward and :meth:`step` after it (which hands each alias
+    its parameter's gradient).
+    """
 
     def __init__(self, named_parameters: Iterable[tuple[str, nn.Parameter]], lr: float,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
