@@ -1,7 +1,7 @@
 """Benchmark: end-to-end SAE training on live SmolLM2 activations vs capture alone (one run).
 
 Capture alone: blocks.L.hook_resid_post captured with stop_at_layer on the same windows the
-trainer reads. Training: the real trainer (``saes.train.train``: capture -> shuffling buffer ->
+trainer reads, once before and once after training (the reference is the mean). Training: the real trainer (``saes.train.train``: capture -> shuffling buffer ->
 TopK step) on those windows; its tokens/s comes from its own log. Target: training reaches at least
 90% of capture throughput, so the SAE never holds the model back. On a GPU (if present) the same is
 run at d_sae = 65536. Prints and saves bench/results/train_e2e.json. Not a test.
@@ -43,15 +43,20 @@ def run(model, device: str, d_sae: int, tokens: int, layer: int) -> dict:
                     train_tokens=tokens, batch_tokens=4096, buffer_tokens=16384, batch_windows=16,
                     out_dir=str(out_dir), checkpoint_every_tokens=10**12, log_every=1, device=device)
     n_windows = cfg.windows_per_block * -(-tokens // cfg.buffer_tokens)
-    cap_tps = capture_only(model, cfg, n_windows)
+    # capture alone before and after training (the machine's speed drifts; the first run is also
+    # the model's first forwards): the reference is their mean
+    cap_before = capture_only(model, cfg, n_windows)
     t0 = time.perf_counter()
     train(cfg, progress=False, evaluate=False, model=model)
     wall = time.perf_counter() - t0
+    cap_after = capture_only(model, cfg, n_windows)
+    cap_tps = (cap_before + cap_after) / 2
     log = [json.loads(x) for x in (out_dir / "train_log.jsonl").read_text().splitlines()]
     train_tps = log[-1]["tokens_per_s"]
     return {"device": device, "d_sae": d_sae, "layer": layer, "tokens": log[-1]["tokens"],
-            "capture_tokens_per_s": cap_tps, "train_tokens_per_s": train_tps,
-            "train_over_capture": train_tps / cap_tps, "train_wall_s_incl_init": wall,
+            "capture_tokens_per_s": cap_tps, "capture_tokens_per_s_before_after": [cap_before, cap_after],
+            "train_tokens_per_s": train_tps, "train_over_capture": train_tps / cap_tps,
+            "train_tokens_per_s_incl_init": log[-1]["tokens"] / wall, "train_wall_s_incl_init": wall,
             "final_fvu_train_batch": log[-1]["fvu"], "target": ">= 0.90"}
 
 
