@@ -16,9 +16,10 @@ Implementations (all start from the same random activations, fp32 parameters, lr
   ours_kernels              saes.kernels, pure torch: topk_encode (b_dec inside, tree top-k) +
                             sparse_decode + fused Adam + kernels.remove_parallel_grad_ /
                             normalize_rows_; encoder stored latent-major (W_enc_t [d_sae, d_in])
-  ours_kernels_native       same with the optional C++ top-k (kernels.enable_native(); built once)
+  ours_kernels_native       same with the C++ kernels (top-k, latent order; `make setup` builds them)
   ours_kernels[_native]_bf16  encoder GEMM + selection in bf16 (kept values recomputed in fp32)
-  ours_trainstep[_native]   saes.train.TrainStep(saes.sae.SAE(...)): the project's trainer
+  ours_trainstep[_native]   saes.train.TrainStep(saes.sae.SAE(...)): the project's trainer, pure
+                            torch / with the C++ kernels (the default once built)
   saelens                   sae_lens TopKTrainingSAE.training_forward_pass + what SAETrainer does
                             per step (firing stats, backward, clip_grad_norm_, torch Adam)
   saelens_sparse            same with use_sparse_activations=True (not a default row: its backward
