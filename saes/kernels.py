@@ -550,22 +550,27 @@ def _like_layout(grad_t: Tensor, W: Tensor) -> Tensor:
     return g.contiguous()
 
 
+def _entry_dots(row_table: Tensor, col_table: Tensor, cols: Tensor, rows: Tensor | None) -> Tensor:
+    """``row_table[r] . col_table[c]`` at the entries (r, c): [B, k] ``cols`` (entry (b, j) is at
+    row b) or flat ``cols``/``rows`` [N]; flat [N] result, no [B, d_sae] matrix."""
+    cols_f = cols.reshape(-1)
+    if rows is None:
+        B, k = cols.shape
+        offsets = torch.arange(0, B * k, k, device=cols.device)
+        rows_f = torch.arange(B, device=cols.device).repeat_interleave(k)
+    else:
+        rows_f = rows.reshape(-1)
+        offsets = torch.zeros(1, dtype=torch.long, device=cols.device)
+    return torch.ops.aten._embedding_bag_per_sample_weights_backward(
+        row_table, col_table, cols_f, offsets, rows_f, 0, -1
+    )
+
+
 def _sddmm(x_in: Tensor, W_enc: Tensor, b_enc: Tensor, cols: Tensor, rows: Tensor | None) -> Tensor:
     """Exact pre-activations x_in[r] . W_enc[:, c] + b_enc[c] at the given entries (no autograd)."""
     with torch.no_grad():
-        W_t = _rows_of(W_enc).to(x_in.dtype)
-        cols_f = cols.reshape(-1)
-        if rows is None:
-            B, k = cols.shape
-            offsets = torch.arange(0, B * k, k, device=cols.device)
-            rows_f = torch.arange(B, device=cols.device).repeat_interleave(k)
-        else:
-            rows_f = rows.reshape(-1)
-            offsets = torch.zeros(1, dtype=torch.long, device=cols.device)
-        vals = torch.ops.aten._embedding_bag_per_sample_weights_backward(
-            x_in, W_t, cols_f, offsets, rows_f, 0, -1
-        )
-        vals += b_enc.to(vals.dtype)[cols_f]
+        vals = _entry_dots(x_in, _rows_of(W_enc).to(x_in.dtype), cols, rows)
+        vals += b_enc.to(vals.dtype)[cols.reshape(-1)]
         return vals.view(cols.shape)
 
 
@@ -833,17 +838,7 @@ class SparseDecode(torch.autograd.Function):
         gv = gW = gb = None
         grad_out = grad_out.contiguous()
         if ctx.needs_input_grad[0]:
-            idx_f = indices.reshape(-1)
-            if rows is None:
-                B, k = indices.shape
-                offsets = torch.arange(0, B * k, k, device=idx_f.device)
-                rows_f = torch.arange(B, device=idx_f.device).repeat_interleave(k)
-            else:
-                rows_f = rows.reshape(-1)
-                offsets = torch.zeros(1, dtype=torch.long, device=idx_f.device)
-            gv = torch.ops.aten._embedding_bag_per_sample_weights_backward(
-                grad_out, W_dec, idx_f, offsets, rows_f, 0, -1
-            ).view(values.shape).to(values.dtype)
+            gv = _entry_dots(grad_out, W_dec, indices, rows).view(values.shape).to(values.dtype)
         if ctx.needs_input_grad[2]:
             gW = _latent_major_sum(grad_out, values.to(W_dec.dtype), ctx.order)
         if ctx.has_b_dec and ctx.needs_input_grad[3]:
