@@ -77,6 +77,7 @@ __all__ = [
     "SparseSelectEncode",
     "enable_native",
     "native_status",
+    "cxx_compiler",
     "normalize_rows_",
     "pre_acts",
     "release_workspace",
@@ -350,9 +351,20 @@ def enable_native(enabled: bool = True) -> bool:
 
 
 def native_status() -> dict:
-    """Whether the native top-k is in use, built, and the build error if any."""
+    """Whether the native top-k is in use, built, the build error if any, and the C++ compiler
+    a build would use (None: there is none, so the pure-torch selection is the only one)."""
     return {"in_use": _native_ready() and _native_state["lib"] is not None,
-            "built": _native_cached(), "error": _native_state["error"], "name": _NATIVE_NAME}
+            "built": _native_cached(), "error": _native_state["error"], "name": _NATIVE_NAME,
+            "compiler": cxx_compiler()}
+
+
+def cxx_compiler() -> str | None:
+    """The path of the C++ compiler torch's extension builder uses (``$CXX``, else ``c++``), or
+    None when this machine has none."""
+    import os
+    import shutil
+
+    return shutil.which(os.environ.get("CXX", "c++"))
 
 
 def selection_kernel() -> str:
