@@ -170,6 +170,13 @@ def centred_sum_sq(x: torch.Tensor) -> torch.Tensor:
     return (s2 - s1.dot(s1) / n).to(x.dtype)
 
 
+def global_sum(values: Sequence[float]) -> list[float]:
+    """Plain numbers summed over all ranks inside :func:`reducing` (themselves outside it)."""
+    if _ACTIVE is None:
+        return [float(v) for v in values]
+    return _ACTIVE.sum(values)
+
+
 def global_rows(n_local: int) -> int:
     """Rows in the whole batch (all ranks inside :func:`reducing`)."""
     if _ACTIVE is None:

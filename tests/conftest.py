@@ -48,3 +48,12 @@ def tiny_attn_only():
     from interp.models import load_model
 
     return load_model("tiny-attn-only")
+
+
+@pytest.fixture
+def one_thread():
+    """For tests of many small ops: one thread is much faster than two on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -66,38 +66,71 @@ def test_unknown_hook_suggests_names(tiny):
         ActivationCapture(tiny, ["blocks.1.hook_resid_pots"])
 
 
+@pytest.fixture(scope="module")
+def tiny64():
+    """The tiny model in float64 (its own copy: the shared fixture stays float32)."""
+    from interp.models import load_model
+
+    return load_model("tiny", dtype=torch.float64)
+
+
 def _loss_with_delta(model, toks, hook, delta):
+    """The capture's loss, sum_t CE(logits[t], token[t+1]), in float64, with ``delta`` added at ``hook``."""
+    import torch.nn.functional as F
+
     def add(act, hook):  # noqa: ARG001
         return act + delta.reshape(act.shape)
 
     logits = model.run_with_hooks(toks, fwd_hooks=[(hook, add)])
-    return ActivationCapture._next_token_loss(logits.double(), toks, None)
+    assert logits.dtype == torch.float64
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), toks[:, 1:].reshape(-1), reduction="sum")
 
 
-def test_gradients_match_finite_differences(tiny):
-    torch.manual_seed(0)
+def test_gradients_match_finite_differences(tiny64):
+    """dL/d(activation) against central differences, model and inputs in float64: relative error
+    <= 1e-5 along random directions (measured ~1e-7, from the capture's float32 cross-entropy),
+    so a gradient that is off by a few percent, let alone half its size, fails."""
+    model = tiny64
+    g = torch.Generator().manual_seed(0)
     # hook_dict is in registration order, not forward order: resid_pre is listed after attn there
     hooks = ["blocks.1.attn.hook_z", "blocks.0.hook_resid_post", "blocks.1.hook_resid_pre", "blocks.1.hook_resid_mid"]
-    toks = _tokens(tiny, b=2, t=8)
-    cap = ActivationCapture(tiny, hooks, with_grads=True, drop_bos=False)
+    toks = _tokens(model, b=2, t=8)
+    cap = ActivationCapture(model, hooks, with_grads=True, drop_bos=False, dtype=torch.float64)
     batch = cap(toks)
-    assert cap.stop_at_layer is None or cap.with_grads
-    for p in tiny.parameters():
+    for p in model.parameters():
         assert p.grad is None  # the model's parameters get no gradient
+    eps = 1e-5
     for h in hooks:
-        g = batch.grads[h]
-        v = torch.randn_like(g)
-        v /= v.norm()
-        eps = 1e-3
-        with torch.no_grad():
-            lp = _loss_with_delta(tiny, toks, h, eps * v)
-            lm = _loss_with_delta(tiny, toks, h, -eps * v)
-        fd = ((lp - lm) / (2 * eps)).item()
-        analytic = (g.double() * v.double()).sum().item()
-        assert abs(fd - analytic) <= 2e-2 * max(1.0, abs(analytic)), (h, fd, analytic)
+        grad = batch.grads[h]
+        assert grad.dtype == torch.float64
+        for _ in range(2):
+            v = torch.randn(grad.shape, generator=g, dtype=torch.float64)
+            v /= v.norm()
+            with torch.no_grad():
+                fd = ((_loss_with_delta(model, toks, h, eps * v) - _loss_with_delta(model, toks, h, -eps * v))
+                      / (2 * eps)).item()
+            analytic = (grad * v).sum().item()
+            assert abs(analytic) > 1e-3, (h, analytic)  # a direction the loss actually depends on
+            assert abs(fd - analytic) <= 1e-5 * abs(analytic), (h, fd, analytic)
     # the last position influences no loss term, so its gradient is zero
     last = batch.grads["blocks.0.hook_resid_post"].reshape(2, 8, -1)[:, -1]
-    assert last.abs().max() < 1e-6
+    assert last.abs().max() < 1e-12
+
+    # with gradients the forward runs to the logits even when every hook is in block 0: without
+    # gradients this capture stops after block 0; with them the last block runs, and the gradient
+    # at the hook does not depend on which other hooks are captured
+    early = ActivationCapture(model, ["blocks.0.hook_resid_post"], with_grads=True, drop_bos=False,
+                              dtype=torch.float64)
+    assert early.stop_at_layer == 1
+    ran = []
+    handle = model.blocks[model.cfg.n_layers - 1].register_forward_hook(lambda *a: ran.append(1))
+    try:
+        alone = early(toks)
+    finally:
+        handle.remove()
+    assert ran, "the last block did not run although gradients were asked for"
+    torch.testing.assert_close(alone.grads["blocks.0.hook_resid_post"], batch.grads["blocks.0.hook_resid_post"],
+                               rtol=1e-10, atol=1e-12)
 
 
 def test_shuffled_batches_fixed_size_permutation_and_resume():

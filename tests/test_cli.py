@@ -49,3 +49,75 @@ def test_kernels_command_names_the_selection_in_use(monkeypatch):
     status = json.loads(res.output[: res.output.rindex("}") + 1])
     assert status["in_use"] is False and "name" in status
     assert "CPU top-k selection: pure torch" in res.output
+
+
+# `interp demo` reads configs/demo_topk.json (SmolLM2 layer 15, d_sae 4608, 65k-token buffer), which
+# takes minutes on 2 cores even for one step; the demo test swaps in the tiny model and small sizes
+# after the command has read and checked the committed config.
+DEMO_SMALL = dict(model="tiny", hook="blocks.1.hook_resid_post", context_size=33, batch_windows=8,
+                  buffer_tokens=2048, batch_tokens=1024, d_sae=256, checkpoint_every_tokens=2048,
+                  init_sample_tokens=512, eval_tokens=512, eval_ce_windows=4, log_every=1)
+
+
+def test_demo_command_runs_resumes_and_reruns(tmp_path, monkeypatch, one_thread):
+    """`interp demo --out-dir D --train-tokens N`: the committed demo config with those two
+    overrides; Ctrl-C then `interp demo` again resumes from the interrupt checkpoint; a finished demo
+    is rerun from scratch."""
+    import os
+    import signal
+    from pathlib import Path
+
+    import saes.train_config as tc
+    from saes.runs import read_status
+    from saes.train import TrainStep
+
+    out = tmp_path / "demo"
+    orig_load = tc.load_run_config
+    loaded = []
+
+    def small(path, overrides=None):
+        cfg = orig_load(path, overrides)
+        loaded.append((Path(path), list(overrides), cfg))
+        return cfg.model_copy(update=DEMO_SMALL)
+
+    monkeypatch.setattr(tc, "load_run_config", small)
+    calls = {"n": 0, "interrupt_at": 3}
+    orig_step = TrainStep.__call__
+
+    def step(self, x, grad=None):
+        calls["n"] += 1
+        if calls["n"] == calls["interrupt_at"]:  # Ctrl-C during step 3: it completes, then a checkpoint
+            os.kill(os.getpid(), signal.SIGINT)
+        return orig_step(self, x, grad)
+
+    monkeypatch.setattr(TrainStep, "__call__", step)
+    args = ["demo", "--out-dir", str(out), "--train-tokens", "4096"]  # one batch of the real config
+
+    res = runner.invoke(app, args)
+    assert isinstance(res.exception, (KeyboardInterrupt, SystemExit)), (res.output, res.exception)
+    assert not (out / "metrics.json").exists()
+    path, _, cfg = loaded[0]
+    assert path == Path(__file__).resolve().parent.parent / "configs" / "demo_topk.json"
+    committed = json.loads(path.read_text())
+    assert cfg == tc.RunConfig(**{**committed, "out_dir": str(out), "train_tokens": 4096})
+    assert (cfg.model, cfg.hook, cfg.variant, cfg.k, cfg.d_sae) == (
+        "smollm2-135m", "blocks.15.hook_resid_post", "topk", 32, 4608)  # what the README describes
+    assert read_status(out)["state"] == "interrupted"
+    assert [p.name for p in sorted((out / "checkpoints").glob("step_*"))][-1] == "step_000000003"
+
+    calls.update(n=0, interrupt_at=-1)
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "resuming" in res.output and "step_000000003" in res.output and calls["n"] == 1
+    assert read_status(out)["resumed_from"] == "step_000000003"
+    assert "fvu" in res.output and "ce_loss_recovered" in res.output  # the summary table
+    assert json.loads((out / "metrics.json").read_text())["train_tokens"] == 4096
+
+    (out / "marker").write_text("from the finished run")
+    calls["n"] = 0
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "resuming" not in res.output and calls["n"] == 4, "a finished demo starts again from step 0"
+    assert not (out / "marker").exists()
+    status = read_status(out)
+    assert status["resumed_from"] is None and status["attempts"] == 1 and status["state"] == "finished"

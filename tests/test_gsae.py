@@ -14,7 +14,7 @@ def _pair(beta: float, seed: int = 0):
     return SAE(SAEConfig(**cfg), seed=seed), SAE(SAEConfig(**cfg, variant="gtopk", beta=beta), seed=seed)
 
 
-def test_beta_zero_equals_topk_bit_for_bit():
+def test_beta_zero_equals_topk_bit_for_bit(one_thread):
     topk, gsae = _pair(beta=0.0)
     a, b = TrainStep(topk, lr=1e-3, dead_tokens=64), TrainStep(gsae, lr=1e-3, dead_tokens=64)
     g = torch.Generator().manual_seed(1)
@@ -55,15 +55,58 @@ def test_selection_prefers_low_activation_latent_with_large_gradient_effect():
     assert plain.indices.item() == 0  # without gradients the larger activation wins
 
 
-def test_gsae_trains_and_gradients_flow_only_through_selected():
+def test_gradient_selection_drives_the_training_gradient():
+    """beta > 0 and a nonzero dL/dx: the training code keeps other latents than TopK would, exactly
+    the top k of z_i * (1 + beta |d_i . g / input_scale|), and the loss gradient reaches the parameters
+    through that selection: it equals the gradient of a dense reference FVU that keeps ReLU(pre) on
+    the gradient-selected set (zero for latents it never selected), not TopK's gradient."""
+    gen = torch.Generator().manual_seed(0)
+    topk, gsae = _pair(beta=1.0)
+    for sae in (topk, gsae):
+        sae.cfg.input_scale = 2.0
+    x = torch.randn(12, 16, generator=gen)  # 12 tokens x k = 4 picks leave some of the 64 latents unpicked
+    grad = torch.randn(12, 16, generator=gen) * 3
+    xs = gsae.scale_input(x)
+    out = gsae.variant.train_forward(gsae, xs, grad, None)
+    plain = topk.variant.train_forward(topk, xs, None, None)
+
+    pre = (xs - gsae.b_dec) @ gsae.W_enc + gsae.b_enc
+    score = pre.detach().relu() * (1 + 1.0 * ((grad / 2.0) @ gsae.W_dec.detach().T).abs())
+    chosen = score.topk(4, dim=-1).indices
+    assert torch.equal(out.code.indices.sort(-1).values, chosen.sort(-1).values)
+    differs = (out.code.indices.sort(-1).values != plain.code.indices.sort(-1).values).any(-1)
+    assert differs.float().mean() > 0.25, "the gradient changed the selection of few tokens"
+    torch.testing.assert_close(out.code.values, pre.gather(1, out.code.indices).relu())  # z, not the score
+
+    z = torch.zeros_like(pre).scatter(1, chosen, 1.0) * pre.relu()
+    x_hat = z @ gsae.W_dec + gsae.b_dec
+    ref = (xs - x_hat).pow(2).sum() / (xs - xs.mean(0)).pow(2).sum()
+    torch.testing.assert_close(out.loss, ref, rtol=1e-5, atol=1e-7)
+    params = list(gsae.parameters())
+    ours = dict(zip(("W_dec", "W_enc", "b_enc", "b_dec"), torch.autograd.grad(out.loss, params)))
+    want = torch.autograd.grad(ref, params)
+    for (name, mine), theirs in zip(ours.items(), want):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6, msg=name)
+    never = torch.ones(64, dtype=torch.bool)
+    never[chosen.unique()] = False
+    assert never.any() and ours["W_enc"][:, never].abs().max() == 0 and ours["b_enc"][never].abs().max() == 0
+    topk_grad = torch.autograd.grad(plain.loss, list(topk.parameters()))[1]
+    assert (ours["W_enc"] - topk_grad).abs().max() > 0.1 * topk_grad.abs().max()
+
+
+def test_gsae_trains_and_its_gradient_changes_training(one_thread):
+    """Training with dL/dx lowers the FVU, and ends elsewhere than TopK trained on the same batches."""
     torch.manual_seed(0)
-    _, gsae = _pair(beta=1.0)
-    step = TrainStep(gsae, lr=1e-2)
+    topk, gsae = _pair(beta=1.0)
+    step, plain = TrainStep(gsae, lr=1e-2), TrainStep(topk, lr=1e-2)
     x, grad = torch.randn(256, 16), torch.randn(256, 16)
     first = step(x, grad)["fvu"]
+    plain(x)
     for _ in range(40):
         last = step(x, grad)["fvu"]
-    assert last < first
+        plain(x)
+    assert last < 0.8 * first, (first, last)
+    assert (gsae.W_enc - topk.W_enc).abs().max() > 1e-2
 
 
 def test_gsae_trains_from_cache_with_grads_and_evaluates_both_modes(tmp_path, tiny):

@@ -4,7 +4,6 @@ spec errors and hook-name helpers."""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -139,11 +138,9 @@ def test_smollm2_second_load_hits_cache(smollm2, monkeypatch):
     assert (entry / "tokenizer").is_dir()
     assert not [p for p in entry.iterdir() if p.name.startswith(".")], "leftover temp files"
 
+    # a cache hit is what the second load must be: converting the GGUF again would fail here
     monkeypatch.setattr(M, "_build_from_gguf", _no_build)
-    t0 = time.perf_counter()
     again = load_model("smollm2-135m", device=smollm2.cfg.device)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 10, f"cached load took {elapsed:.1f} s"
     assert _state_equal(again, smollm2)
     assert again.to_tokens(PROMPTS[0]).tolist() == smollm2.to_tokens(PROMPTS[0]).tolist()
 

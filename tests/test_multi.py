@@ -13,6 +13,16 @@ from saes.train import TrainStep, train
 from saes.train_config import RunConfig
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models and SAEs: one thread is much faster than two on a shared machine (and the runs
+    compared bit for bit all run at this count, module fixtures included)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _cfg(tmp_path, name, **kw):
     base = dict(model="tiny", hook="blocks.0.hook_resid_post", context_size=33, batch_windows=8,
                 buffer_tokens=1024, d_sae=128, k=8, train_tokens=256 * 6, batch_tokens=256,
@@ -22,10 +32,12 @@ def _cfg(tmp_path, name, **kw):
 
 
 def _same(run_a, run_b):
+    """Bit-identical weights."""
     a = load_file(str(run_a / "sae_weights.safetensors"))
     b = load_file(str(run_b / "sae_weights.safetensors"))
+    assert a.keys() == b.keys()
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+        assert torch.equal(a[key], b[key]), (run_a, run_b, key, (a[key] - b[key]).abs().max().item())
 
 
 def test_job_equals_separate_runs_with_one_forward_per_batch(tmp_path, tiny, monkeypatch):
@@ -63,11 +75,13 @@ def test_job_equals_separate_runs_with_one_forward_per_batch(tmp_path, tiny, mon
     assert cfg["d_sae"] == 192 and cfg["metadata"]["hook_name"] == "blocks.0.hook_resid_post"
 
 
-def test_job_from_cache_and_resume(tmp_path, tiny, monkeypatch):
-    """A two-hook job from a cache; a crash mid-job resumes every SAE to the uninterrupted weights."""
+def test_job_from_cache_and_resume(tmp_path, tiny, monkeypatch, capsys):
+    """A two-hook job from a cache; a crash mid-job resumes every SAE from the step-3 checkpoint they
+    share (status records, logs, the 3 x 4 steps executed) to the uninterrupted weights."""
     from interp.activations import ActivationCapture
     from interp.cache import CacheWriter
     from interp.data import token_windows
+    from saes.runs import read_status
 
     cap = ActivationCapture(tiny, ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"])
     writer = CacheWriter(tmp_path / "cache", cap, {"model": "tiny"}, windows_per_shard=32)
@@ -90,9 +104,20 @@ def test_job_from_cache_and_resume(tmp_path, tiny, monkeypatch):
     monkeypatch.setattr(TrainStep, "__call__", orig)
     with pytest.raises(FileExistsError, match="--resume"):
         train(_cfg(tmp_path, "crash", **kw), progress=False, evaluate=False)
+    calls["n"] = 0
+    monkeypatch.setattr(TrainStep, "__call__", crashing)  # counts; the count is reset, so no crash
+    capsys.readouterr()
     out = train(_cfg(tmp_path, "crash", **kw), resume=True, progress=False, evaluate=False)
-    for run in sorted(ref.glob("*/*/sae_weights.safetensors")):
-        _same(run.parent, out / run.parent.relative_to(ref))
+    assert "resuming 4 runs from step_000000003" in capsys.readouterr().out
+    assert calls["n"] == (6 - 3) * 4, "steps 4-6 of each of the four SAEs, nothing before"
+    runs = sorted(ref.glob("*/*/sae_weights.safetensors"))
+    assert len(runs) == 4
+    for run in runs:
+        resumed = out / run.parent.relative_to(ref)
+        _same(run.parent, resumed)
+        assert read_status(resumed)["resumed_from"] == "step_000000003"
+        # logged every 2 steps: 2 and 4 before the crash during step 5, then 4 and 6 after the resume
+        assert [json.loads(x)["step"] for x in (resumed / "train_log.jsonl").read_text().splitlines()] == [2, 4, 4, 6]
 
 
 def test_bad_jobs_fail_before_work(tmp_path, tiny):

@@ -8,7 +8,7 @@ import torch
 
 from saes.config import SAEConfig
 from saes.sae import SAE
-from saes.steering import direct_logit_effect, steer_latents, summarize
+from saes.steering import direct_logit_effect, mean_activation_norm, steer_latents, summarize
 
 
 def _prompts(model, n=4, t=12, seed=0):
@@ -93,6 +93,26 @@ def test_cli_steer(tmp_path, tiny):
     assert r.exit_code == 0, r.output
     data = json.loads(out.read_text())
     assert [x["latent"] for x in data["latents"]] == [2, 5]
-    assert data["alpha_unit"] > 0 and len(data["latents"][0]["kl"]) == 2
+    assert len(data["latents"][0]["kl"]) == 2
+    # the unit of --alpha: the mean activation norm at the hook over the same prompts (by hand)
+    from interp.data import token_windows
+
+    windows = torch.stack([w for _, w in zip(range(2), token_windows(tiny.tokenizer, context_size=16,
+                                                                     split="validation"))])
+    _, cache = tiny.run_with_cache(windows, names_filter=["blocks.1.hook_resid_post"])
+    unit = cache["blocks.1.hook_resid_post"][:, 1:].norm(dim=-1).mean().item()
+    assert data["alpha_unit"] == pytest.approx(unit, rel=1e-5)
+    assert data["latents"][0]["alphas"] == pytest.approx([0.5 * unit, 1.0 * unit], rel=1e-5)
     r = CliRunner().invoke(app, ["steer", str(tmp_path / "nope"), "--latent", "2"])
     assert r.exit_code == 2 and "not an SAE folder" in r.output
+
+
+def test_mean_activation_norm_by_hand(tiny):
+    """Mean ||x|| over every position but the BOS (the unit of `interp steer --alpha`)."""
+    toks = _prompts(tiny, n=3, t=9)
+    for hook in ("blocks.0.hook_resid_post", "blocks.1.attn.hook_z"):
+        _, cache = tiny.run_with_cache(toks, names_filter=[hook])
+        act = cache[hook].reshape(3, 9, -1)
+        want = act[:, 1:].norm(dim=-1).mean().item()
+        assert mean_activation_norm(tiny, hook, toks) == pytest.approx(want, rel=1e-5)
+        assert want != pytest.approx(act.norm(dim=-1).mean().item(), rel=1e-3)  # BOS left out, visibly

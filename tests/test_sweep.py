@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
 
 import pytest
 import torch
@@ -15,6 +17,19 @@ from saes.train_config import RunConfig
 BASE = dict(model="tiny", hook="blocks.0.hook_resid_post", context_size=33, batch_windows=8, buffer_tokens=1024,
             d_sae=128, k=8, train_tokens=256 * 6, batch_tokens=256, checkpoint_every_tokens=256 * 3,
             warmup_steps=2, log_every=1, init_sample_tokens=512)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models and SAEs: one thread is much faster than two on a shared machine (and the runs
+    compared bit for bit all run at this count, module fixtures included)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+WORKER_THREADS = max(1, (os.cpu_count() or 1) // 2)  # what each of a 2-process parallel sweep's workers uses
 
 
 def test_pareto_frontier_by_hand():
@@ -40,8 +55,20 @@ def test_sweep_config_errors(tmp_path):
         plan_runs(SweepConfig(base=BASE, grid={"k": [200]}), ["blocks.0.hook_resid_post"], None)
 
 
-def test_parallel_sweep_one_cache_matches_in_process_runs(tmp_path, tiny):
+def _snapshot(folder):
+    """Every file under ``folder``: (mtime_ns, bytes)."""
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def _logged(run_dir, key="step"):
+    return [json.loads(x)[key] for x in (run_dir / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_parallel_sweep_one_cache_matches_in_process_runs(tmp_path, tiny, monkeypatch):
+    from saes.runs import read_status
     from saes.sweep import run_sweep
+    from saes.train import TrainStep
 
     sweep = SweepConfig(base=BASE, grid={"k": [4, 8]}, mode="parallel", processes=2, evaluate=False,
                         out_dir=str(tmp_path / "sweep"))
@@ -51,23 +78,69 @@ def test_parallel_sweep_one_cache_matches_in_process_runs(tmp_path, tiny):
     logs = sorted((out / "configs").glob("worker*.log"))
     assert len(logs) == 2 and all("done" in p.read_text() for p in logs), "two worker processes"
     assert [r["name"] for r in rows] == ["k4", "k8"]
+    runs = {r["name"]: out / "blocks.0.hook_resid_post" / r["name"] for r in rows}
     for r in rows:
-        assert r["l0_mean"] <= r["k"] + 1e-9 and 0 < r["fvu"] < 1.5 and r["train_tokens"] == 256 * 6
-        assert r["metrics_from"] == "last training batch"
+        assert r["l0_mean"] <= r["k"] + 1e-9 and r["train_tokens"] == 256 * 6
+        assert r["metrics_from"] == "last training batch" and r["fvu"] == _logged(runs[r["name"]], "fvu")[-1]
+        # the same SAE untrained (lr = 0) on the same batches: the trained one beats it on the last
+        # batch by 5% or more (rounding alone would move it by ~1e-9), and beats the batch mean (FVU 1)
+        flat = train(RunConfig(**{**BASE, "k": r["k"], "lr": 0.0, "cache": str(out / "cache"),
+                                  "out_dir": str(tmp_path / f"untrained-k{r['k']}")}), progress=False, evaluate=False)
+        assert r["fvu"] < 1.0 and r["fvu"] < 0.95 * _logged(flat, "fvu")[-1], (r, _logged(flat, "fvu"))
+    assert rows[1]["fvu"] < rows[0]["fvu"]  # same batches, twice the latents per token
     assert json.loads((out / "summary.json").read_text())["runs"][0]["name"] == "k4"
     with open(out / "summary.csv") as f:
         assert len(list(csv.DictReader(f))) == 2
     assert "plotly" in (out / "frontier.html").read_text()
-    # the worker's run equals the same run trained here from the same shared cache
-    here = train(RunConfig(**{**BASE, "k": 4, "cache": str(out / "cache"), "out_dir": str(tmp_path / "here")}),
-                 progress=False, evaluate=False)
-    a = load_file(str(out / "blocks.0.hook_resid_post" / "k4" / "sae_weights.safetensors"))
+    # the worker's run equals, bit for bit, the same run trained here from the same shared cache with
+    # the workers' thread count (the GEMMs' rounding depends on it)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(WORKER_THREADS)
+    try:
+        here = train(RunConfig(**{**BASE, "k": 4, "cache": str(out / "cache"), "out_dir": str(tmp_path / "here")}),
+                     progress=False, evaluate=False)
+    finally:
+        torch.set_num_threads(threads)
+    a = load_file(str(runs["k4"] / "sae_weights.safetensors"))
     b = load_file(str(here / "sae_weights.safetensors"))
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
-    # a finished sweep rerun with --resume trains nothing and rewrites the same summary
-    again = run_sweep(sweep.model_copy(update={"mode": "sequential"}), resume=True, progress=False)
+        assert torch.equal(a[key], b[key]), key
+
+    # --resume: k8 as if it crashed during step 6 after its step-3 checkpoint; k4 finished
+    finished_k8 = load_file(str(runs["k8"] / "sae_weights.safetensors"))
+    (runs["k8"] / "sae_weights.safetensors").unlink()
+    shutil.rmtree(runs["k8"] / "checkpoints" / "step_000000006")
+    log = (runs["k8"] / "train_log.jsonl").read_text().splitlines()
+    (runs["k8"] / "train_log.jsonl").write_text("\n".join(log[:5]) + "\n")
+    k4_files = _snapshot(runs["k4"])
+    calls = {"n": 0}
+    orig = TrainStep.__call__
+
+    def counting(self, x, grad=None):
+        calls["n"] += 1
+        return orig(self, x, grad)
+
+    monkeypatch.setattr(TrainStep, "__call__", counting)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(WORKER_THREADS)  # the resumed k8 then repeats the worker's arithmetic exactly
+    try:
+        again = run_sweep(sweep.model_copy(update={"mode": "sequential"}), resume=True, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert calls["n"] == 3, "only k8's steps 4-6 run"
+    assert _snapshot(runs["k4"]) == k4_files, "the finished run's files are untouched"
+    assert read_status(runs["k8"])["resumed_from"] == "step_000000003"
+    assert _logged(runs["k8"]) == [1, 2, 3, 4, 5, 4, 5, 6]
+    resumed = load_file(str(runs["k8"] / "sae_weights.safetensors"))
+    for key in finished_k8:
+        assert torch.equal(resumed[key], finished_k8[key]), key
     assert [r["fvu"] for r in again] == [r["fvu"] for r in rows]
+    # a finished sweep rerun with --resume trains nothing, touches no run file, rewrites the same summary
+    everything = {name: _snapshot(run) for name, run in runs.items()}
+    calls["n"] = 0
+    assert run_sweep(sweep.model_copy(update={"mode": "sequential"}), resume=True, progress=False) == again
+    assert calls["n"] == 0
+    assert {name: _snapshot(run) for name, run in runs.items()} == everything
 
 
 def test_cli_sweep_together(tmp_path, tiny):

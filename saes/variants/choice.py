@@ -51,6 +51,7 @@ import torch
 from torch import Tensor
 
 from saes.config import SAEConfig
+from saes.distributed import global_sum
 from saes.kernels import _workspace, pre_acts, sparse_decode, sparse_select_encode, topk_select
 from saes.losses_zipf import aux_zipf_loss, capped_allocation, underused_weights, usage_ranks, zipf_shares
 from saes.variants import TrainOutput, fvu_loss
@@ -241,11 +242,13 @@ class _Choice:
         its projection of x, so those tokens are overshot several-fold (FVU > 1 for the first
         hundreds of steps). Scaling the encoder by c > 0 does not change which entries are kept
         (ReLU is positively homogeneous and the ranking is scale-free), so c = <x - b_dec, x0> /
-        ||x0||^2, with x0 the bias-free reconstruction at c = 1, fixes the scale at no cost.
+        ||x0||^2, with x0 the bias-free reconstruction at c = 1, fixes the scale at no cost. Under
+        data parallelism both sums run over the global batch, so every rank gets the same c.
         """
         x0 = sparse_decode(sel.pre.relu().to(sae.W_dec.dtype), sel.cols, sae.W_dec.detach(), None,
                            rows=sel.rows, n_rows=x.shape[0])
-        c = float((x - sae.b_dec).mul_(x0).sum() / x0.pow(2).sum().clamp_min(1e-30))
+        num, den = global_sum([float((x - sae.b_dec).mul_(x0).sum()), float(x0.pow(2).sum())])
+        c = num / max(den, 1e-30)
         if not 0 < c < float("inf"):
             return False
         sae.W_enc.mul_(c)
