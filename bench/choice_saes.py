@@ -2,10 +2,12 @@
 
 Three parts, all saved to bench/results/choice_saes.json with plotly figures next to it:
 
-1. **Step cost** (bench/sae_step.py's setting: d_in 576, d_sae 4608, k 32, batch 4096, fp32, random
-   activations, the project's ``TrainStep``): median step time of each variant, run round-robin,
-   and the selection alone (mutual choice: ``torch.topk`` on the flattened matrix vs ``kthvalue``
-   + mask vs our max-tree ``flat_top_n``). Target: a choice step <= 1.5x the TopK step.
+1. **Step cost** (bench/sae_step.py's setting: d_in 576, d_sae 4608, k 32, batch 4096, fp32, the
+   project's ``TrainStep``) on random activations *and* on SmolLM2 layer-15 activations (after 20
+   training steps on real batches, so that the selection and the usage statistics have settled):
+   median step time of each variant, run round-robin, each choice variant's selection alone and
+   aux_zipf's under-used set; and mutual choice's flat top-(k*B) by ``torch.topk`` vs ``kthvalue`` +
+   mask vs our max-tree ``flat_top_n``. Target: a choice step <= 1.5x the TopK step.
 2. **Synthetic dictionary** (interp.synthetic, known ground truth): the variants trained on the same
    batches, held-out FVU (inference = learned JumpReLU thresholds, and the batch-level selection),
    L0, dead / under-used fractions, direction recovery, per-token L0 distribution; plus mutual
@@ -14,7 +16,7 @@ Three parts, all saved to bench/results/choice_saes.json with plotly figures nex
    files for evaluation): the same, plus spliced CE loss recovered, and how per-token L0 tracks
    token difficulty (correlation with the TopK SAE's per-token reconstruction error).
 
-    python bench/choice_saes.py            # 19 min on 2 heavily shared cores (GEMMs ran ~7x slow)
+    python bench/choice_saes.py --lm-tokens 131072
     python bench/choice_saes.py --quick    # smoke run, well under a minute of compute
 """
 from __future__ import annotations
@@ -34,6 +36,7 @@ for p in (ROOT, ROOT / "bench"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+from _provenance import provenance  # noqa: E402
 from interp.synthetic import SyntheticDictionary, direction_recovery  # noqa: E402
 from saes.config import SAEConfig  # noqa: E402
 from saes.evals import fvu as batch_fvu  # noqa: E402
@@ -52,6 +55,7 @@ VARIANTS = {  # name -> SAEConfig overrides
 ABLATION = {"mutual_choice_no_aux": {"variant": "mutual_choice", "aux_zipf_coef": 0.0}}
 # step cost: the selection rules alone (aux_zipf off, as TopK runs with no dead latents), then with
 # the default aux_zipf_loss (its cost depends on how many latents are under-used at the time)
+STEP_SOURCES = ("noise", "smollm2")  # the step cost on random and on real activations
 STEP_VARIANTS = {
     "topk": {"variant": "topk"},
     "mutual_choice": {"variant": "mutual_choice", "aux_zipf_coef": 0.0},
@@ -74,28 +78,65 @@ def _time(fn, n: int) -> list[float]:
     return out
 
 
-def step_cost(batch: int, d_in: int, d_sae: int, k: int, rounds: int, warmup: int = 2) -> dict[str, Any]:
-    """Median TrainStep time per variant (round-robin over variants), and the selection alone."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, d_in, generator=g)
+def _init_like_training(sae: SAE, sample: torch.Tensor) -> None:
+    """Input scale (E||x|| = sqrt(d_in)) and geometric-median b_dec, as the trainer sets them."""
+    sae.cfg.input_scale = sample.shape[1] ** 0.5 / sample.norm(dim=-1).mean().item()
+    with torch.no_grad():
+        sae.b_dec.copy_(geometric_median(sample * sae.cfg.input_scale))
+
+
+def step_cost(batches: list[torch.Tensor], d_sae: int, k: int, rounds: int, warmup: int = 2,
+              source: str = "noise") -> dict[str, Any]:
+    """Median TrainStep time per variant, round-robin over variants, on ``batches`` (each [B, d_in]).
+
+    Every variant sees the same batches in the same order: ``warmup`` untimed training steps (on real
+    activations this lets the selection settle: mutual choice's row candidates, the usage EMA that
+    decides aux_zipf's under-used set), then ``rounds`` timed steps, batch ``warmup + r`` in round r
+    (cycling). Also timed on the last batch: the selection alone (``variant.select``), and per
+    aux_zipf variant the size of its under-used set U (its cost is ~B * min(k_aux, |U|) entries).
+    """
+    from saes.losses_zipf import underused_weights
+
+    B, d_in = batches[0].shape
     steps = {}
     for name, over in STEP_VARIANTS.items():
         sae = SAE(SAEConfig(d_in=d_in, d_sae=d_sae, k=k, **over), seed=0)
-        steps[name] = TrainStep(sae, lr=2e-4)
-        for _ in range(warmup):
-            steps[name](x)
+        if source != "noise":
+            _init_like_training(sae, batches[0])
+        steps[name] = TrainStep(sae, lr=default_lr(d_sae), total_steps=10 * (warmup + rounds),
+                                dead_tokens=max(B, B * (warmup + rounds) // 2))
+        for i in range(warmup):
+            steps[name](batches[i % len(batches)])
     times: dict[str, list[float]] = {n: [] for n in steps}
-    for _ in range(rounds):
+    for r in range(rounds):
+        xb = batches[(warmup + r) % len(batches)]
         for name, step in steps.items():
-            times[name] += _time(lambda: step(x), 1)
+            times[name] += _time(lambda: step(xb), 1)
     res: dict[str, Any] = {}
+    last = batches[(warmup + rounds - 1) % len(batches)]
     for name, ts in times.items():
         med = statistics.median(ts)
-        res[name] = {"median_s": med, "min_s": min(ts), "samples_s": ts, "tokens_per_s": batch / med}
+        res[name] = {"median_s": med, "min_s": min(ts), "samples_s": ts, "tokens_per_s": B / med}
+        sae = steps[name].sae
+        if name != "topk":
+            with torch.no_grad():
+                x_c = sae.scale_input(last) - sae.b_dec
+                res[name]["selection_s"] = statistics.median(_time(lambda: sae.variant.select(sae, x_c), 3))
+            if sae.cfg.aux_zipf_coef > 0:
+                w = underused_weights(sae.usage, sae.variant.target_exponent)
+                res[name]["underused_latents"] = int((w > 0).sum())
+                res[name]["aux_entries_per_token"] = min(sae.cfg.k_aux, int((w > 0).sum()))
     for name in res:
         res[name]["ratio_to_topk"] = res[name]["median_s"] / res["topk"]["median_s"]
-    # the selection of mutual choice alone on one pre-activation matrix
-    pre = torch.randn(batch, d_sae, generator=g)
+    gemm_x, gemm_w = batches[0].clone(), torch.randn(d_in, d_sae)
+    gemm = statistics.median(_time(lambda: gemm_x @ gemm_w, 3))
+    return {"source": source, "batch": B, "d_in": d_in, "d_sae": d_sae, "k": k, "rounds": rounds, "warmup": warmup,
+            "variants": res, "encoder_gemm_s": gemm, "target": "choice step <= 1.5x TopK step"}
+
+
+def mutual_selection_cost(batch: int, d_sae: int, k: int, rounds: int) -> dict[str, float]:
+    """Mutual choice's flat top-(k*B) alone on one random pre-activation matrix, three ways."""
+    pre = torch.randn(batch, d_sae, generator=torch.Generator().manual_seed(1))
     n = k * batch
     flat = pre.view(-1)
     sel = {
@@ -103,15 +144,11 @@ def step_cost(batch: int, d_in: int, d_sae: int, k: int, rounds: int, warmup: in
         "kthvalue + mask + nonzero": lambda: (flat >= torch.kthvalue(flat, flat.numel() - n + 1).values).nonzero(),
         "flat_top_n (max-tree)": lambda: flat_top_n(flat, n),
     }
-    selection = {}
+    out = {}
     for name, fn in sel.items():
         fn()
-        selection[name] = statistics.median(_time(fn, max(3, rounds // 2)))
-    gemm_x, gemm_w = torch.randn(batch, d_in), torch.randn(d_in, d_sae)
-    gemm = statistics.median(_time(lambda: gemm_x @ gemm_w, 3))
-    return {"batch": batch, "d_in": d_in, "d_sae": d_sae, "k": k, "rounds": rounds, "warmup": warmup,
-            "variants": res, "mutual_selection_s": selection, "encoder_gemm_s": gemm,
-            "target": "choice step <= 1.5x TopK step"}
+        out[name] = statistics.median(_time(fn, max(3, rounds // 2)))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -121,12 +158,8 @@ def train_sae(over: dict, train_x: torch.Tensor, order: torch.Tensor, batch: int
               lr: float, seed: int = 0) -> tuple[SAE, float]:
     """Train one SAE on ``train_x`` in the given row order (input scale + geometric-median b_dec,
     as the trainer does); returns the SAE and the training tokens/s."""
-    d_in = train_x.shape[1]
-    sae = SAE(SAEConfig(d_in=d_in, d_sae=d_sae, k=k, **over), seed=seed)
-    sample = train_x[order[:4096]]
-    sae.cfg.input_scale = d_in**0.5 / sample.norm(dim=-1).mean().item()
-    with torch.no_grad():
-        sae.b_dec.copy_(geometric_median(sample * sae.cfg.input_scale))
+    sae = SAE(SAEConfig(d_in=train_x.shape[1], d_sae=d_sae, k=k, **over), seed=seed)
+    _init_like_training(sae, train_x[order[:4096]])
     n_steps = train_x.shape[0] // batch
     step = TrainStep(sae, lr=lr, total_steps=n_steps, warmup_steps=min(50, n_steps // 10),
                      decay_fraction=0.2, dead_tokens=max(batch, train_x.shape[0] // 10))
@@ -223,21 +256,27 @@ def synthetic(quick: bool, tokens: int) -> dict[str, Any]:
             "lr": 1e-3, "rows": rows}
 
 
-def smollm2(quick: bool, tokens: int, batch: int, layer: int = 15) -> dict[str, Any]:
-    from interp.data import token_windows
+def capture_smollm2(quick: bool, tokens: int, layer: int = 15) -> dict[str, Any]:
+    """SmolLM2 activations at blocks.L.hook_resid_post: train split for training (and the step cost),
+    validation files for evaluation."""
     from interp.models import load_model
     from sae_quality import capture  # bench/sae_quality.py
-    from saes.evals import spliced_metrics
 
     hook = f"blocks.{layer}.hook_resid_post"
     model = load_model("smollm2-135m")
-    n_train = 8 * 1024 if quick else tokens
-    n_eval = 2048 if quick else 8192
-    ce_windows = 2 if quick else 16
     t0 = time.perf_counter()
-    train_x = capture(model, hook, "train", n_train)
-    eval_x = capture(model, hook, "validation", n_eval)
-    capture_s = time.perf_counter() - t0
+    train_x = capture(model, hook, "train", 8 * 1024 if quick else tokens, context=128, source="stdlib")
+    eval_x = capture(model, hook, "validation", 2048 if quick else 8192, context=128, source="stdlib")
+    return {"model": model, "hook": hook, "train_x": train_x, "eval_x": eval_x,
+            "capture_s": time.perf_counter() - t0}
+
+
+def smollm2(lm: dict[str, Any], quick: bool, batch: int) -> dict[str, Any]:
+    from interp.data import token_windows
+    from saes.evals import spliced_metrics
+
+    model, hook, train_x, eval_x = lm["model"], lm["hook"], lm["train_x"], lm["eval_x"]
+    ce_windows = 2 if quick else 16
     wins = token_windows(model.tokenizer, source="stdlib", context_size=128, split="validation", seed=1)
     windows = torch.stack([w for _, w in zip(range(ce_windows), wins)])
     d_sae, k = 4608, 32
@@ -245,7 +284,7 @@ def smollm2(quick: bool, tokens: int, batch: int, layer: int = 15) -> dict[str, 
     rows = compare(train_x, eval_x, d_sae, k, batch, lr, names=VARIANTS, label="smollm2",
                    extra=lambda sae: {k2: v for k2, v in spliced_metrics(sae, model, hook, windows).items()})
     return {"model": "smollm2-135m", "hook": hook, "train_tokens": train_x.shape[0], "eval_tokens": eval_x.shape[0],
-            "ce_windows": ce_windows, "d_sae": d_sae, "k": k, "batch": batch, "lr": lr, "capture_s": capture_s,
+            "ce_windows": ce_windows, "d_sae": d_sae, "k": k, "batch": batch, "lr": lr, "capture_s": lm["capture_s"],
             "rows": rows}
 
 
@@ -258,35 +297,38 @@ def figures(report: dict[str, Any], out: Path) -> list[str]:
 
     paths = []
     parts = [p for p in ("synthetic", "smollm2") if p in report]
-    fig = make_subplots(rows=1, cols=len(parts), subplot_titles=[f"per-token L0 at inference: {p}" for p in parts])
-    for c, part in enumerate(parts, 1):
-        for name, r in report[part]["rows"].items():
-            h = r["l0_hist"]
-            fig.add_trace(go.Scatter(x=list(range(len(h))), y=[v / max(1, sum(h)) for v in h], name=f"{part}: {name}",
-                                     mode="lines"), row=1, col=c)
-        fig.update_xaxes(title_text="latents per token (L0)", row=1, col=c)
-    fig.update_yaxes(title_text="fraction of tokens")
-    p = out.with_name(out.stem + "_l0.html")
-    fig.write_html(p, include_plotlyjs="cdn")
-    paths.append(str(p))
+    if parts:
+        fig = make_subplots(rows=1, cols=len(parts), subplot_titles=[f"per-token L0 at inference: {p}" for p in parts])
+        for c, part in enumerate(parts, 1):
+            for name, r in report[part]["rows"].items():
+                h = r["l0_hist"]
+                fig.add_trace(go.Scatter(x=list(range(len(h))), y=[v / max(1, sum(h)) for v in h], name=f"{part}: {name}",
+                                         mode="lines"), row=1, col=c)
+            fig.update_xaxes(title_text="latents per token (L0)", row=1, col=c)
+        fig.update_yaxes(title_text="fraction of tokens")
+        p = out.with_name(out.stem + "_l0.html")
+        fig.write_html(p, include_plotlyjs="cdn")
+        paths.append(str(p))
 
-    metrics = ["fvu", "dead_fraction", "underused_fraction"] + (["ce_loss_recovered"] if "smollm2" in report else [])
-    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=metrics)
-    for c, metric in enumerate(metrics, 1):
-        for part in parts:
-            rows = report[part]["rows"]
-            names = [n for n in rows if metric in rows[n]]
-            fig.add_trace(go.Bar(x=names, y=[rows[n][metric] for n in names], name=f"{part}",
-                                 showlegend=c == 1), row=1, col=c)
-    p = out.with_name(out.stem + "_quality.html")
-    fig.write_html(p, include_plotlyjs="cdn")
-    paths.append(str(p))
+        metrics = ["fvu", "dead_fraction", "underused_fraction"] + (["ce_loss_recovered"] if "smollm2" in report else [])
+        fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=metrics)
+        for c, metric in enumerate(metrics, 1):
+            for part in parts:
+                rows = report[part]["rows"]
+                names = [n for n in rows if metric in rows[n]]
+                fig.add_trace(go.Bar(x=names, y=[rows[n][metric] for n in names], name=f"{part}",
+                                     showlegend=c == 1), row=1, col=c)
+        p = out.with_name(out.stem + "_quality.html")
+        fig.write_html(p, include_plotlyjs="cdn")
+        paths.append(str(p))
 
     if "step" in report:
-        v = report["step"]["variants"]
-        fig = go.Figure(go.Bar(x=list(v), y=[r["median_s"] * 1e3 for r in v.values()]))
-        fig.add_hline(y=1.5 * v["topk"]["median_s"] * 1e3, line_dash="dash", annotation_text="1.5x TopK")
-        fig.update_layout(title="one training step (ms), d_sae 4608, k 32, batch 4096", yaxis_title="ms")
+        fig = go.Figure()
+        for source in STEP_SOURCES:
+            v = report["step"][source]["variants"]
+            fig.add_trace(go.Bar(x=list(v), y=[r["ratio_to_topk"] for r in v.values()], name=f"{source} activations"))
+        fig.add_hline(y=1.5, line_dash="dash", annotation_text="1.5x TopK")
+        fig.update_layout(title="one training step / the TopK step, d_sae 4608, k 32", yaxis_title="x TopK")
         p = out.with_name(out.stem + "_step.html")
         fig.write_html(p, include_plotlyjs="cdn")
         paths.append(str(p))
@@ -295,12 +337,18 @@ def figures(report: dict[str, Any], out: Path) -> list[str]:
 
 def print_tables(report: dict[str, Any]) -> None:
     if "step" in report:
-        s = report["step"]
-        print(f"\nstep cost (batch {s['batch']}, d_sae {s['d_sae']}, k {s['k']}; GEMM alone {s['encoder_gemm_s']*1e3:.0f} ms)")
-        for name, r in s["variants"].items():
-            print(f"  {name:24s} {r['median_s']*1e3:7.1f} ms  {r['tokens_per_s']:9,.0f} tok/s  x{r['ratio_to_topk']:.2f} TopK")
-        for name, t in s["mutual_selection_s"].items():
-            print(f"  selection {name:28s} {t*1e3:7.1f} ms")
+        for source in STEP_SOURCES:
+            s = report["step"][source]
+            print(f"\nstep cost on {source} activations (batch {s['batch']}, d_sae {s['d_sae']}, k {s['k']}; "
+                  f"GEMM alone {s['encoder_gemm_s']*1e3:.0f} ms)")
+            for name, r in s["variants"].items():
+                extra = f"  selection {r['selection_s']*1e3:6.1f} ms" if "selection_s" in r else ""
+                if "underused_latents" in r:
+                    extra += f"  |U| {r['underused_latents']}"
+                print(f"  {name:28s} {r['median_s']*1e3:7.1f} ms  {r['tokens_per_s']:9,.0f} tok/s  "
+                      f"x{r['ratio_to_topk']:.2f} TopK{extra}")
+        for name, t in report["step"]["mutual_selection_s"].items():
+            print(f"  mutual choice's flat top-(k*B) by {name:28s} {t*1e3:7.1f} ms")
     for part in ("synthetic", "smollm2"):
         if part not in report:
             continue
@@ -327,16 +375,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parts = set(args.parts.split(","))
     out = Path(args.out if not args.quick else args.out.replace(".json", "_quick.json"))
     t_start = time.perf_counter()
-    report: dict[str, Any] = {"torch": torch.__version__, "threads": torch.get_num_threads(), "quick": args.quick,
-                              "note": "2 CPU cores shared with other jobs: timings are noisy",
-                              "args": vars(args)}
+    report: dict[str, Any] = {"provenance": provenance(), "torch": torch.__version__,
+                              "threads": torch.get_num_threads(), "quick": args.quick, "args": vars(args)}
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:  # after every part: a long run interrupted later keeps what it measured
         out.write_text(json.dumps(report, indent=2))
 
+    lm = capture_smollm2(args.quick, args.lm_tokens) if parts & {"step", "smollm2"} else None
     if "step" in parts:
-        report["step"] = step_cost(1024 if args.quick else 4096, 576, 4608, 32, rounds=2 if args.quick else 7)
+        B, rounds = (1024, 2) if args.quick else (4096, 7)
+        noise = [torch.randn(B, 576, generator=torch.Generator().manual_seed(0))]
+        real = lm["train_x"][torch.randperm(lm["train_x"].shape[0], generator=torch.Generator().manual_seed(0))]
+        real = list(real[: real.shape[0] // B * B].split(B))
+        report["step"] = {
+            "noise": step_cost(noise, 4608, 32, rounds, warmup=2, source="noise"),
+            "smollm2": step_cost(real, 4608, 32, rounds, warmup=2 if args.quick else 20, source="smollm2"),
+            "mutual_selection_s": mutual_selection_cost(B, 4608, 32, rounds),
+            "target": "choice step <= 1.5x TopK step",
+        }
         save()
     if "synthetic" in parts:
         syn = synthetic(args.quick, args.synthetic_tokens)
@@ -344,7 +401,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["synthetic"] = syn
         save()
     if "smollm2" in parts:
-        sm = smollm2(args.quick, args.lm_tokens, args.lm_batch)
+        sm = smollm2(lm, args.quick, args.lm_batch)
         sm["rows"] = _strip(sm["rows"])
         report["smollm2"] = sm
     report["total_s"] = time.perf_counter() - t_start

@@ -41,7 +41,7 @@ KEEP = "\x00keep the README's provenance line\x00"  # git history unavailable he
 def get(d, *path, default=None):
     """d[path[0]][path[1]]..., or default where any step is missing."""
     for key in path:
-        if isinstance(d, dict) and key in d or isinstance(d, list) and isinstance(key, int) and -len(d) <= key < len(d):
+        if isinstance(d, dict) and key in d or isinstance(d, (list, tuple)) and isinstance(key, int) and -len(d) <= key < len(d):
             d = d[key]
         else:
             return default
@@ -231,21 +231,26 @@ STEP_COLUMNS = [  # (label, candidate result keys, show % of bound)
     ("`TrainStep`, pure torch", ["ours_trainstep"], True),
     ("`TrainStep`, bf16 encoder", ["ours_trainstep_native_bf16", "ours_trainstep_bf16"], True),
 ]
-PEER_LABELS = {"saelens": "SAELens `TopKTrainingSAE`", "sparsify": "sparsify"}
+PEER_LABELS = {"saelens": "SAELens `SAETrainer` step", "sparsify": "sparsify `Trainer` step (its defaults: signum)",
+               "sparsify_adam": "sparsify, `optimizer=adam`"}
+PEER_SHORT = {"saelens": "SAELens", "sparsify": "sparsify", "sparsify_adam": "sparsify (adam)"}
 STEP_TARGET = ("4608", 0.5)  # the project's target: 50% of the bound at d_sae 4,608 (default install)
 
 
 def _peer_keys(sizes: dict) -> list[str]:
-    keys = {k for e in sizes.values() for k in (e.get("results") or {}) if not k.startswith("ours")}
+    # ours and the kernel-only step (not a trainer: its phases make the profile) are not peers
+    keys = {k for e in sizes.values() for k in (e.get("results") or {})
+            if not k.startswith(("ours", "kernel_only"))}
     keys.discard("saelens_sparse")  # an optional row whose backward fails (see bench/sae_step.py)
     order = list(PEER_LABELS)
     return sorted(keys, key=lambda k: (order.index(k) if k in order else len(order), k))
 
 
 def _step_cell(res: dict, keys: list[str], show_pct: bool, bold: bool = False) -> str:
-    r = next((res[k] for k in keys if isinstance(res.get(k), dict)), None)
+    r = next((res[k] for k in keys if isinstance(res.get(k), dict) and "skipped" not in res[k]), None)
     if r is None:
-        return NM
+        skipped = next((res[k] for k in keys if isinstance(res.get(k), dict) and "skipped" in res[k]), None)
+        return "skipped (see below)" if skipped else NM
     if "error" in r:
         return f"failed ({r['error'].split(':')[0]})"
     cell = num(r.get("tokens_per_s"))
@@ -277,7 +282,7 @@ def render_sae_step(d: dict) -> str:
     for s in order:
         res = sizes[s].get("results") or {}
         mine = get(res, default, "tokens_per_s")
-        parts = [f"{times(ratio(mine, get(res, p, 'tokens_per_s')))} {PEER_LABELS.get(p, p).split(' ')[0]}"
+        parts = [f"{times(ratio(mine, get(res, p, 'tokens_per_s')))} {PEER_SHORT.get(p, p)}"
                  for p in peers]
         if parts:
             vs.append(f"{', '.join(parts)} at {num(int(s)) if str(s).isdigit() else s}")
@@ -288,8 +293,13 @@ def render_sae_step(d: dict) -> str:
         f = get(res, key, "fraction_of_bound")
         return f"{pct(f)} ({'met' if f >= target else 'not met'})" if isnum(f) else NM
 
+    skipped = sorted({r["skipped"] for e in sizes.values() for r in (e.get("results") or {}).values()
+                      if isinstance(r, dict) and "skipped" in r})
+    notes = {r["note"] for e in sizes.values() for k, r in (e.get("results") or {}).items()
+             if isinstance(r, dict) and "note" in r and k.startswith("ours")}
     findings = para(
         f"Tokens/s of the default `TrainStep` over each peer's: {'; '.join(vs)}." if vs else "",
+        *(f"Skipped: {x}." for x in skipped[:1]), *(f"bf16 row: {x}." for x in sorted(notes)),
         f"Target {pct(target)} of the bound at d_sae {num(int(size))}: the default install "
         f"{against_target('ours_trainstep_native')}, the pure-torch fallback {against_target('ours_trainstep')}.")
     return join_nonempty(setup, table(header, rows), findings, _step_profile(sizes, order))
@@ -346,51 +356,62 @@ QUALITY_ROWS = {  # the rows bench/sae_quality.py writes, in table order, with t
     "sparsify_defaults": "sparsify, its defaults",
     "sparsify_matched": "sparsify, matched to ours",
 }
-LEGACY_QUALITY = {  # rows of the run before the fairness audit (issue 12), no settings recorded
-    "saelens": ("SAELens `TopKTrainingSAE` (pre-audit run)",
-                [("raw activations (no input normalisation), `b_dec` = 0 and a constant lr, while ours had "
-                  "input normalisation, a geometric-median `b_dec` and warm-up/decay"),
-                 ("SAELens's dead-latent window (fixed in the script) was longer than the run, so its AuxK "
-                  "never turned on, while ours declared latents dead within the run")]),
-}
+
+def _setting(v) -> str:
+    if isinstance(v, bool) or isinstance(v, str):
+        return str(v)
+    return num(v) if isinstance(v, int) else f"{v:.4g}"
+
+
+def _lr_path(r: dict) -> str:
+    lrs = r.get("lr_first_mid_last") or []
+    return " / ".join(sci(v) for v in lrs) if lrs else NM
 
 
 def render_sae_quality(d: dict) -> str:
     res = d.get("results") or {}
-    setup = para(f"SmolLM2 `{d.get('hook', NM)}`, the same {num(d.get('train_tokens'))} stdlib tokens in the same "
-                 f"order for every row, k = {num(d.get('k'))}, d_sae = {num(d.get('d_sae'))}, "
-                 f"lr = {sci(d.get('lr'))}, batch {num(d.get('batch'))}; FVU on {num(d.get('eval_tokens'))} held-out "
-                 "tokens (validation files).")
+    same = "; ".join(map(str, d.get("same_for_every_row") or []))
+    setup = para(f"SmolLM2 `{d.get('hook', NM)}`, {num(d.get('train_tokens'))} stdlib training tokens "
+                 f"({num(d.get('steps'))} steps of {num(d.get('batch'))}), k = {num(d.get('k'))}, d_sae = "
+                 f"{num(d.get('d_sae'))}; FVU on {num(d.get('eval_tokens'))} held-out tokens (validation files). "
+                 + (f"The same for every row: {same}." if same else "")
+                 + " Each peer runs twice: with its own defaults, and with its own options set to ours where "
+                   "it has them (what had to be applied outside the library, and what still differs, is "
+                   "listed under the table).")
     keys = list(QUALITY_ROWS) + [k for k in res if k not in QUALITY_ROWS]
     rows, notes = [], []
     for key in keys:
         r = res.get(key)
-        label = QUALITY_ROWS.get(key) or (r or {}).get("label") or LEGACY_QUALITY.get(key, (f"`{key}`",))[0]
+        label = QUALITY_ROWS.get(key) or (r or {}).get("label") or f"`{key}`"
         if not isinstance(r, dict):
-            rows.append([label, NM, "-", "-", "-", "-"])
+            rows.append([label, NM, "-", "-", "-", "-", "-"])
             continue
         fvu = fix(r.get("fvu"))
         rows.append([label, f"**{fvu}**" if key == "ours" else fvu, num(r.get("l0_mean"), 1),
-                     pct(r.get("dead_fraction"), 1), fix(r.get("cosine_mean")), num(r.get("train_tokens_per_s"))])
-        settings = r.get("settings")
-        diffs = r.get("differences")
-        legacy = diffs is None and key in LEGACY_QUALITY
-        if legacy:
-            diffs = LEGACY_QUALITY[key][1]
+                     pct(r.get("dead_fraction"), 1), fix(r.get("cosine_mean")), _lr_path(r),
+                     num(r.get("train_tokens_per_s"))])
+        settings = r.get("settings") if isinstance(r.get("settings"), dict) else {}
+        if key == "ours":
+            shown = {k: v for k, v in settings.items() if isinstance(v, (int, float, str)) and k != "trainer"}
+            notes.append(f"{label}: " + "; ".join(f"{k} {_setting(v)}" for k, v in shown.items()) + ".")
+            continue
         text = []
-        if settings:
-            text.append("settings: " + "; ".join(map(str, settings)))
+        if r.get("applied_outside_library"):
+            text.append("applied outside the library: " + "; ".join(map(str, r["applied_outside_library"])))
+        diffs = r.get("differences_vs_ours")
         if diffs:
-            text.append(("differences from ours in this run: " if legacy else "differences from ours that remain: ")
-                        + "; ".join(map(str, diffs)))
-        elif diffs is not None and key != "ours":
+            text.append("differences from ours that remain: " + "; ".join(map(str, diffs)))
+        elif diffs is not None:
             text.append("no differences from ours recorded")
         if text:
             notes.append(f"{label}: " + ". ".join(text) + ".")
-    for extra in d.get("differences") or []:
-        notes.append(str(extra))
-    header = ["", "held-out FVU", "L0", "dead", "cosine", "training tok/s"]
-    return join_nonempty(setup, table(header, rows), bullets(notes))
+    header = ["", "held-out FVU", "L0", "dead", "cosine", "lr at the first / middle / last step", "training tok/s"]
+    best = min(((r.get("fvu"), k) for k, r in res.items() if isinstance(r, dict) and isnum(r.get("fvu"))), default=None)
+    finding = ""
+    if best and best[1] != "ours" and isnum(get(res, "ours", "fvu")):
+        finding = para(f"Best held-out FVU: {QUALITY_ROWS.get(best[1], best[1])} ({fix(best[0])}), against ours "
+                       f"{fix(get(res, 'ours', 'fvu'))}.")
+    return join_nonempty(setup, table(header, rows), finding, bullets(notes))
 
 
 def render_demo(d: dict | None) -> str:
@@ -398,7 +419,7 @@ def render_demo(d: dict | None) -> str:
     train_tokens) and metrics (the run's metrics.json); keys may also sit at the top level."""
     if d is None:
         return para("Wall time, throughput and held-out metrics: not recorded (no `bench/results/demo.json`; the "
-                    "demo writes it).")
+                    "`python bench/demo.py` records it).")
     m = d.get("metrics") if isinstance(d.get("metrics"), dict) else d
     cfg = d.get("config") if isinstance(d.get("config"), dict) else d
     wall = d.get("wall_s")
@@ -407,7 +428,8 @@ def render_demo(d: dict | None) -> str:
         str(cfg["variant"]) if "variant" in cfg else "", f"k = {num(cfg['k'])}" if "k" in cfg else "",
         f"d_sae = {num(cfg['d_sae'])}" if "d_sae" in cfg else "", f"on `{cfg['hook']}`" if "hook" in cfg else "",
         f"{num(cfg['train_tokens'])} training tokens" if "train_tokens" in cfg else ""] if x)
-    run = (f"{what}: " if what else "") + (f"{wall_s} end to end ({num(d.get('tokens_per_s'))} tokens/s).")
+    loop = f"; the training loop alone {num(d['train_tokens_per_s'])} tokens/s" if isnum(d.get("train_tokens_per_s")) else ""
+    run = (f"{what}: " if what else "") + f"{wall_s} end to end ({num(d.get('tokens_per_s'))} tokens/s{loop})."
     shown = [("FVU", "fvu", fix), ("cosine", "cosine_mean", fix), ("dead", "dead_fraction", lambda v: pct(v, 1)),
              ("spliced CE", "ce_spliced", lambda v: fix(v, 2)), ("clean CE", "ce_clean", lambda v: fix(v, 2)),
              ("zero-ablated CE", "ce_zero_ablated", lambda v: fix(v, 2)),
@@ -624,6 +646,17 @@ def render_choice_saes(d: dict) -> str:
         num(1e3 * get(b, "variants", n, "median_s"), 1) if isnum(get(b, "variants", n, "median_s")) else NM,
         num(get(b, "variants", n, "tokens_per_s")),
         fix(get(b, "variants", n, "ratio_to_topk"), 2))] for n in names]
+    # where measured: the selection alone and aux_zipf's under-used set, per activation source
+    extra = [(src, b) for src, b in sets if any("selection_s" in (v or {}) for v in b["variants"].values())]
+    if extra and rows:
+        header += [h + (f" ({src})" if len(extra) > 1 else "") for src, _ in extra
+                   for h in ("encoder GEMM + selection alone (ms)", "aux_zipf: under-used latents, entries per token")]
+        for row, n in zip(rows, names):
+            for _, b in extra:
+                v = get(b, "variants", n) or {}
+                row.append(num(1e3 * v["selection_s"], 1) if isnum(v.get("selection_s")) else "-")
+                row.append(f"{num(v['underused_latents'])}, {num(v.get('aux_entries_per_token'))}"
+                           if isnum(v.get("underused_latents")) else "-")
     blocks += [setup, table(header, rows) if rows else para(f"Step times: {NM}.")]
     findings = []
     sel = sv("mutual_selection_s") or {}
@@ -635,6 +668,17 @@ def render_choice_saes(d: dict) -> str:
         missed = [f"{n} {fix(r, 2)}" for n, r in ratios.items() if isnum(r) and r > 1.5]
         findings.append(f"Target ({step.get('target', b.get('target', NM))}) on {src} activations: "
                         + (f"missed by {', '.join(missed)}" if missed else "met by every variant") + ".")
+    for src, b in sets:
+        aux = {n: v for n, v in b["variants"].items() if isinstance(v, dict) and isnum(v.get("underused_latents"))}
+        if any(v["underused_latents"] > 0 for v in aux.values()):
+            sel = [v.get("ratio_to_topk") for n, v in b["variants"].items() if n != "topk" and n not in aux]
+            findings.append(
+                f"On {src} activations the selection rules alone cost {span(sel, lambda v: fix(v, 2))}x the TopK step; "
+                "aux_zipf_loss adds the reconstruction of the residual by each token's top min(k_aux, |U|) "
+                f"under-used latents (k_aux = d_in / 2 = {num(b.get('d_in', 0) // 2)} against k = {num(b.get('k'))} "
+                "in the main path), so its cost follows the under-used set U: at the timed steps "
+                + ", ".join(f"{n} had |U| = {num(v['underused_latents'])} (x{fix(v.get('ratio_to_topk'), 2)})"
+                            for n, v in aux.items()) + ".")
     if not any(src.startswith("smollm2") for src, _ in sets):
         findings.append("Step ratios on SmolLM2 activations: not measured (the training rates below are the "
                         "real-activation figures).")
@@ -733,7 +777,7 @@ RENDERERS = {
     "sae_step": (render_sae_step, "python bench/sae_step.py"),
     "train_e2e": (render_train_e2e, "python bench/train_e2e.py --tokens {runs[0][tokens]}"),
     "sae_quality": (render_sae_quality, "python bench/sae_quality.py"),
-    "demo": (render_demo, "make demo"),
+    "demo": (render_demo, "python bench/demo.py"),
     "gsae_vs_topk": (render_gsae_vs_topk, "python bench/gsae_vs_topk.py"),
     "attention_sae": (render_attention_sae, "python bench/attention_sae.py"),
     "choice_saes": (render_choice_saes, "python bench/choice_saes.py --lm-tokens {args[lm_tokens]}"),

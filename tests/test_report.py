@@ -109,8 +109,9 @@ def test_missing_rows_render_as_not_measured(copy):
         del d["sizes"]["16384"]["results"]["ours_trainstep_native"]
     _edit(copy / "results" / "sae_step.json", drop)
     out = report.render("sae_step", copy / "results")
+    header = next(line for line in out.splitlines() if line.startswith("| d_sae |")).split(" | ")
     row = next(line for line in out.splitlines() if line.startswith("| 4,608 |"))
-    assert row.split(" | ")[-2] == report.NM  # the SAELens cell
+    assert row.split(" | ")[header.index(report.PEER_LABELS["saelens"])] == report.NM  # the SAELens cell
     row = next(line for line in out.splitlines() if line.startswith("| 16,384 |"))
     assert row.split(" | ")[3] == report.NM
 
@@ -135,14 +136,18 @@ def test_new_keys_render_when_present(tmp_path):
     assert "Measured at commit 0123456 (2026-12-01): `python bench/sae_step.py`" in out
 
     quality = {"results": {
-        "ours": {"fvu": 0.3, "l0_mean": 32.0, "dead_fraction": 0.0, "settings": ["AuxK"]},
+        "ours": {"fvu": 0.3, "l0_mean": 32.0, "dead_fraction": 0.0, "settings": {"aux_k": 288}},
         "saelens_matched": {"fvu": 0.35, "l0_mean": 32.0, "dead_fraction": 0.01,
-                            "settings": ["normalize_activations: expected_average_only_in"],
-                            "differences": ["no geometric-median b_dec"]}}}
+                            "settings": {"normalize_activations": "expected_average_only_in"},
+                            "applied_outside_library": ["b_dec set to the geometric median"],
+                            "differences_vs_ours": ["no geometric-median b_dec"],
+                            "lr_first_mid_last": [1e-5, 4e-4, 2e-5]}}}
     (tmp_path / "sae_quality.json").write_text(json.dumps(quality))
     out = flat(report.render("sae_quality", tmp_path))
     assert "| SAELens `TopKTrainingSAE`, matched to ours | 0.350 |" in out
     assert "no geometric-median b_dec" in out and "| sparsify, its defaults | not measured |" in out
+    assert "applied outside the library: b_dec set to the geometric median" in out and "aux_k 288" in out
+    assert "1.00e-05 / 4.00e-04 / 2.00e-05" in out
 
     variants = {"topk": {"median_s": 0.2, "tokens_per_s": 20000.0, "ratio_to_topk": 1.0},
                 "mutual_choice": {"median_s": 0.4, "tokens_per_s": 10000.0, "ratio_to_topk": 2.0}}
@@ -151,6 +156,10 @@ def test_new_keys_render_when_present(tmp_path):
     (tmp_path / "choice_saes.json").write_text(json.dumps(choice))
     out = flat(report.render("choice_saes", tmp_path))
     assert "x TopK (smollm2)" in out and "on smollm2 activations: missed by mutual_choice 2.00" in out
+    variants["mutual_choice"].update(selection_s=0.25, underused_latents=1331, aux_entries_per_token=288)
+    (tmp_path / "choice_saes.json").write_text(json.dumps(choice))
+    out = flat(report.render("choice_saes", tmp_path))
+    assert "| 250.0 | 1,331, 288 |" in out and "mutual_choice had |U| = 1,331 (x2.00)" in out
 
     demo = {"wall_s": 400.0, "tokens_per_s": 1446.0, "metrics": {"fvu": 0.359, "ce_loss_recovered": 0.934}}
     (tmp_path / "demo.json").write_text(json.dumps(demo))
