@@ -50,10 +50,22 @@ def tiny_attn_only():
     return load_model("tiny-attn-only")
 
 
-@pytest.fixture
-def one_thread():
-    """For tests of many small ops: one thread is much faster than two on a shared machine."""
+def _at_one_thread():
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def one_thread():
+    """For tests of many small ops: one thread is much faster than two on a shared machine."""
+    yield from _at_one_thread()
+
+
+@pytest.fixture(scope="module")
+def one_thread_module():
+    """One thread for a whole module (``pytestmark = pytest.mark.usefixtures("one_thread_module")``):
+    tiny models and SAEs run much faster, and runs compared bit for bit, module fixtures included,
+    all run at this thread count."""
+    yield from _at_one_thread()

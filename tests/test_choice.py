@@ -15,13 +15,7 @@ from saes.train import TrainStep
 from saes.variants.choice import column_top_m, flat_top_n
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests run many small ops: one thread is faster than two on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many small ops: one thread is faster
 
 
 def _sae(variant: str, d_in=16, d_sae=64, k=4, seed=0, **kw) -> SAE:

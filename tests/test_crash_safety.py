@@ -32,14 +32,8 @@ from saes.train_config import RunConfig
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models and SAEs: one thread is much faster than two on a shared machine; the reference,
-    the crashed runs and the child process all train at this count (compared bit for bit)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# the reference, the crashed runs and the child process all train at one thread (compared bit for bit)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def _cfg(out_dir, **kw) -> RunConfig:

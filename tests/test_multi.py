@@ -13,14 +13,7 @@ from saes.train import TrainStep, train
 from saes.train_config import RunConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models and SAEs: one thread is much faster than two on a shared machine (and the runs
-    compared bit for bit all run at this count, module fixtures included)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def _cfg(tmp_path, name, **kw):

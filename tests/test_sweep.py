@@ -19,14 +19,7 @@ BASE = dict(model="tiny", hook="blocks.0.hook_resid_post", context_size=33, batc
             warmup_steps=2, log_every=1, init_sample_tokens=512)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models and SAEs: one thread is much faster than two on a shared machine (and the runs
-    compared bit for bit all run at this count, module fixtures included)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 WORKER_THREADS = max(1, (os.cpu_count() or 1) // 2)  # what each of a 2-process parallel sweep's workers uses
