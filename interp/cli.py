@@ -205,7 +205,7 @@ def _print_metrics(run_dir: Path) -> None:
 @app.command("demo")
 def demo_cmd(
     out_dir: Path = typer.Option(Path("runs/demo-topk"), help="run folder"),
-    train_tokens: int = typer.Option(400_000, help="training tokens (the default fits ~10 min on 2 cores)"),
+    train_tokens: int = typer.Option(400_000, help="training tokens (bench/results/demo.json records how long the default takes)"),
 ) -> None:
     """The main job on the embedded defaults: TopK SAE (k=32, d_sae=4608) on SmolLM2 layer 15 over stdlib."""
     from saes.train import train
