@@ -229,9 +229,9 @@ def make_saelens(d_in: int, args, n_steps: int, sample: torch.Tensor, ours: Row,
             f"{ours.settings['decay_fraction']:.0%}",
             "no input normalisation (normalize_activations 'none', its default); ours scales inputs to "
             "E||x|| = sqrt(d_in)",
-            f"dead window {trainer.cfg.dead_feature_window} steps = {trainer.cfg.dead_feature_window * args.batch:,} "
-            f"tokens (its default), longer than this run ({n_steps} steps), so AuxK never turns on; ours: "
-            f"{ours.settings['dead_tokens']:,} tokens",
+            f"dead window {trainer.cfg.dead_feature_window} steps (its default: dead after "
+            f"{(trainer.cfg.dead_feature_window + 1) * args.batch:,} tokens without firing), longer than this run "
+            f"({n_steps} steps), so AuxK never turns on; ours: {ours.settings['dead_tokens']:,} tokens",
             "b_dec initialised to 0 (SAELens has no other b_dec init); ours: geometric median",
             f"decoder_init_norm {trainer.sae.cfg.decoder_init_norm} (its default, W_enc = W_dec^T at that norm); "
             "ours: unit-norm rows",
@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> dict:
             "settings_summary": row.summary,
             "settings": row.settings,
             "applied_outside_library": row.outside,
-            "differences": row.differences,
+            "differences_vs_ours": row.differences,
         }
     versions = {}
     for name in ("sae_lens", "eai-sparsify", "schedulefree", "transformers"):
@@ -512,7 +512,7 @@ def main(argv: list[str] | None = None) -> dict:
             "settings_summary": "the row's settings in a few words (for a README)",
             "settings": "the exact configuration used (the library's own config objects, dumped)",
             "applied_outside_library": "settings of ours that the library has no option for, applied around it",
-            "differences": "what still differs from ours (strings a README can print beside the table)",
+            "differences_vs_ours": "what still differs from ours (strings a README can print beside the table)",
             "lr_schedule_max_rel_diff_vs_ours": "max over steps of |lr - lr_ours| / max lr_ours",
         },
         "results": results,
