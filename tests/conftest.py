@@ -69,3 +69,23 @@ def one_thread_module():
     tiny models and SAEs run much faster, and runs compared bit for bit, module fixtures included,
     all run at this thread count."""
     yield from _at_one_thread()
+
+
+@pytest.fixture
+def count_train_steps(monkeypatch):
+    """``calls = count_train_steps()`` counts TrainStep calls from then on in ``calls["n"]`` (the
+    steps a run actually executes)."""
+    from saes.train import TrainStep
+
+    def start() -> dict:
+        calls = {"n": 0}
+        orig = TrainStep.__call__
+
+        def counting(self, x, grad=None):
+            calls["n"] += 1
+            return orig(self, x, grad)
+
+        monkeypatch.setattr(TrainStep, "__call__", counting)
+        return calls
+
+    return start

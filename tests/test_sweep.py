@@ -58,10 +58,9 @@ def _logged(run_dir, key="step"):
     return [json.loads(x)[key] for x in (run_dir / "train_log.jsonl").read_text().splitlines()]
 
 
-def test_parallel_sweep_one_cache_matches_in_process_runs(tmp_path, tiny, monkeypatch):
+def test_parallel_sweep_one_cache_matches_in_process_runs(tmp_path, tiny, monkeypatch, count_train_steps):
     from saes.runs import read_status
     from saes.sweep import run_sweep
-    from saes.train import TrainStep
 
     sweep = SweepConfig(base=BASE, grid={"k": [4, 8]}, mode="parallel", processes=2, evaluate=False,
                         out_dir=str(tmp_path / "sweep"))
@@ -106,14 +105,7 @@ def test_parallel_sweep_one_cache_matches_in_process_runs(tmp_path, tiny, monkey
     log = (runs["k8"] / "train_log.jsonl").read_text().splitlines()
     (runs["k8"] / "train_log.jsonl").write_text("\n".join(log[:5]) + "\n")
     k4_files = _snapshot(runs["k4"])
-    calls = {"n": 0}
-    orig = TrainStep.__call__
-
-    def counting(self, x, grad=None):
-        calls["n"] += 1
-        return orig(self, x, grad)
-
-    monkeypatch.setattr(TrainStep, "__call__", counting)
+    calls = count_train_steps()
     threads = torch.get_num_threads()
     torch.set_num_threads(WORKER_THREADS)  # the resumed k8 then repeats the worker's arithmetic exactly
     try:

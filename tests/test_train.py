@@ -39,17 +39,6 @@ def _logged_steps(run_dir):
     return [json.loads(line)["step"] for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
 
 
-def _counting_steps(monkeypatch):
-    """Count TrainStep calls from now on (the steps a run actually executes)."""
-    calls = {"n": 0}
-    orig = TrainStep.__call__
-
-    def counting(self, x, grad=None):
-        calls["n"] += 1
-        return orig(self, x, grad)
-
-    monkeypatch.setattr(TrainStep, "__call__", counting)
-    return calls
 
 
 def test_run_folder_contents_and_metrics(tmp_path, tiny):
@@ -83,7 +72,7 @@ def reference(tmp_path_factory, tiny):
     return train(_cfg(tmp_path_factory.mktemp("ref"), "ref"), progress=False, evaluate=False)
 
 
-def test_resume_matches_uninterrupted(tmp_path, tiny, reference, monkeypatch, capsys):
+def test_resume_matches_uninterrupted(tmp_path, tiny, reference, monkeypatch, capsys, count_train_steps):
     """A crash during step 7 (checkpoint at step 4): --resume starts at step 4, not 0 (status record,
     message, log, the 8 steps it executes) and ends bit-identical to the uninterrupted run."""
     ref = reference
@@ -103,7 +92,7 @@ def test_resume_matches_uninterrupted(tmp_path, tiny, reference, monkeypatch, ca
     with pytest.raises(FileExistsError, match="--resume"):
         train(_cfg(tmp_path, "crash"), progress=False, evaluate=False)
     assert _logged_steps(tmp_path / "crash") == [2, 4, 6]
-    executed = _counting_steps(monkeypatch)
+    executed = count_train_steps()
     capsys.readouterr()
     out = train(_cfg(tmp_path, "crash"), resume=True, progress=False, evaluate=False)
     assert "from step_000000004 (step 4, 1,024 tokens)" in capsys.readouterr().out
@@ -175,7 +164,7 @@ def test_cli_train_and_eval(tmp_path, tiny):
     assert res.exit_code == 2 and "bogus" in res.output
 
 
-def test_ctrl_c_checkpoints_then_resume_matches(tmp_path, tiny, reference, monkeypatch):
+def test_ctrl_c_checkpoints_then_resume_matches(tmp_path, tiny, reference, monkeypatch, count_train_steps):
     import os
     import signal
 
@@ -196,7 +185,7 @@ def test_ctrl_c_checkpoints_then_resume_matches(tmp_path, tiny, reference, monke
     assert [p.name for p in ckpts] == ["step_000000006"]
     assert read_status(tmp_path / "int")["state"] == "interrupted"
     monkeypatch.setattr(TrainStep, "__call__", orig)
-    executed = _counting_steps(monkeypatch)
+    executed = count_train_steps()
     out = train(_cfg(tmp_path, "int", checkpoint_every_tokens=10**9), resume=True, progress=False, evaluate=False)
     assert executed["n"] == 12 - 6
     assert _logged_steps(out) == [2, 4, 6, 8, 10, 12]  # steps 1-6 before Ctrl-C, 7-12 after
