@@ -72,20 +72,26 @@ def one_thread_module():
 
 
 @pytest.fixture
-def count_train_steps(monkeypatch):
-    """``calls = count_train_steps()`` counts TrainStep calls from then on in ``calls["n"]`` (the
-    steps a run actually executes)."""
-    from saes.train import TrainStep
+def count_calls(monkeypatch):
+    """``calls = count_calls(cls)`` counts calls of ``cls`` instances from then on in ``calls["n"]``."""
 
-    def start() -> dict:
+    def start(cls) -> dict:
         calls = {"n": 0}
-        orig = TrainStep.__call__
+        orig = cls.__call__
 
-        def counting(self, x, grad=None):
+        def counting(self, *args, **kwargs):
             calls["n"] += 1
-            return orig(self, x, grad)
+            return orig(self, *args, **kwargs)
 
-        monkeypatch.setattr(TrainStep, "__call__", counting)
+        monkeypatch.setattr(cls, "__call__", counting)
         return calls
 
     return start
+
+
+@pytest.fixture
+def count_train_steps(count_calls):
+    """``calls = count_train_steps()``: the TrainStep calls from then on (the steps a run executes)."""
+    from saes.train import TrainStep
+
+    return lambda: count_calls(TrainStep)

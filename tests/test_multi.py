@@ -33,17 +33,10 @@ def _same(run_a, run_b):
         assert torch.equal(a[key], b[key]), (run_a, run_b, key, (a[key] - b[key]).abs().max().item())
 
 
-def test_job_equals_separate_runs_with_one_forward_per_batch(tmp_path, tiny, monkeypatch):
+def test_job_equals_separate_runs_with_one_forward_per_batch(tmp_path, tiny, count_calls):
     from interp.activations import ActivationCapture
 
-    calls = {"n": 0}
-    orig = ActivationCapture.__call__
-
-    def counting(self, tokens, attention_mask=None):
-        calls["n"] += 1
-        return orig(self, tokens, attention_mask)
-
-    monkeypatch.setattr(ActivationCapture, "__call__", counting)
+    calls = count_calls(ActivationCapture)
     job = _cfg(tmp_path, "job", hooks=["blocks.*.hook_resid_post"],
                saes=[{"k": 4}, {"name": "wide", "d_sae": 192, "k": 8, "lr": 1e-3, "variant": "relu_l1",
                                 "l1_coefficient": 0.3}])
