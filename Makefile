@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint bench clean
 
 setup: $(STAMP)
 
@@ -24,10 +24,15 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/interp demo
 
-test: setup
+test: setup lint
 	# pytest exits 5 when nothing was collected; that is not a failure.
 	# INTERP_NO_SKIPS=1 (set by .ci/run) turns any skipped test into a failure of the run
 	$(BIN)/python -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
+
+# the house style, checked (pyproject.toml [tool.ruff]); `ruff format .` and `ruff check --fix .` apply it
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: setup
 	$(BIN)/python bench/activations.py

@@ -7,6 +7,7 @@ table. No host name is recorded.
     from _provenance import provenance           # bench/ is on sys.path when a bench script runs
     report = {"provenance": provenance(), ...}
 """
+
 from __future__ import annotations
 
 import datetime
@@ -26,8 +27,9 @@ EXCLUDED = ("bench/results",)
 
 def _git(root: Path, *args: str) -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30,
-                             check=False)
+        out = subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout if out.returncode == 0 else None
@@ -35,8 +37,15 @@ def _git(root: Path, *args: str) -> str | None:
 
 def dirty_files(root: Path = ROOT) -> list[str] | None:
     """Tracked files under WATCHED (not EXCLUDED) with uncommitted changes; None without git."""
-    out = _git(root, "status", "--porcelain", "--untracked-files=no", "--",
-               *WATCHED, *(f":(exclude){p}" for p in EXCLUDED))
+    out = _git(
+        root,
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        *WATCHED,
+        *(f":(exclude){p}" for p in EXCLUDED),
+    )
     if out is None:
         return None
     return sorted(line[3:].strip() for line in out.splitlines() if line.strip())
@@ -55,8 +64,15 @@ def cpu_model() -> str:
 
 def machine() -> dict:
     """CPU model, core count, architecture, Python, torch version and threads (no host name)."""
-    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "arch": platform.machine(),
-            "python": platform.python_version(), "torch": None, "torch_threads": None, "cuda": None}
+    info = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "arch": platform.machine(),
+        "python": platform.python_version(),
+        "torch": None,
+        "torch_threads": None,
+        "cuda": None,
+    }
     try:
         import torch
 
@@ -89,7 +105,7 @@ def provenance(argv: list[str] | None = None, root: Path = ROOT) -> dict:
         "commit": head.strip() if head else None,
         "dirty": bool(files) if files is not None else None,
         "dirty_files": files or [],
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": machine(),
         "command": command(argv, root),
         "argv": argv,

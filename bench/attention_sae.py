@@ -14,6 +14,7 @@ Prints a table, saves bench/results/attention_sae.json and attention_sae.html (p
     python bench/attention_sae.py [--layers 5 17] [--tokens 245760] [--d-sae 2304] [--k 32]
     python bench/attention_sae.py --quick      # smoke run, well under a minute on a quiet machine
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,15 +50,27 @@ from saes.train_config import RunConfig  # noqa: E402
 def run_layer(model, layer: int, args) -> dict:
     hook = f"blocks.{layer}.attn.hook_z"
     out_dir = ROOT / "runs" / f"bench-attn{'-quick' if args.quick else ''}-L{layer}"
-    cfg = RunConfig(model="smollm2-135m", hook=hook, d_sae=args.d_sae, k=args.k, train_tokens=args.tokens,
-                    batch_tokens=args.batch_tokens, buffer_tokens=max(args.batch_tokens, min(2**16, args.tokens)),
-                    eval_tokens=args.eval_tokens, eval_ce_windows=args.ce_windows, out_dir=str(out_dir),
-                    checkpoint_every_tokens=10**9, warmup_steps=min(50, args.tokens // args.batch_tokens // 4))
+    cfg = RunConfig(
+        model="smollm2-135m",
+        hook=hook,
+        d_sae=args.d_sae,
+        k=args.k,
+        train_tokens=args.tokens,
+        batch_tokens=args.batch_tokens,
+        buffer_tokens=max(args.batch_tokens, min(2**16, args.tokens)),
+        eval_tokens=args.eval_tokens,
+        eval_ce_windows=args.ce_windows,
+        out_dir=str(out_dir),
+        checkpoint_every_tokens=10**9,
+        warmup_steps=min(50, args.tokens // args.batch_tokens // 4),
+    )
     t0 = time.perf_counter()
     if args.analyse_only:  # reuse the trained run folder (and the training time measured then)
         if not (out_dir / "metrics.json").exists():
             raise FileNotFoundError(f"--analyse-only: {out_dir} has no trained, evaluated SAE")
-        t_train = args.previous.get(layer, {}).get("seconds", {}).get("train_and_eval", float("nan"))
+        t_train = (
+            args.previous.get(layer, {}).get("seconds", {}).get("train_and_eval", float("nan"))
+        )
     else:
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -68,8 +81,17 @@ def run_layer(model, layer: int, args) -> dict:
     layout = head_layout(model, hook)
 
     t1 = time.perf_counter()
-    windows = torch.stack([w for _, w in zip(range(args.role_windows), token_windows(
-        model.tokenizer, source="stdlib", context_size=128, split="validation", seed=1))])
+    windows = torch.stack(
+        [
+            w
+            for _, w in zip(
+                range(args.role_windows),
+                token_windows(
+                    model.tokenizer, source="stdlib", context_size=128, split="validation", seed=1
+                ),
+            )
+        ]
+    )
     roles = head_roles(model, sae, windows, layout=layout, progress=not args.quiet)
     attribution = head_attribution(sae, layout, alive=roles.alive)  # features active on the windows
     dfa_attr = dfa_head_attribution(model, sae, windows, layout=layout)
@@ -86,23 +108,57 @@ def run_layer(model, layer: int, args) -> dict:
         "layer": layer,
         "hook": hook,
         "layout": layout.to_metadata(),
-        "metrics": {k: metrics.get(k) for k in ("fvu", "explained_variance", "l0_mean", "dead_fraction",
-                                                "dense_fraction", "cosine_mean", "ce_clean", "ce_spliced",
-                                                "ce_zero_ablated", "ce_loss_recovered", "kl_div",
-                                                "train_tokens_per_s", "n_tokens")},
+        "metrics": {
+            k: metrics.get(k)
+            for k in (
+                "fvu",
+                "explained_variance",
+                "l0_mean",
+                "dead_fraction",
+                "dense_fraction",
+                "cosine_mean",
+                "ce_clean",
+                "ce_spliced",
+                "ce_zero_ablated",
+                "ce_loss_recovered",
+                "kl_div",
+                "train_tokens_per_s",
+                "n_tokens",
+            )
+        },
         "density_hist": metrics.get("feature_density_log10_hist", {}),
         "head_attribution": attribution.summary(),
         "head_attribution_dfa": dfa_attr.summary(),
-        "polysemantic": {"fraction": roles.fraction_polysemantic, "per_head": roles.polysemantic,
-                         "roles_per_head": roles.head_roles, "rule": roles.rule,
-                         "top_features": roles.head_top_features},
-        "polysemantic_dfa": {"fraction": dfa_roles.fraction_polysemantic, "per_head": dfa_roles.polysemantic,
-                             "roles_per_head": dfa_roles.head_roles, "rule": dfa_roles.rule,
-                             "top_features": dfa_roles.head_top_features},
-        "induction": {k: rep[k] for k in ("n_induction_features", "n_short_prefix", "n_long_prefix",
-                                          "n_prefix_undetermined", "n_candidates", "features_per_head", "kinds_per_head",
-                                          "head_induction_score", "head_kind", "head_attention_by_prefix",
-                                          "config")},
+        "polysemantic": {
+            "fraction": roles.fraction_polysemantic,
+            "per_head": roles.polysemantic,
+            "roles_per_head": roles.head_roles,
+            "rule": roles.rule,
+            "top_features": roles.head_top_features,
+        },
+        "polysemantic_dfa": {
+            "fraction": dfa_roles.fraction_polysemantic,
+            "per_head": dfa_roles.polysemantic,
+            "roles_per_head": dfa_roles.head_roles,
+            "rule": dfa_roles.rule,
+            "top_features": dfa_roles.head_top_features,
+        },
+        "induction": {
+            k: rep[k]
+            for k in (
+                "n_induction_features",
+                "n_short_prefix",
+                "n_long_prefix",
+                "n_prefix_undetermined",
+                "n_candidates",
+                "features_per_head",
+                "kinds_per_head",
+                "head_induction_score",
+                "head_kind",
+                "head_attention_by_prefix",
+                "config",
+            )
+        },
         "induction_features": rep["features"][:50],
         "seconds": {"train_and_eval": t_train, "roles": t_roles, "induction": t_ind},
     }
@@ -114,32 +170,72 @@ def figure(results: list[dict], path: Path) -> None:
     n = len(results)
     titles = []
     for r in results:
-        titles += [f"L{r['layer']}: max head share per feature", f"L{r['layer']}: features dominated per head",
-                   f"L{r['layer']}: head induction score", f"L{r['layer']}: induction features per head",
-                   f"L{r['layer']}: attention to source vs prefix length"]
+        titles += [
+            f"L{r['layer']}: max head share per feature",
+            f"L{r['layer']}: features dominated per head",
+            f"L{r['layer']}: head induction score",
+            f"L{r['layer']}: induction features per head",
+            f"L{r['layer']}: attention to source vs prefix length",
+        ]
     fig = make_subplots(rows=n, cols=5, subplot_titles=titles)
     for i, r in enumerate(results, start=1):
         ha, ind = r["head_attribution"], r["induction"]
         edges = [j / 20 for j in range(21)]
         centres = [(a + b) / 2 for a, b in zip(edges, edges[1:])]
         hd = r["head_attribution_dfa"]
-        fig.add_bar(x=centres, y=ha["max_share_hist"], name="by decoder norm", row=i, col=1,
-                    showlegend=i == 1, marker_color="#636efa")
-        fig.add_bar(x=centres, y=hd["max_share_hist"], name="by DFA on text", row=i, col=1,
-                    showlegend=i == 1, marker_color="#ef553b")
+        fig.add_bar(
+            x=centres,
+            y=ha["max_share_hist"],
+            name="by decoder norm",
+            row=i,
+            col=1,
+            showlegend=i == 1,
+            marker_color="#636efa",
+        )
+        fig.add_bar(
+            x=centres,
+            y=hd["max_share_hist"],
+            name="by DFA on text",
+            row=i,
+            col=1,
+            showlegend=i == 1,
+            marker_color="#ef553b",
+        )
         heads = [str(h) for h in range(len(ha["features_dominated"]))]
-        fig.add_bar(x=heads, y=ha["features_dominated"], row=i, col=2, showlegend=False, marker_color="#636efa")
-        fig.add_bar(x=heads, y=hd["features_dominated"], row=i, col=2, showlegend=False, marker_color="#ef553b")
+        fig.add_bar(
+            x=heads,
+            y=ha["features_dominated"],
+            row=i,
+            col=2,
+            showlegend=False,
+            marker_color="#636efa",
+        )
+        fig.add_bar(
+            x=heads,
+            y=hd["features_dominated"],
+            row=i,
+            col=2,
+            showlegend=False,
+            marker_color="#ef553b",
+        )
         fig.add_bar(x=heads, y=ind["head_induction_score"], row=i, col=3, showlegend=False)
         fig.add_bar(x=heads, y=ind["features_per_head"], row=i, col=4, showlegend=False)
         qs = sorted(ind["head_attention_by_prefix"], key=int)
         for h, score in enumerate(ind["head_induction_score"]):
             if score >= 0.1:
-                fig.add_scatter(x=[int(q) for q in qs], y=[ind["head_attention_by_prefix"][q][h] for q in qs],
-                                name=f"L{r['layer']}H{h} ({ind['head_kind'][h]})", mode="lines+markers",
-                                row=i, col=5)
-    fig.update_layout(title="Attention-output SAEs on SmolLM2 (hook_z, 9 query heads / 3 KV heads)",
-                      height=380 * n, width=1600)
+                fig.add_scatter(
+                    x=[int(q) for q in qs],
+                    y=[ind["head_attention_by_prefix"][q][h] for q in qs],
+                    name=f"L{r['layer']}H{h} ({ind['head_kind'][h]})",
+                    mode="lines+markers",
+                    row=i,
+                    col=5,
+                )
+    fig.update_layout(
+        title="Attention-output SAEs on SmolLM2 (hook_z, 9 query heads / 3 KV heads)",
+        height=380 * n,
+        width=1600,
+    )
     fig.write_html(path, include_plotlyjs="cdn")
 
 
@@ -157,13 +253,22 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=48)
     ap.add_argument("--quick", action="store_true", help="smoke run: one layer, few tokens")
     ap.add_argument("--quiet", action="store_true")
-    ap.add_argument("--analyse-only", action="store_true",
-                    help="reuse the trained run folders runs/bench-attn-L*; redo the analyses only")
+    ap.add_argument(
+        "--analyse-only",
+        action="store_true",
+        help="reuse the trained run folders runs/bench-attn-L*; redo the analyses only",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "attention_sae.json")
     args = ap.parse_args()
     if args.quick:
         args.layers, args.tokens, args.d_sae, args.k = [3], 16_384, 576, 16
-        args.eval_tokens, args.ce_windows, args.role_windows, args.n_sequences, args.seq_len = 2048, 2, 4, 4, 24
+        args.eval_tokens, args.ce_windows, args.role_windows, args.n_sequences, args.seq_len = (
+            2048,
+            2,
+            4,
+            4,
+            24,
+        )
         if args.out == ap.get_default("out"):
             args.out = args.out.with_name("attention_sae_quick.json")
     args.previous, previous_wall = {}, None
@@ -177,25 +282,35 @@ def main() -> None:
     results = [run_layer(model, layer, args) for layer in args.layers]
     wall = time.perf_counter() - t0
     print()
-    print("| layer | FVU | L0 | dead | CE recovered | KL | effective heads per feature: weights / DFA "
-          "| single-head (>= 0.9) features by DFA | polysemantic heads by DFA "
-          "| induction features (short / long) | heads behind them (features) |")
+    print(
+        "| layer | FVU | L0 | dead | CE recovered | KL | effective heads per feature: weights / DFA "
+        "| single-head (>= 0.9) features by DFA | polysemantic heads by DFA "
+        "| induction features (short / long) | heads behind them (features) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         m, ind, pd = r["metrics"], r["induction"], r["polysemantic_dfa"]
         heads = ", ".join(f"H{h} ({c})" for h, c in enumerate(ind["features_per_head"]) if c) or "-"
-        print(f"| {r['layer']} | {m['fvu']:.3f} | {m['l0_mean']:.1f} | {m['dead_fraction']:.1%} | "
-              f"{m['ce_loss_recovered']:.1%} | {m['kl_div']:.3f} | "
-              f"{r['head_attribution']['mean_effective_heads']:.2f} / {r['head_attribution_dfa']['mean_effective_heads']:.2f} | "
-              f"{r['head_attribution_dfa']['fraction_single_head_0.9']:.1%} | "
-              f"{pd['fraction']:.0%} ({sum(pd['per_head'])}/{len(pd['per_head'])}) | "
-              f"{ind['n_induction_features']} ({ind['n_short_prefix']} / {ind['n_long_prefix']}) | {heads} |")
+        print(
+            f"| {r['layer']} | {m['fvu']:.3f} | {m['l0_mean']:.1f} | {m['dead_fraction']:.1%} | "
+            f"{m['ce_loss_recovered']:.1%} | {m['kl_div']:.3f} | "
+            f"{r['head_attribution']['mean_effective_heads']:.2f} / {r['head_attribution_dfa']['mean_effective_heads']:.2f} | "
+            f"{r['head_attribution_dfa']['fraction_single_head_0.9']:.1%} | "
+            f"{pd['fraction']:.0%} ({sum(pd['per_head'])}/{len(pd['per_head'])}) | "
+            f"{ind['n_induction_features']} ({ind['n_short_prefix']} / {ind['n_long_prefix']}) | {heads} |"
+        )
     result = {
-        "bench": "attention_sae", "model": "smollm2-135m", "quick": args.quick,
-        "config": {k: v for k, v in vars(args).items() if k not in ("out", "previous")} | {"out": str(args.out)},
-        "wall_s": wall, "training_run_wall_s": previous_wall if args.analyse_only else wall,
-        "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "load_avg_at_end": os.getloadavg(), "layers": results,
+        "bench": "attention_sae",
+        "model": "smollm2-135m",
+        "quick": args.quick,
+        "config": {k: v for k, v in vars(args).items() if k not in ("out", "previous")}
+        | {"out": str(args.out)},
+        "wall_s": wall,
+        "training_run_wall_s": previous_wall if args.analyse_only else wall,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_avg_at_end": os.getloadavg(),
+        "layers": results,
         "note": "2 CPU cores shared with other jobs; wall times include contention",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

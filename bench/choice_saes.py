@@ -19,6 +19,7 @@ Three parts, all saved to bench/results/choice_saes.json with plotly figures nex
     python bench/choice_saes.py --lm-tokens 131072
     python bench/choice_saes.py --quick    # smoke run, well under a minute of compute
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,9 +38,9 @@ for p in (ROOT, ROOT / "bench"):
         sys.path.insert(0, str(p))
 
 from _provenance import provenance  # noqa: E402
+
 from interp.synthetic import SyntheticDictionary, direction_recovery  # noqa: E402
 from saes.config import SAEConfig  # noqa: E402
-from saes.evals import fvu as batch_fvu  # noqa: E402
 from saes.evals import reconstruction_metrics  # noqa: E402
 from saes.geometric_median import geometric_median  # noqa: E402
 from saes.sae import SAE  # noqa: E402
@@ -59,8 +60,16 @@ STEP_SOURCES = ("noise", "smollm2")  # the step cost on random and on real activ
 STEP_VARIANTS = {
     "topk": {"variant": "topk"},
     "mutual_choice": {"variant": "mutual_choice", "aux_zipf_coef": 0.0},
-    "feature_choice_zipf": {"variant": "feature_choice", "allocation": "zipf", "aux_zipf_coef": 0.0},
-    "feature_choice_uniform": {"variant": "feature_choice", "allocation": "uniform", "aux_zipf_coef": 0.0},
+    "feature_choice_zipf": {
+        "variant": "feature_choice",
+        "allocation": "zipf",
+        "aux_zipf_coef": 0.0,
+    },
+    "feature_choice_uniform": {
+        "variant": "feature_choice",
+        "allocation": "uniform",
+        "aux_zipf_coef": 0.0,
+    },
     "mutual_choice+aux_zipf": {"variant": "mutual_choice"},
     "feature_choice_zipf+aux_zipf": {"variant": "feature_choice", "allocation": "zipf"},
 }
@@ -85,8 +94,14 @@ def _init_like_training(sae: SAE, sample: torch.Tensor) -> None:
         sae.b_dec.copy_(geometric_median(sample * sae.cfg.input_scale))
 
 
-def step_cost(batches: list[torch.Tensor], d_sae: int, k: int, rounds: int, warmup: int = 2,
-              source: str = "noise") -> dict[str, Any]:
+def step_cost(
+    batches: list[torch.Tensor],
+    d_sae: int,
+    k: int,
+    rounds: int,
+    warmup: int = 2,
+    source: str = "noise",
+) -> dict[str, Any]:
     """Median TrainStep time per variant, round-robin over variants, on ``batches`` (each [B, d_in]).
 
     Every variant sees the same batches in the same order: ``warmup`` untimed training steps (on real
@@ -103,15 +118,19 @@ def step_cost(batches: list[torch.Tensor], d_sae: int, k: int, rounds: int, warm
         sae = SAE(SAEConfig(d_in=d_in, d_sae=d_sae, k=k, **over), seed=0)
         if source != "noise":
             _init_like_training(sae, batches[0])
-        steps[name] = TrainStep(sae, lr=default_lr(d_sae), total_steps=10 * (warmup + rounds),
-                                dead_tokens=max(B, B * (warmup + rounds) // 2))
+        steps[name] = TrainStep(
+            sae,
+            lr=default_lr(d_sae),
+            total_steps=10 * (warmup + rounds),
+            dead_tokens=max(B, B * (warmup + rounds) // 2),
+        )
         for i in range(warmup):
             steps[name](batches[i % len(batches)])
     times: dict[str, list[float]] = {n: [] for n in steps}
     for r in range(rounds):
         xb = batches[(warmup + r) % len(batches)]
         for name, step in steps.items():
-            times[name] += _time(lambda: step(xb), 1)
+            times[name] += _time(lambda step=step, xb=xb: step(xb), 1)
     res: dict[str, Any] = {}
     last = batches[(warmup + rounds - 1) % len(batches)]
     for name, ts in times.items():
@@ -121,7 +140,9 @@ def step_cost(batches: list[torch.Tensor], d_sae: int, k: int, rounds: int, warm
         if name != "topk":
             with torch.no_grad():
                 x_c = sae.scale_input(last) - sae.b_dec
-                res[name]["selection_s"] = statistics.median(_time(lambda: sae.variant.select(sae, x_c), 3))
+                res[name]["selection_s"] = statistics.median(
+                    _time(lambda sae=sae, x_c=x_c: sae.variant.select(sae, x_c), 3)
+                )
             if sae.cfg.aux_zipf_coef > 0:
                 w = underused_weights(sae.usage, sae.variant.target_exponent)
                 res[name]["underused_latents"] = int((w > 0).sum())
@@ -130,8 +151,18 @@ def step_cost(batches: list[torch.Tensor], d_sae: int, k: int, rounds: int, warm
         res[name]["ratio_to_topk"] = res[name]["median_s"] / res["topk"]["median_s"]
     gemm_x, gemm_w = batches[0].clone(), torch.randn(d_in, d_sae)
     gemm = statistics.median(_time(lambda: gemm_x @ gemm_w, 3))
-    return {"source": source, "batch": B, "d_in": d_in, "d_sae": d_sae, "k": k, "rounds": rounds, "warmup": warmup,
-            "variants": res, "encoder_gemm_s": gemm, "target": "choice step <= 1.5x TopK step"}
+    return {
+        "source": source,
+        "batch": B,
+        "d_in": d_in,
+        "d_sae": d_sae,
+        "k": k,
+        "rounds": rounds,
+        "warmup": warmup,
+        "variants": res,
+        "encoder_gemm_s": gemm,
+        "target": "choice step <= 1.5x TopK step",
+    }
 
 
 def mutual_selection_cost(batch: int, d_sae: int, k: int, rounds: int) -> dict[str, float]:
@@ -141,7 +172,9 @@ def mutual_selection_cost(batch: int, d_sae: int, k: int, rounds: int) -> dict[s
     flat = pre.view(-1)
     sel = {
         "torch.topk(flat)": lambda: torch.topk(flat, n, sorted=False),
-        "kthvalue + mask + nonzero": lambda: (flat >= torch.kthvalue(flat, flat.numel() - n + 1).values).nonzero(),
+        "kthvalue + mask + nonzero": lambda: (
+            flat >= torch.kthvalue(flat, flat.numel() - n + 1).values
+        ).nonzero(),
         "flat_top_n (max-tree)": lambda: flat_top_n(flat, n),
     }
     out = {}
@@ -154,18 +187,32 @@ def mutual_selection_cost(batch: int, d_sae: int, k: int, rounds: int) -> dict[s
 # ------------------------------------------------------------------------------------------------
 # training and evaluation on fixed activations
 # ------------------------------------------------------------------------------------------------
-def train_sae(over: dict, train_x: torch.Tensor, order: torch.Tensor, batch: int, d_sae: int, k: int,
-              lr: float, seed: int = 0) -> tuple[SAE, float]:
+def train_sae(
+    over: dict,
+    train_x: torch.Tensor,
+    order: torch.Tensor,
+    batch: int,
+    d_sae: int,
+    k: int,
+    lr: float,
+    seed: int = 0,
+) -> tuple[SAE, float]:
     """Train one SAE on ``train_x`` in the given row order (input scale + geometric-median b_dec,
     as the trainer does); returns the SAE and the training tokens/s."""
     sae = SAE(SAEConfig(d_in=train_x.shape[1], d_sae=d_sae, k=k, **over), seed=seed)
     _init_like_training(sae, train_x[order[:4096]])
     n_steps = train_x.shape[0] // batch
-    step = TrainStep(sae, lr=lr, total_steps=n_steps, warmup_steps=min(50, n_steps // 10),
-                     decay_fraction=0.2, dead_tokens=max(batch, train_x.shape[0] // 10))
+    step = TrainStep(
+        sae,
+        lr=lr,
+        total_steps=n_steps,
+        warmup_steps=min(50, n_steps // 10),
+        decay_fraction=0.2,
+        dead_tokens=max(batch, train_x.shape[0] // 10),
+    )
     t0 = time.perf_counter()
     for i in range(n_steps):
-        step(train_x[order[i * batch:(i + 1) * batch]])
+        step(train_x[order[i * batch : (i + 1) * batch]])
     return sae, n_steps * batch / (time.perf_counter() - t0)
 
 
@@ -184,8 +231,19 @@ def evaluate(sae: SAE, eval_x: torch.Tensor, chunk: int = 4096) -> dict[str, Any
             batch_l0.append(code.l0)
             batch_err += (x - sae.decode(code)).double().pow(2).sum().item()
     l0_t = torch.cat(l0).float()
-    out = {k: m[k] for k in ("fvu", "l0_mean", "l0_std", "l0_quantiles", "dead_fraction", "underused_fraction",
-                             "dense_fraction", "cosine_mean")}
+    out = {
+        k: m[k]
+        for k in (
+            "fvu",
+            "l0_mean",
+            "l0_std",
+            "l0_quantiles",
+            "dead_fraction",
+            "underused_fraction",
+            "dense_fraction",
+            "cosine_mean",
+        )
+    }
     out["l0_max"] = int(l0_t.max())
     out["l0_hist"] = torch.bincount(l0_t.long()).tolist()
     out["_per_token_l0"] = l0_t
@@ -211,8 +269,17 @@ def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     return _corr(ra, rb)
 
 
-def compare(train_x: torch.Tensor, eval_x: torch.Tensor, d_sae: int, k: int, batch: int, lr: float,
-            names: dict[str, dict], label: str, extra=None) -> dict[str, Any]:
+def compare(
+    train_x: torch.Tensor,
+    eval_x: torch.Tensor,
+    d_sae: int,
+    k: int,
+    batch: int,
+    lr: float,
+    names: dict[str, dict],
+    label: str,
+    extra=None,
+) -> dict[str, Any]:
     """Train every variant on the same batches in the same order; evaluate on the same held-out rows."""
     from tqdm.auto import tqdm
 
@@ -242,33 +309,63 @@ def _strip(rows: dict[str, Any]) -> dict[str, Any]:
 # 2. synthetic, 3. SmolLM2
 # ------------------------------------------------------------------------------------------------
 def synthetic(quick: bool, tokens: int) -> dict[str, Any]:
-    syn = SyntheticDictionary(d_in=64, n_features=512, mean_active=8, alpha=1.0, noise_std=0.01, seed=0)
+    syn = SyntheticDictionary(
+        d_in=64, n_features=512, mean_active=8, alpha=1.0, noise_std=0.01, seed=0
+    )
     n_train = 32 * 1024 if quick else tokens
     train_x = torch.cat([syn.sample(16384)[0] for _ in range(n_train // 16384)])
     eval_x = syn.sample(16384)[0]
     d_sae, k = 1024, 8
-    rows = compare(train_x, eval_x, d_sae, k, batch=1024, lr=1e-3, names={**VARIANTS, **ABLATION},
-                   label="synthetic",
-                   extra=lambda sae: {"direction_recovery_0.9": direction_recovery(
-                       syn.directions, (sae.W_dec / sae.W_dec.norm(dim=-1, keepdim=True)).detach())})
-    return {"data": "SyntheticDictionary(d_in=64, n_features=512, mean_active=8, alpha=1.0)",
-            "train_tokens": n_train, "eval_tokens": eval_x.shape[0], "d_sae": d_sae, "k": k, "batch": 1024,
-            "lr": 1e-3, "rows": rows}
+    rows = compare(
+        train_x,
+        eval_x,
+        d_sae,
+        k,
+        batch=1024,
+        lr=1e-3,
+        names={**VARIANTS, **ABLATION},
+        label="synthetic",
+        extra=lambda sae: {
+            "direction_recovery_0.9": direction_recovery(
+                syn.directions, (sae.W_dec / sae.W_dec.norm(dim=-1, keepdim=True)).detach()
+            )
+        },
+    )
+    return {
+        "data": "SyntheticDictionary(d_in=64, n_features=512, mean_active=8, alpha=1.0)",
+        "train_tokens": n_train,
+        "eval_tokens": eval_x.shape[0],
+        "d_sae": d_sae,
+        "k": k,
+        "batch": 1024,
+        "lr": 1e-3,
+        "rows": rows,
+    }
 
 
 def capture_smollm2(quick: bool, tokens: int, layer: int = 15) -> dict[str, Any]:
     """SmolLM2 activations at blocks.L.hook_resid_post: train split for training (and the step cost),
     validation files for evaluation."""
-    from interp.models import load_model
     from sae_quality import capture  # bench/sae_quality.py
+
+    from interp.models import load_model
 
     hook = f"blocks.{layer}.hook_resid_post"
     model = load_model("smollm2-135m")
     t0 = time.perf_counter()
-    train_x = capture(model, hook, "train", 8 * 1024 if quick else tokens, context=128, source="stdlib")
-    eval_x = capture(model, hook, "validation", 2048 if quick else 8192, context=128, source="stdlib")
-    return {"model": model, "hook": hook, "train_x": train_x, "eval_x": eval_x,
-            "capture_s": time.perf_counter() - t0}
+    train_x = capture(
+        model, hook, "train", 8 * 1024 if quick else tokens, context=128, source="stdlib"
+    )
+    eval_x = capture(
+        model, hook, "validation", 2048 if quick else 8192, context=128, source="stdlib"
+    )
+    return {
+        "model": model,
+        "hook": hook,
+        "train_x": train_x,
+        "eval_x": eval_x,
+        "capture_s": time.perf_counter() - t0,
+    }
 
 
 def smollm2(lm: dict[str, Any], quick: bool, batch: int) -> dict[str, Any]:
@@ -277,15 +374,36 @@ def smollm2(lm: dict[str, Any], quick: bool, batch: int) -> dict[str, Any]:
 
     model, hook, train_x, eval_x = lm["model"], lm["hook"], lm["train_x"], lm["eval_x"]
     ce_windows = 2 if quick else 16
-    wins = token_windows(model.tokenizer, source="stdlib", context_size=128, split="validation", seed=1)
+    wins = token_windows(
+        model.tokenizer, source="stdlib", context_size=128, split="validation", seed=1
+    )
     windows = torch.stack([w for _, w in zip(range(ce_windows), wins)])
     d_sae, k = 4608, 32
     lr = default_lr(d_sae)
-    rows = compare(train_x, eval_x, d_sae, k, batch, lr, names=VARIANTS, label="smollm2",
-                   extra=lambda sae: {k2: v for k2, v in spliced_metrics(sae, model, hook, windows).items()})
-    return {"model": "smollm2-135m", "hook": hook, "train_tokens": train_x.shape[0], "eval_tokens": eval_x.shape[0],
-            "ce_windows": ce_windows, "d_sae": d_sae, "k": k, "batch": batch, "lr": lr, "capture_s": lm["capture_s"],
-            "rows": rows}
+    rows = compare(
+        train_x,
+        eval_x,
+        d_sae,
+        k,
+        batch,
+        lr,
+        names=VARIANTS,
+        label="smollm2",
+        extra=lambda sae: {k2: v for k2, v in spliced_metrics(sae, model, hook, windows).items()},
+    )
+    return {
+        "model": "smollm2-135m",
+        "hook": hook,
+        "train_tokens": train_x.shape[0],
+        "eval_tokens": eval_x.shape[0],
+        "ce_windows": ce_windows,
+        "d_sae": d_sae,
+        "k": k,
+        "batch": batch,
+        "lr": lr,
+        "capture_s": lm["capture_s"],
+        "rows": rows,
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -298,26 +416,48 @@ def figures(report: dict[str, Any], out: Path) -> list[str]:
     paths = []
     parts = [p for p in ("synthetic", "smollm2") if p in report]
     if parts:
-        fig = make_subplots(rows=1, cols=len(parts), subplot_titles=[f"per-token L0 at inference: {p}" for p in parts])
+        fig = make_subplots(
+            rows=1,
+            cols=len(parts),
+            subplot_titles=[f"per-token L0 at inference: {p}" for p in parts],
+        )
         for c, part in enumerate(parts, 1):
             for name, r in report[part]["rows"].items():
                 h = r["l0_hist"]
-                fig.add_trace(go.Scatter(x=list(range(len(h))), y=[v / max(1, sum(h)) for v in h], name=f"{part}: {name}",
-                                         mode="lines"), row=1, col=c)
+                fig.add_trace(
+                    go.Scatter(
+                        x=list(range(len(h))),
+                        y=[v / max(1, sum(h)) for v in h],
+                        name=f"{part}: {name}",
+                        mode="lines",
+                    ),
+                    row=1,
+                    col=c,
+                )
             fig.update_xaxes(title_text="latents per token (L0)", row=1, col=c)
         fig.update_yaxes(title_text="fraction of tokens")
         p = out.with_name(out.stem + "_l0.html")
         fig.write_html(p, include_plotlyjs="cdn")
         paths.append(str(p))
 
-        metrics = ["fvu", "dead_fraction", "underused_fraction"] + (["ce_loss_recovered"] if "smollm2" in report else [])
+        metrics = ["fvu", "dead_fraction", "underused_fraction"] + (
+            ["ce_loss_recovered"] if "smollm2" in report else []
+        )
         fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=metrics)
         for c, metric in enumerate(metrics, 1):
             for part in parts:
                 rows = report[part]["rows"]
                 names = [n for n in rows if metric in rows[n]]
-                fig.add_trace(go.Bar(x=names, y=[rows[n][metric] for n in names], name=f"{part}",
-                                     showlegend=c == 1), row=1, col=c)
+                fig.add_trace(
+                    go.Bar(
+                        x=names,
+                        y=[rows[n][metric] for n in names],
+                        name=f"{part}",
+                        showlegend=c == 1,
+                    ),
+                    row=1,
+                    col=c,
+                )
         p = out.with_name(out.stem + "_quality.html")
         fig.write_html(p, include_plotlyjs="cdn")
         paths.append(str(p))
@@ -326,9 +466,17 @@ def figures(report: dict[str, Any], out: Path) -> list[str]:
         fig = go.Figure()
         for source in STEP_SOURCES:
             v = report["step"][source]["variants"]
-            fig.add_trace(go.Bar(x=list(v), y=[r["ratio_to_topk"] for r in v.values()], name=f"{source} activations"))
+            fig.add_trace(
+                go.Bar(
+                    x=list(v),
+                    y=[r["ratio_to_topk"] for r in v.values()],
+                    name=f"{source} activations",
+                )
+            )
         fig.add_hline(y=1.5, line_dash="dash", annotation_text="1.5x TopK")
-        fig.update_layout(title="one training step / the TopK step, d_sae 4608, k 32", yaxis_title="x TopK")
+        fig.update_layout(
+            title="one training step / the TopK step, d_sae 4608, k 32", yaxis_title="x TopK"
+        )
         p = out.with_name(out.stem + "_step.html")
         fig.write_html(p, include_plotlyjs="cdn")
         paths.append(str(p))
@@ -339,32 +487,44 @@ def print_tables(report: dict[str, Any]) -> None:
     if "step" in report:
         for source in STEP_SOURCES:
             s = report["step"][source]
-            print(f"\nstep cost on {source} activations (batch {s['batch']}, d_sae {s['d_sae']}, k {s['k']}; "
-                  f"GEMM alone {s['encoder_gemm_s']*1e3:.0f} ms)")
+            print(
+                f"\nstep cost on {source} activations (batch {s['batch']}, d_sae {s['d_sae']}, k {s['k']}; "
+                f"GEMM alone {s['encoder_gemm_s'] * 1e3:.0f} ms)"
+            )
             for name, r in s["variants"].items():
-                extra = f"  selection {r['selection_s']*1e3:6.1f} ms" if "selection_s" in r else ""
+                extra = (
+                    f"  selection {r['selection_s'] * 1e3:6.1f} ms" if "selection_s" in r else ""
+                )
                 if "underused_latents" in r:
                     extra += f"  |U| {r['underused_latents']}"
-                print(f"  {name:28s} {r['median_s']*1e3:7.1f} ms  {r['tokens_per_s']:9,.0f} tok/s  "
-                      f"x{r['ratio_to_topk']:.2f} TopK{extra}")
+                print(
+                    f"  {name:28s} {r['median_s'] * 1e3:7.1f} ms  {r['tokens_per_s']:9,.0f} tok/s  "
+                    f"x{r['ratio_to_topk']:.2f} TopK{extra}"
+                )
         for name, t in report["step"]["mutual_selection_s"].items():
-            print(f"  mutual choice's flat top-(k*B) by {name:28s} {t*1e3:7.1f} ms")
+            print(f"  mutual choice's flat top-(k*B) by {name:28s} {t * 1e3:7.1f} ms")
     for part in ("synthetic", "smollm2"):
         if part not in report:
             continue
-        print(f"\n{part}: train {report[part]['train_tokens']:,} tokens, eval {report[part]['eval_tokens']:,}")
+        print(
+            f"\n{part}: train {report[part]['train_tokens']:,} tokens, eval {report[part]['eval_tokens']:,}"
+        )
         head = f"  {'':24s} {'FVU':>7s} {'FVU batch':>9s} {'L0':>6s} {'L0 p10/p50/p90':>16s} {'dead':>6s} {'under':>6s}"
         print(head + ("  CE rec" if part == "smollm2" else "  recov") + "  rho(L0,hard)")
         for name, r in report[part]["rows"].items():
             q = r["l0_quantiles"]
             extra = r.get("ce_loss_recovered", r.get("direction_recovery_0.9", float("nan")))
-            print(f"  {name:24s} {r['fvu']:7.4f} {r.get('batch_selection_fvu', float('nan')):9.4f} {r['l0_mean']:6.1f} "
-                  f"{q['0.1']:5.0f}/{q['0.5']:4.0f}/{q['0.9']:4.0f}  {r['dead_fraction']:6.3f} {r['underused_fraction']:6.3f}"
-                  f"  {extra:6.3f}  {r.get('l0_vs_topk_token_error_spearman', float('nan')):6.3f}")
+            print(
+                f"  {name:24s} {r['fvu']:7.4f} {r.get('batch_selection_fvu', float('nan')):9.4f} {r['l0_mean']:6.1f} "
+                f"{q['0.1']:5.0f}/{q['0.5']:4.0f}/{q['0.9']:4.0f}  {r['dead_fraction']:6.3f} {r['underused_fraction']:6.3f}"
+                f"  {extra:6.3f}  {r.get('l0_vs_topk_token_error_spearman', float('nan')):6.3f}"
+            )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     ap.add_argument("--parts", default="step,synthetic,smollm2")
     ap.add_argument("--synthetic-tokens", type=int, default=65536)
@@ -375,8 +535,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parts = set(args.parts.split(","))
     out = Path(args.out if not args.quick else args.out.replace(".json", "_quick.json"))
     t_start = time.perf_counter()
-    report: dict[str, Any] = {"provenance": provenance(), "torch": torch.__version__,
-                              "threads": torch.get_num_threads(), "quick": args.quick, "args": vars(args)}
+    report: dict[str, Any] = {
+        "provenance": provenance(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "quick": args.quick,
+        "args": vars(args),
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:  # after every part: a long run interrupted later keeps what it measured
@@ -386,11 +551,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "step" in parts:
         B, rounds = (1024, 2) if args.quick else (4096, 7)
         noise = [torch.randn(B, 576, generator=torch.Generator().manual_seed(0))]
-        real = lm["train_x"][torch.randperm(lm["train_x"].shape[0], generator=torch.Generator().manual_seed(0))]
+        real = lm["train_x"][
+            torch.randperm(lm["train_x"].shape[0], generator=torch.Generator().manual_seed(0))
+        ]
         real = list(real[: real.shape[0] // B * B].split(B))
         report["step"] = {
             "noise": step_cost(noise, 4608, 32, rounds, warmup=2, source="noise"),
-            "smollm2": step_cost(real, 4608, 32, rounds, warmup=2 if args.quick else 20, source="smollm2"),
+            "smollm2": step_cost(
+                real, 4608, 32, rounds, warmup=2 if args.quick else 20, source="smollm2"
+            ),
             "mutual_selection_s": mutual_selection_cost(B, 4608, 32, rounds),
             "target": "choice step <= 1.5x TopK step",
         }
@@ -409,7 +578,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report["figures"] = figures(report, out)
     out.write_text(json.dumps(report, indent=2))
     print_tables(report)
-    print(f"\nsaved {out} (+ {', '.join(Path(p).name for p in report['figures'])}) in {report['total_s']:.0f} s")
+    print(
+        f"\nsaved {out} (+ {', '.join(Path(p).name for p in report['figures'])}) in {report['total_s']:.0f} s"
+    )
     return report
 
 

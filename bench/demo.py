@@ -5,6 +5,7 @@ The README's demo figures are rendered from that file (bench/report.py).
 
     python bench/demo.py [--out-dir runs/demo-topk] [--train-tokens 400000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,13 +20,27 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from _provenance import provenance  # noqa: E402
 
-CONFIG_KEYS = ("model", "hook", "variant", "k", "d_sae", "train_tokens", "batch_tokens", "context_size", "source")
+CONFIG_KEYS = (
+    "model",
+    "hook",
+    "variant",
+    "k",
+    "d_sae",
+    "train_tokens",
+    "batch_tokens",
+    "context_size",
+    "source",
+)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--out-dir", default="runs/demo-topk")
-    ap.add_argument("--train-tokens", type=int, default=None, help="default: the demo's own default")
+    ap.add_argument(
+        "--train-tokens", type=int, default=None, help="default: the demo's own default"
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "demo.json"))
     args = ap.parse_args(argv)
     record = {"provenance": provenance()}
@@ -40,12 +55,18 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = json.loads((run_dir / "run_config.json").read_text())
     record["command"] = " ".join(["interp"] + cmd[3:])
     record["config"] = {k: cfg[k] for k in CONFIG_KEYS if k in cfg}
-    record["tokens_per_s"] = cfg["train_tokens"] / record["wall_s"]  # end to end, setup of the run included
-    record["train_tokens_per_s"] = metrics.get("train_tokens_per_s")  # the training loop alone (its log)
+    record["tokens_per_s"] = (
+        cfg["train_tokens"] / record["wall_s"]
+    )  # end to end, setup of the run included
+    record["train_tokens_per_s"] = metrics.get(
+        "train_tokens_per_s"
+    )  # the training loop alone (its log)
     record["metrics"] = metrics
     Path(args.out).write_text(json.dumps(record, indent=2))
-    print(f"demo: {record['wall_s']:.0f} s end to end, {record['tokens_per_s']:,.0f} tok/s "
-          f"(training loop {record['train_tokens_per_s'] or float('nan'):,.0f} tok/s); saved {args.out}")
+    print(
+        f"demo: {record['wall_s']:.0f} s end to end, {record['tokens_per_s']:,.0f} tok/s "
+        f"(training loop {record['train_tokens_per_s'] or float('nan'):,.0f} tok/s); saved {args.out}"
+    )
     return record
 
 

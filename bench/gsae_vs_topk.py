@@ -17,6 +17,7 @@ Prints a table, saves bench/results/gsae_vs_topk.json and a plotly figure gsae_v
 
     python bench/gsae_vs_topk.py [--tokens 49152] [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,9 @@ from saes.steering import mean_activation_norm, steer_latents, summarize
 from saes.train import TrainStep, default_lr
 
 
-def capture_speed(model, hook: str, windows: torch.Tensor, with_grads: bool, reps: int = 2) -> float:
+def capture_speed(
+    model, hook: str, windows: torch.Tensor, with_grads: bool, reps: int = 2
+) -> float:
     cap = ActivationCapture(model, [hook], with_grads=with_grads)
     cap(windows[:2])  # warm-up
     t0 = time.perf_counter()
@@ -47,36 +50,66 @@ def capture_speed(model, hook: str, windows: torch.Tensor, with_grads: bool, rep
     return n / (time.perf_counter() - t0)
 
 
-def cached(model, hook: str, folder: Path, split: str, tokens: int, context: int) -> ActivationCache:
+def cached(
+    model, hook: str, folder: Path, split: str, tokens: int, context: int
+) -> ActivationCache:
     """Activations + dL/dx for ``tokens`` tokens of ``split``, cached on disk (resumable)."""
     cap = ActivationCapture(model, [hook], with_grads=True)
-    writer = CacheWriter(folder, cap, {"model": "smollm2-135m", "source": "stdlib", "split": split, "seed": 0,
-                                       "context_size": context}, windows_per_shard=32)
-    windows = token_windows(model.tokenizer, source="stdlib", context_size=context, split=split, seed=0)
+    writer = CacheWriter(
+        folder,
+        cap,
+        {
+            "model": "smollm2-135m",
+            "source": "stdlib",
+            "split": split,
+            "seed": 0,
+            "context_size": context,
+        },
+        windows_per_shard=32,
+    )
+    windows = token_windows(
+        model.tokenizer, source="stdlib", context_size=context, split=split, seed=0
+    )
     writer.write(windows, batch_windows=8, max_windows=-(-tokens // (context - 1)), progress=True)
     return ActivationCache(folder)
 
 
 def load_all(cache: ActivationCache, hook: str) -> tuple[torch.Tensor, torch.Tensor]:
     parts = list(cache.batches([hook], with_grads=True))
-    return torch.cat([p.acts[hook] for p in parts]).clone(), torch.cat([p.grads[hook] for p in parts]).clone()
+    return torch.cat([p.acts[hook] for p in parts]).clone(), torch.cat(
+        [p.grads[hook] for p in parts]
+    ).clone()
 
 
-def train_sae(cfg: SAEConfig, x: torch.Tensor, g: torch.Tensor, batch: int, epochs: int, lr: float,
-              scale: float, median: torch.Tensor) -> tuple[SAE, float]:
+def train_sae(
+    cfg: SAEConfig,
+    x: torch.Tensor,
+    g: torch.Tensor,
+    batch: int,
+    epochs: int,
+    lr: float,
+    scale: float,
+    median: torch.Tensor,
+) -> tuple[SAE, float]:
     sae = SAE(cfg, seed=0)
     sae.cfg.input_scale = scale
     with torch.no_grad():
         sae.b_dec.copy_(median)
     n_steps = epochs * (x.shape[0] // batch)
-    step = TrainStep(sae, lr=lr, total_steps=n_steps, warmup_steps=max(1, n_steps // 20), decay_fraction=0.2,
-                     dead_tokens=max(batch, x.shape[0] // 2))
+    step = TrainStep(
+        sae,
+        lr=lr,
+        total_steps=n_steps,
+        warmup_steps=max(1, n_steps // 20),
+        decay_fraction=0.2,
+        dead_tokens=max(batch, x.shape[0] // 2),
+    )
     gen = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
     for _ in range(epochs):
         order = torch.randperm(x.shape[0], generator=gen)
         for i in range(x.shape[0] // batch):
-            idx = order[i * batch:(i + 1) * batch]
+            idx = order[i * batch : (i + 1) * batch]
             step(x[idx], g[idx] if sae.variant.needs_grads else None)
     return sae, n_steps * batch / (time.perf_counter() - t0)
 
@@ -96,15 +129,34 @@ def figure(rows: list[dict], path: Path) -> None:
     from plotly.subplots import make_subplots
 
     names = [r["name"] for r in rows]
-    fig = make_subplots(rows=1, cols=4, subplot_titles=("FVU (held-out)", "CE loss recovered", "KL to clean",
-                                                        "steering: target d logp / KL"))
+    fig = make_subplots(
+        rows=1,
+        cols=4,
+        subplot_titles=(
+            "FVU (held-out)",
+            "CE loss recovered",
+            "KL to clean",
+            "steering: target d logp / KL",
+        ),
+    )
     for mode, key in (("with dL/dx", ""), ("without", "nograd_")):
         for col, metric in enumerate(("fvu", "ce_loss_recovered", "kl_div"), start=1):
-            fig.add_bar(x=names, y=[r.get(key + metric, r[metric]) for r in rows], name=f"{metric} ({mode})",
-                        row=1, col=col, showlegend=False, marker_opacity=1.0 if key == "" else 0.5)
+            fig.add_bar(
+                x=names,
+                y=[r.get(key + metric, r[metric]) for r in rows],
+                name=f"{metric} ({mode})",
+                row=1,
+                col=col,
+                showlegend=False,
+                marker_opacity=1.0 if key == "" else 0.5,
+            )
     fig.add_bar(x=names, y=[r["steer_effect_per_kl"] for r in rows], row=1, col=4, showlegend=False)
-    fig.update_layout(title="g-SAE vs TopK on SmolLM2 (solid: with gradients; faded: gradient-free mode)",
-                      barmode="group", height=420, width=1400)
+    fig.update_layout(
+        title="g-SAE vs TopK on SmolLM2 (solid: with gradients; faded: gradient-free mode)",
+        barmode="group",
+        height=420,
+        width=1400,
+    )
     fig.write_html(path, include_plotlyjs="cdn")
 
 
@@ -127,7 +179,13 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.tokens, args.eval_tokens, args.ce_windows, args.epochs = 2048, 512, 2, 1
-        args.batch, args.d_sae, args.beta_c, args.steer_latents, args.steer_prompts = 256, 256, [1.0], 2, 2
+        args.batch, args.d_sae, args.beta_c, args.steer_latents, args.steer_prompts = (
+            256,
+            256,
+            [1.0],
+            2,
+            2,
+        )
         args.cache_dir, args.out = args.cache_dir + "-quick", "/tmp/gsae_vs_topk_quick.json"
     torch.manual_seed(0)
     context = 128
@@ -135,27 +193,51 @@ def main() -> None:
     model = load_model("smollm2-135m")
     t_start = time.perf_counter()
 
-    probe = torch.stack([w for _, w in zip(range(8), token_windows(model.tokenizer, context_size=context,
-                                                                   split="train", seed=1))])
-    cost = {"without_grads_tok_s": capture_speed(model, hook, probe, False),
-            "with_grads_tok_s": capture_speed(model, hook, probe, True)}
+    probe = torch.stack(
+        [
+            w
+            for _, w in zip(
+                range(8),
+                token_windows(model.tokenizer, context_size=context, split="train", seed=1),
+            )
+        ]
+    )
+    cost = {
+        "without_grads_tok_s": capture_speed(model, hook, probe, False),
+        "with_grads_tok_s": capture_speed(model, hook, probe, True),
+    }
     cost["slowdown"] = cost["without_grads_tok_s"] / cost["with_grads_tok_s"]
-    print(f"capture at {hook}: {cost['without_grads_tok_s']:,.0f} tok/s without grads, "
-          f"{cost['with_grads_tok_s']:,.0f} with dL/dx ({cost['slowdown']:.1f}x slower)")
+    print(
+        f"capture at {hook}: {cost['without_grads_tok_s']:,.0f} tok/s without grads, "
+        f"{cost['with_grads_tok_s']:,.0f} with dL/dx ({cost['slowdown']:.1f}x slower)"
+    )
 
     t0 = time.perf_counter()
-    x, g = load_all(cached(model, hook, Path(args.cache_dir) / "train", "train", args.tokens, context), hook)
-    ex, eg = load_all(cached(model, hook, Path(args.cache_dir) / "val", "validation", args.eval_tokens, context),
-                      hook)
+    x, g = load_all(
+        cached(model, hook, Path(args.cache_dir) / "train", "train", args.tokens, context), hook
+    )
+    ex, eg = load_all(
+        cached(model, hook, Path(args.cache_dir) / "val", "validation", args.eval_tokens, context),
+        hook,
+    )
     capture_s = time.perf_counter() - t0
-    ce_windows = torch.stack([w for _, w in zip(range(args.ce_windows), token_windows(
-        model.tokenizer, context_size=context, split="validation", seed=0))])
+    ce_windows = torch.stack(
+        [
+            w
+            for _, w in zip(
+                range(args.ce_windows),
+                token_windows(model.tokenizer, context_size=context, split="validation", seed=0),
+            )
+        ]
+    )
 
     sample = x[: min(len(x), 4096)].float()
     scale = (x.shape[-1] ** 0.5) / sample.norm(dim=-1).mean().item()
     median = geometric_median(sample * scale)
     lr = default_lr(args.d_sae)
-    base = dict(d_in=x.shape[1], d_sae=args.d_sae, k=args.k, hook_name=hook, model_name="smollm2-135m")
+    base = dict(
+        d_in=x.shape[1], d_sae=args.d_sae, k=args.k, hook_name=hook, model_name="smollm2-135m"
+    )
     # the typical gradient effect |d_i . g_s| of the latents a freshly initialised SAE selects
     probe_sae = SAE(SAEConfig(**base), seed=0)
     probe_sae.cfg.input_scale = scale
@@ -165,60 +247,113 @@ def main() -> None:
     median_effect = eff.median().item()
     print(f"median |d_i . g_s| over selected latents at init: {median_effect:.4g}")
 
-    steer_tokens = torch.stack([w for _, w in zip(range(args.steer_prompts), token_windows(
-        model.tokenizer, context_size=64, split="validation", seed=3))])
+    steer_tokens = torch.stack(
+        [
+            w
+            for _, w in zip(
+                range(args.steer_prompts),
+                token_windows(model.tokenizer, context_size=64, split="validation", seed=3),
+            )
+        ]
+    )
     unit = mean_activation_norm(model, hook, steer_tokens)
     alphas = [0.25 * unit, 0.5 * unit]
 
     runs = [("topk", SAEConfig(**base), None)]
-    runs += [(f"gsae c={c:g}", SAEConfig(**base, variant="gtopk", beta=c / median_effect), c) for c in args.beta_c]
+    runs += [
+        (f"gsae c={c:g}", SAEConfig(**base, variant="gtopk", beta=c / median_effect), c)
+        for c in args.beta_c
+    ]
     rows = []
     for name, cfg, c in runs:
         print(f"training {name} ...")
         sae, tok_s = train_sae(cfg, x, g, args.batch, args.epochs, lr, scale, median)
         sae.eval()
         grad_aware = sae.variant.needs_grads
-        row = {"name": name, "variant": cfg.variant, "beta": cfg.beta if grad_aware else None, "beta_c": c,
-               "train_tokens_per_s": tok_s}
+        row = {
+            "name": name,
+            "variant": cfg.variant,
+            "beta": cfg.beta if grad_aware else None,
+            "beta_c": c,
+            "train_tokens_per_s": tok_s,
+        }
         for prefix, use in (("", grad_aware), ("nograd_", False)):
             if prefix and not grad_aware:
                 continue
             m = reconstruction_metrics(sae, ex.split(1024), eg.split(1024) if use else None)
             m.update(spliced_metrics(sae, model, hook, ce_windows, use_grads=use))
-            for key in ("fvu", "l0_mean", "dead_fraction", "ce_clean", "ce_spliced", "ce_loss_recovered", "kl_div"):
+            for key in (
+                "fvu",
+                "l0_mean",
+                "dead_fraction",
+                "ce_clean",
+                "ce_spliced",
+                "ce_loss_recovered",
+                "kl_div",
+            ):
                 row[prefix + key] = m[key]
         latents = pick_latents(sae, ex, args.steer_latents)
         steer = steer_latents(model, sae, latents, alphas, steer_tokens, hook=hook)
         s = summarize(steer)
-        row.update({"steer_effect_per_alpha_unit": s["effect_per_alpha"] * unit,
-                    "steer_kl_per_alpha_unit": s["kl_per_alpha"] * unit, "steer_effect_per_kl": s["effect_per_kl"],
-                    "steer_latents": latents})
+        row.update(
+            {
+                "steer_effect_per_alpha_unit": s["effect_per_alpha"] * unit,
+                "steer_kl_per_alpha_unit": s["kl_per_alpha"] * unit,
+                "steer_effect_per_kl": s["effect_per_kl"],
+                "steer_latents": latents,
+            }
+        )
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "steer_latents"}, default=str))
 
     result = {
-        "bench": "gsae_vs_topk", "model": "smollm2-135m", "hook": hook, "train_tokens": int(x.shape[0]),
-        "epochs": args.epochs, "batch_tokens": args.batch, "d_sae": args.d_sae, "k": args.k, "lr": lr,
-        "eval_tokens": int(ex.shape[0]), "ce_windows": args.ce_windows, "context_size": context,
-        "median_grad_effect_at_init": median_effect, "capture_cost": cost, "capture_and_cache_s": capture_s,
-        "steering": {"alphas_in_units_of_mean_norm": [0.25, 0.5], "mean_norm": unit, "prompts": args.steer_prompts,
-                     "prompt_tokens": 64, "latents_per_sae": args.steer_latents},
-        "rows": rows, "wall_s": time.perf_counter() - t_start,
-        "machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__},
+        "bench": "gsae_vs_topk",
+        "model": "smollm2-135m",
+        "hook": hook,
+        "train_tokens": int(x.shape[0]),
+        "epochs": args.epochs,
+        "batch_tokens": args.batch,
+        "d_sae": args.d_sae,
+        "k": args.k,
+        "lr": lr,
+        "eval_tokens": int(ex.shape[0]),
+        "ce_windows": args.ce_windows,
+        "context_size": context,
+        "median_grad_effect_at_init": median_effect,
+        "capture_cost": cost,
+        "capture_and_cache_s": capture_s,
+        "steering": {
+            "alphas_in_units_of_mean_norm": [0.25, 0.5],
+            "mean_norm": unit,
+            "prompts": args.steer_prompts,
+            "prompt_tokens": 64,
+            "latents_per_sae": args.steer_latents,
+        },
+        "rows": rows,
+        "wall_s": time.perf_counter() - t_start,
+        "machine": {
+            "cpu_count": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+        },
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     figure(rows, out.with_suffix(".html"))
-    hdr = (f"{'sae':<12}{'FVU':>7}{'FVU-ng':>8}{'L0':>6}{'dead':>6}{'CErec':>7}{'CErec-ng':>9}{'KL':>7}{'KL-ng':>7}"
-           f"{'steer dlogp/KL':>15}{'tok/s':>8}")
+    hdr = (
+        f"{'sae':<12}{'FVU':>7}{'FVU-ng':>8}{'L0':>6}{'dead':>6}{'CErec':>7}{'CErec-ng':>9}{'KL':>7}{'KL-ng':>7}"
+        f"{'steer dlogp/KL':>15}{'tok/s':>8}"
+    )
     print(hdr)
     for r in rows:
-        print(f"{r['name']:<12}{r['fvu']:>7.3f}{r.get('nograd_fvu', r['fvu']):>8.3f}{r['l0_mean']:>6.1f}"
-              f"{r['dead_fraction']:>6.2f}{r['ce_loss_recovered']:>7.3f}"
-              f"{r.get('nograd_ce_loss_recovered', r['ce_loss_recovered']):>9.3f}{r['kl_div']:>7.3f}"
-              f"{r.get('nograd_kl_div', r['kl_div']):>7.3f}{r['steer_effect_per_kl']:>15.3f}"
-              f"{r['train_tokens_per_s']:>8,.0f}")
+        print(
+            f"{r['name']:<12}{r['fvu']:>7.3f}{r.get('nograd_fvu', r['fvu']):>8.3f}{r['l0_mean']:>6.1f}"
+            f"{r['dead_fraction']:>6.2f}{r['ce_loss_recovered']:>7.3f}"
+            f"{r.get('nograd_ce_loss_recovered', r['ce_loss_recovered']):>9.3f}{r['kl_div']:>7.3f}"
+            f"{r.get('nograd_kl_div', r['kl_div']):>7.3f}{r['steer_effect_per_kl']:>15.3f}"
+            f"{r['train_tokens_per_s']:>8,.0f}"
+        )
     print(f"saved {out} and {out.with_suffix('.html')} ({result['wall_s']:.0f} s)")
 
 

@@ -15,6 +15,7 @@ JSON that gains rows or keys only needs this script rerun. Each region ends with
 the commit the JSON records (its ``"provenance"`` key, see bench/_provenance.py) or, for an older
 file without one, the commit that last changed the file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,9 @@ README = ROOT / "README.md"
 RESULTS = ROOT / "bench" / "results"
 
 NM = "not measured"
-KEEP = "\x00keep the README's provenance line\x00"  # git history unavailable here (see _committed_at)
+KEEP = (
+    "\x00keep the README's provenance line\x00"  # git history unavailable here (see _committed_at)
+)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -41,7 +44,13 @@ KEEP = "\x00keep the README's provenance line\x00"  # git history unavailable he
 def get(d, *path, default=None):
     """d[path[0]][path[1]]..., or default where any step is missing."""
     for key in path:
-        if isinstance(d, dict) and key in d or isinstance(d, (list, tuple)) and isinstance(key, int) and -len(d) <= key < len(d):
+        if (
+            isinstance(d, dict)
+            and key in d
+            or isinstance(d, (list, tuple))
+            and isinstance(key, int)
+            and -len(d) <= key < len(d)
+        ):
             d = d[key]
         else:
             return default
@@ -106,8 +115,18 @@ def para(*sentences: str) -> str:
 
 
 def bullets(items: list[str]) -> str:
-    return "\n".join(textwrap.fill(i, width=100, initial_indent="- ", subsequent_indent="  ",
-                                   break_long_words=False, break_on_hyphens=False) for i in items if i)
+    return "\n".join(
+        textwrap.fill(
+            i,
+            width=100,
+            initial_indent="- ",
+            subsequent_indent="  ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        for i in items
+        if i
+    )
 
 
 def join_nonempty(*blocks: str) -> str:
@@ -119,8 +138,9 @@ def join_nonempty(*blocks: str) -> str:
 # ------------------------------------------------------------------------------------------------
 def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=30,
-                             check=False)
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=30, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -151,10 +171,13 @@ def _machine(d: dict) -> str:
     threads = m.get("torch_threads") or d.get("threads") or d.get("torch_threads")
     cores = m.get("cores") or d.get("cpu_count") or get(d, "machine", "cpu_count")
     cpu = m.get("cpu") or (d.get("cpu") if isinstance(d.get("cpu"), str) else None)
-    parts = [f"torch {torch_v}" if torch_v else "",
-             f"{threads} threads" if threads else "",
-             f"{cores} cores" if cores else "",
-             cpu or "", f"GPU {m['cuda']}" if m.get("cuda") else ""]
+    parts = [
+        f"torch {torch_v}" if torch_v else "",
+        f"{threads} threads" if threads else "",
+        f"{cores} cores" if cores else "",
+        cpu or "",
+        f"GPU {m['cuda']}" if m.get("cuda") else "",
+    ]
     return ", ".join(p for p in parts if p)
 
 
@@ -172,16 +195,22 @@ def provenance_line(d: dict, path: Path, command: str) -> str:
             files = ", ".join(f"`{f}`" for f in p.get("dirty_files") or [])
             dirty = f", with uncommitted changes{' to ' + files if files else ''}"
         cmd = p.get("command") or command
-        return para(f"Measured at commit {commit}{when}{dirty}: `{cmd}`{machine}; `bench/results/{path.name}`.")
+        return para(
+            f"Measured at commit {commit}{when}{dirty}: `{cmd}`{machine}; `bench/results/{path.name}`."
+        )
     at = _committed_at(path)
     if at is None:
         return KEEP
     if at == "uncommitted":
-        return para(f"Not committed yet and no provenance recorded: `{command}`{machine}; "
-                    f"`bench/results/{path.name}`.")
+        return para(
+            f"Not committed yet and no provenance recorded: `{command}`{machine}; "
+            f"`bench/results/{path.name}`."
+        )
     commit, date = at
-    return para(f"`bench/results/{path.name}` committed at {commit} ({date}); it records no commit of its "
-                f"own, so it was measured at or before that commit: `{command}`{machine}.")
+    return para(
+        f"`bench/results/{path.name}` committed at {commit} ({date}); it records no commit of its "
+        f"own, so it was measured at or before that commit: `{command}`{machine}."
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -190,22 +219,30 @@ def provenance_line(d: dict, path: Path, command: str) -> str:
 def render_activations(d: dict) -> str:
     r = d.get("results_tokens_per_s") or {}
     pairs = d.get("back_to_back_pairs") or {}
-    layers = sorted({int(m.group(1)) for k in r if (m := re.fullmatch(r"capture_L(\d+)_stop_at_layer", k))})
+    layers = sorted(
+        {int(m.group(1)) for k in r if (m := re.fullmatch(r"capture_L(\d+)_stop_at_layer", k))}
+    )
 
     def both(fmt_key: str) -> str:
         return " / ".join(num(r.get(fmt_key.format(L=L))) for L in layers) if layers else NM
 
     ls = " / ".join(str(L) for L in layers)
-    setup = para(f"SmolLM2, {num(d.get('batch'))} windows x {num(d.get('context'))} tokens per forward, "
-                 f"{num(d.get('windows'))} windows per implementation and round, {num(d.get('repeats'))} rounds. "
-                 f"Timing: {d.get('timing', NM)}.")
+    setup = para(
+        f"SmolLM2, {num(d.get('batch'))} windows x {num(d.get('context'))} tokens per forward, "
+        f"{num(d.get('windows'))} windows per implementation and round, {num(d.get('repeats'))} rounds. "
+        f"Timing: {d.get('timing', NM)}."
+    )
     rows = [
         ["transformers, full forward", num(r.get("hf_full_forward"))],
         [f"transformers truncated after layer {ls} (the floor)", both("hf_truncated_L{L}")],
-        [f"**interp capture at layer {ls}** (`stop_at_layer`, fast forward)",
-         "**" + both("capture_L{L}_stop_at_layer") + "**"],
-        [f"capture at layer {ls} with TransformerLens's own forward (`load_model(fast=False)`)",
-         both("capture_L{L}_stop_at_layer_tl_original")],
+        [
+            f"**interp capture at layer {ls}** (`stop_at_layer`, fast forward)",
+            "**" + both("capture_L{L}_stop_at_layer") + "**",
+        ],
+        [
+            f"capture at layer {ls} with TransformerLens's own forward (`load_model(fast=False)`)",
+            both("capture_L{L}_stop_at_layer_tl_original"),
+        ],
         [f"capture at layer {ls} without `stop_at_layer`", both("capture_L{L}_full_forward")],
         ["4 hooks (layers 3, 7, 11, 15) in one pass", num(r.get("capture_4_hooks"))],
     ]
@@ -215,14 +252,18 @@ def render_activations(d: dict) -> str:
     def verdict(key: str) -> str:
         return "met" if met.get(key) is True else "not met" if met.get(key) is False else NM
 
-    vs = ", ".join(f"{fix(r.get(f'capture_L{L}_vs_hf_truncated'), 2)} at L = {L} "
-                   f"(back-to-back pairs {fix(pairs.get(f'capture_L{L}_vs_hf_truncated'), 2)}, "
-                   f"{verdict(f'capture_L{L}_vs_hf_truncated')})" for L in layers)
+    vs = ", ".join(
+        f"{fix(r.get(f'capture_L{L}_vs_hf_truncated'), 2)} at L = {L} "
+        f"(back-to-back pairs {fix(pairs.get(f'capture_L{L}_vs_hf_truncated'), 2)}, "
+        f"{verdict(f'capture_L{L}_vs_hf_truncated')})"
+        for L in layers
+    )
     findings = para(
         f"Capture vs the truncated transformers forward: {vs}; target {targets.get('capture_vs_hf_truncated', NM)}.",
         f"4 hooks vs the deepest alone: {pct(r.get('capture_4_hooks_overhead_vs_deepest'), 1)} "
         f"(back-to-back pairs {pct(pairs.get('capture_4_hooks_overhead_vs_deepest'), 1)}); "
-        f"target {targets.get('4_hooks_overhead', NM)}: {verdict('capture_4_hooks_overhead')}.")
+        f"target {targets.get('4_hooks_overhead', NM)}: {verdict('capture_4_hooks_overhead')}.",
+    )
     return join_nonempty(setup, table(["what", "tokens/s"], rows), findings)
 
 
@@ -231,25 +272,39 @@ STEP_COLUMNS = [  # (label, candidate result keys, show % of bound)
     ("`TrainStep`, pure torch", ["ours_trainstep"], True),
     ("`TrainStep`, bf16 encoder", ["ours_trainstep_native_bf16", "ours_trainstep_bf16"], True),
 ]
-PEER_LABELS = {"saelens": "SAELens `SAETrainer` step", "sparsify": "sparsify `Trainer` step (its defaults: signum)",
-               "sparsify_adam": "sparsify, `optimizer=adam`"}
+PEER_LABELS = {
+    "saelens": "SAELens `SAETrainer` step",
+    "sparsify": "sparsify `Trainer` step (its defaults: signum)",
+    "sparsify_adam": "sparsify, `optimizer=adam`",
+}
 PEER_SHORT = {"saelens": "SAELens", "sparsify": "sparsify", "sparsify_adam": "sparsify (adam)"}
-STEP_TARGET = ("4608", 0.5)  # the project's target: 50% of the bound at d_sae 4,608 (default install)
+STEP_TARGET = (
+    "4608",
+    0.5,
+)  # the project's target: 50% of the bound at d_sae 4,608 (default install)
 
 
 def _peer_keys(sizes: dict) -> list[str]:
     # ours and the kernel-only step (not a trainer: its phases make the profile) are not peers
-    keys = {k for e in sizes.values() for k in (e.get("results") or {})
-            if not k.startswith(("ours", "kernel_only"))}
+    keys = {
+        k
+        for e in sizes.values()
+        for k in (e.get("results") or {})
+        if not k.startswith(("ours", "kernel_only"))
+    }
     keys.discard("saelens_sparse")  # an optional row whose backward fails (see bench/sae_step.py)
     order = list(PEER_LABELS)
     return sorted(keys, key=lambda k: (order.index(k) if k in order else len(order), k))
 
 
 def _step_cell(res: dict, keys: list[str], show_pct: bool, bold: bool = False) -> str:
-    r = next((res[k] for k in keys if isinstance(res.get(k), dict) and "skipped" not in res[k]), None)
+    r = next(
+        (res[k] for k in keys if isinstance(res.get(k), dict) and "skipped" not in res[k]), None
+    )
     if r is None:
-        skipped = next((res[k] for k in keys if isinstance(res.get(k), dict) and "skipped" in res[k]), None)
+        skipped = next(
+            (res[k] for k in keys if isinstance(res.get(k), dict) and "skipped" in res[k]), None
+        )
         return "skipped (see below)" if skipped else NM
     if "error" in r:
         return f"failed ({r['error'].split(':')[0]})"
@@ -262,28 +317,42 @@ def render_sae_step(d: dict) -> str:
     sizes = d.get("sizes") or {}
     order = sorted(sizes, key=lambda s: int(s) if str(s).isdigit() else 0)
     peers = _peer_keys(sizes)
-    runs = "; ".join(f"{num(int(s)) if str(s).isdigit() else s}: {num(get(sizes, s, 'steps'))} timed steps "
-                     f"after {num(get(sizes, s, 'warmup'))} warm-up ({get(sizes, s, 'schedule', default=NM)})"
-                     for s in order)
-    setup = para(f"d_in = {num(d.get('d_in'))}, k = {num(d.get('k'))}, batch {num(d.get('batch_tokens'))} tokens, "
-                 f"{d.get('dtype', NM)}. Per d_sae: {runs}.")
-    header = (["d_sae", "fp32 GEMM", "bound tok/s"] + [c[0] for c in STEP_COLUMNS]
-              + [PEER_LABELS.get(p, f"`{p}`") for p in peers])
+    runs = "; ".join(
+        f"{num(int(s)) if str(s).isdigit() else s}: {num(get(sizes, s, 'steps'))} timed steps "
+        f"after {num(get(sizes, s, 'warmup'))} warm-up ({get(sizes, s, 'schedule', default=NM)})"
+        for s in order
+    )
+    setup = para(
+        f"d_in = {num(d.get('d_in'))}, k = {num(d.get('k'))}, batch {num(d.get('batch_tokens'))} tokens, "
+        f"{d.get('dtype', NM)}. Per d_sae: {runs}."
+    )
+    header = (
+        ["d_sae", "fp32 GEMM", "bound tok/s"]
+        + [c[0] for c in STEP_COLUMNS]
+        + [PEER_LABELS.get(p, f"`{p}`") for p in peers]
+    )
     rows = []
     for s in order:
         e, res = sizes[s], sizes[s].get("results") or {}
         gemm = e.get("gemm_fp32_flops")
-        rows.append([num(int(s)) if str(s).isdigit() else s,
-                     f"{num(gemm / 1e9)} GFLOP/s" if isnum(gemm) else NM, num(e.get("bound_tokens_per_s"))]
-                    + [_step_cell(res, keys, p, bold=i == 0) for i, (_, keys, p) in enumerate(STEP_COLUMNS)]
-                    + [_step_cell(res, [p], False) for p in peers])
+        rows.append(
+            [
+                num(int(s)) if str(s).isdigit() else s,
+                f"{num(gemm / 1e9)} GFLOP/s" if isnum(gemm) else NM,
+                num(e.get("bound_tokens_per_s")),
+            ]
+            + [_step_cell(res, keys, p, bold=i == 0) for i, (_, keys, p) in enumerate(STEP_COLUMNS)]
+            + [_step_cell(res, [p], False) for p in peers]
+        )
     default = STEP_COLUMNS[0][1][0]
     vs = []
     for s in order:
         res = sizes[s].get("results") or {}
         mine = get(res, default, "tokens_per_s")
-        parts = [f"{times(ratio(mine, get(res, p, 'tokens_per_s')))} {PEER_SHORT.get(p, p)}"
-                 for p in peers]
+        parts = [
+            f"{times(ratio(mine, get(res, p, 'tokens_per_s')))} {PEER_SHORT.get(p, p)}"
+            for p in peers
+        ]
         if parts:
             vs.append(f"{', '.join(parts)} at {num(int(s)) if str(s).isdigit() else s}")
     size, target = STEP_TARGET
@@ -293,15 +362,27 @@ def render_sae_step(d: dict) -> str:
         f = get(res, key, "fraction_of_bound")
         return f"{pct(f)} ({'met' if f >= target else 'not met'})" if isnum(f) else NM
 
-    skipped = sorted({r["skipped"] for e in sizes.values() for r in (e.get("results") or {}).values()
-                      if isinstance(r, dict) and "skipped" in r})
-    notes = {r["note"] for e in sizes.values() for k, r in (e.get("results") or {}).items()
-             if isinstance(r, dict) and "note" in r and k.startswith("ours")}
+    skipped = sorted(
+        {
+            r["skipped"]
+            for e in sizes.values()
+            for r in (e.get("results") or {}).values()
+            if isinstance(r, dict) and "skipped" in r
+        }
+    )
+    notes = {
+        r["note"]
+        for e in sizes.values()
+        for k, r in (e.get("results") or {}).items()
+        if isinstance(r, dict) and "note" in r and k.startswith("ours")
+    }
     findings = para(
         f"Tokens/s of the default `TrainStep` over each peer's: {'; '.join(vs)}." if vs else "",
-        *(f"Skipped: {x}." for x in skipped[:1]), *(f"bf16 row: {x}." for x in sorted(notes)),
+        *(f"Skipped: {x}." for x in skipped[:1]),
+        *(f"bf16 row: {x}." for x in sorted(notes)),
         f"Target {pct(target)} of the bound at d_sae {num(int(size))}: the default install "
-        f"{against_target('ours_trainstep_native')}, the pure-torch fallback {against_target('ours_trainstep')}.")
+        f"{against_target('ours_trainstep_native')}, the pure-torch fallback {against_target('ours_trainstep')}.",
+    )
     return join_nonempty(setup, table(header, rows), findings, _step_profile(sizes, order))
 
 
@@ -318,12 +399,16 @@ def _step_profile(sizes: dict, order: list[str]) -> str:
                 continue
             step = get(sizes, s, "results", impl, "median_s")
             tail = f" (the timed step's median: {ms(step)})" if isnum(step) else ""
-            lines.append(f"`{impl}` at d_sae {num(int(s)) if str(s).isdigit() else s}: "
-                         + ", ".join(f"{k} {ms(v)}" for k, v in secs.items())
-                         + f"; sum {ms(sum(secs.values()))}{tail}.")
+            lines.append(
+                f"`{impl}` at d_sae {num(int(s)) if str(s).isdigit() else s}: "
+                + ", ".join(f"{k} {ms(v)}" for k, v in secs.items())
+                + f"; sum {ms(sum(secs.values()))}{tail}."
+            )
     if not lines:
-        return para("Per-phase breakdown: not measured (no `profile` in the JSON; `python bench/sae_step.py "
-                    "--profile` records one).")
+        return para(
+            "Per-phase breakdown: not measured (no `profile` in the JSON; `python bench/sae_step.py "
+            "--profile` records one)."
+        )
     return "Per-phase medians:\n\n" + bullets(lines)
 
 
@@ -331,21 +416,43 @@ def render_train_e2e(d: dict) -> str:
     rows = []
     for r in d.get("runs") or []:
         ba = r.get("capture_tokens_per_s_before_after") or []
-        rows.append([str(r.get("device", NM)), num(r.get("layer")), num(r.get("d_sae")), num(r.get("tokens")),
-                     f"{num(r.get('capture_tokens_per_s'))} ({' / '.join(num(x) for x in ba) or NM})",
-                     f"**{num(r.get('train_tokens_per_s'))}**",
-                     f"**{pct(r.get('train_over_capture'), 1)}** ({r.get('target', NM)})",
-                     (f"{num(r.get('train_tokens_per_s_incl_init'))} "
-                      f"({pct(ratio(r.get('train_tokens_per_s_incl_init'), r.get('capture_tokens_per_s')))})")])
+        rows.append(
+            [
+                str(r.get("device", NM)),
+                num(r.get("layer")),
+                num(r.get("d_sae")),
+                num(r.get("tokens")),
+                f"{num(r.get('capture_tokens_per_s'))} ({' / '.join(num(x) for x in ba) or NM})",
+                f"**{num(r.get('train_tokens_per_s'))}**",
+                f"**{pct(r.get('train_over_capture'), 1)}** ({r.get('target', NM)})",
+                (
+                    f"{num(r.get('train_tokens_per_s_incl_init'))} "
+                    f"({pct(ratio(r.get('train_tokens_per_s_incl_init'), r.get('capture_tokens_per_s')))})"
+                ),
+            ]
+        )
     if not rows:
         rows = [[NM] * 8]
-    header = ["device", "layer", "d_sae", "tokens", "capture alone, tok/s (mean of before / after)",
-              "training, tok/s", "training / capture (target)", "training incl. initial statistics, tok/s (/ capture)"]
+    header = [
+        "device",
+        "layer",
+        "d_sae",
+        "tokens",
+        "capture alone, tok/s (mean of before / after)",
+        "training, tok/s",
+        "training / capture (target)",
+        "training incl. initial statistics, tok/s (/ capture)",
+    ]
     gpu = d.get("gpu")
     has_gpu_row = any(str(r.get("device", "")).startswith("cuda") for r in d.get("runs") or [])
-    note = "" if has_gpu_row else para(
-        f"GPU: {'none on the measuring machine' if gpu is None else gpu}; no GPU run recorded "
-        "(the script adds one when CUDA is present).")
+    note = (
+        ""
+        if has_gpu_row
+        else para(
+            f"GPU: {'none on the measuring machine' if gpu is None else gpu}; no GPU run recorded "
+            "(the script adds one when CUDA is present)."
+        )
+    )
     return join_nonempty(table(header, rows), note)
 
 
@@ -356,6 +463,7 @@ QUALITY_ROWS = {  # the rows bench/sae_quality.py writes, in table order, with t
     "sparsify_defaults": "sparsify, its defaults",
     "sparsify_matched": "sparsify, matched to ours",
 }
+
 
 def _setting(v) -> str:
     if isinstance(v, bool) or isinstance(v, str):
@@ -371,13 +479,15 @@ def _lr_path(r: dict) -> str:
 def render_sae_quality(d: dict) -> str:
     res = d.get("results") or {}
     same = "; ".join(map(str, d.get("same_for_every_row") or []))
-    setup = para(f"SmolLM2 `{d.get('hook', NM)}`, {num(d.get('train_tokens'))} stdlib training tokens "
-                 f"({num(d.get('steps'))} steps of {num(d.get('batch'))}), k = {num(d.get('k'))}, d_sae = "
-                 f"{num(d.get('d_sae'))}; FVU on {num(d.get('eval_tokens'))} held-out tokens (validation files). "
-                 + (f"The same for every row: {same}." if same else "")
-                 + " Each peer runs twice: with its own defaults, and with its own options set to ours where "
-                   "it has them (what had to be applied outside the library, and what still differs, is "
-                   "listed under the table).")
+    setup = para(
+        f"SmolLM2 `{d.get('hook', NM)}`, {num(d.get('train_tokens'))} stdlib training tokens "
+        f"({num(d.get('steps'))} steps of {num(d.get('batch'))}), k = {num(d.get('k'))}, d_sae = "
+        f"{num(d.get('d_sae'))}; FVU on {num(d.get('eval_tokens'))} held-out tokens (validation files). "
+        + (f"The same for every row: {same}." if same else "")
+        + " Each peer runs twice: with its own defaults, and with its own options set to ours where "
+        "it has them (what had to be applied outside the library, and what still differs, is "
+        "listed under the table)."
+    )
     keys = list(QUALITY_ROWS) + [k for k in res if k not in QUALITY_ROWS]
     rows, notes = [], []
     for key in keys:
@@ -387,17 +497,33 @@ def render_sae_quality(d: dict) -> str:
             rows.append([label, NM, "-", "-", "-", "-", "-"])
             continue
         fvu = fix(r.get("fvu"))
-        rows.append([label, f"**{fvu}**" if key == "ours" else fvu, num(r.get("l0_mean"), 1),
-                     pct(r.get("dead_fraction"), 1), fix(r.get("cosine_mean")), _lr_path(r),
-                     num(r.get("train_tokens_per_s"))])
+        rows.append(
+            [
+                label,
+                f"**{fvu}**" if key == "ours" else fvu,
+                num(r.get("l0_mean"), 1),
+                pct(r.get("dead_fraction"), 1),
+                fix(r.get("cosine_mean")),
+                _lr_path(r),
+                num(r.get("train_tokens_per_s")),
+            ]
+        )
         settings = r.get("settings") if isinstance(r.get("settings"), dict) else {}
         if key == "ours":
-            shown = {k: v for k, v in settings.items() if isinstance(v, (int, float, str)) and k != "trainer"}
-            notes.append(f"{label}: " + "; ".join(f"{k} {_setting(v)}" for k, v in shown.items()) + ".")
+            shown = {
+                k: v
+                for k, v in settings.items()
+                if isinstance(v, (int, float, str)) and k != "trainer"
+            }
+            notes.append(
+                f"{label}: " + "; ".join(f"{k} {_setting(v)}" for k, v in shown.items()) + "."
+            )
             continue
         text = []
         if r.get("applied_outside_library"):
-            text.append("applied outside the library: " + "; ".join(map(str, r["applied_outside_library"])))
+            text.append(
+                "applied outside the library: " + "; ".join(map(str, r["applied_outside_library"]))
+            )
         diffs = r.get("differences_vs_ours")
         if diffs:
             text.append("differences from ours that remain: " + "; ".join(map(str, diffs)))
@@ -405,12 +531,25 @@ def render_sae_quality(d: dict) -> str:
             text.append("no differences from ours recorded")
         if text:
             notes.append(f"{label}: " + ". ".join(text) + ".")
-    header = ["", "held-out FVU", "L0", "dead", "cosine", "lr at the first / middle / last step", "training tok/s"]
-    best = min(((r.get("fvu"), k) for k, r in res.items() if isinstance(r, dict) and isnum(r.get("fvu"))), default=None)
+    header = [
+        "",
+        "held-out FVU",
+        "L0",
+        "dead",
+        "cosine",
+        "lr at the first / middle / last step",
+        "training tok/s",
+    ]
+    best = min(
+        ((r.get("fvu"), k) for k, r in res.items() if isinstance(r, dict) and isnum(r.get("fvu"))),
+        default=None,
+    )
     finding = ""
     if best and best[1] != "ours" and isnum(get(res, "ours", "fvu")):
-        finding = para(f"Best held-out FVU: {QUALITY_ROWS.get(best[1], best[1])} ({fix(best[0])}), against ours "
-                       f"{fix(get(res, 'ours', 'fvu'))}.")
+        finding = para(
+            f"Best held-out FVU: {QUALITY_ROWS.get(best[1], best[1])} ({fix(best[0])}), against ours "
+            f"{fix(get(res, 'ours', 'fvu'))}."
+        )
     return join_nonempty(setup, table(header, rows), finding, bullets(notes))
 
 
@@ -418,22 +557,43 @@ def render_demo(d: dict | None) -> str:
     """From bench/results/demo.json: wall_s, tokens_per_s, config (variant, k, d_sae, hook,
     train_tokens) and metrics (the run's metrics.json); keys may also sit at the top level."""
     if d is None:
-        return para("Wall time, throughput and held-out metrics: not recorded (no `bench/results/demo.json`; the "
-                    "`python bench/demo.py` records it).")
+        return para(
+            "Wall time, throughput and held-out metrics: not recorded (no `bench/results/demo.json`; the "
+            "`python bench/demo.py` records it)."
+        )
     m = d.get("metrics") if isinstance(d.get("metrics"), dict) else d
     cfg = d.get("config") if isinstance(d.get("config"), dict) else d
     wall = d.get("wall_s")
     wall_s = f"{int(wall // 60)} min {wall % 60:.0f} s" if isnum(wall) else NM
-    what = ", ".join(x for x in [
-        str(cfg["variant"]) if "variant" in cfg else "", f"k = {num(cfg['k'])}" if "k" in cfg else "",
-        f"d_sae = {num(cfg['d_sae'])}" if "d_sae" in cfg else "", f"on `{cfg['hook']}`" if "hook" in cfg else "",
-        f"{num(cfg['train_tokens'])} training tokens" if "train_tokens" in cfg else ""] if x)
-    loop = f"; the training loop alone {num(d['train_tokens_per_s'])} tokens/s" if isnum(d.get("train_tokens_per_s")) else ""
-    run = (f"{what}: " if what else "") + f"{wall_s} end to end ({num(d.get('tokens_per_s'))} tokens/s{loop})."
-    shown = [("FVU", "fvu", fix), ("cosine", "cosine_mean", fix), ("dead", "dead_fraction", lambda v: pct(v, 1)),
-             ("spliced CE", "ce_spliced", lambda v: fix(v, 2)), ("clean CE", "ce_clean", lambda v: fix(v, 2)),
-             ("zero-ablated CE", "ce_zero_ablated", lambda v: fix(v, 2)),
-             ("CE loss recovered", "ce_loss_recovered", lambda v: pct(v, 1)), ("KL", "kl_div", lambda v: fix(v, 2))]
+    what = ", ".join(
+        x
+        for x in [
+            str(cfg["variant"]) if "variant" in cfg else "",
+            f"k = {num(cfg['k'])}" if "k" in cfg else "",
+            f"d_sae = {num(cfg['d_sae'])}" if "d_sae" in cfg else "",
+            f"on `{cfg['hook']}`" if "hook" in cfg else "",
+            f"{num(cfg['train_tokens'])} training tokens" if "train_tokens" in cfg else "",
+        ]
+        if x
+    )
+    loop = (
+        f"; the training loop alone {num(d['train_tokens_per_s'])} tokens/s"
+        if isnum(d.get("train_tokens_per_s"))
+        else ""
+    )
+    run = (
+        f"{what}: " if what else ""
+    ) + f"{wall_s} end to end ({num(d.get('tokens_per_s'))} tokens/s{loop})."
+    shown = [
+        ("FVU", "fvu", fix),
+        ("cosine", "cosine_mean", fix),
+        ("dead", "dead_fraction", lambda v: pct(v, 1)),
+        ("spliced CE", "ce_spliced", lambda v: fix(v, 2)),
+        ("clean CE", "ce_clean", lambda v: fix(v, 2)),
+        ("zero-ablated CE", "ce_zero_ablated", lambda v: fix(v, 2)),
+        ("CE loss recovered", "ce_loss_recovered", lambda v: pct(v, 1)),
+        ("KL", "kl_div", lambda v: fix(v, 2)),
+    ]
     held = ", ".join(f"{label} {fmt(m.get(key))}" for label, key, fmt in shown)
     return para(run, f"Held-out: {held}.")
 
@@ -454,45 +614,91 @@ def render_gsae_vs_topk(d: dict) -> str:
         f"k {num(d.get('k'))}, lr {sci(d.get('lr'))}, the same batches in the same order for every SAE; held out: "
         f"{num(d.get('eval_tokens'))} tokens for reconstruction, {num(d.get('ce_windows'))} windows of "
         f"{num(d.get('context_size'))} for CE/KL. beta = c / median|d_i . g_s| (the median at initialisation is "
-        f"{fix(d.get('median_grad_effect_at_init'), 3)}). \"ng\": the g-SAE's gradient-free mode (plain TopK on its "
+        f'{fix(d.get("median_grad_effect_at_init"), 3)}). "ng": the g-SAE\'s gradient-free mode (plain TopK on its '
         f"weights). Steering: {num(st.get('latents_per_sae'))} random live latents per SAE, {num(st.get('prompts'))} "
-        f"prompts of {num(st.get('prompt_tokens'))} tokens, alpha = {alphas} mean norms.")
-    header = ["SAE", "FVU", "FVU ng", "L0", "dead", "CE rec.", "CE rec. ng", "KL", "KL ng",
-              "steer d logp / KL", "train tok/s"]
+        f"prompts of {num(st.get('prompt_tokens'))} tokens, alpha = {alphas} mean norms."
+    )
+    header = [
+        "SAE",
+        "FVU",
+        "FVU ng",
+        "L0",
+        "dead",
+        "CE rec.",
+        "CE rec. ng",
+        "KL",
+        "KL ng",
+        "steer d logp / KL",
+        "train tok/s",
+    ]
 
     def ng(r, key, fmt):
         return fmt(r.get("nograd_" + key)) if r.get("variant") != "topk" else "-"
 
-    body = [[_gsae_label(r), fix(r.get("fvu")), ng(r, "fvu", fix), num(r.get("l0_mean")),
-             pct(r.get("dead_fraction"), 1), fix(r.get("ce_loss_recovered")), ng(r, "ce_loss_recovered", fix),
-             fix(r.get("kl_div")), ng(r, "kl_div", fix), fix(r.get("steer_effect_per_kl"), 2),
-             num(r.get("train_tokens_per_s"))] for r in rows]
+    body = [
+        [
+            _gsae_label(r),
+            fix(r.get("fvu")),
+            ng(r, "fvu", fix),
+            num(r.get("l0_mean")),
+            pct(r.get("dead_fraction"), 1),
+            fix(r.get("ce_loss_recovered")),
+            ng(r, "ce_loss_recovered", fix),
+            fix(r.get("kl_div")),
+            ng(r, "kl_div", fix),
+            fix(r.get("steer_effect_per_kl"), 2),
+            num(r.get("train_tokens_per_s")),
+        ]
+        for r in rows
+    ]
     topk = next((r for r in rows if r.get("variant") == "topk"), None)
     gs = [r for r in rows if r.get("variant") == "gtopk"]
     found = []
     if topk and gs:
         fvu_worse = all(isnum(r.get("fvu")) and r["fvu"] > topk.get("fvu", math.inf) for r in gs)
-        found.append(f"FVU at equal L0: TopK {fix(topk.get('fvu'))}, g-SAEs {span([r.get('fvu') for r in gs], fix)} "
-                     f"with gradients at inference and {span([r.get('nograd_fvu') for r in gs], fix)} without "
-                     f"({'every g-SAE is higher' if fvu_worse else 'not every g-SAE is higher'}).")
-        better = [r for r in gs if isnum(r.get("nograd_ce_loss_recovered"))
-                  and r["nograd_ce_loss_recovered"] > topk.get("ce_loss_recovered", math.inf)]
-        found.append("In the gradient-free mode, CE loss recovered above TopK's "
-                     f"{fix(topk.get('ce_loss_recovered'))}: "
-                     + (", ".join(f"{_gsae_label(r)} {fix(r['nograd_ce_loss_recovered'])} (KL "
-                                  f"{fix(r.get('nograd_kl_div'))} vs {fix(topk.get('kl_div'))})" for r in better)
-                        if better else "none")
-                     + "; one run, no spread across seeds measured.")
-        slow = span([ratio(topk.get("train_tokens_per_s"), r.get("train_tokens_per_s")) for r in gs], times)
+        found.append(
+            f"FVU at equal L0: TopK {fix(topk.get('fvu'))}, g-SAEs {span([r.get('fvu') for r in gs], fix)} "
+            f"with gradients at inference and {span([r.get('nograd_fvu') for r in gs], fix)} without "
+            f"({'every g-SAE is higher' if fvu_worse else 'not every g-SAE is higher'})."
+        )
+        better = [
+            r
+            for r in gs
+            if isnum(r.get("nograd_ce_loss_recovered"))
+            and r["nograd_ce_loss_recovered"] > topk.get("ce_loss_recovered", math.inf)
+        ]
+        found.append(
+            "In the gradient-free mode, CE loss recovered above TopK's "
+            f"{fix(topk.get('ce_loss_recovered'))}: "
+            + (
+                ", ".join(
+                    f"{_gsae_label(r)} {fix(r['nograd_ce_loss_recovered'])} (KL "
+                    f"{fix(r.get('nograd_kl_div'))} vs {fix(topk.get('kl_div'))})"
+                    for r in better
+                )
+                if better
+                else "none"
+            )
+            + "; one run, no spread across seeds measured."
+        )
+        slow = span(
+            [ratio(topk.get("train_tokens_per_s"), r.get("train_tokens_per_s")) for r in gs], times
+        )
         found.append(f"A g-SAE trains {slow} slower than TopK here (tokens/s).")
-    found.append(f"Steering d logp / KL comes from {num(st.get('latents_per_sae'))} latents per SAE in one run "
-                 "(no per-latent spread recorded).")
-    found.append(f"Capture cost of the gradients: {num(cc.get('without_grads_tok_s'))} tok/s without dL/dx "
-                 f"(`stop_at_layer`) vs {num(cc.get('with_grads_tok_s'))} tok/s with it "
-                 f"({times(cc.get('slowdown'))} slower: the full forward, the unembedding and cross-entropy, and "
-                 "the backward down to the hook).")
-    found.append(f"The benchmark took {num(d.get('wall_s'))} s, of which {num(d.get('capture_and_cache_s'), 1)} s "
-                 "capture and cache (reused from an activation cache when it exists).")
+    found.append(
+        f"Steering d logp / KL comes from {num(st.get('latents_per_sae'))} latents per SAE in one run "
+        "(no per-latent spread recorded)."
+    )
+    found.append(
+        f"Capture cost of the gradients: {num(cc.get('without_grads_tok_s'))} tok/s without dL/dx "
+        f"(`stop_at_layer`) vs {num(cc.get('with_grads_tok_s'))} tok/s with it "
+        f"({times(cc.get('slowdown'))} slower: the full forward, the unembedding and cross-entropy, and "
+        "the backward down to the hook)."
+    )
+    found.append(
+        f"The benchmark took {num(d.get('wall_s'))} s, of which {num(d.get('capture_and_cache_s'), 1)} s "
+        "capture and cache (reused from an activation cache when it exists)."
+    )
     return join_nonempty(setup, table(header, body), para(*found))
 
 
@@ -511,29 +717,67 @@ def render_attention_sae(d: dict) -> str:
         f"(batches of {num(c.get('batch_tokens'))}); held-out FVU / L0 / dead on {num(c.get('eval_tokens'))} "
         f"validation tokens, spliced CE on {num(c.get('ce_windows'))} windows; head roles on "
         f"{num(c.get('role_windows'))} validation windows; the induction search on {num(c.get('n_sequences'))} "
-        f"repeated random sequences ({num(c.get('seq_len'))} tokens, repeated once).")
-    header = ["layer", "FVU", "L0", "dead", "CE recovered", "KL", "effective heads per feature: weights / DFA",
-              "polysemantic heads (DFA roles)", "induction features (short / long prefix)",
-              "heads behind them (features)"]
+        f"repeated random sequences ({num(c.get('seq_len'))} tokens, repeated once)."
+    )
+    header = [
+        "layer",
+        "FVU",
+        "L0",
+        "dead",
+        "CE recovered",
+        "KL",
+        "effective heads per feature: weights / DFA",
+        "polysemantic heads (DFA roles)",
+        "induction features (short / long prefix)",
+        "heads behind them (features)",
+    ]
     rows, notes = [], []
     for L in layers:
-        m, ind, poly = L.get("metrics") or {}, L.get("induction") or {}, L.get("polysemantic_dfa") or {}
+        m, ind, poly = (
+            L.get("metrics") or {},
+            L.get("induction") or {},
+            L.get("polysemantic_dfa") or {},
+        )
         per_head = poly.get("per_head") or []
         n_ind = ind.get("n_induction_features")
-        ind_cell = (f"{num(n_ind)} ({num(ind.get('n_short_prefix'))} / {num(ind.get('n_long_prefix'))}) of "
-                    f"{num(ind.get('n_candidates'))} candidates" if n_ind else
-                    f"0 of {num(ind.get('n_candidates'))} candidates" if n_ind == 0 else NM)
-        rows.append([num(L.get("layer")), fix(m.get("fvu")), num(m.get("l0_mean")), pct(m.get("dead_fraction"), 1),
-                     pct(m.get("ce_loss_recovered"), 1), fix(m.get("kl_div")),
-                     (f"{fix(get(L, 'head_attribution', 'mean_effective_heads'), 2)} / "
-                      f"{fix(get(L, 'head_attribution_dfa', 'mean_effective_heads'), 2)}"),
-                     f"{pct(poly.get('fraction'))} ({sum(map(bool, per_head))}/{len(per_head)})" if per_head else NM,
-                     ind_cell, _heads(ind.get("features_per_head"))])
+        ind_cell = (
+            f"{num(n_ind)} ({num(ind.get('n_short_prefix'))} / {num(ind.get('n_long_prefix'))}) of "
+            f"{num(ind.get('n_candidates'))} candidates"
+            if n_ind
+            else f"0 of {num(ind.get('n_candidates'))} candidates"
+            if n_ind == 0
+            else NM
+        )
+        rows.append(
+            [
+                num(L.get("layer")),
+                fix(m.get("fvu")),
+                num(m.get("l0_mean")),
+                pct(m.get("dead_fraction"), 1),
+                pct(m.get("ce_loss_recovered"), 1),
+                fix(m.get("kl_div")),
+                (
+                    f"{fix(get(L, 'head_attribution', 'mean_effective_heads'), 2)} / "
+                    f"{fix(get(L, 'head_attribution_dfa', 'mean_effective_heads'), 2)}"
+                ),
+                f"{pct(poly.get('fraction'))} ({sum(map(bool, per_head))}/{len(per_head)})"
+                if per_head
+                else NM,
+                ind_cell,
+                _heads(ind.get("features_per_head")),
+            ]
+        )
         notes.append(_attention_layer_note(L))
-    secs = "; ".join(f"layer {L.get('layer')}: " + ", ".join(f"{k.replace('_', ' ')} {num(v)} s"
-                                                             for k, v in (L.get("seconds") or {}).items())
-                     for L in layers)
-    notes.append(f"Time: {num(d.get('wall_s'))} s for training, evaluation and analyses of all layers ({secs}).")
+    secs = "; ".join(
+        f"layer {L.get('layer')}: "
+        + ", ".join(
+            f"{k.replace('_', ' ')} {num(v)} s" for k, v in (L.get("seconds") or {}).items()
+        )
+        for L in layers
+    )
+    notes.append(
+        f"Time: {num(d.get('wall_s'))} s for training, evaluation and analyses of all layers ({secs})."
+    )
     return join_nonempty(setup, table(header, rows), bullets(notes))
 
 
@@ -545,23 +789,38 @@ def _attention_layer_note(L: dict) -> str:
     parts = []
     if score and behind:
         others = [s for h, s in enumerate(score) if h not in behind]
-        parts.append("induction score of the heads behind its induction features: "
-                     + ", ".join(f"H{h} {fix(score[h], 2)}" for h in behind if h < len(score))
-                     + (f" (every other head <= {fix(max(others), 2)})" if others else ""))
+        parts.append(
+            "induction score of the heads behind its induction features: "
+            + ", ".join(f"H{h} {fix(score[h], 2)}" for h in behind if h < len(score))
+            + (f" (every other head <= {fix(max(others), 2)})" if others else "")
+        )
     elif score:
-        parts.append(f"no induction features; the highest head induction score is {fix(max(score), 2)}")
+        parts.append(
+            f"no induction features; the highest head induction score is {fix(max(score), 2)}"
+        )
     kind = ind.get("head_kind") or []
     if behind and kind:
-        parts.append("by their attention: " + ", ".join(f"H{h} {get(kind, h) or 'undetermined'}" for h in behind))
+        parts.append(
+            "by their attention: "
+            + ", ".join(f"H{h} {get(kind, h) or 'undetermined'}" for h in behind)
+        )
     att = ind.get("head_attention_by_prefix") or {}
     if behind and "1" in att and "8" in att:
-        parts.append("their attention to the source with a 1-token / 8-token matching prefix: "
-                     + ", ".join(f"H{h} {fix(get(att, '1', h), 2)} / {fix(get(att, '8', h), 2)}" for h in behind))
+        parts.append(
+            "their attention to the source with a 1-token / 8-token matching prefix: "
+            + ", ".join(
+                f"H{h} {fix(get(att, '1', h), 2)} / {fix(get(att, '8', h), 2)}" for h in behind
+            )
+        )
     kinds = ind.get("kinds_per_head") or []
     if behind and kinds:
-        parts.append("long / short-prefix features per head: "
-                     + ", ".join(f"H{h} {num(get(kinds, h, 'long-prefix'))} / {num(get(kinds, h, 'short-prefix'))}"
-                                 for h in behind))
+        parts.append(
+            "long / short-prefix features per head: "
+            + ", ".join(
+                f"H{h} {num(get(kinds, h, 'long-prefix'))} / {num(get(kinds, h, 'short-prefix'))}"
+                for h in behind
+            )
+        )
     roles = poly.get("roles_per_head") or []
     if roles:
         top = []
@@ -570,16 +829,26 @@ def _attention_layer_note(L: dict) -> str:
                 n = max(rc.values())
                 role = " / ".join(sorted(r for r, c in rc.items() if c == n))  # ties: all of them
                 top.append(f"H{h} {role} {n}/{sum(rc.values())}")
-        parts.append("most common DFA role among each head's top features: " + (", ".join(top) or "none"))
+        parts.append(
+            "most common DFA role among each head's top features: " + (", ".join(top) or "none")
+        )
     ha = L.get("head_attribution") or {}
     share = ha.get("mean_max_share")
     if isinstance(share, list) and share:
-        parts.append(f"weight-based attribution: mean max head share per head {span(share, lambda v: fix(v, 2))}, "
-                     f"effective heads {fix(ha.get('mean_effective_heads'), 2)} of {len(share)}")
+        parts.append(
+            f"weight-based attribution: mean max head share per head {span(share, lambda v: fix(v, 2))}, "
+            f"effective heads {fix(ha.get('mean_effective_heads'), 2)} of {len(share)}"
+        )
     return f"Layer {L.get('layer')}: " + "; ".join(parts) + "."
 
 
-CHOICE_ORDER = ["topk", "mutual_choice", "feature_choice_zipf", "feature_choice_uniform", "mutual_choice_no_aux"]
+CHOICE_ORDER = [
+    "topk",
+    "mutual_choice",
+    "feature_choice_zipf",
+    "feature_choice_uniform",
+    "mutual_choice_no_aux",
+]
 
 
 def _step_sets(step: dict) -> list[tuple[str, dict]]:
@@ -604,99 +873,204 @@ def _choice_rows(rows: dict, lm: bool) -> list[list[str]]:
             continue
         q = r.get("l0_quantiles") or {}
         last = fix(r.get("ce_loss_recovered")) if lm else fix(r.get("direction_recovery_0.9"))
-        out.append([name, fix(r.get("fvu")), fix(r.get("batch_selection_fvu")) if "batch_selection_fvu" in r else "-",
-                     num(r.get("l0_mean"), 1),
-                     num(r.get("batch_selection_l0_mean"), 1) if "batch_selection_l0_mean" in r else "-", " / ".join(num(q.get(p)) for p in ("0.1", "0.5", "0.9")),
-                     pct(r.get("dead_fraction"), 1), pct(r.get("underused_fraction"), 1), last,
-                     fix(r.get("l0_vs_topk_token_error_spearman"), 2) if "l0_vs_topk_token_error_spearman" in r else "-",
-                     num(r.get("train_tokens_per_s"))])
+        out.append(
+            [
+                name,
+                fix(r.get("fvu")),
+                fix(r.get("batch_selection_fvu")) if "batch_selection_fvu" in r else "-",
+                num(r.get("l0_mean"), 1),
+                num(r.get("batch_selection_l0_mean"), 1) if "batch_selection_l0_mean" in r else "-",
+                " / ".join(num(q.get(p)) for p in ("0.1", "0.5", "0.9")),
+                pct(r.get("dead_fraction"), 1),
+                pct(r.get("underused_fraction"), 1),
+                last,
+                fix(r.get("l0_vs_topk_token_error_spearman"), 2)
+                if "l0_vs_topk_token_error_spearman" in r
+                else "-",
+                num(r.get("train_tokens_per_s")),
+            ]
+        )
     return out
 
 
 def _choice_compare(rows: dict) -> str:
     topk = rows.get("topk") or {}
     ref = topk.get("fvu")
-    lower = [n for n, r in rows.items() if n != "topk" and isinstance(r, dict)
-             and isnum(r.get("batch_selection_fvu")) and isnum(ref) and r["batch_selection_fvu"] < ref]
-    higher = [n for n, r in rows.items() if n != "topk" and isinstance(r, dict)
-              and isnum(r.get("batch_selection_fvu")) and isnum(ref) and r["batch_selection_fvu"] >= ref]
-    return (f"batch-selection FVU below TopK's {fix(ref)}: {', '.join(lower) or 'none'}; "
-            f"not below: {', '.join(higher) or 'none'}")
+    lower = [
+        n
+        for n, r in rows.items()
+        if n != "topk"
+        and isinstance(r, dict)
+        and isnum(r.get("batch_selection_fvu"))
+        and isnum(ref)
+        and r["batch_selection_fvu"] < ref
+    ]
+    higher = [
+        n
+        for n, r in rows.items()
+        if n != "topk"
+        and isinstance(r, dict)
+        and isnum(r.get("batch_selection_fvu"))
+        and isnum(ref)
+        and r["batch_selection_fvu"] >= ref
+    ]
+    return (
+        f"batch-selection FVU below TopK's {fix(ref)}: {', '.join(lower) or 'none'}; "
+        f"not below: {', '.join(higher) or 'none'}"
+    )
 
 
 def render_choice_saes(d: dict) -> str:
     step = d.get("step") or {}
     sets = _step_sets(step)
     blocks = []
+
     def sv(key):  # a setting of the step benchmark, at its top level or in its first block
         return step.get(key, get(sets, 0, 1, key))
 
-    setup = para(f"One training step (`TrainStep`), d_in {num(sv('d_in'))}, d_sae {num(sv('d_sae'))}, "
-                 f"k {num(sv('k'))}, batch {num(sv('batch'))}, {num(sv('rounds'))} round-robin "
-                 f"rounds after {num(sv('warmup'))} warm-up, median; activations: "
-                 + (", ".join(f"{name}" + (f" (encoder GEMM alone: {ms(b.get('encoder_gemm_s'))})"
-                                           if isnum(b.get("encoder_gemm_s")) else "") for name, b in sets) or NM)
-                 + ".")
+    setup = para(
+        f"One training step (`TrainStep`), d_in {num(sv('d_in'))}, d_sae {num(sv('d_sae'))}, "
+        f"k {num(sv('k'))}, batch {num(sv('batch'))}, {num(sv('rounds'))} round-robin "
+        f"rounds after {num(sv('warmup'))} warm-up, median; activations: "
+        + (
+            ", ".join(
+                f"{name}"
+                + (
+                    f" (encoder GEMM alone: {ms(b.get('encoder_gemm_s'))})"
+                    if isnum(b.get("encoder_gemm_s"))
+                    else ""
+                )
+                for name, b in sets
+            )
+            or NM
+        )
+        + "."
+    )
     names = []
     for _, b in sets:
         names += [n for n in b["variants"] if n not in names]
-    header = ["variant"] + [h + (f" ({src})" if len(sets) > 1 else "") for src, _ in sets
-                            for h in ("step (ms)", "tok/s", "x TopK")]
-    rows = [[n] + [c for _, b in sets for c in (
-        num(1e3 * get(b, "variants", n, "median_s"), 1) if isnum(get(b, "variants", n, "median_s")) else NM,
-        num(get(b, "variants", n, "tokens_per_s")),
-        fix(get(b, "variants", n, "ratio_to_topk"), 2))] for n in names]
+    header = ["variant"] + [
+        h + (f" ({src})" if len(sets) > 1 else "")
+        for src, _ in sets
+        for h in ("step (ms)", "tok/s", "x TopK")
+    ]
+    rows = [
+        [n]
+        + [
+            c
+            for _, b in sets
+            for c in (
+                num(1e3 * get(b, "variants", n, "median_s"), 1)
+                if isnum(get(b, "variants", n, "median_s"))
+                else NM,
+                num(get(b, "variants", n, "tokens_per_s")),
+                fix(get(b, "variants", n, "ratio_to_topk"), 2),
+            )
+        ]
+        for n in names
+    ]
     # where measured: the selection alone and aux_zipf's under-used set, per activation source
-    extra = [(src, b) for src, b in sets if any("selection_s" in (v or {}) for v in b["variants"].values())]
+    extra = [
+        (src, b)
+        for src, b in sets
+        if any("selection_s" in (v or {}) for v in b["variants"].values())
+    ]
     if extra and rows:
-        header += [h + (f" ({src})" if len(extra) > 1 else "") for src, _ in extra
-                   for h in ("encoder GEMM + selection alone (ms)", "aux_zipf: under-used latents, entries per token")]
+        header += [
+            h + (f" ({src})" if len(extra) > 1 else "")
+            for src, _ in extra
+            for h in (
+                "encoder GEMM + selection alone (ms)",
+                "aux_zipf: under-used latents, entries per token",
+            )
+        ]
         for row, n in zip(rows, names):
             for _, b in extra:
                 v = get(b, "variants", n) or {}
                 row.append(num(1e3 * v["selection_s"], 1) if isnum(v.get("selection_s")) else "-")
-                row.append(f"{num(v['underused_latents'])}, {num(v.get('aux_entries_per_token'))}"
-                           if isnum(v.get("underused_latents")) else "-")
+                row.append(
+                    f"{num(v['underused_latents'])}, {num(v.get('aux_entries_per_token'))}"
+                    if isnum(v.get("underused_latents"))
+                    else "-"
+                )
     blocks += [setup, table(header, rows) if rows else para(f"Step times: {NM}.")]
     findings = []
     sel = sv("mutual_selection_s") or {}
     if sel:
-        findings.append("Mutual choice's top-(k*B) over the flat batch x d_sae matrix alone: "
-                        + ", ".join(f"`{k}` {ms(v, 0)}" for k, v in sel.items()) + ".")
+        findings.append(
+            "Mutual choice's top-(k*B) over the flat batch x d_sae matrix alone: "
+            + ", ".join(f"`{k}` {ms(v, 0)}" for k, v in sel.items())
+            + "."
+        )
     for src, b in sets:
         ratios = {n: get(b, "variants", n, "ratio_to_topk") for n in b["variants"] if n != "topk"}
         missed = [f"{n} {fix(r, 2)}" for n, r in ratios.items() if isnum(r) and r > 1.5]
-        findings.append(f"Target ({step.get('target', b.get('target', NM))}) on {src} activations: "
-                        + (f"missed by {', '.join(missed)}" if missed else "met by every variant") + ".")
+        findings.append(
+            f"Target ({step.get('target', b.get('target', NM))}) on {src} activations: "
+            + (f"missed by {', '.join(missed)}" if missed else "met by every variant")
+            + "."
+        )
     for src, b in sets:
-        aux = {n: v for n, v in b["variants"].items() if isinstance(v, dict) and isnum(v.get("underused_latents"))}
+        aux = {
+            n: v
+            for n, v in b["variants"].items()
+            if isinstance(v, dict) and isnum(v.get("underused_latents"))
+        }
         if any(v["underused_latents"] > 0 for v in aux.values()):
-            sel = [v.get("ratio_to_topk") for n, v in b["variants"].items() if n != "topk" and n not in aux]
+            sel = [
+                v.get("ratio_to_topk")
+                for n, v in b["variants"].items()
+                if n != "topk" and n not in aux
+            ]
             findings.append(
                 f"On {src} activations the selection rules alone cost {span(sel, lambda v: fix(v, 2))}x the TopK step; "
                 "aux_zipf_loss adds the reconstruction of the residual by each token's top min(k_aux, |U|) "
                 f"under-used latents (k_aux = d_in / 2 = {num(b.get('d_in', 0) // 2)} against k = {num(b.get('k'))} "
                 "in the main path), so its cost follows the under-used set U: at the timed steps "
-                + ", ".join(f"{n} had |U| = {num(v['underused_latents'])} (x{fix(v.get('ratio_to_topk'), 2)})"
-                            for n, v in aux.items()) + ".")
+                + ", ".join(
+                    f"{n} had |U| = {num(v['underused_latents'])} (x{fix(v.get('ratio_to_topk'), 2)})"
+                    for n, v in aux.items()
+                )
+                + "."
+            )
     if not any(src.startswith("smollm2") for src, _ in sets):
-        findings.append("Step ratios on SmolLM2 activations: not measured (the training rates below are the "
-                        "real-activation figures).")
+        findings.append(
+            "Step ratios on SmolLM2 activations: not measured (the training rates below are the "
+            "real-activation figures)."
+        )
     blocks.append(para(*findings))
 
     syn, lm = d.get("synthetic") or {}, d.get("smollm2") or {}
-    h_syn = ["", "FVU (thresholds)", "FVU (batch selection)", "L0 (thresholds)", "L0 (batch selection)",
-             "L0 p10 / p50 / p90", "dead", "under-used", "directions recovered (cos > 0.9)",
-             "Spearman(L0, TopK token error)", "training tok/s"]
+    h_syn = [
+        "",
+        "FVU (thresholds)",
+        "FVU (batch selection)",
+        "L0 (thresholds)",
+        "L0 (batch selection)",
+        "L0 p10 / p50 / p90",
+        "dead",
+        "under-used",
+        "directions recovered (cos > 0.9)",
+        "Spearman(L0, TopK token error)",
+        "training tok/s",
+    ]
     h_lm = h_syn[:8] + ["CE loss recovered"] + h_syn[9:]
-    blocks.append(para(f"Synthetic dictionary: {syn.get('data', NM)}, d_sae {num(syn.get('d_sae'))}, k "
-                       f"{num(syn.get('k'))}, {num(syn.get('train_tokens'))} training tokens in batches of "
-                       f"{num(syn.get('batch'))}, {num(syn.get('eval_tokens'))} held-out tokens."))
+    blocks.append(
+        para(
+            f"Synthetic dictionary: {syn.get('data', NM)}, d_sae {num(syn.get('d_sae'))}, k "
+            f"{num(syn.get('k'))}, {num(syn.get('train_tokens'))} training tokens in batches of "
+            f"{num(syn.get('batch'))}, {num(syn.get('eval_tokens'))} held-out tokens."
+        )
+    )
     blocks.append(table(h_syn, _choice_rows(syn.get("rows") or {}, lm=False)))
-    blocks.append(para(f"SmolLM2 `{lm.get('hook', NM)}`: {num(lm.get('train_tokens'))} training tokens (stdlib train "
-                       f"split) in batches of {num(lm.get('batch'))}, d_sae {num(lm.get('d_sae'))}, k "
-                       f"{num(lm.get('k'))}, lr {sci(lm.get('lr'))}; {num(lm.get('eval_tokens'))} held-out tokens "
-                       f"(validation files), CE over {num(lm.get('ce_windows'))} windows."))
+    blocks.append(
+        para(
+            f"SmolLM2 `{lm.get('hook', NM)}`: {num(lm.get('train_tokens'))} training tokens (stdlib train "
+            f"split) in batches of {num(lm.get('batch'))}, d_sae {num(lm.get('d_sae'))}, k "
+            f"{num(lm.get('k'))}, lr {sci(lm.get('lr'))}; {num(lm.get('eval_tokens'))} held-out tokens "
+            f"(validation files), CE over {num(lm.get('ce_windows'))} windows."
+        )
+    )
     lm_rows = lm.get("rows") or {}
     blocks.append(table(h_lm, _choice_rows(lm_rows, lm=True)))
     topk_lm = lm_rows.get("topk") or {}
@@ -706,19 +1080,38 @@ def render_choice_saes(d: dict) -> str:
     found = [
         f"Synthetic: {_choice_compare(syn_rows)}." if syn_rows else "",
         f"SmolLM2: {_choice_compare(lm_rows)}." if lm_rows else "",
-        (f"On SmolLM2 the learned thresholds give a mean L0 of {span([r.get('l0_mean') for r in choice_lm.values()], lambda v: fix(v, 1))} "
-         f"against k = {num(lm.get('k'))}, so the threshold FVUs are at a different L0 from TopK's.") if choice_lm else "",
-        (f"SmolLM2 training rates against TopK's {num(topk_lm.get('train_tokens_per_s'))} tok/s: "
-         + ", ".join(f"{n} {num(r.get('train_tokens_per_s'))} "
-                     f"({times(ratio(topk_lm.get('train_tokens_per_s'), r.get('train_tokens_per_s')))} slower)"
-                     for n, r in choice_lm.items()) + ".") if choice_lm and topk_lm else "",
-        (f"Synthetic mutual choice with aux_zipf: {pct(get(aux, 0, 'dead_fraction'), 1)} dead, "
-         f"{pct(get(aux, 0, 'underused_fraction'), 1)} under-used; without: {pct(get(aux, 1, 'dead_fraction'), 1)} / "
-         f"{pct(get(aux, 1, 'underused_fraction'), 1)}.") if all(isinstance(a, dict) for a in aux) else "",
-        (f"Spearman rank correlation of per-token L0 with the token's TopK error: "
-         f"{span([r.get('l0_vs_topk_token_error_spearman') for r in choice_lm.values()], lambda v: fix(v, 2))} on "
-         f"SmolLM2, {span([r.get('l0_vs_topk_token_error_spearman') for r in syn_rows.values() if isinstance(r, dict)], lambda v: fix(v, 2))} "
-         "on the synthetic data.") if choice_lm else "",
+        (
+            f"On SmolLM2 the learned thresholds give a mean L0 of {span([r.get('l0_mean') for r in choice_lm.values()], lambda v: fix(v, 1))} "
+            f"against k = {num(lm.get('k'))}, so the threshold FVUs are at a different L0 from TopK's."
+        )
+        if choice_lm
+        else "",
+        (
+            f"SmolLM2 training rates against TopK's {num(topk_lm.get('train_tokens_per_s'))} tok/s: "
+            + ", ".join(
+                f"{n} {num(r.get('train_tokens_per_s'))} "
+                f"({times(ratio(topk_lm.get('train_tokens_per_s'), r.get('train_tokens_per_s')))} slower)"
+                for n, r in choice_lm.items()
+            )
+            + "."
+        )
+        if choice_lm and topk_lm
+        else "",
+        (
+            f"Synthetic mutual choice with aux_zipf: {pct(get(aux, 0, 'dead_fraction'), 1)} dead, "
+            f"{pct(get(aux, 0, 'underused_fraction'), 1)} under-used; without: {pct(get(aux, 1, 'dead_fraction'), 1)} / "
+            f"{pct(get(aux, 1, 'underused_fraction'), 1)}."
+        )
+        if all(isinstance(a, dict) for a in aux)
+        else "",
+        (
+            f"Spearman rank correlation of per-token L0 with the token's TopK error: "
+            f"{span([r.get('l0_vs_topk_token_error_spearman') for r in choice_lm.values()], lambda v: fix(v, 2))} on "
+            f"SmolLM2, {span([r.get('l0_vs_topk_token_error_spearman') for r in syn_rows.values() if isinstance(r, dict)], lambda v: fix(v, 2))} "
+            "on the synthetic data."
+        )
+        if choice_lm
+        else "",
         f"The run took {num(d.get('total_s'))} s.",
     ]
     blocks.append(para(*found))
@@ -727,48 +1120,104 @@ def render_choice_saes(d: dict) -> str:
 
 def render_scale(d: dict) -> str:
     sae = d.get("sae") or {}
-    setup = para(f"SmolLM2, {sae.get('variant', NM)} SAEs (k = {num(sae.get('k'))}, d_sae = {num(sae.get('d_sae'))}, "
-                 f"batch {num(sae.get('batch_tokens'))}), live capture, {num(d.get('tokens_per_run'))} tokens per "
-                 f"run, one run per configuration, times from the trainer's log; {num(d.get('wall_s'))} s for the "
-                 "whole script.")
+    setup = para(
+        f"SmolLM2, {sae.get('variant', NM)} SAEs (k = {num(sae.get('k'))}, d_sae = {num(sae.get('d_sae'))}, "
+        f"batch {num(sae.get('batch_tokens'))}), live capture, {num(d.get('tokens_per_run'))} tokens per "
+        f"run, one run per configuration, times from the trainer's log; {num(d.get('wall_s'))} s for the "
+        "whole script."
+    )
     rows, per_sae, wheres = [], [], {}
     for block in d.get("hooks") or []:
         rs = [r for r in block.get("rows") or [] if isinstance(r, dict)]
         for r in rs:
-            layers = sorted(int(m.group(1)) for h in r.get("hooks") or [] if (m := re.search(r"blocks\.(\d+)\.", h)))
-            where = (f"L = {layers[0]}" if len(layers) == 1 else f"L = {layers[0]}-{layers[-1]}") if layers else NM
+            layers = sorted(
+                int(m.group(1))
+                for h in r.get("hooks") or []
+                if (m := re.search(r"blocks\.(\d+)\.", h))
+            )
+            where = (
+                (f"L = {layers[0]}" if len(layers) == 1 else f"L = {layers[0]}-{layers[-1]}")
+                if layers
+                else NM
+            )
             wheres.setdefault(r.get("n_hooks"), where)
-            rows.append([f"{num(r.get('n_hooks'))} ({where})" + ("" if r.get("device", "cpu") == "cpu"
-                                                              else f", {r['device']}"),
-                         num(r.get("one_forward_tokens_per_s")), num(r.get("separate_passes_tokens_per_s")),
-                         times(r.get("speedup"), 2), times(r.get("ideal_speedup"), 2)])
+            rows.append(
+                [
+                    f"{num(r.get('n_hooks'))} ({where})"
+                    + ("" if r.get("device", "cpu") == "cpu" else f", {r['device']}"),
+                    num(r.get("one_forward_tokens_per_s")),
+                    num(r.get("separate_passes_tokens_per_s")),
+                    times(r.get("speedup"), 2),
+                    times(r.get("ideal_speedup"), 2),
+                ]
+            )
         one = next((r for r in rs if r.get("n_hooks") == 1), None)
         if one and isnum(one.get("one_forward_tokens_per_s")):
             base = 1e3 / one["one_forward_tokens_per_s"]
-            extra = [(1e3 / r["one_forward_tokens_per_s"] - base) / (r["n_hooks"] - 1) for r in rs
-                     if r is not one and isnum(r.get("one_forward_tokens_per_s")) and isnum(r.get("n_hooks"))
-                     and r["n_hooks"] > 1]
+            extra = [
+                (1e3 / r["one_forward_tokens_per_s"] - base) / (r["n_hooks"] - 1)
+                for r in rs
+                if r is not one
+                and isnum(r.get("one_forward_tokens_per_s"))
+                and isnum(r.get("n_hooks"))
+                and r["n_hooks"] > 1
+            ]
             dev = one.get("device", "cpu")
-            per_sae.append(f"On {dev}, one forward to the deepest hook with its SAE takes {fix(base, 2)} ms per "
-                           f"token, and each extra SAE adds {span(extra, lambda v: fix(v, 2))} ms per token.")
-    header = ["hooks (`blocks.L.hook_resid_post`)", "one forward, tok/s", "separate passes, tok/s", "speed-up",
-              "ideal (sum of depths / deepest)"]
+            per_sae.append(
+                f"On {dev}, one forward to the deepest hook with its SAE takes {fix(base, 2)} ms per "
+                f"token, and each extra SAE adds {span(extra, lambda v: fix(v, 2))} ms per token."
+            )
+    header = [
+        "hooks (`blocks.L.hook_resid_post`)",
+        "one forward, tok/s",
+        "separate passes, tok/s",
+        "speed-up",
+        "ideal (sum of depths / deepest)",
+    ]
     gloo = [g for g in d.get("gloo") or [] if isinstance(g, dict)]
     job = f"4-hook ({wheres[4]})" if 4 in wheres else "multi-hook"
-    g_rows = [[str(g.get("mode", NM)) + (f" ({num(g.get('threads_per_process'))} thread"
-                                          f"{'s' if g.get('threads_per_process') != 1 else ''} each)"
-                                          if isnum(g.get("threads_per_process")) and g.get("processes", 1) > 1 else ""),
-               num(g.get("tokens_per_s")), times(g.get("speedup_vs_1_process"), 2)] for g in gloo]
+    g_rows = [
+        [
+            str(g.get("mode", NM))
+            + (
+                f" ({num(g.get('threads_per_process'))} thread"
+                f"{'s' if g.get('threads_per_process') != 1 else ''} each)"
+                if isnum(g.get("threads_per_process")) and g.get("processes", 1) > 1
+                else ""
+            ),
+            num(g.get("tokens_per_s")),
+            times(g.get("speedup_vs_1_process"), 2),
+        ]
+        for g in gloo
+    ]
     multi = [g for g in gloo if isnum(g.get("processes")) and g["processes"] > 1]
-    gloo_text = para(
-        f"Two gloo processes against one: {span([g.get('speedup_vs_1_process') for g in multi], lambda v: times(v, 2))} "
-        "the single process's tokens/s.") if multi else ""
-    has_gpu = any(r.get("device", "cpu") != "cpu" for b in d.get("hooks") or [] for r in b.get("rows") or [])
-    gpu = "" if has_gpu else para(f"GPU: {'none on the measuring machine' if d.get('gpu') is None else d['gpu']}; no "
-                                  "GPU run recorded (the script repeats the hook comparison on CUDA when present).")
-    return join_nonempty(setup, table(header, rows or [[NM] * 5]), para(*per_sae),
-                         table([f"the {job} job", "tok/s", "vs 1 process"], g_rows or [[NM] * 3]),
-                         gloo_text, gpu)
+    gloo_text = (
+        para(
+            f"Two gloo processes against one: {span([g.get('speedup_vs_1_process') for g in multi], lambda v: times(v, 2))} "
+            "the single process's tokens/s."
+        )
+        if multi
+        else ""
+    )
+    has_gpu = any(
+        r.get("device", "cpu") != "cpu" for b in d.get("hooks") or [] for r in b.get("rows") or []
+    )
+    gpu = (
+        ""
+        if has_gpu
+        else para(
+            f"GPU: {'none on the measuring machine' if d.get('gpu') is None else d['gpu']}; no "
+            "GPU run recorded (the script repeats the hook comparison on CUDA when present)."
+        )
+    )
+    return join_nonempty(
+        setup,
+        table(header, rows or [[NM] * 5]),
+        para(*per_sae),
+        table([f"the {job} job", "tok/s", "vs 1 process"], g_rows or [[NM] * 3]),
+        gloo_text,
+        gpu,
+    )
 
 
 # (renderer, the command that produced the file, for files without provenance)
@@ -780,7 +1229,10 @@ RENDERERS = {
     "demo": (render_demo, "python bench/demo.py"),
     "gsae_vs_topk": (render_gsae_vs_topk, "python bench/gsae_vs_topk.py"),
     "attention_sae": (render_attention_sae, "python bench/attention_sae.py"),
-    "choice_saes": (render_choice_saes, "python bench/choice_saes.py --lm-tokens {args[lm_tokens]}"),
+    "choice_saes": (
+        render_choice_saes,
+        "python bench/choice_saes.py --lm-tokens {args[lm_tokens]}",
+    ),
     "scale": (render_scale, "python bench/scale.py"),
 }
 
@@ -788,7 +1240,9 @@ RENDERERS = {
 # ------------------------------------------------------------------------------------------------
 # regions: render, rewrite, check
 # ------------------------------------------------------------------------------------------------
-REGION = re.compile(r"(<!-- report:(?P<name>[\w.-]+) -->)\n(?P<body>.*?)\n?(<!-- /report:(?P=name) -->)", re.DOTALL)
+REGION = re.compile(
+    r"(<!-- report:(?P<name>[\w.-]+) -->)\n(?P<body>.*?)\n?(<!-- /report:(?P=name) -->)", re.DOTALL
+)
 
 
 def _command(template: str, d: dict) -> str:
@@ -830,7 +1284,9 @@ def regions(text: str) -> dict[str, str]:
 def rewrite(text: str, rendered: dict[str, str]) -> str:
     def sub(m: re.Match) -> str:
         body = rendered.get(m["name"])
-        return m.group(0) if body is None else f"{m.group(1)}\n{_merge(body, m['body'])}\n{m.group(4)}"
+        return (
+            m.group(0) if body is None else f"{m.group(1)}\n{_merge(body, m['body'])}\n{m.group(4)}"
+        )
 
     return REGION.sub(sub, text)
 
@@ -839,30 +1295,50 @@ def check(readme: Path = README, results: Path = RESULTS) -> list[str]:
     """Diffs between the README's generated regions and what the JSON renders to (empty: consistent)."""
     text = readme.read_text()
     current = regions(text)
-    problems = [f"README region report:{n} has no renderer (known: {', '.join(RENDERERS)})\n"
-                for n in current if n not in RENDERERS]
-    problems += [f"README has no region report:{n} for bench/results/{n}.json\n" for n in RENDERERS
-                 if n not in current]
+    problems = [
+        f"README region report:{n} has no renderer (known: {', '.join(RENDERERS)})\n"
+        for n in current
+        if n not in RENDERERS
+    ]
+    problems += [
+        f"README has no region report:{n} for bench/results/{n}.json\n"
+        for n in RENDERERS
+        if n not in current
+    ]
     for name, body in render_all(results).items():
         if name in current:
             want = _merge(body, current[name])
             if want != current[name]:
-                problems.append("".join(difflib.unified_diff(
-                    current[name].splitlines(keepends=True), want.splitlines(keepends=True),
-                    f"README.md (report:{name})", f"bench/results/{name}.json (rendered)")) + "\n")
+                problems.append(
+                    "".join(
+                        difflib.unified_diff(
+                            current[name].splitlines(keepends=True),
+                            want.splitlines(keepends=True),
+                            f"README.md (report:{name})",
+                            f"bench/results/{name}.json (rendered)",
+                        )
+                    )
+                    + "\n"
+                )
     return problems
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--check", action="store_true", help="exit 1 with a diff when the README is out of date")
+    ap.add_argument(
+        "--check", action="store_true", help="exit 1 with a diff when the README is out of date"
+    )
     ap.add_argument("--readme", type=Path, default=README)
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.check:
         problems = check(args.readme, args.results)
         sys.stdout.write("".join(problems))
-        print(f"{len(problems)} region(s) differ from bench/results" if problems else "README matches bench/results")
+        print(
+            f"{len(problems)} region(s) differ from bench/results"
+            if problems
+            else "README matches bench/results"
+        )
         return 1 if problems else 0
     text = args.readme.read_text()
     new = rewrite(text, render_all(args.results))

@@ -44,6 +44,7 @@ bf16 rows need a CPU with fast bf16 GEMMs (AVX512-BF16 / AMX). Where the bf16 GE
 the fp32 one (``--bf16 auto``, the default), only ours_trainstep_native_bf16 is measured, at the
 first size, with a few sequential steps, and the other bf16 rows are recorded as skipped.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -84,8 +85,17 @@ class KernelStep:
     Its phases are timed one by one when ``timer`` is a dict (``_mark``).
     """
 
-    def __init__(self, d_in: int, d_sae: int, k: int, lr: float = LR, adam: str = "fused",
-                 dtype: torch.dtype | None = None, select: str = "auto", seed: int = 0) -> None:
+    def __init__(
+        self,
+        d_in: int,
+        d_sae: int,
+        k: int,
+        lr: float = LR,
+        adam: str = "fused",
+        dtype: torch.dtype | None = None,
+        select: str = "auto",
+        seed: int = 0,
+    ) -> None:
         g = torch.Generator().manual_seed(seed)
         W_dec = torch.randn(d_sae, d_in, generator=g)
         W_dec /= W_dec.norm(dim=1, keepdim=True)
@@ -98,7 +108,9 @@ class KernelStep:
         self.b_dec = torch.zeros(d_in, requires_grad=True)
         self.k, self.dtype, self.select = k, dtype, select
         params = [self.W_enc_t, self.b_enc, self.W_dec, self.b_dec]
-        self.opt = torch.optim.Adam(params, lr=lr, **{adam: True} if adam in ("fused", "foreach") else {})
+        self.opt = torch.optim.Adam(
+            params, lr=lr, **{adam: True} if adam in ("fused", "foreach") else {}
+        )
         self.tokens_since_fired = torch.zeros(d_sae, dtype=torch.long)
         self.timer: dict[str, list[float]] | None = None
 
@@ -110,8 +122,15 @@ class KernelStep:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         t = time.perf_counter()
-        values, indices = topk_encode(x, self.W_enc_t.t(), self.b_enc, self.k, b_dec=self.b_dec,
-                                      dtype=self.dtype, select=self.select)
+        values, indices = topk_encode(
+            x,
+            self.W_enc_t.t(),
+            self.b_enc,
+            self.k,
+            b_dec=self.b_dec,
+            dtype=self.dtype,
+            select=self.select,
+        )
         t = self._mark("encode fwd (GEMM+select)", t)
         x_hat = sparse_decode(values, indices, self.W_dec, self.b_dec)
         loss = torch.nn.functional.mse_loss(x_hat, x, reduction="sum") / x.shape[0]
@@ -127,7 +146,11 @@ class KernelStep:
             kernels.normalize_rows_(self.W_dec)
             t = self._mark("renorm", t)
             self.tokens_since_fired += x.shape[0]
-            fired = torch.bincount(indices.view(-1), weights=values.detach().view(-1), minlength=len(self.tokens_since_fired))
+            fired = torch.bincount(
+                indices.view(-1),
+                weights=values.detach().view(-1),
+                minlength=len(self.tokens_since_fired),
+            )
             self.tokens_since_fired.masked_fill_(fired > 0, 0)
             self._mark("bookkeeping", t)
         return loss.detach()
@@ -151,8 +174,16 @@ def make_trainstep(d_sae: int, k: int, encoder_dtype: str | None = None):
 # ------------------------------------------------------------------------------------------------
 # SAELens: its own SAETrainer (shared with bench/sae_quality.py)
 # ------------------------------------------------------------------------------------------------
-def saelens_trainer(d_in: int, d_sae: int, k: int, batch: int, total_steps: int, seed: int = 0,
-                    sae_kwargs: dict | None = None, **runner_kwargs):
+def saelens_trainer(
+    d_in: int,
+    d_sae: int,
+    k: int,
+    batch: int,
+    total_steps: int,
+    seed: int = 0,
+    sae_kwargs: dict | None = None,
+    **runner_kwargs,
+):
     """SAELens's SAETrainer around a TopKTrainingSAE.
 
     The trainer config comes from ``LanguageModelSAERunnerConfig(...).to_sae_trainer_config()``,
@@ -165,11 +196,18 @@ def saelens_trainer(d_in: int, d_sae: int, k: int, batch: int, total_steps: int,
     from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.training.sae_trainer import SAETrainer
 
-    sae_cfg = TopKTrainingSAEConfig(d_in=d_in, d_sae=d_sae, k=k, dtype="float32", device="cpu",
-                                    **(sae_kwargs or {}))
+    sae_cfg = TopKTrainingSAEConfig(
+        d_in=d_in, d_sae=d_sae, k=k, dtype="float32", device="cpu", **(sae_kwargs or {})
+    )
     runner = LanguageModelSAERunnerConfig(
-        sae=sae_cfg, training_tokens=total_steps * batch, train_batch_size_tokens=batch, device="cpu",
-        logger=LoggingConfig(log_to_wandb=False), checkpoint_path=None, output_path=None, verbose=False,
+        sae=sae_cfg,
+        training_tokens=total_steps * batch,
+        train_batch_size_tokens=batch,
+        device="cpu",
+        logger=LoggingConfig(log_to_wandb=False),
+        checkpoint_path=None,
+        output_path=None,
+        verbose=False,
         **runner_kwargs,
     )
     torch.manual_seed(seed)  # SAELens initialises from the global generator
@@ -179,9 +217,12 @@ def saelens_trainer(d_in: int, d_sae: int, k: int, batch: int, total_steps: int,
 
 def saelens_step(trainer):
     """One iteration of SAETrainer.fit's loop (no wandb logging, no checkpoints) on a raw batch."""
+
     def step(x: torch.Tensor) -> torch.Tensor:
         trainer.maybe_reset_sparsity()
-        out = trainer.step(x)  # scaler, training_forward_pass, firing stats, backward, clip, Adam, lr
+        out = trainer.step(
+            x
+        )  # scaler, training_forward_pass, firing stats, backward, clip, Adam, lr
         trainer.n_training_steps += 1
         return out.loss.detach()
 
@@ -190,9 +231,12 @@ def saelens_step(trainer):
     return step
 
 
-def make_saelens(d_sae: int, k: int, sparse: bool = False, batch: int = 4096, total_steps: int = 1000):
-    trainer = saelens_trainer(D_IN, d_sae, k, batch, total_steps, lr=LR,
-                              sae_kwargs={"use_sparse_activations": sparse})
+def make_saelens(
+    d_sae: int, k: int, sparse: bool = False, batch: int = 4096, total_steps: int = 1000
+):
+    trainer = saelens_trainer(
+        D_IN, d_sae, k, batch, total_steps, lr=LR, sae_kwargs={"use_sparse_activations": sparse}
+    )
     return saelens_step(trainer)
 
 
@@ -220,12 +264,25 @@ class SparsifyStep:
     ``lr_lambda`` replaces its schedule (a torch LambdaLR).
     """
 
-    def __init__(self, d_in: int, d_sae: int, k: int, num_batches: int, seed: int = 0,
-                 input_scale: float | None = None, b_dec: torch.Tensor | None = None, lr_lambda=None,
-                 **train_kwargs) -> None:
+    def __init__(
+        self,
+        d_in: int,
+        d_sae: int,
+        k: int,
+        num_batches: int,
+        seed: int = 0,
+        input_scale: float | None = None,
+        b_dec: torch.Tensor | None = None,
+        lr_lambda=None,
+        **train_kwargs,
+    ) -> None:
         _, SparseCoder, SparseCoderConfig, TrainConfig = _sparsify()
-        self.cfg = TrainConfig(sae=SparseCoderConfig(num_latents=d_sae, k=k), loss_fn="fvu",
-                               log_to_wandb=False, **train_kwargs)
+        self.cfg = TrainConfig(
+            sae=SparseCoderConfig(num_latents=d_sae, k=k),
+            loss_fn="fvu",
+            log_to_wandb=False,
+            **train_kwargs,
+        )
         torch.manual_seed(seed)  # as Trainer.__init__, per init seed
         self.sae = SparseCoder(d_in, self.cfg.sae, "cpu", dtype=torch.float32)
         self.input_scale = input_scale
@@ -237,9 +294,11 @@ class SparsifyStep:
         if self.cfg.optimizer == "adam":
             try:
                 from bitsandbytes.optim import Adam8bit as Adam  # what sparsify prefers
+
                 self.adam = "bitsandbytes Adam8bit"
             except ImportError:
                 from torch.optim import Adam
+
                 self.adam = "torch.optim.Adam"
             self.lr = self.cfg.lr or 2e-4 / (n / 2**14) ** 0.5
             self.optimizer = Adam([dict(params=self.sae.parameters(), lr=self.lr)])
@@ -248,14 +307,17 @@ class SparsifyStep:
             else:
                 with contextlib.redirect_stdout(io.StringIO()):
                     from transformers import get_linear_schedule_with_warmup
-                self.scheduler = get_linear_schedule_with_warmup(self.optimizer, self.cfg.lr_warmup_steps, num_batches)
+                self.scheduler = get_linear_schedule_with_warmup(
+                    self.optimizer, self.cfg.lr_warmup_steps, num_batches
+                )
         elif self.cfg.optimizer == "signum":
             from schedulefree import ScheduleFreeWrapper
             from sparsify.sign_sgd import SignSGD
 
             self.lr = self.cfg.lr or 5e-3 / (n / 2**14) ** 0.5
-            self.optimizer = ScheduleFreeWrapper(SignSGD([dict(params=self.sae.parameters(), lr=self.lr)]),
-                                                 momentum=0.95)
+            self.optimizer = ScheduleFreeWrapper(
+                SignSGD([dict(params=self.sae.parameters(), lr=self.lr)]), momentum=0.95
+            )
             self.optimizer.train()
             if lr_lambda is not None:
                 raise ValueError("sparsify's signum optimiser has no lr schedule")
@@ -299,7 +361,11 @@ class SparsifyStep:
 
     @property
     def current_lr(self) -> float:
-        groups = self.optimizer.param_groups if hasattr(self.optimizer, "param_groups") else self.optimizer.base.param_groups
+        groups = (
+            self.optimizer.param_groups
+            if hasattr(self.optimizer, "param_groups")
+            else self.optimizer.base.param_groups
+        )
         return groups[0]["lr"]
 
 
@@ -341,7 +407,7 @@ class _Runs:
             self._fail(name, "unavailable", e)
             return False
 
-    def run(self, name: str, gemm: "_GemmProbe") -> None:
+    def run(self, name: str, gemm: _GemmProbe) -> None:
         if name not in self.steps:
             return
         _set_native("native" in name)
@@ -374,7 +440,9 @@ class _GemmProbe:
         return ts
 
 
-def bf16_gemm_flops(batch: int, d_sae: int, repeats: int, budget_s: float = 5.0) -> tuple[float, str]:
+def bf16_gemm_flops(
+    batch: int, d_sae: int, repeats: int, budget_s: float = 5.0
+) -> tuple[float, str]:
     """bf16 GEMM FLOP/s of the encoder shape in the trainer's layout (W_enc stored latent-major,
     [d_sae, d_in], multiplied as its transpose); measured on a 128-row probe first, and at full
     size only when that predicts under ``budget_s`` per GEMM (CPUs without bf16 units are slow)."""
@@ -386,7 +454,10 @@ def bf16_gemm_flops(batch: int, d_sae: int, repeats: int, budget_s: float = 5.0)
     torch.mm(xs, W)
     small = 2.0 * 128 * D_IN * d_sae / (time.perf_counter() - t0)
     if 2.0 * batch * D_IN * d_sae / small > budget_s:
-        return small, "probe of 128 rows (full size too slow to time); W latent-major as in the trainer"
+        return (
+            small,
+            "probe of 128 rows (full size too slow to time); W latent-major as in the trainer",
+        )
     x = torch.randn(batch, D_IN, generator=g).bfloat16()
     torch.mm(x, W)
     times = []
@@ -394,33 +465,65 @@ def bf16_gemm_flops(batch: int, d_sae: int, repeats: int, budget_s: float = 5.0)
         t0 = time.perf_counter()
         torch.mm(x, W)
         times.append(time.perf_counter() - t0)
-    return (2.0 * batch * D_IN * d_sae / statistics.median(times),
-            f"full size, median of {repeats}; W latent-major as in the trainer")
+    return (
+        2.0 * batch * D_IN * d_sae / statistics.median(times),
+        f"full size, median of {repeats}; W latent-major as in the trainer",
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
     from _provenance import provenance
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--sizes", default="4608,16384,65536", help="comma-separated d_sae values")
     p.add_argument("--batch", type=int, default=4096)
     p.add_argument("--quick", action="store_true", help="batch 1024")
-    p.add_argument("--steps", type=int, default=None, help="timed steps at every size (overrides --steps-by-size)")
-    p.add_argument("--steps-by-size", default="4608:15,16384:5",
-                   help="timed steps per d_sae, 'd_sae:steps,...'; other sizes 3")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="timed steps at every size (overrides --steps-by-size)",
+    )
+    p.add_argument(
+        "--steps-by-size",
+        default="4608:15,16384:5",
+        help="timed steps per d_sae, 'd_sae:steps,...'; other sizes 3",
+    )
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--impls", default="ours_trainstep_native,ours_trainstep,ours_trainstep_native_bf16,"
-                   "ours_trainstep_bf16,kernel_only,kernel_only_native,kernel_only_bf16,kernel_only_native_bf16,"
-                   "saelens,sparsify,sparsify_adam")
-    p.add_argument("--no-profile", dest="profile", action="store_false",
-                   help="skip the per-phase breakdown of the kernel_only rows (saved under 'profile')")
-    p.add_argument("--profile-steps", type=int, default=5, help="steps of each kernel_only row in its profile")
-    p.add_argument("--bf16", choices=("auto", "always", "never"), default="auto",
-                   help="bf16 rows: auto = in full only where the bf16 GEMM is at least as fast as fp32")
-    p.add_argument("--bf16-slow-steps", type=int, default=2,
-                   help="timed steps of ours_trainstep_native_bf16 on a CPU without fast bf16 (first size only)")
-    p.add_argument("--sequential", action="store_true",
-                   help="time implementations one after another (default: round-robin up to d_sae 16384)")
+    p.add_argument(
+        "--impls",
+        default="ours_trainstep_native,ours_trainstep,ours_trainstep_native_bf16,"
+        "ours_trainstep_bf16,kernel_only,kernel_only_native,kernel_only_bf16,kernel_only_native_bf16,"
+        "saelens,sparsify,sparsify_adam",
+    )
+    p.add_argument(
+        "--no-profile",
+        dest="profile",
+        action="store_false",
+        help="skip the per-phase breakdown of the kernel_only rows (saved under 'profile')",
+    )
+    p.add_argument(
+        "--profile-steps", type=int, default=5, help="steps of each kernel_only row in its profile"
+    )
+    p.add_argument(
+        "--bf16",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="bf16 rows: auto = in full only where the bf16 GEMM is at least as fast as fp32",
+    )
+    p.add_argument(
+        "--bf16-slow-steps",
+        type=int,
+        default=2,
+        help="timed steps of ours_trainstep_native_bf16 on a CPU without fast bf16 (first size only)",
+    )
+    p.add_argument(
+        "--sequential",
+        action="store_true",
+        help="time implementations one after another (default: round-robin up to d_sae 16384)",
+    )
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "sae_step.json"))
     args = p.parse_args(argv)
 
@@ -428,7 +531,10 @@ def main(argv: list[str] | None = None) -> dict:
     batch = 1024 if args.quick else args.batch
     sizes = [int(s) for s in args.sizes.split(",") if s]
     impls = [s for s in args.impls.split(",") if s]
-    by_size = {int(a): int(b) for a, b in (item.split(":") for item in args.steps_by_size.split(",") if item)}
+    by_size = {
+        int(a): int(b)
+        for a, b in (item.split(":") for item in args.steps_by_size.split(",") if item)
+    }
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, D_IN, generator=g)  # the same activations for every implementation
     t_start = time.perf_counter()
@@ -448,24 +554,26 @@ def main(argv: list[str] | None = None) -> dict:
         "lr": LR,
         "dtype": "float32",
         "step": "each library's own training step: forward, loss, backward, decoder-gradient projection, "
-                "optimiser, decoder renorm, dead-latent bookkeeping; median of timed steps after warm-up. "
-                "No latent is dead during the timed steps (every library's dead window is longer), so no row "
-                "pays for an AuxK pass",
+        "optimiser, decoder renorm, dead-latent bookkeeping; median of timed steps after warm-up. "
+        "No latent is dead during the timed steps (every library's dead window is longer), so no row "
+        "pays for an AuxK pass",
         "rows": ROW_LABELS,
         "bound": "tokens/s if the step cost only its encoder GEMM: fp32 GEMM FLOP/s (median of "
-                 "samples interleaved with the steps) / (2 d_in d_sae)",
+        "samples interleaved with the steps) / (2 d_in d_sae)",
         "fraction_of_bound": "median over timed steps of (encoder-shaped fp32 GEMM time measured just "
-                             "before the step) / (step time); fraction_of_bound_unpaired divides the "
-                             "median step by the median GEMM instead",
+        "before the step) / (step time); fraction_of_bound_unpaired divides the "
+        "median step by the median GEMM instead",
         "profile": "sizes[d_sae].profile[row][phase] = {median_ms, median_s}: the median of each timed "
-                   "phase of a kernel_only row (KernelStep._mark) over profile_info[row].steps steps; "
-                   "profile_info[row] also has their sum (sum_ms) and the median encoder-shaped fp32 GEMM "
-                   "timed between those steps (gemm_ms); select_and_bias_ms_est = 'encode fwd "
-                   "(GEMM+select)' - gemm_ms estimates the selection and bias work",
+        "phase of a kernel_only row (KernelStep._mark) over profile_info[row].steps steps; "
+        "profile_info[row] also has their sum (sum_ms) and the median encoder-shaped fp32 GEMM "
+        "timed between those steps (gemm_ms); select_and_bias_ms_est = 'encode fwd "
+        "(GEMM+select)' - gemm_ms estimates the selection and bias work",
         "sizes": {},
     }
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {report['cpu']} "
-          f"({report['cpu_capability']}), batch {batch}, d_in {D_IN}, k {K}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {report['cpu']} "
+        f"({report['cpu_capability']}), batch {batch}, d_in {D_IN}, k {K}"
+    )
     for size_i, d_sae in enumerate(sizes):
         n_steps = args.steps or by_size.get(d_sae, 3)
         warmup = args.warmup if d_sae <= 16384 else 1
@@ -497,10 +605,13 @@ def main(argv: list[str] | None = None) -> dict:
                 if args.bf16 == "auto" and size_i == 0 and name == "ours_trainstep_native_bf16":
                     slow_bf16.append(name)
                 else:
-                    why = ("--bf16 never" if args.bf16 == "never" else
-                           f"this CPU's bf16 GEMM ({bf16_flops / 1e9:.1f} GFLOP/s) is slower than its fp32 GEMM "
-                           f"({fp32_quick / 1e9:.0f} GFLOP/s; {report['cpu_capability']}, no bf16 units): "
-                           "ours_trainstep_native_bf16 is measured at the first size only")
+                    why = (
+                        "--bf16 never"
+                        if args.bf16 == "never"
+                        else f"this CPU's bf16 GEMM ({bf16_flops / 1e9:.1f} GFLOP/s) is slower than its fp32 GEMM "
+                        f"({fp32_quick / 1e9:.0f} GFLOP/s; {report['cpu_capability']}, no bf16 units): "
+                        "ours_trainstep_native_bf16 is measured at the first size only"
+                    )
                     entry["results"][name] = {"skipped": why}
         if interleave:
             for name in here:
@@ -518,11 +629,15 @@ def main(argv: list[str] | None = None) -> dict:
                     gemm_times += gemm.sample(2)
                     if args.profile and name.startswith("kernel_only") and name in runs.steps:
                         print(f"  {name}:")
-                        _store_profile(entry, name, _profile(runs.steps[name], x, gemm, args.profile_steps))
+                        _store_profile(
+                            entry, name, _profile(runs.steps[name], x, gemm, args.profile_steps)
+                        )
                     runs.steps.pop(name, None)
         for name in slow_bf16:  # a CPU without bf16 units: a few sequential steps, flagged
-            print(f"  {name}: bf16 GEMM is slow on this CPU ({bf16_flops / 1e9:.1f} GFLOP/s); "
-                  f"{args.bf16_slow_steps} sequential steps")
+            print(
+                f"  {name}: bf16 GEMM is slow on this CPU ({bf16_flops / 1e9:.1f} GFLOP/s); "
+                f"{args.bf16_slow_steps} sequential steps"
+            )
             gemm_times += gemm.sample(2)
             if runs.build(name, warmup=1):
                 for _ in range(args.bf16_slow_steps):
@@ -532,17 +647,21 @@ def main(argv: list[str] | None = None) -> dict:
         flops = 2.0 * batch * D_IN * d_sae
         flops_med = flops / statistics.median(gemm_times)
         bound = flops_med / (2.0 * D_IN * d_sae)
-        entry.update({
-            "cpu_pressure_after": _cpu_pressure(),
-            "gemm_fp32_flops": flops_med,
-            "gemm_fp32_flops_best": flops / min(gemm_times),
-            "gemm_samples": len(gemm_times),
-            "bound_tokens_per_s": bound,
-        })
-        print(f"\nd_sae={d_sae} ({entry['schedule']}; cpu pressure after: {entry['cpu_pressure_after']})"
-              f"\n  fp32 GEMM {flops_med / 1e9:.0f} GFLOP/s "
-              f"(best {entry['gemm_fp32_flops_best'] / 1e9:.0f}), bf16 GEMM "
-              f"{entry['gemm_bf16_flops'] / 1e9:.1f} GFLOP/s ({bf16_how}), bound {bound:,.0f} tok/s")
+        entry.update(
+            {
+                "cpu_pressure_after": _cpu_pressure(),
+                "gemm_fp32_flops": flops_med,
+                "gemm_fp32_flops_best": flops / min(gemm_times),
+                "gemm_samples": len(gemm_times),
+                "bound_tokens_per_s": bound,
+            }
+        )
+        print(
+            f"\nd_sae={d_sae} ({entry['schedule']}; cpu pressure after: {entry['cpu_pressure_after']})"
+            f"\n  fp32 GEMM {flops_med / 1e9:.0f} GFLOP/s "
+            f"(best {entry['gemm_fp32_flops_best'] / 1e9:.0f}), bf16 GEMM "
+            f"{entry['gemm_bf16_flops'] / 1e9:.1f} GFLOP/s ({bf16_how}), bound {bound:,.0f} tok/s"
+        )
         for name in impls:
             if name not in times or not times[name] or "error" in entry["results"].get(name, {}):
                 continue
@@ -551,16 +670,28 @@ def main(argv: list[str] | None = None) -> dict:
             # paired: each step against the GEMM timed just before it, so that the machine's speed
             # drifting between rounds (shared host) cancels out; the median of those ratios
             paired = statistics.median(g / t for g, t in zip(runs.gemm_before[name], ts))
-            res = {"label": ROW_LABELS.get(name, name), "steps": len(ts),
-                   "median_s": med, "min_s": min(ts), "times_s": ts, "gemm_before_s": runs.gemm_before[name],
-                   "tokens_per_s": batch / med, "tokens_per_s_best": batch / min(ts),
-                   "fraction_of_bound": paired, "fraction_of_bound_unpaired": batch / med / bound}
+            res = {
+                "label": ROW_LABELS.get(name, name),
+                "steps": len(ts),
+                "median_s": med,
+                "min_s": min(ts),
+                "times_s": ts,
+                "gemm_before_s": runs.gemm_before[name],
+                "tokens_per_s": batch / med,
+                "tokens_per_s_best": batch / min(ts),
+                "fraction_of_bound": paired,
+                "fraction_of_bound_unpaired": batch / med / bound,
+            }
             if name in slow_bf16:
-                res["note"] = "CPU without fast bf16 GEMMs: sequential steps after the round-robin, 1 warm-up"
+                res["note"] = (
+                    "CPU without fast bf16 GEMMs: sequential steps after the round-robin, 1 warm-up"
+                )
             entry["results"][name] = res
-            print(f"  {name:28s} {med * 1e3:9.1f} ms/step (min {min(ts) * 1e3:.1f})  "
-                  f"{batch / med:10,.0f} tok/s  {paired:6.1%} of bound "
-                  f"(medians unpaired: {res['fraction_of_bound_unpaired']:.1%})")
+            print(
+                f"  {name:28s} {med * 1e3:9.1f} ms/step (min {min(ts) * 1e3:.1f})  "
+                f"{batch / med:10,.0f} tok/s  {paired:6.1%} of bound "
+                f"(medians unpaired: {res['fraction_of_bound_unpaired']:.1%})"
+            )
         if interleave and args.profile:
             for name in here:
                 if name.startswith("kernel_only") and name in steps:
@@ -582,8 +713,13 @@ def main(argv: list[str] | None = None) -> dict:
         for mine in [n for n in entry["results"] if n.startswith("ours")]:
             mr = {k.split("/")[1]: v for k, v in ratios.items() if k.startswith(mine + "/")}
             if mr:
-                print(f"  {mine}: " + ", ".join(f"x{v:.2f} vs {k}" if k != "bound" else f"{v:.1%} of bound"
-                                               for k, v in mr.items()))
+                print(
+                    f"  {mine}: "
+                    + ", ".join(
+                        f"x{v:.2f} vs {k}" if k != "bound" else f"{v:.1%} of bound"
+                        for k, v in mr.items()
+                    )
+                )
         report["wall_s"] = time.perf_counter() - t_start
         _save(report, args.out)
 
@@ -615,8 +751,14 @@ def _make(name: str, d_sae: int):
         # kernel_only[_native][_bf16][_foreach|_plainadam]
         parts = set(name.split("_")[2:])
         adam = "foreach" if "foreach" in parts else "plain" if "plainadam" in parts else "fused"
-        return KernelStep(D_IN, d_sae, K, adam=adam, select="native" if "native" in parts else "torch",
-                          dtype=torch.bfloat16 if "bf16" in parts else None)
+        return KernelStep(
+            D_IN,
+            d_sae,
+            K,
+            adam=adam,
+            select="native" if "native" in parts else "torch",
+            dtype=torch.bfloat16 if "bf16" in parts else None,
+        )
     if name in ("ours_trainstep", "ours_trainstep_native"):
         return make_trainstep(d_sae, K)
     if name in ("ours_trainstep_bf16", "ours_trainstep_native_bf16"):
@@ -655,11 +797,21 @@ def _profile(step: KernelStep, x: torch.Tensor, gemm: _GemmProbe, n: int = 5) ->
     step.timer = None
     total = sum(phases.values())
     gemm_ms = statistics.median(gemm_ts) * 1e3
-    print("    phases (median ms): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items())
-          + f"; sum {total:.1f}; fp32 GEMM alone {gemm_ms:.1f}")
-    return ({k: {"median_ms": v, "median_s": v / 1e3} for k, v in phases.items()},
-            {"steps": n, "sum_ms": total, "gemm_ms": gemm_ms,
-             "select_and_bias_ms_est": phases.get("encode fwd (GEMM+select)", float("nan")) - gemm_ms})
+    print(
+        "    phases (median ms): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in phases.items())
+        + f"; sum {total:.1f}; fp32 GEMM alone {gemm_ms:.1f}"
+    )
+    return (
+        {k: {"median_ms": v, "median_s": v / 1e3} for k, v in phases.items()},
+        {
+            "steps": n,
+            "sum_ms": total,
+            "gemm_ms": gemm_ms,
+            "select_and_bias_ms_est": phases.get("encode fwd (GEMM+select)", float("nan"))
+            - gemm_ms,
+        },
+    )
 
 
 def _store_profile(entry: dict, name: str, prof: tuple[dict, dict]) -> None:
@@ -668,8 +820,15 @@ def _store_profile(entry: dict, name: str, prof: tuple[dict, dict]) -> None:
 
 def _print_table(report: dict) -> None:
     order = list(ROW_LABELS)
-    names = sorted({n for e in report["sizes"].values() for n, r in e["results"].items() if "tokens_per_s" in r},
-                   key=lambda n: order.index(n) if n in order else len(order))
+    names = sorted(
+        {
+            n
+            for e in report["sizes"].values()
+            for n, r in e["results"].items()
+            if "tokens_per_s" in r
+        },
+        key=lambda n: order.index(n) if n in order else len(order),
+    )
     print("\ntokens/s (median step) and paired % of bound, batch", report["batch_tokens"])
     head = f"{'d_sae':>7} {'GFLOP/s':>8} {'bound':>8} " + " ".join(f"{n:>28}" for n in names)
     print(head)
@@ -677,9 +836,15 @@ def _print_table(report: dict) -> None:
         cells = []
         for n in names:
             r = e["results"].get(n, {})
-            cells.append(f"{r['tokens_per_s']:>20,.0f} ({r['fraction_of_bound']:>5.1%})" if "tokens_per_s" in r
-                         else f"{'-':>28}")
-        print(f"{d_sae:>7} {e['gemm_fp32_flops'] / 1e9:>8.0f} {e['bound_tokens_per_s']:>8,.0f} " + " ".join(cells))
+            cells.append(
+                f"{r['tokens_per_s']:>20,.0f} ({r['fraction_of_bound']:>5.1%})"
+                if "tokens_per_s" in r
+                else f"{'-':>28}"
+            )
+        print(
+            f"{d_sae:>7} {e['gemm_fp32_flops'] / 1e9:>8.0f} {e['bound_tokens_per_s']:>8,.0f} "
+            + " ".join(cells)
+        )
 
 
 def _versions() -> dict:

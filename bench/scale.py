@@ -17,6 +17,7 @@ repeated there. Not a test.
 
     python bench/scale.py [--quick] [--tokens 16384]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,10 +39,25 @@ def run_config(out_dir: str, hooks: list[str], tokens: int, device: str = "cpu",
     from saes.train_config import RunConfig
 
     job = len(hooks) > 1 or kw.get("shard_hooks")
-    return RunConfig(model="smollm2-135m", hook=hooks[0], hooks=hooks if job else None, d_sae=2304, k=32,
-                     train_tokens=tokens, batch_tokens=4096, buffer_tokens=min(16384, tokens), batch_windows=16,
-                     context_size=128, warmup_steps=1, log_every=1, checkpoint_every_tokens=10**12,
-                     init_sample_tokens=2048, out_dir=out_dir, device=device, **kw)
+    return RunConfig(
+        model="smollm2-135m",
+        hook=hooks[0],
+        hooks=hooks if job else None,
+        d_sae=2304,
+        k=32,
+        train_tokens=tokens,
+        batch_tokens=4096,
+        buffer_tokens=min(16384, tokens),
+        batch_windows=16,
+        context_size=128,
+        warmup_steps=1,
+        log_every=1,
+        checkpoint_every_tokens=10**12,
+        init_sample_tokens=2048,
+        out_dir=out_dir,
+        device=device,
+        **kw,
+    )
 
 
 def logged_tps(out_dir: Path, hooks: list[str]) -> tuple[float, int]:
@@ -77,15 +93,27 @@ def hooks_section(model, layers: list[int], counts: list[int], tokens: int, devi
         sep_time = sum(tokens / separate[h] for h in hooks)
         sep_tps = tokens / sep_time
         depths = [int(h.split(".")[1]) + 1 for h in hooks]
-        rows.append({"device": device, "n_hooks": n, "hooks": hooks, "one_forward_tokens_per_s": one,
-                     "separate_passes_tokens_per_s": sep_tps, "speedup": one / sep_tps,
-                     "ideal_speedup": sum(depths) / max(depths)})
-        print(f"  {n} hooks: one forward {one:,.0f} tok/s, separate {sep_tps:,.0f} tok/s, "
-              f"speed-up {one / sep_tps:.2f}x (ideal {rows[-1]['ideal_speedup']:.2f}x)")
+        rows.append(
+            {
+                "device": device,
+                "n_hooks": n,
+                "hooks": hooks,
+                "one_forward_tokens_per_s": one,
+                "separate_passes_tokens_per_s": sep_tps,
+                "speedup": one / sep_tps,
+                "ideal_speedup": sum(depths) / max(depths),
+            }
+        )
+        print(
+            f"  {n} hooks: one forward {one:,.0f} tok/s, separate {sep_tps:,.0f} tok/s, "
+            f"speed-up {one / sep_tps:.2f}x (ideal {rows[-1]['ideal_speedup']:.2f}x)"
+        )
     return {"separate_single_hook_tokens_per_s": separate, "rows": rows}
 
 
-def subprocess_run(label: str, hooks: list[str], tokens: int, nproc: int, threads: int, **kw) -> dict:
+def subprocess_run(
+    label: str, hooks: list[str], tokens: int, nproc: int, threads: int, **kw
+) -> dict:
     """Train in a fresh process (or ``nproc`` torchrun processes); tokens/s from rank 0's log."""
     out = Path(tempfile.mkdtemp(prefix="scale-dist-"))
     cfg_path = out / "cfg.json"
@@ -94,7 +122,15 @@ def subprocess_run(label: str, hooks: list[str], tokens: int, nproc: int, thread
     if nproc == 1:
         cmd = [sys.executable, *script]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *script]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(nproc),
+            *script,
+        ]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
@@ -102,8 +138,15 @@ def subprocess_run(label: str, hooks: list[str], tokens: int, nproc: int, thread
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     tps, done = logged_tps(out / "run", hooks)
-    return {"mode": label, "processes": nproc, "threads_per_process": threads, "tokens": done,
-            "tokens_per_s": tps, "wall_s_incl_startup": wall, **kw}
+    return {
+        "mode": label,
+        "processes": nproc,
+        "threads_per_process": threads,
+        "tokens": done,
+        "tokens_per_s": tps,
+        "wall_s_incl_startup": wall,
+        **kw,
+    }
 
 
 def gloo_section(hooks: list[str], tokens: int) -> list[dict]:
@@ -130,15 +173,32 @@ def figure(result: dict, path: Path) -> None:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("SAEs on N hooks (SmolLM2)", "1 vs 2 gloo processes"))
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=("SAEs on N hooks (SmolLM2)", "1 vs 2 gloo processes")
+    )
     for section in result["hooks"]:
         rows = section["rows"]
         x = [f"{r['n_hooks']} ({r['device']})" for r in rows]
-        fig.add_trace(go.Bar(x=x, y=[r["one_forward_tokens_per_s"] for r in rows], name="one forward"), 1, 1)
-        fig.add_trace(go.Bar(x=x, y=[r["separate_passes_tokens_per_s"] for r in rows], name="separate passes"), 1, 1)
+        fig.add_trace(
+            go.Bar(x=x, y=[r["one_forward_tokens_per_s"] for r in rows], name="one forward"), 1, 1
+        )
+        fig.add_trace(
+            go.Bar(
+                x=x, y=[r["separate_passes_tokens_per_s"] for r in rows], name="separate passes"
+            ),
+            1,
+            1,
+        )
     if result.get("gloo"):
-        fig.add_trace(go.Bar(x=[r["mode"] for r in result["gloo"]], y=[r["tokens_per_s"] for r in result["gloo"]],
-                             name="gloo"), 1, 2)
+        fig.add_trace(
+            go.Bar(
+                x=[r["mode"] for r in result["gloo"]],
+                y=[r["tokens_per_s"] for r in result["gloo"]],
+                name="gloo",
+            ),
+            1,
+            2,
+        )
     fig.update_yaxes(title_text="tokens/s")
     fig.update_layout(barmode="group", template="plotly_white")
     fig.write_html(str(path), include_plotlyjs="cdn")
@@ -146,8 +206,12 @@ def figure(result: dict, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="smoke run: shallow layers, 1 and 4 hooks, one batch")
-    ap.add_argument("--tokens", type=int, default=None, help="tokens per run (default 16384; quick 4096)")
+    ap.add_argument(
+        "--quick", action="store_true", help="smoke run: shallow layers, 1 and 4 hooks, one batch"
+    )
+    ap.add_argument(
+        "--tokens", type=int, default=None, help="tokens per run (default 16384; quick 4096)"
+    )
     ap.add_argument("--out", default=None)
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=2, help=argparse.SUPPRESS)
@@ -161,7 +225,9 @@ def main() -> None:
     tokens = args.tokens or (4096 if args.quick else 16384)
     layers = list(range(0, 4)) if args.quick else list(range(8, 16))
     counts = [1, 4] if args.quick else [1, 4, 8]
-    out = Path(args.out or ("bench/results/scale_quick.json" if args.quick else "bench/results/scale.json"))
+    out = Path(
+        args.out or ("bench/results/scale_quick.json" if args.quick else "bench/results/scale.json")
+    )
     t0, load_at_start = time.perf_counter(), os.getloadavg()
     model = load_model("smollm2-135m", device="cpu")
     result = {"hooks": [hooks_section(model, layers, counts, tokens, "cpu")]}
@@ -170,15 +236,23 @@ def main() -> None:
     if torch.cuda.is_available():
         gpu = load_model("smollm2-135m", device="cuda")
         result["hooks"].append(hooks_section(gpu, layers, counts, tokens * 8, "cuda"))
-    result.update({
-        "model": "smollm2-135m", "sae": {"variant": "topk", "k": 32, "d_sae": 2304, "batch_tokens": 4096},
-        "tokens_per_run": tokens, "quick": args.quick, "torch": torch.__version__, "threads": 2,
-        "cpu_count": os.cpu_count(), "machine": platform.machine(),
-        "load_average_at_start": load_at_start, "load_average_at_end": os.getloadavg(),
-        "wall_s": time.perf_counter() - t0,
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "note": "2 CPU cores shared with other jobs; one run per configuration",
-    })
+    result.update(
+        {
+            "model": "smollm2-135m",
+            "sae": {"variant": "topk", "k": 32, "d_sae": 2304, "batch_tokens": 4096},
+            "tokens_per_run": tokens,
+            "quick": args.quick,
+            "torch": torch.__version__,
+            "threads": 2,
+            "cpu_count": os.cpu_count(),
+            "machine": platform.machine(),
+            "load_average_at_start": load_at_start,
+            "load_average_at_end": os.getloadavg(),
+            "wall_s": time.perf_counter() - t0,
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "note": "2 CPU cores shared with other jobs; one run per configuration",
+        }
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     figure(result, out.with_suffix(".html"))
@@ -186,8 +260,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for section in result["hooks"]:
         for r in section["rows"]:
-            print(f"| {r['device']} | {r['n_hooks']} | {r['one_forward_tokens_per_s']:,.0f} | "
-                  f"{r['separate_passes_tokens_per_s']:,.0f} | {r['speedup']:.2f}x | {r['ideal_speedup']:.2f}x |")
+            print(
+                f"| {r['device']} | {r['n_hooks']} | {r['one_forward_tokens_per_s']:,.0f} | "
+                f"{r['separate_passes_tokens_per_s']:,.0f} | {r['speedup']:.2f}x | {r['ideal_speedup']:.2f}x |"
+            )
     print("\n| run (4 hooks) | tok/s | vs 1 process |\n|---|---|---|")
     for r in result["gloo"]:
         print(f"| {r['mode']} | {r['tokens_per_s']:,.0f} | {r['speedup_vs_1_process']:.2f}x |")

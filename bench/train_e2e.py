@@ -8,6 +8,7 @@ run at d_sae = 65536. Prints and saves bench/results/train_e2e.json. Not a test.
 
     python bench/train_e2e.py [--tokens 65536] [--d-sae 4608]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,13 @@ from saes.train_config import RunConfig
 
 def capture_only(model, cfg: RunConfig, n_windows: int) -> float:
     cap = ActivationCapture(model, [cfg.hook])
-    wins = token_windows(model.tokenizer, source=cfg.source, context_size=cfg.context_size, split="train", seed=cfg.seed)
+    wins = token_windows(
+        model.tokenizer,
+        source=cfg.source,
+        context_size=cfg.context_size,
+        split="train",
+        seed=cfg.seed,
+    )
     windows = [w for _, w in zip(range(n_windows), wins)]
     rows = 0
     t0 = time.perf_counter()
@@ -39,9 +46,20 @@ def capture_only(model, cfg: RunConfig, n_windows: int) -> float:
 
 def run(model, device: str, d_sae: int, tokens: int, layer: int) -> dict:
     out_dir = Path(tempfile.mkdtemp(prefix="e2e-"))
-    cfg = RunConfig(model="smollm2-135m", hook=f"blocks.{layer}.hook_resid_post", d_sae=d_sae, k=32,
-                    train_tokens=tokens, batch_tokens=4096, buffer_tokens=16384, batch_windows=16,
-                    out_dir=str(out_dir), checkpoint_every_tokens=10**12, log_every=1, device=device)
+    cfg = RunConfig(
+        model="smollm2-135m",
+        hook=f"blocks.{layer}.hook_resid_post",
+        d_sae=d_sae,
+        k=32,
+        train_tokens=tokens,
+        batch_tokens=4096,
+        buffer_tokens=16384,
+        batch_windows=16,
+        out_dir=str(out_dir),
+        checkpoint_every_tokens=10**12,
+        log_every=1,
+        device=device,
+    )
     n_windows = cfg.windows_per_block * -(-tokens // cfg.buffer_tokens)
     # capture alone before and after training (the machine's speed drifts; the first run is also
     # the model's first forwards): the reference is their mean
@@ -53,11 +71,20 @@ def run(model, device: str, d_sae: int, tokens: int, layer: int) -> dict:
     cap_tps = (cap_before + cap_after) / 2
     log = [json.loads(x) for x in (out_dir / "train_log.jsonl").read_text().splitlines()]
     train_tps = log[-1]["tokens_per_s"]
-    return {"device": device, "d_sae": d_sae, "layer": layer, "tokens": log[-1]["tokens"],
-            "capture_tokens_per_s": cap_tps, "capture_tokens_per_s_before_after": [cap_before, cap_after],
-            "train_tokens_per_s": train_tps, "train_over_capture": train_tps / cap_tps,
-            "train_tokens_per_s_incl_init": log[-1]["tokens"] / wall, "train_wall_s_incl_init": wall,
-            "final_fvu_train_batch": log[-1]["fvu"], "target": ">= 0.90"}
+    return {
+        "device": device,
+        "d_sae": d_sae,
+        "layer": layer,
+        "tokens": log[-1]["tokens"],
+        "capture_tokens_per_s": cap_tps,
+        "capture_tokens_per_s_before_after": [cap_before, cap_after],
+        "train_tokens_per_s": train_tps,
+        "train_over_capture": train_tps / cap_tps,
+        "train_tokens_per_s_incl_init": log[-1]["tokens"] / wall,
+        "train_wall_s_incl_init": wall,
+        "final_fvu_train_batch": log[-1]["fvu"],
+        "target": ">= 0.90",
+    }
 
 
 def main() -> None:
@@ -73,13 +100,20 @@ def main() -> None:
     if torch.cuda.is_available():
         gpu = load_model("smollm2-135m", device="cuda")
         results.append(run(gpu, "cuda", 65536, args.tokens * 8, args.layer))
-    out = {"runs": results, "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "machine": platform.machine(), "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    out = {
+        "runs": results,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     for r in results:
-        print(f"[{r['device']}] d_sae={r['d_sae']} capture {r['capture_tokens_per_s']:,.0f} tok/s, "
-              f"training {r['train_tokens_per_s']:,.0f} tok/s -> {r['train_over_capture']:.1%} of capture")
+        print(
+            f"[{r['device']}] d_sae={r['d_sae']} capture {r['capture_tokens_per_s']:,.0f} tok/s, "
+            f"training {r['train_tokens_per_s']:,.0f} tok/s -> {r['train_over_capture']:.1%} of capture"
+        )
     print(f"saved {args.out}")
 
 

@@ -8,11 +8,12 @@ model's parameters get no gradient, and nothing before the first hook is differe
 Gradient convention: ``L = sum over positions t of CE(logits[t], token[t+1])`` (a sum, not a mean),
 so the gradient at a position does not depend on the batch size or the window length.
 """
+
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +51,7 @@ class ActivationBatch:
     def hooks(self) -> list[str]:
         return list(self.acts)
 
-    def select(self, index: torch.Tensor | slice) -> "ActivationBatch":
+    def select(self, index: torch.Tensor | slice) -> ActivationBatch:
         """Rows ``index`` of every tensor."""
         return ActivationBatch(
             acts={h: a[index] for h, a in self.acts.items()},
@@ -59,7 +60,7 @@ class ActivationBatch:
         )
 
     @staticmethod
-    def concat(batches: Sequence["ActivationBatch"]) -> "ActivationBatch":
+    def concat(batches: Sequence[ActivationBatch]) -> ActivationBatch:
         first = batches[0]
         return ActivationBatch(
             acts={h: torch.cat([b.acts[h] for b in batches]) for h in first.acts},
@@ -93,7 +94,9 @@ def hook_dim(model, hook: str) -> int:
     if hook.endswith(("mlp.hook_pre", "mlp.hook_post", "mlp.hook_pre_linear")):
         return cfg.d_mlp
     if hook.endswith(("hook_pattern", "hook_attn_scores")):
-        raise ValueError(f"hook {hook!r} is per (query, key) pair, not per token: it cannot feed an SAE")
+        raise ValueError(
+            f"hook {hook!r} is per (query, key) pair, not per token: it cannot feed an SAE"
+        )
     return cfg.d_model
 
 
@@ -118,7 +121,9 @@ class ActivationCapture:
         self.drop_bos = drop_bos
         self.dtype = storage_dtype(dtype)
         stop = stop_at_layer_for(self.hooks)
-        self.stop_at_layer: int | None = None if stop is None or stop >= model.cfg.n_layers else stop
+        self.stop_at_layer: int | None = (
+            None if stop is None or stop >= model.cfg.n_layers else stop
+        )
         # With gradients, the residual stream is made a leaf at its start (or at each requested
         # embedding hook): every hooked activation lies downstream of it, whatever the hook order,
         # and autograd.grad prunes everything before it.
@@ -177,7 +182,9 @@ class ActivationCapture:
                     return_type=None if skip_unembed else "logits",
                 )
             grads = None
-        keep = self.keep_mask(tokens, attention_mask.to(device) if attention_mask is not None else None)
+        keep = self.keep_mask(
+            tokens, attention_mask.to(device) if attention_mask is not None else None
+        )
         flat_keep = keep.reshape(-1)
         B, T = tokens.shape
 
@@ -199,7 +206,9 @@ class ActivationCapture:
             names = list(dict.fromkeys(self.hooks + (self.grad_roots if self.with_grads else [])))
             for h in names:
                 handles.append(
-                    self.model.hook_dict[h].register_forward_hook(functools.partial(_as_tl_hook, save))
+                    self.model.hook_dict[h].register_forward_hook(
+                        functools.partial(_as_tl_hook, save)
+                    )
                 )
             return self.model(tokens, **kwargs)
         finally:
@@ -275,7 +284,7 @@ def shuffled_batches(
 
 
 def capture_blocks(
-    capture: "ActivationCapture",
+    capture: ActivationCapture,
     windows: Iterable[torch.Tensor],
     windows_per_block: int,
     batch_windows: int,

@@ -13,15 +13,17 @@ deterministic window stream, each shard is written to a temporary name, fsynced 
 and the manifest is rewritten atomically after every shard. A crashed run resumes after the last
 shard the manifest lists, so no token is duplicated or missing.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import mmap
 import struct
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -155,7 +157,16 @@ class CacheWriter:
         }
         if (self.folder / MANIFEST).exists():
             old = read_manifest(self.folder).data
-            for key in ("hooks", "dtype", "has_grads", "windows_per_shard", "model", "source", "seed", "context_size"):
+            for key in (
+                "hooks",
+                "dtype",
+                "has_grads",
+                "windows_per_shard",
+                "model",
+                "source",
+                "seed",
+                "context_size",
+            ):
                 if key in fresh and old.get(key) != fresh.get(key):
                     raise CacheError(
                         f"cannot resume {self.folder}: its {key} is {old.get(key)!r} but this run "
@@ -177,8 +188,13 @@ class CacheWriter:
     def windows_done(self) -> int:
         return len(self.manifest["shards"]) * self.windows_per_shard
 
-    def write(self, windows: Iterable[torch.Tensor], batch_windows: int, max_windows: int | None = None,
-              progress: bool = True) -> CacheManifest:
+    def write(
+        self,
+        windows: Iterable[torch.Tensor],
+        batch_windows: int,
+        max_windows: int | None = None,
+        progress: bool = True,
+    ) -> CacheManifest:
         """Capture and write windows; windows already in the cache are skipped, not recomputed."""
         from tqdm.auto import tqdm
 
@@ -191,12 +207,18 @@ class CacheWriter:
             if next(it, None) is None:
                 break
         todo = None if max_windows is None else max(0, max_windows - self.windows_done)
-        bar = tqdm(total=todo, desc=f"caching -> {self.folder.name}", unit="win", disable=not progress)
+        bar = tqdm(
+            total=todo, desc=f"caching -> {self.folder.name}", unit="win", disable=not progress
+        )
         pending: list[ActivationBatch] = []
         pending_windows = 0
         written = 0
         while todo is None or written + pending_windows < todo:
-            want = batch_windows if todo is None else min(batch_windows, todo - written - pending_windows)
+            want = (
+                batch_windows
+                if todo is None
+                else min(batch_windows, todo - written - pending_windows)
+            )
             chunk = [w for _, w in zip(range(want), it)]
             if not chunk:
                 break
@@ -224,8 +246,12 @@ class CacheWriter:
             tensors["tokens"] = batch.tokens.to(torch.int64).contiguous()
         atomic_write(self.folder / name, lambda tmp: save_file(tensors, tmp))
         self.manifest["shards"].append(
-            {"file": name, "tokens": len(batch), "bytes": (self.folder / name).stat().st_size,
-             "sha256": sha256_file(self.folder / name)}
+            {
+                "file": name,
+                "tokens": len(batch),
+                "bytes": (self.folder / name).stat().st_size,
+                "sha256": sha256_file(self.folder / name),
+            }
         )
         atomic_write_json(self.folder / MANIFEST, self.manifest)
 
@@ -252,7 +278,9 @@ class ActivationCache:
         """Check every shard's sha256 against the manifest (names the first bad file)."""
         for s in self.manifest.shards:
             if "sha256" in s and sha256_file(self.folder / s["file"]) != s["sha256"]:
-                raise CacheError(f"cache shard {self.folder / s['file']} is corrupt (sha256 mismatch)")
+                raise CacheError(
+                    f"cache shard {self.folder / s['file']} is corrupt (sha256 mismatch)"
+                )
 
     @property
     def hooks(self) -> dict[str, int]:
@@ -267,7 +295,9 @@ class ActivationCache:
 
     def check_hook(self, hook: str, d_in: int | None = None) -> None:
         if hook not in self.hooks:
-            raise CacheError(f"cache {self.folder} has no hook {hook!r}; it holds {sorted(self.hooks)}")
+            raise CacheError(
+                f"cache {self.folder} has no hook {hook!r}; it holds {sorted(self.hooks)}"
+            )
         if d_in is not None and self.hooks[hook] != d_in:
             raise CacheError(
                 f"d_in mismatch: cache {self.folder} has d_in={self.hooks[hook]} for {hook!r}, "
@@ -303,6 +333,8 @@ class ActivationCache:
                 sl = slice(a, min(n, a + rows_per_read))
                 yield ActivationBatch(
                     acts={h: tensors[h][sl].clone() for h in hooks},
-                    grads={h: tensors[f"{h}.grad"][sl].clone() for h in hooks} if with_grads else None,
+                    grads={h: tensors[f"{h}.grad"][sl].clone() for h in hooks}
+                    if with_grads
+                    else None,
                     tokens=tensors["tokens"][sl].clone() if "tokens" in tensors else None,
                 )

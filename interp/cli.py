@@ -3,17 +3,21 @@
 The CLI is the one place that wires the rooms together; it imports ``saes`` lazily inside the
 commands so that the ``interp`` core never depends on it.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="interp: capture activations, train and evaluate SAEs.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="interp: capture activations, train and evaluate SAEs.",
+)
 
 
 def _fail(e: Exception) -> None:
@@ -33,7 +37,9 @@ def models_cmd() -> None:
 
 @app.command("kernels")
 def kernels_cmd(
-    build: bool = typer.Option(False, "--build", help="compile the C++ top-k kernel now (once; cached by torch)"),
+    build: bool = typer.Option(
+        False, "--build", help="compile the C++ top-k kernel now (once; cached by torch)"
+    ),
 ) -> None:
     """Which top-k selection kernel SAE training uses on CPU; --build compiles the C++ one."""
     from saes import kernels
@@ -46,11 +52,19 @@ def kernels_cmd(
     typer.echo(f"CPU top-k selection: {kernels.selection_kernel()}")
     if build and not status["built"]:
         if status["compiler"] is None:  # the one accepted reason; said loudly, exit 0
-            typer.echo("=" * 78 + "\nNO C++ COMPILER on this machine ($CXX / c++ not found): the C++ top-k cannot "
-                       "be built.\nTraining uses the pure-torch selection (about half the selection speed), and "
-                       "the C++ kernel tests are skipped.\n" + "=" * 78, err=True)
+            typer.echo(
+                "="
+                * 78
+                + "\nNO C++ COMPILER on this machine ($CXX / c++ not found): the C++ top-k cannot "
+                "be built.\nTraining uses the pure-torch selection (about half the selection speed), and "
+                "the C++ kernel tests are skipped.\n" + "=" * 78,
+                err=True,
+            )
             return
-        typer.echo(f"error: the C++ top-k failed to build with {status['compiler']}: {status['error']}", err=True)
+        typer.echo(
+            f"error: the C++ top-k failed to build with {status['compiler']}: {status['error']}",
+            err=True,
+        )
         raise typer.Exit(1)
 
 
@@ -58,7 +72,7 @@ def kernels_cmd(
 def cache_cmd(
     out: Path = typer.Argument(..., help="cache folder (created, or resumed if it exists)"),
     model: str = typer.Option("smollm2-135m", help="model spec"),
-    hook: List[str] = typer.Option(["blocks.15.hook_resid_post"], help="hook name (repeatable)"),
+    hook: list[str] = typer.Option(["blocks.15.hook_resid_post"], help="hook name (repeatable)"),
     source: str = typer.Option("stdlib", help="text source: stdlib, a file/glob, or hf:NAME"),
     split: str = typer.Option("train"),
     context_size: int = typer.Option(128),
@@ -79,24 +93,38 @@ def cache_cmd(
         m = load_model(model)
         capture = ActivationCapture(m, hook, with_grads=grads, dtype=dtype)
         if windows_per_shard % batch_windows:
-            raise ValueError(f"windows_per_shard ({windows_per_shard}) must be a multiple of batch_windows ({batch_windows})")
-        meta = {"model": model, "source": source, "split": split, "seed": seed, "context_size": context_size}
+            raise ValueError(
+                f"windows_per_shard ({windows_per_shard}) must be a multiple of batch_windows ({batch_windows})"
+            )
+        meta = {
+            "model": model,
+            "source": source,
+            "split": split,
+            "seed": seed,
+            "context_size": context_size,
+        }
         writer = CacheWriter(out, capture, meta, windows_per_shard)
-        windows = token_windows(m.tokenizer, source=source, context_size=context_size, split=split, seed=seed)
+        windows = token_windows(
+            m.tokenizer, source=source, context_size=context_size, split=split, seed=seed
+        )
         max_windows = -(-tokens // (context_size - 1))
         manifest = writer.write(windows, batch_windows, max_windows=max_windows)
     except (ValueError, FileNotFoundError) as e:
         _fail(e)
-    typer.echo(f"cache {out}: {manifest.total_tokens:,} tokens in {len(manifest.shards)} shards, hooks {manifest.hooks}")
+    typer.echo(
+        f"cache {out}: {manifest.total_tokens:,} tokens in {len(manifest.shards)} shards, hooks {manifest.hooks}"
+    )
 
 
 @app.command("train")
 def train_cmd(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="JSON or YAML run config"),
-    set_: List[str] = typer.Option([], "--set", help="override: key=value (repeatable)"),
+    config: Path | None = typer.Option(None, "--config", "-c", help="JSON or YAML run config"),
+    set_: list[str] = typer.Option([], "--set", help="override: key=value (repeatable)"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last good checkpoint"),
     no_eval: bool = typer.Option(False, "--no-eval", help="skip evaluation at the end"),
-    plan: bool = typer.Option(False, "--plan", help="print the memory plan (what fits at which batch size) and stop"),
+    plan: bool = typer.Option(
+        False, "--plan", help="print the memory plan (what fits at which batch size) and stop"
+    ),
 ) -> None:
     """Train an SAE (any variant) from a config file; with hooks/saes, many SAEs from one forward pass.
     Under torchrun: data parallel (or shard_hooks=true)."""
@@ -109,7 +137,7 @@ def train_cmd(
     except (ValueError, FileNotFoundError, FileExistsError, TrainingDiverged) as e:
         _fail(e)
     except KeyboardInterrupt:
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     if plan or os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return
     if cfg.hooks or cfg.saes:
@@ -118,16 +146,24 @@ def train_cmd(
         runs = sorted(p.parent for p in Path(run_dir).rglob("run_config.json"))
         from saes.train_config import RunConfig
 
-        summarize([RunConfig(**json.loads((r / "run_config.json").read_text())) for r in runs], run_dir)
+        summarize(
+            [RunConfig(**json.loads((r / "run_config.json").read_text())) for r in runs], run_dir
+        )
         return
     _print_metrics(run_dir)
 
 
 @app.command("sweep")
 def sweep_cmd(
-    config: Path = typer.Option(..., "--config", "-c", help="sweep config (YAML/JSON): base, grid, mode, out_dir"),
-    set_: List[str] = typer.Option([], "--set", help="override a top-level key: key=value (repeatable)"),
-    resume: bool = typer.Option(False, "--resume", help="continue unfinished runs from their checkpoints"),
+    config: Path = typer.Option(
+        ..., "--config", "-c", help="sweep config (YAML/JSON): base, grid, mode, out_dir"
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", help="override a top-level key: key=value (repeatable)"
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="continue unfinished runs from their checkpoints"
+    ),
 ) -> None:
     """Train a grid of SAEs (together, sequentially or in parallel processes sharing one activation
     cache); writes summary.json/.csv and an FVU-vs-L0 frontier figure (frontier.html)."""
@@ -138,15 +174,26 @@ def sweep_cmd(
     try:
         sweep = load_sweep_config(config, set_)
         run_sweep(sweep, resume=resume)
-    except (ValueError, FileNotFoundError, FileExistsError, TrainingDiverged, MemoryPlanError, RuntimeError) as e:
+    except (
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        TrainingDiverged,
+        MemoryPlanError,
+        RuntimeError,
+    ) as e:
         _fail(e)
     except KeyboardInterrupt:
-        raise typer.Exit(130)
-    typer.echo(f"summary: {Path(sweep.out_dir) / 'summary.csv'}, figure: {Path(sweep.out_dir) / 'frontier.html'}")
+        raise typer.Exit(130) from None
+    typer.echo(
+        f"summary: {Path(sweep.out_dir) / 'summary.csv'}, figure: {Path(sweep.out_dir) / 'frontier.html'}"
+    )
 
 
 @app.command("eval")
-def eval_cmd(run_dir: Path = typer.Argument(..., help="a run folder written by `interp train`")) -> None:
+def eval_cmd(
+    run_dir: Path = typer.Argument(..., help="a run folder written by `interp train`"),
+) -> None:
     """Evaluate a trained SAE on held-out tokens (and spliced into the model); writes metrics.json."""
     from saes.evals import evaluate_run
 
@@ -159,10 +206,18 @@ def eval_cmd(run_dir: Path = typer.Argument(..., help="a run folder written by `
 
 @app.command("runs")
 def runs_cmd(
-    root: Path = typer.Argument(Path("runs"), help="folder holding run folders (searched recursively)"),
-    as_json: bool = typer.Option(False, "--json", help="print JSON (one object per run) instead of a table"),
-    verify: bool = typer.Option(False, "--verify", help="also check every newest checkpoint's sha256 (slower)"),
-    stale_after: float = typer.Option(30.0, help="minutes without a status update before a live run is 'stalled'"),
+    root: Path = typer.Argument(
+        Path("runs"), help="folder holding run folders (searched recursively)"
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="print JSON (one object per run) instead of a table"
+    ),
+    verify: bool = typer.Option(
+        False, "--verify", help="also check every newest checkpoint's sha256 (slower)"
+    ),
+    stale_after: float = typer.Option(
+        30.0, help="minutes without a status update before a live run is 'stalled'"
+    ),
 ) -> None:
     """List run folders: status (running, finished, failed, interrupted/crashed (resumable)), tokens, metrics."""
     from saes.runs import list_runs, runs_table
@@ -176,11 +231,25 @@ def runs_cmd(
         return
     from rich.console import Console
 
-    Console().print(runs_table(runs, title=f"runs under {root}") if runs else f"no run folders under {root}")
+    Console().print(
+        runs_table(runs, title=f"runs under {root}") if runs else f"no run folders under {root}"
+    )
 
 
-SUMMARY_KEYS = ("fvu", "explained_variance", "l0_mean", "dead_fraction", "dense_fraction", "cosine_mean",
-                "ce_clean", "ce_spliced", "ce_zero_ablated", "ce_loss_recovered", "kl_div", "train_tokens_per_s")
+SUMMARY_KEYS = (
+    "fvu",
+    "explained_variance",
+    "l0_mean",
+    "dead_fraction",
+    "dense_fraction",
+    "cosine_mean",
+    "ce_clean",
+    "ce_spliced",
+    "ce_zero_ablated",
+    "ce_loss_recovered",
+    "kl_div",
+    "train_tokens_per_s",
+)
 
 
 def _print_metrics(run_dir: Path) -> None:
@@ -205,15 +274,19 @@ def _print_metrics(run_dir: Path) -> None:
 @app.command("demo")
 def demo_cmd(
     out_dir: Path = typer.Option(Path("runs/demo-topk"), help="run folder"),
-    train_tokens: int = typer.Option(400_000, help="training tokens (bench/results/demo.json records how long the default takes)"),
+    train_tokens: int = typer.Option(
+        400_000, help="training tokens (bench/results/demo.json records how long the default takes)"
+    ),
 ) -> None:
     """The main job on the embedded defaults: TopK SAE (k=32, d_sae=4608) on SmolLM2 layer 15 over stdlib."""
     from saes.train import train
     from saes.train_config import load_run_config
 
     cfg_path = Path(__file__).resolve().parent.parent / "configs" / "demo_topk.json"
-    cfg = load_run_config(cfg_path if cfg_path.exists() else None,
-                          [f"out_dir={json.dumps(str(out_dir))}", f"train_tokens={train_tokens}"])
+    cfg = load_run_config(
+        cfg_path if cfg_path.exists() else None,
+        [f"out_dir={json.dumps(str(out_dir))}", f"train_tokens={train_tokens}"],
+    )
     resume = (out_dir / "checkpoints").exists()
     if resume and (out_dir / "metrics.json").exists():
         import shutil
@@ -226,17 +299,29 @@ def demo_cmd(
 
 @app.command("steer")
 def steer_cmd(
-    sae_dir: Path = typer.Argument(..., help="an SAE folder (run folder or cfg.json + sae_weights.safetensors)"),
-    latent: List[int] = typer.Option([], "--latent", "-l", help="latent index (repeatable); default: the 8 most active"),
-    alpha: List[float] = typer.Option([0.25, 0.5, 1.0], "--alpha", "-a",
-                                      help="steering strength, in units of the mean activation norm at the hook"),
-    model: Optional[str] = typer.Option(None, help="model spec (default: the SAE's model_name)"),
-    hook: Optional[str] = typer.Option(None, help="hook (default: the SAE's hook_name)"),
-    source: str = typer.Option("stdlib", help="prompt text: stdlib, a file/glob, or hf:NAME (validation split)"),
+    sae_dir: Path = typer.Argument(
+        ..., help="an SAE folder (run folder or cfg.json + sae_weights.safetensors)"
+    ),
+    latent: list[int] = typer.Option(
+        [], "--latent", "-l", help="latent index (repeatable); default: the 8 most active"
+    ),
+    alpha: list[float] = typer.Option(
+        [0.25, 0.5, 1.0],
+        "--alpha",
+        "-a",
+        help="steering strength, in units of the mean activation norm at the hook",
+    ),
+    model: str | None = typer.Option(None, help="model spec (default: the SAE's model_name)"),
+    hook: str | None = typer.Option(None, help="hook (default: the SAE's hook_name)"),
+    source: str = typer.Option(
+        "stdlib", help="prompt text: stdlib, a file/glob, or hf:NAME (validation split)"
+    ),
     n_prompts: int = typer.Option(8, help="number of prompt windows"),
     context_size: int = typer.Option(64),
-    n_targets: int = typer.Option(10, help="target tokens: the top tokens of the direction's direct logit effect"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="write the results here"),
+    n_targets: int = typer.Option(
+        10, help="target tokens: the top tokens of the direction's direct logit effect"
+    ),
+    json_out: Path | None = typer.Option(None, "--json", help="write the results here"),
 ) -> None:
     """Steer with SAE latents: add alpha * d_i at the hook; report KL from clean and target-token log-prob change."""
     import torch
@@ -252,7 +337,9 @@ def steer_cmd(
         sae = load_sae(sae_dir)
         hook = hook or sae.cfg.hook_name
         m = load_model(model or sae.cfg.model_name or "smollm2-135m")
-        windows = token_windows(m.tokenizer, source=source, context_size=context_size, split="validation")
+        windows = token_windows(
+            m.tokenizer, source=source, context_size=context_size, split="validation"
+        )
         tokens = torch.stack([w for _, w in zip(range(n_prompts), windows)])
         unit = mean_activation_norm(m, hook, tokens)
         latents = list(latent)
@@ -261,47 +348,82 @@ def steer_cmd(
 
             acts = ActivationCapture(m, [hook])(tokens).acts[hook]
             latents = (sae.encode(acts) > 0).sum(0).topk(min(8, sae.cfg.d_sae)).indices.tolist()
-        results = steer_latents(m, sae, latents, [a * unit for a in alpha], tokens, hook=hook,
-                                n_targets=n_targets, progress=True)
+        results = steer_latents(
+            m,
+            sae,
+            latents,
+            [a * unit for a in alpha],
+            tokens,
+            hook=hook,
+            n_targets=n_targets,
+            progress=True,
+        )
     except (ValueError, FileNotFoundError) as e:
         _fail(e)
     table = Table(title=f"steering {sae_dir} at {hook} (alpha unit = mean ||x|| = {unit:.3g})")
-    for col in ("latent", "targets", *(f"KL @{a:g}" for a in alpha), *(f"d logp @{a:g}" for a in alpha), "effect/KL"):
+    for col in (
+        "latent",
+        "targets",
+        *(f"KL @{a:g}" for a in alpha),
+        *(f"d logp @{a:g}" for a in alpha),
+        "effect/KL",
+    ):
         table.add_column(col, justify="right")
     for r in results:
-        table.add_row(str(r.latent), " ".join(repr(s) for s in r.target_strings[:3]),
-                      *(f"{v:.4f}" for v in r.kl), *(f"{v:+.4f}" for v in r.target_logprob_change),
-                      f"{r.effect_per_kl:.3g}")
+        table.add_row(
+            str(r.latent),
+            " ".join(repr(s) for s in r.target_strings[:3]),
+            *(f"{v:.4f}" for v in r.kl),
+            *(f"{v:+.4f}" for v in r.target_logprob_change),
+            f"{r.effect_per_kl:.3g}",
+        )
     Console().print(table)
     if json_out is not None:
         from interp.io import atomic_write_json
 
-        atomic_write_json(json_out, {"sae": str(sae_dir), "hook": hook, "alpha_unit": unit, "alphas": list(alpha),
-                                     "latents": [r.to_dict() for r in results]})
+        atomic_write_json(
+            json_out,
+            {
+                "sae": str(sae_dir),
+                "hook": hook,
+                "alpha_unit": unit,
+                "alphas": list(alpha),
+                "latents": [r.to_dict() for r in results],
+            },
+        )
 
 
 @app.command("induction")
 def induction_cmd(
     sae_dir: Path = typer.Argument(..., help="an attention SAE folder (hook blocks.L.attn.hook_z)"),
-    model: Optional[str] = typer.Option(None, help="model spec (default: the SAE's model_name)"),
+    model: str | None = typer.Option(None, help="model spec (default: the SAE's model_name)"),
     n_sequences: int = typer.Option(32, help="repeated random token sequences"),
     seq_len: int = typer.Option(48, help="length of the random segment (repeated once)"),
-    prefix_length: List[int] = typer.Option([1, 2, 3, 4, 8], "--prefix-length",
-                                            help="matching-prefix lengths probed for short/long-prefix induction"),
+    prefix_length: list[int] = typer.Option(
+        [1, 2, 3, 4, 8],
+        "--prefix-length",
+        help="matching-prefix lengths probed for short/long-prefix induction",
+    ),
     seed: int = typer.Option(0),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="write the full report here"),
+    json_out: Path | None = typer.Option(None, "--json", help="write the full report here"),
 ) -> None:
     """Find induction features of an attention-output SAE, the heads behind them, short vs long prefix."""
     from interp.models import load_model
     from saes.artifacts import load_sae
-    from saes.attention import (InductionSearchConfig, find_induction_features, format_induction_report,
-                                hook_z_layer, save_report)
+    from saes.attention import (
+        InductionSearchConfig,
+        find_induction_features,
+        format_induction_report,
+        hook_z_layer,
+        save_report,
+    )
 
     try:
         sae = load_sae(sae_dir)
         hook_z_layer(sae.cfg.hook_name)  # bad input fails before the model loads
-        cfg = InductionSearchConfig(n_sequences=n_sequences, seq_len=seq_len, prefix_lengths=list(prefix_length),
-                                    seed=seed)
+        cfg = InductionSearchConfig(
+            n_sequences=n_sequences, seq_len=seq_len, prefix_lengths=list(prefix_length), seed=seed
+        )
         m = load_model(model or sae.cfg.model_name or "smollm2-135m")
         report = find_induction_features(m, sae, cfg, progress=True)
     except (ValueError, FileNotFoundError) as e:

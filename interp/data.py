@@ -29,6 +29,7 @@ concatenated, and cut into windows of ``context_size - 1`` tokens with BOS prepe
 tokenizer has a BOS and ``prepend_bos``), else ``context_size`` tokens. The trailing partial
 window (and the last partial batch) is dropped.
 """
+
 from __future__ import annotations
 
 import glob as _glob
@@ -38,10 +39,11 @@ import os
 import random
 import sys
 import sysconfig
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -710,8 +712,17 @@ def token_windows(
     bos_id = getattr(tok, "bos_token_id", None) if prepend_bos else None
     eos_id = getattr(tok, "eos_token_id", None)
     return _windows(
-        tok, docs, src, context_size, seed, bos_id, eos_id,
-        max_windows, show_progress, window_pool, docs_per_call,
+        tok,
+        docs,
+        src,
+        context_size,
+        seed,
+        bos_id,
+        eos_id,
+        max_windows,
+        show_progress,
+        window_pool,
+        docs_per_call,
     )
 
 

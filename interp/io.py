@@ -1,12 +1,14 @@
 """Crash-safe file writing: temporary name in the same folder, fsync, rename, fsync the folder."""
+
 from __future__ import annotations
 
 import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 def fsync_dir(folder: str | Path) -> None:

@@ -181,9 +181,15 @@ def _fast_layout(model: HookedTransformer) -> None:
             if new.stride() != param.data.stride():
                 param.data = new
 
-    mat_t = lambda t: t.t().contiguous().t()
-    qkv = lambda t: t.transpose(1, 2).contiguous().transpose(1, 2)
-    out = lambda t: t.permute(2, 0, 1).contiguous().permute(1, 2, 0)
+    def mat_t(t):
+        return t.t().contiguous().t()
+
+    def qkv(t):
+        return t.transpose(1, 2).contiguous().transpose(1, 2)
+
+    def out(t):
+        return t.permute(2, 0, 1).contiguous().permute(1, 2, 0)
+
     with torch.no_grad():
         for mod in model.modules():
             if isinstance(mod, GatedMLP):
@@ -919,9 +925,7 @@ def _save_cache(
         seen.add(stored.data_ptr())
         tensors[name] = stored
     st_meta = {"format": "pt", "interp_layout": json.dumps(layout)}
-    atomic_write(
-        entry / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata=st_meta)
-    )
+    atomic_write(entry / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata=st_meta))
     meta = dict(
         meta, created=time.strftime("%Y-%m-%dT%H:%M:%S"), has_tokenizer=tokenizer is not None
     )

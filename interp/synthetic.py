@@ -6,6 +6,7 @@ active with probability p_i following a power law over features (p_i proportiona
 m_i are drawn from an exponential distribution around 1. Use it to check that an SAE recovers
 the true directions (``direction_recovery``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -56,6 +57,8 @@ def max_cosines(true_directions: torch.Tensor, learned: torch.Tensor) -> torch.T
     return (t @ w.T).max(dim=-1).values
 
 
-def direction_recovery(true_directions: torch.Tensor, learned: torch.Tensor, threshold: float = 0.9) -> float:
+def direction_recovery(
+    true_directions: torch.Tensor, learned: torch.Tensor, threshold: float = 0.9
+) -> float:
     """Fraction of true directions matched by a learned one with cosine above ``threshold``."""
     return (max_cosines(true_directions, learned) > threshold).float().mean().item()

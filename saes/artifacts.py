@@ -4,6 +4,7 @@
 (topk -> "topk", relu_l1 -> "standard"); ``load_sae`` opens ours and SAELens-saved ones.
 Our own fields live under ``cfg["interp"]`` (SAELens ignores unknown keys).
 """
+
 from __future__ import annotations
 
 import json
@@ -21,9 +22,14 @@ WEIGHTS = "sae_weights.safetensors"
 CFG = "cfg.json"
 
 # our variant -> SAELens architecture with the same inference function
-SAELENS_ARCH = {"topk": "topk", "gtopk": "topk", "relu_l1": "standard",
-                # batch-level selection at training, JumpReLU with learned thresholds at inference
-                "mutual_choice": "jumprelu", "feature_choice": "jumprelu"}
+SAELENS_ARCH = {
+    "topk": "topk",
+    "gtopk": "topk",
+    "relu_l1": "standard",
+    # batch-level selection at training, JumpReLU with learned thresholds at inference
+    "mutual_choice": "jumprelu",
+    "feature_choice": "jumprelu",
+}
 FROM_SAELENS_ARCH = {"topk": "topk", "standard": "relu_l1"}
 
 
@@ -59,11 +65,14 @@ def sae_lens_cfg(sae: SAE, extra_metadata: dict[str, Any] | None = None) -> dict
             **(extra_metadata or {}),
         },
         "interp": cfg.model_dump(),
-        "selection_rule": {"topk": "topk", "gtopk": f"gradient topk, beta={cfg.beta}",
-                           "relu_l1": "relu",
-                           "mutual_choice": "mutual choice (training); jumprelu thresholds (inference)",
-                           "feature_choice": f"feature choice, {cfg.allocation} capacities (training); "
-                                             "jumprelu thresholds (inference)"}.get(cfg.variant, cfg.variant),
+        "selection_rule": {
+            "topk": "topk",
+            "gtopk": f"gradient topk, beta={cfg.beta}",
+            "relu_l1": "relu",
+            "mutual_choice": "mutual choice (training); jumprelu thresholds (inference)",
+            "feature_choice": f"feature choice, {cfg.allocation} capacities (training); "
+            "jumprelu thresholds (inference)",
+        }.get(cfg.variant, cfg.variant),
     }
     if cfg.variant in ("topk", "gtopk"):
         out["k"] = cfg.k
@@ -79,7 +88,11 @@ def save_sae(sae: SAE, folder: str | Path, extra_metadata: dict[str, Any] | None
     export.load_state_dict(sae.state_dict())
     export.fold_input_scale()
     training_only = set(getattr(export.variant, "training_buffers", ()))  # e.g. usage EMAs
-    tensors = {k: v.detach().contiguous().cpu() for k, v in export.state_dict().items() if k not in training_only}
+    tensors = {
+        k: v.detach().contiguous().cpu()
+        for k, v in export.state_dict().items()
+        if k not in training_only
+    }
     atomic_write(folder / WEIGHTS, lambda tmp: save_file(tensors, tmp))
     atomic_write_json(folder / CFG, sae_lens_cfg(export, extra_metadata))
     return folder
@@ -106,10 +119,14 @@ def load_sae(folder: str | Path, device: str | torch.device = "cpu") -> SAE:
                 f"supported: {sorted(FROM_SAELENS_ARCH)}"
             )
         if raw.get("normalize_activations", "none") not in ("none", None):
-            raise ValueError(f"{cfg_path}: normalize_activations={raw['normalize_activations']!r} is not supported")
+            raise ValueError(
+                f"{cfg_path}: normalize_activations={raw['normalize_activations']!r} is not supported"
+            )
         meta = raw.get("metadata", {}) or {}
         cfg = SAEConfig(
-            d_in=raw["d_in"], d_sae=raw["d_sae"], variant=FROM_SAELENS_ARCH[arch],
+            d_in=raw["d_in"],
+            d_sae=raw["d_sae"],
+            variant=FROM_SAELENS_ARCH[arch],
             k=raw.get("k", 32) if arch == "topk" else 32,
             hook_name=meta.get("hook_name", raw.get("hook_name", "")) or "",
             model_name=meta.get("model_name", raw.get("model_name", "")) or "",
@@ -120,7 +137,9 @@ def load_sae(folder: str | Path, device: str | torch.device = "cpu") -> SAE:
         raise ValueError(f"cannot read SAE weights {w_path}: {e}") from None
     sae = SAE(cfg, seed=None)
     training_only = set(getattr(sae.variant, "training_buffers", ()))
-    wanted = [k for k in sae.state_dict() if k not in training_only]  # + "threshold" for jumprelu ones
+    wanted = [
+        k for k in sae.state_dict() if k not in training_only
+    ]  # + "threshold" for jumprelu ones
     missing = set(wanted) - set(state)
     if missing:
         raise ValueError(f"{w_path} lacks tensors {sorted(missing)}")

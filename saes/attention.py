@@ -23,13 +23,15 @@ Public functions (plain dataclasses / tensors / dicts, for the CLI, benchmarks a
   (by head attribution) have several roles.
 * :func:`explore_prompt`: top features per position with their heads and DFA over source tokens.
 """
+
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -55,7 +57,9 @@ class HeadLayout:
         if min(self.n_heads, self.d_head, self.n_kv_heads) < 1 or self.layer < 0:
             raise ValueError(f"invalid head layout {self}")
         if self.n_heads % self.n_kv_heads:
-            raise ValueError(f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})")
+            raise ValueError(
+                f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})"
+            )
 
     @property
     def d_in(self) -> int:
@@ -80,14 +84,21 @@ class HeadLayout:
         return x.reshape(*x.shape[:-1], self.n_heads, self.d_head)
 
     def to_metadata(self) -> dict[str, int]:
-        return {"n_heads": self.n_heads, "d_head": self.d_head, "n_kv_heads": self.n_kv_heads, "layer": self.layer}
+        return {
+            "n_heads": self.n_heads,
+            "d_head": self.d_head,
+            "n_kv_heads": self.n_kv_heads,
+            "layer": self.layer,
+        }
 
 
 def hook_z_layer(hook: str) -> int:
     """The layer of a ``blocks.L.attn.hook_z`` name, or a ValueError naming the problem."""
     m = HOOK_Z.match(hook)
     if not m:
-        raise ValueError(f"not an attention-output hook: {hook!r} (expected 'blocks.L.attn.hook_z')")
+        raise ValueError(
+            f"not an attention-output hook: {hook!r} (expected 'blocks.L.attn.hook_z')"
+        )
     return int(m.group(1))
 
 
@@ -105,7 +116,7 @@ def head_layout(model, hook: str) -> HeadLayout:
     return _layout_from_cfg(model.cfg, hook_z_layer(hook))
 
 
-def layout_for_spec(model_name: str, hook: str) -> Optional[HeadLayout]:
+def layout_for_spec(model_name: str, hook: str) -> HeadLayout | None:
     """The head layout from a model spec without loading weights (tiny specs, converted-model
     caches); None when it cannot be known cheaply (the caller may pass a loaded model instead)."""
     layer = hook_z_layer(hook)
@@ -129,9 +140,13 @@ def layout_for_spec(model_name: str, hook: str) -> Optional[HeadLayout]:
 def load_head_layout(sae, model=None) -> HeadLayout:
     """The layout of an attention SAE: from the model if given, else from the SAE's model spec."""
     hook = sae.cfg.hook_name
-    layout = head_layout(model, hook) if model is not None else layout_for_spec(sae.cfg.model_name, hook)
+    layout = (
+        head_layout(model, hook) if model is not None else layout_for_spec(sae.cfg.model_name, hook)
+    )
     if layout is None:
-        raise ValueError(f"cannot tell the head layout of {sae.cfg.model_name!r}: pass the loaded model")
+        raise ValueError(
+            f"cannot tell the head layout of {sae.cfg.model_name!r}: pass the loaded model"
+        )
     if layout.d_in != sae.cfg.d_in:
         raise ValueError(f"SAE d_in={sae.cfg.d_in} but {hook} has n_heads*d_head={layout.d_in}")
     return layout
@@ -189,7 +204,9 @@ class HeadAttribution:
         return {
             "features_dominated": self.features_dominated,
             "mean_max_share": self.mean_max_share,
-            "max_share_hist": torch.histogram(self._sel(self.max_share), bins=20, range=(0.0, 1.0)).hist.tolist(),
+            "max_share_hist": torch.histogram(
+                self._sel(self.max_share), bins=20, range=(0.0, 1.0)
+            ).hist.tolist(),
             "fraction_single_head_0.9": float((self._sel(self.max_share) >= 0.9).float().mean()),
             "mean_effective_heads": float(self._sel(self.effective_heads).mean()),
         }
@@ -201,9 +218,13 @@ class HeadAttribution:
 def head_attribution(sae, layout: HeadLayout, alive: torch.Tensor | None = None) -> HeadAttribution:
     """Weight-based head attribution: ||W_dec[f, head h]|| / sum_h ||W_dec[f, head h]||."""
     if sae.cfg.d_in != layout.d_in:
-        raise ValueError(f"SAE d_in={sae.cfg.d_in} does not match the layout's n_heads*d_head={layout.d_in}")
+        raise ValueError(
+            f"SAE d_in={sae.cfg.d_in} does not match the layout's n_heads*d_head={layout.d_in}"
+        )
     norms = layout.split(_raw_decoder(sae)).norm(dim=-1)  # [d_sae, H]
-    return _attribution_from_shares(norms / norms.sum(-1, keepdim=True).clamp_min(1e-30), layout, alive)
+    return _attribution_from_shares(
+        norms / norms.sum(-1, keepdim=True).clamp_min(1e-30), layout, alive
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,17 +250,27 @@ def attention_inputs(model, tokens: torch.Tensor, layer: int) -> AttentionInputs
     if tokens.dim() == 1:
         tokens = tokens[None]
     if tokens.dim() != 2:
-        raise ValueError(f"tokens must be [positions] or [batch, positions], got {tuple(tokens.shape)}")
+        raise ValueError(
+            f"tokens must be [positions] or [batch, positions], got {tuple(tokens.shape)}"
+        )
     if not 0 <= layer < model.cfg.n_layers:
         raise ValueError(f"layer {layer} does not exist: the model has {model.cfg.n_layers} layers")
     pre = f"blocks.{layer}.attn."
     names = [pre + "hook_pattern", pre + "hook_v", pre + "hook_z"]
     device = next(model.parameters()).device
     stop = layer + 1 if layer + 1 < model.cfg.n_layers else None
-    _, cache = model.run_with_cache(tokens.to(device), names_filter=names, stop_at_layer=stop,
-                                    return_type=None if stop is None else "logits")
-    return AttentionInputs(tokens.cpu(), cache[names[0]].float().cpu(), cache[names[1]].float().cpu(),
-                           cache[names[2]].float().cpu())
+    _, cache = model.run_with_cache(
+        tokens.to(device),
+        names_filter=names,
+        stop_at_layer=stop,
+        return_type=None if stop is None else "logits",
+    )
+    return AttentionInputs(
+        tokens.cpu(),
+        cache[names[0]].float().cpu(),
+        cache[names[1]].float().cpu(),
+        cache[names[2]].float().cpu(),
+    )
 
 
 def _projected_values(inputs: AttentionInputs, layout: HeadLayout, W: torch.Tensor) -> torch.Tensor:
@@ -250,11 +281,14 @@ def _projected_values(inputs: AttentionInputs, layout: HeadLayout, W: torch.Tens
 
 
 @torch.no_grad()
-def dfa_by_source(sae, inputs: AttentionInputs, layout: HeadLayout,
-                  features: Sequence[int] | torch.Tensor) -> torch.Tensor:
+def dfa_by_source(
+    sae, inputs: AttentionInputs, layout: HeadLayout, features: Sequence[int] | torch.Tensor
+) -> torch.Tensor:
     """DFA summed over heads, [B, T(dest), F, S(source)], without the per-head tensor."""
     W, _ = _raw_encoder(sae)
-    proj = _projected_values(inputs, layout, W[:, torch.as_tensor(features, dtype=torch.long)].cpu())
+    proj = _projected_values(
+        inputs, layout, W[:, torch.as_tensor(features, dtype=torch.long)].cpu()
+    )
     return torch.einsum("bhts,bhsf->btfs", inputs.pattern, proj)
 
 
@@ -280,15 +314,18 @@ class FeatureDFA:
 
 
 @torch.no_grad()
-def direct_feature_attribution(sae, inputs: AttentionInputs, layout: HeadLayout,
-                               features: Sequence[int] | torch.Tensor) -> FeatureDFA:
+def direct_feature_attribution(
+    sae, inputs: AttentionInputs, layout: HeadLayout, features: Sequence[int] | torch.Tensor
+) -> FeatureDFA:
     """DFA_f(t, s, h) = A_h[t, s] * (v_{kv(h)}[s] . W_enc[h block, f]) for the given features.
 
     Because z_h[t] = sum_s A_h[t, s] v_{kv(h)}[s] is linear in v, the sum over s and h plus
     ``bias`` is exactly the feature's encoder pre-activation at t."""
     feats = torch.as_tensor(features, dtype=torch.long).reshape(-1)
     if feats.numel() and (feats.min() < 0 or feats.max() >= sae.cfg.d_sae):
-        raise ValueError(f"feature indices must be in [0, {sae.cfg.d_sae}), got {feats.tolist()[:10]}")
+        raise ValueError(
+            f"feature indices must be in [0, {sae.cfg.d_sae}), got {feats.tolist()[:10]}"
+        )
     W, c = _raw_encoder(sae)
     W, c = W[:, feats].cpu(), c[feats].cpu()
     proj = _projected_values(inputs, layout, W)  # [B, H, S, F]
@@ -298,21 +335,27 @@ def direct_feature_attribution(sae, inputs: AttentionInputs, layout: HeadLayout,
     return FeatureDFA(feats, dfa, c, z @ W + c, acts)
 
 
-def _attribution_from_shares(shares: torch.Tensor, layout: HeadLayout, alive: torch.Tensor | None) -> HeadAttribution:
+def _attribution_from_shares(
+    shares: torch.Tensor, layout: HeadLayout, alive: torch.Tensor | None
+) -> HeadAttribution:
     max_share, dominant = shares.max(-1)
     p = shares.clamp_min(1e-30)
     effective = torch.exp(-(shares * p.log()).sum(-1))
     keep = torch.ones_like(dominant, dtype=torch.bool) if alive is None else alive.bool()
     dominated = [int(((dominant == h) & keep).sum()) for h in range(layout.n_heads)]
-    mean_max = [float(max_share[(dominant == h) & keep].mean()) if dominated[h] else float("nan")
-                for h in range(layout.n_heads)]
-    return HeadAttribution(shares, dominant, max_share, effective, dominated, mean_max,
-                           None if alive is None else keep)
+    mean_max = [
+        float(max_share[(dominant == h) & keep].mean()) if dominated[h] else float("nan")
+        for h in range(layout.n_heads)
+    ]
+    return HeadAttribution(
+        shares, dominant, max_share, effective, dominated, mean_max, None if alive is None else keep
+    )
 
 
 @torch.no_grad()
-def dfa_head_attribution(model, sae, windows: torch.Tensor, layout: HeadLayout | None = None,
-                         batch_size: int = 8) -> HeadAttribution:
+def dfa_head_attribution(
+    model, sae, windows: torch.Tensor, layout: HeadLayout | None = None, batch_size: int = 8
+) -> HeadAttribution:
     """Data-based head attribution: each feature's activation-weighted share of positive DFA per
     head over ``windows`` (BOS positions skipped). Unlike the decoder-norm shares it ignores
     weight directions the heads never write, so it is informative for SAEs whose decoder rows
@@ -330,8 +373,11 @@ def dfa_head_attribution(model, sae, windows: torch.Tensor, layout: HeadLayout |
             share = by_head / by_head.sum(-1, keepdim=True).clamp_min(1e-12)
             mass[sl] += torch.einsum("btf,btfh->fh", acts[..., sl], share)
     alive = mass.sum(-1) > 0
-    shares = torch.where(alive[:, None], mass / mass.sum(-1, keepdim=True).clamp_min(1e-30),
-                         torch.full_like(mass, 1.0 / layout.n_heads))
+    shares = torch.where(
+        alive[:, None],
+        mass / mass.sum(-1, keepdim=True).clamp_min(1e-30),
+        torch.full_like(mass, 1.0 / layout.n_heads),
+    )
     return _attribution_from_shares(shares, layout, alive)
 
 
@@ -376,8 +422,16 @@ def direct_logit_effect(sae, model, layout: HeadLayout, feature: int, n: int = 1
     def names(ids: torch.Tensor) -> list[str]:
         return [tok.decode([i]) if tok is not None else str(i) for i in ids.tolist()]
 
-    return LogitEffect(feature, effect, top.indices.tolist(), top.values.tolist(), names(top.indices),
-                       bottom.indices.tolist(), (-bottom.values).tolist(), names(bottom.indices))
+    return LogitEffect(
+        feature,
+        effect,
+        top.indices.tolist(),
+        top.values.tolist(),
+        names(top.indices),
+        bottom.indices.tolist(),
+        (-bottom.values).tolist(),
+        names(bottom.indices),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,7 +448,7 @@ class InductionSearchConfig(BaseModel):
     seq_len: int = 48  # the random segment, repeated once: [BOS] + A + A
     batch_size: int = 8
     prefix_lengths: list[int] = [1, 2, 3, 4, 8]  # matching-prefix lengths for short/long induction
-    token_pool: Optional[list[int]] = None  # token ids to draw from (default: all but special ids)
+    token_pool: list[int] | None = None  # token ids to draw from (default: all but special ids)
     min_second_density: float = 0.01  # fires on at least this fraction of second-repeat positions
     min_ratio: float = 4.0  # mean activation, second repeat / first repeat
     min_source_share: float = 0.3  # DFA from the token after the earlier occurrence / total |DFA|
@@ -403,11 +457,17 @@ class InductionSearchConfig(BaseModel):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _check(self) -> "InductionSearchConfig":
+    def _check(self) -> InductionSearchConfig:
         if self.n_sequences < 1 or self.seq_len < 4 or self.batch_size < 1:
             raise ValueError("n_sequences and batch_size must be >= 1 and seq_len >= 4")
-        if not self.prefix_lengths or min(self.prefix_lengths) < 1 or max(self.prefix_lengths) > self.seq_len - 2:
-            raise ValueError(f"prefix_lengths must lie in [1, seq_len - 2], got {self.prefix_lengths}")
+        if (
+            not self.prefix_lengths
+            or min(self.prefix_lengths) < 1
+            or max(self.prefix_lengths) > self.seq_len - 2
+        ):
+            raise ValueError(
+                f"prefix_lengths must lie in [1, seq_len - 2], got {self.prefix_lengths}"
+            )
         if self.token_pool is not None and len(set(self.token_pool)) < self.seq_len + 1:
             raise ValueError(f"token_pool needs more than seq_len={self.seq_len} distinct tokens")
         return self
@@ -433,8 +493,12 @@ class InductionReport:
     layout: HeadLayout
     features: list[InductionFeature]
     head_induction_score: list[float]  # mean attention to the induction source on the second repeat
-    head_attention_by_prefix: dict[int, list[float]]  # prefix length -> per-head attention to the source
-    head_kind: list[str]  # per head: short-/long-prefix (for heads with induction score >= 0.1), else ""
+    head_attention_by_prefix: dict[
+        int, list[float]
+    ]  # prefix length -> per-head attention to the source
+    head_kind: list[
+        str
+    ]  # per head: short-/long-prefix (for heads with induction score >= 0.1), else ""
     features_per_head: list[int]  # induction features whose top DFA head is h
     n_candidates: int
     config: dict[str, Any]
@@ -446,9 +510,16 @@ class InductionReport:
         d["n_short_prefix"] = sum(f.kind == "short-prefix" for f in self.features)
         d["n_long_prefix"] = sum(f.kind == "long-prefix" for f in self.features)
         d["n_prefix_undetermined"] = sum(f.kind == "" for f in self.features)
-        d["kinds_per_head"] = [{k or "undetermined": sum(f.top_head == h and f.kind == k for f in self.features)
-                                for k in ("short-prefix", "long-prefix", "")} for h in range(self.layout.n_heads)]
-        d["head_attention_by_prefix"] = {str(k): v for k, v in self.head_attention_by_prefix.items()}
+        d["kinds_per_head"] = [
+            {
+                k or "undetermined": sum(f.top_head == h and f.kind == k for f in self.features)
+                for k in ("short-prefix", "long-prefix", "")
+            }
+            for h in range(self.layout.n_heads)
+        ]
+        d["head_attention_by_prefix"] = {
+            str(k): v for k, v in self.head_attention_by_prefix.items()
+        }
         for f in d["features"]:
             f["act_by_prefix"] = {str(k): v for k, v in f["act_by_prefix"].items()}
         return d
@@ -477,12 +548,18 @@ def repeated_random_tokens(model, cfg: InductionSearchConfig) -> torch.Tensor:
     bos = _bos(model)
     for _ in range(cfg.n_sequences):
         a = pool[torch.randperm(len(pool), generator=gen)[: cfg.seq_len]]
-        head = [torch.tensor([bos])] if bos is not None else [pool[torch.randint(len(pool), (1,), generator=gen)]]
+        head = (
+            [torch.tensor([bos])]
+            if bos is not None
+            else [pool[torch.randint(len(pool), (1,), generator=gen)]]
+        )
         rows.append(torch.cat(head + [a, a]))
     return torch.stack(rows)
 
 
-def prefix_probe_tokens(model, cfg: InductionSearchConfig) -> dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def prefix_probe_tokens(
+    model, cfg: InductionSearchConfig
+) -> dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Probe sequences for each matching-prefix length q: BOS + A + chunks [r, A[i-q+1], ..., A[i]]
     (r is a token not in A, so the chunk's last token has a matching prefix of exactly q tokens).
     The sequences differ only in q: the same A, breakers and chunk targets i for every q, so a
@@ -528,8 +605,13 @@ def _batched_inputs(model, tokens: torch.Tensor, layer: int, batch_size: int):
 
 
 @torch.no_grad()
-def find_induction_features(model, sae, cfg: InductionSearchConfig | None = None,
-                            layout: HeadLayout | None = None, progress: bool = False) -> InductionReport:
+def find_induction_features(
+    model,
+    sae,
+    cfg: InductionSearchConfig | None = None,
+    layout: HeadLayout | None = None,
+    progress: bool = False,
+) -> InductionReport:
     """Induction features of an attention SAE and the heads behind them.
 
     On BOS + A + A (A random, no repeats): a feature is an induction feature when it fires on at
@@ -545,7 +627,9 @@ def find_induction_features(model, sae, cfg: InductionSearchConfig | None = None
     layout = layout or load_head_layout(sae, model)
     layer, H, n = layout.layer, layout.n_heads, cfg.seq_len
     if sae.cfg.d_in != layout.d_in:
-        raise ValueError(f"SAE d_in={sae.cfg.d_in} does not match {layout.hook} (n_heads*d_head={layout.d_in})")
+        raise ValueError(
+            f"SAE d_in={sae.cfg.d_in} does not match {layout.hook} (n_heads*d_head={layout.d_in})"
+        )
     tokens = repeated_random_tokens(model, cfg)
     T = tokens.shape[1]
     first, second = torch.arange(1, 1 + n), torch.arange(1 + n, T)
@@ -563,7 +647,9 @@ def find_induction_features(model, sae, cfg: InductionSearchConfig | None = None
         sum_first += acts[:, first].sum((0, 1))
         sum_second += acts[:, second].sum((0, 1))
         fired_second += (acts[:, second] > 0).float().sum((0, 1))
-        head_score += inp.pattern[:, :, second, src].sum(0).sum(-1)  # advanced indexing pairs (t, src)
+        head_score += (
+            inp.pattern[:, :, second, src].sum(0).sum(-1)
+        )  # advanced indexing pairs (t, src)
         stored.append((inp, acts[:, second]))
     n_pos = tokens.shape[0] * n
     act_first, act_second = sum_first / n_pos, sum_second / n_pos
@@ -584,8 +670,12 @@ def find_induction_features(model, sae, cfg: InductionSearchConfig | None = None
     for inp, acts2 in stored:
         proj = _projected_values(inp, layout, Wc)  # [B, H, S, F]
         pat = inp.pattern[:, :, second]  # [B, H, n, S]
-        total = torch.einsum("bhts,bhsf->btfs", pat, proj).abs().sum(-1)  # sum_s |DFA(t, s)|: [B, n, F]
-        at_src = torch.einsum("bht,bhtf->btfh", inp.pattern[:, :, second, src], proj[:, :, src])  # [B, n, F, H]
+        total = (
+            torch.einsum("bhts,bhsf->btfs", pat, proj).abs().sum(-1)
+        )  # sum_s |DFA(t, s)|: [B, n, F]
+        at_src = torch.einsum(
+            "bht,bhtf->btfh", inp.pattern[:, :, second, src], proj[:, :, src]
+        )  # [B, n, F, H]
         a = acts2[..., cand]  # [B, n, F]
         share_num += (a * at_src.sum(-1) / total.clamp_min(1e-12)).sum((0, 1))
         weight += a.sum((0, 1))
@@ -601,8 +691,10 @@ def find_induction_features(model, sae, cfg: InductionSearchConfig | None = None
     attn_by_prefix: dict[int, list[float]] = {}
     for q, (ptoks, dest, psource) in prefix_probe_tokens(model, cfg).items():
         act_sum, attn_sum = torch.zeros(feats.numel()), torch.zeros(H)
-        for start, inp in zip(range(0, ptoks.shape[0], cfg.batch_size),
-                              _batched_inputs(model, ptoks, layer, cfg.batch_size)):
+        for start, inp in zip(
+            range(0, ptoks.shape[0], cfg.batch_size),
+            _batched_inputs(model, ptoks, layer, cfg.batch_size),
+        ):
             d, sp = dest[start : start + cfg.batch_size], psource[start : start + cfg.batch_size]
             b = torch.arange(d.shape[0])[:, None].expand_as(d)
             z = inp.z.reshape(inp.z.shape[0], inp.z.shape[1], -1)
@@ -624,18 +716,37 @@ def find_induction_features(model, sae, cfg: InductionSearchConfig | None = None
         hd = head_dfa[i]
         shares = (hd.clamp_min(0) / hd.clamp_min(0).sum().clamp_min(1e-12)).tolist()
         by_q = {q: float(act_by_prefix[q][j]) for q in lengths}
-        out.append(InductionFeature(
-            feature=f, act_first=float(act_first[f]), act_second=float(act_second[f]),
-            density_second=float(density[f]), source_share=float(source_share[i]),
-            head_dfa_share=shares, top_head=int(hd.argmax()), weight_head=int(attribution.dominant_head[f]),
-            act_by_prefix=by_q, kind=kind(by_q[lo], by_q[hi]),
-        ))
+        out.append(
+            InductionFeature(
+                feature=f,
+                act_first=float(act_first[f]),
+                act_second=float(act_second[f]),
+                density_second=float(density[f]),
+                source_share=float(source_share[i]),
+                head_dfa_share=shares,
+                top_head=int(hd.argmax()),
+                weight_head=int(attribution.dominant_head[f]),
+                act_by_prefix=by_q,
+                kind=kind(by_q[lo], by_q[hi]),
+            )
+        )
     out.sort(key=lambda r: -r.act_second)
     per_head = [sum(r.top_head == h for r in out) for h in range(H)]
-    head_kind = [kind(attn_by_prefix[lo][h], attn_by_prefix[hi][h]) if head_score[h] >= 0.1 else ""
-                 for h in range(H)]
-    return InductionReport(layout.hook, layout, out, head_score.tolist(), attn_by_prefix, head_kind, per_head,
-                           int(cand.numel()), cfg.model_dump())
+    head_kind = [
+        kind(attn_by_prefix[lo][h], attn_by_prefix[hi][h]) if head_score[h] >= 0.1 else ""
+        for h in range(H)
+    ]
+    return InductionReport(
+        layout.hook,
+        layout,
+        out,
+        head_score.tolist(),
+        attn_by_prefix,
+        head_kind,
+        per_head,
+        int(cand.numel()),
+        cfg.model_dump(),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -678,9 +789,19 @@ class HeadRoles:
 
 
 @torch.no_grad()
-def head_roles(model, sae, windows: torch.Tensor, layout: HeadLayout | None = None, top_n: int = 10,
-               min_share: float = 0.3, min_features_per_role: int = 2, local: int = 8, batch_size: int = 8,
-               attribution: HeadAttribution | None = None, progress: bool = False) -> HeadRoles:
+def head_roles(
+    model,
+    sae,
+    windows: torch.Tensor,
+    layout: HeadLayout | None = None,
+    top_n: int = 10,
+    min_share: float = 0.3,
+    min_features_per_role: int = 2,
+    local: int = 8,
+    batch_size: int = 8,
+    attribution: HeadAttribution | None = None,
+    progress: bool = False,
+) -> HeadRoles:
     """An automated version of the paper's head study: for each head take its ``top_n`` features by
     decoder-norm share (at least ``min_share``, among features active on ``windows``), give each feature the attention
     role that carries most of its positive DFA mass on the windows (activation-weighted): BOS,
@@ -713,7 +834,9 @@ def head_roles(model, sae, windows: torch.Tensor, layout: HeadLayout | None = No
         src = dfa_by_source(sae, inp, layout, feats).clamp_min(0)  # [B, T, F, S]
         z = inp.z.reshape(inp.z.shape[0], inp.z.shape[1], -1)
         acts = sae.encode(z.to(sae.device)).float().cpu()[..., feats]
-        w = acts / src.sum(-1).clamp_min(1e-12)  # activation-weighted, each position's mass sums to 1
+        w = acts / src.sum(-1).clamp_min(
+            1e-12
+        )  # activation-weighted, each position's mass sums to 1
         roles = _source_roles(inp.tokens, bos, local)  # [B, T, S]
         onehot = torch.nn.functional.one_hot(roles, len(ROLES)).float()  # [B, T, S, R]
         m = torch.einsum("btfs,btsr->btfr", src, onehot)
@@ -728,10 +851,14 @@ def head_roles(model, sae, windows: torch.Tensor, layout: HeadLayout | None = No
             counts[role_of[f]] = counts.get(role_of[f], 0) + 1
         per_head.append(counts)
         poly.append(sum(c >= min_features_per_role for c in counts.values()) >= 2)
-    rule = (f"top {top_n} features per head by {source} share "
-            f"(>= {min_share}); polysemantic if >= 2 roles "
-            f"with >= {min_features_per_role} features each (roles: {', '.join(ROLES)}; local <= {local})")
-    return HeadRoles(role_of, role_mass, tops, per_head, poly, sum(poly) / max(1, len(poly)), rule, alive)
+    rule = (
+        f"top {top_n} features per head by {source} share "
+        f"(>= {min_share}); polysemantic if >= 2 roles "
+        f"with >= {min_features_per_role} features each (roles: {', '.join(ROLES)}; local <= {local})"
+    )
+    return HeadRoles(
+        role_of, role_mass, tops, per_head, poly, sum(poly) / max(1, len(poly)), rule, alive
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -750,8 +877,9 @@ class PositionFeatures:
 
 
 @torch.no_grad()
-def explore_prompt(model, sae, tokens: torch.Tensor | str, layout: HeadLayout | None = None,
-                   top_k: int = 5) -> list[PositionFeatures]:
+def explore_prompt(
+    model, sae, tokens: torch.Tensor | str, layout: HeadLayout | None = None, top_k: int = 5
+) -> list[PositionFeatures]:
     """Top ``top_k`` features at every position of one prompt, with their DFA by head and by source."""
     layout = layout or load_head_layout(sae, model)
     if isinstance(tokens, str):
@@ -769,31 +897,39 @@ def explore_prompt(model, sae, tokens: torch.Tensor | str, layout: HeadLayout | 
     out = []
     for t in range(tokens.numel()):
         keep = [(int(f), float(v)) for f, v in zip(idx[t], vals[t]) if v > 0]
-        out.append(PositionFeatures(
-            position=t,
-            token=tok.decode([int(tokens[t])]) if tok is not None else str(int(tokens[t])),
-            features=[f for f, _ in keep],
-            activations=[v for _, v in keep],
-            head_dfa=[d.by_head[0, t, col[f]].tolist() for f, _ in keep],
-            source_dfa=[d.by_source[0, t, col[f], : t + 1].tolist() for f, _ in keep],
-        ))
+        out.append(
+            PositionFeatures(
+                position=t,
+                token=tok.decode([int(tokens[t])]) if tok is not None else str(int(tokens[t])),
+                features=[f for f, _ in keep],
+                activations=[v for _, v in keep],
+                head_dfa=[d.by_head[0, t, col[f]].tolist() for f, _ in keep],
+                source_dfa=[d.by_source[0, t, col[f], : t + 1].tolist() for f, _ in keep],
+            )
+        )
     return out
 
 
 def format_induction_report(report: InductionReport, max_rows: int = 20) -> str:
     """A plain-text summary (the CLI prints it)."""
     kinds = [f.kind for f in report.features]
-    lines = [f"{report.hook}: {len(kinds)} induction features ({kinds.count('short-prefix')} short-prefix, "
-             f"{kinds.count('long-prefix')} long-prefix) of {report.n_candidates} candidates"]
+    lines = [
+        f"{report.hook}: {len(kinds)} induction features ({kinds.count('short-prefix')} short-prefix, "
+        f"{kinds.count('long-prefix')} long-prefix) of {report.n_candidates} candidates"
+    ]
     lines.append("head  induction-score  kind           induction-features")
     for h in range(report.layout.n_heads):
-        lines.append(f"{h:>4}  {report.head_induction_score[h]:>15.3f}  {report.head_kind[h] or '-':<13}  "
-                     f"{report.features_per_head[h]:>18}")
+        lines.append(
+            f"{h:>4}  {report.head_induction_score[h]:>15.3f}  {report.head_kind[h] or '-':<13}  "
+            f"{report.features_per_head[h]:>18}"
+        )
     if report.features:
         lines.append("feature  act(2nd)  act(1st)  density  src-share  top-head  kind")
         for f in report.features[:max_rows]:
-            lines.append(f"{f.feature:>7}  {f.act_second:>8.3f}  {f.act_first:>8.3f}  {f.density_second:>7.2f}  "
-                         f"{f.source_share:>9.2f}  {f.top_head:>8}  {f.kind}")
+            lines.append(
+                f"{f.feature:>7}  {f.act_second:>8.3f}  {f.act_first:>8.3f}  {f.density_second:>7.2f}  "
+                f"{f.source_share:>9.2f}  {f.top_head:>8}  {f.kind}"
+            )
     return "\n".join(lines)
 
 

@@ -6,6 +6,7 @@ old set or the new one. Its manifest (``meta.json``) records the training positi
 missing, truncated or corrupted, or whose manifest is unreadable or lacks the file's entry, is
 reported by name (a ``UserWarning`` naming the file) and the previous good one is used.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,13 +44,18 @@ def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
 
 def _step_of(path: Path) -> int | None:
     try:
-        return int(path.name[len(PREFIX):])
+        return int(path.name[len(PREFIX) :])
     except ValueError:
         return None
 
 
-def save_checkpoint(run_dir: str | Path, step: int, tensors: dict[str, torch.Tensor],
-                    meta: dict[str, Any], keep: int = 2) -> Path:
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    keep: int = 2,
+) -> Path:
     """Write ``checkpoints/step_<step>/`` atomically and keep the ``keep`` newest.
 
     Checkpoints of later steps than ``step`` are removed: they belong to an abandoned timeline
@@ -67,7 +73,13 @@ def save_checkpoint(run_dir: str | Path, step: int, tensors: dict[str, torch.Ten
     cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write(tmp / STATE, lambda path: save_file(cpu, path))
     entry = {"bytes": (tmp / STATE).stat().st_size, "sha256": sha256_file(tmp / STATE)}
-    manifest = {**meta, "format": FORMAT, "version": VERSION, "created": time.time(), "files": {STATE: entry}}
+    manifest = {
+        **meta,
+        "format": FORMAT,
+        "version": VERSION,
+        "created": time.time(),
+        "files": {STATE: entry},
+    }
     atomic_write_json(tmp / META, manifest)
     fsync_dir(tmp)
     if final.exists():
@@ -126,12 +138,18 @@ def latest_checkpoint(run_dir: str | Path, verify: bool = True, warn: bool = Tru
             return path
         bad.append(path)
         if warn:
-            warnings.warn(f"skipping bad checkpoint {path.name}: {problem}; trying the previous one",
-                          CheckpointWarning, stacklevel=2)
+            warnings.warn(
+                f"skipping bad checkpoint {path.name}: {problem}; trying the previous one",
+                CheckpointWarning,
+                stacklevel=2,
+            )
     if bad and warn:
-        warnings.warn(f"no intact checkpoint in {Path(run_dir) / 'checkpoints'} "
-                      f"({', '.join(p.name for p in bad)} are unusable); training restarts from step 0",
-                      CheckpointWarning, stacklevel=2)
+        warnings.warn(
+            f"no intact checkpoint in {Path(run_dir) / 'checkpoints'} "
+            f"({', '.join(p.name for p in bad)} are unusable); training restarts from step 0",
+            CheckpointWarning,
+            stacklevel=2,
+        )
     return None
 
 
@@ -143,7 +161,9 @@ def intact_checkpoint_steps(run_dir: str | Path, verify: bool = True) -> set[int
         if problem is None:
             good.add(_step_of(path))
         else:
-            warnings.warn(f"skipping bad checkpoint {path.name}: {problem}", CheckpointWarning, stacklevel=3)
+            warnings.warn(
+                f"skipping bad checkpoint {path.name}: {problem}", CheckpointWarning, stacklevel=3
+            )
     return good
 
 

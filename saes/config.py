@@ -1,7 +1,8 @@
 """Validated configuration of an SAE (its shape and selection rule), shared by training and loading."""
+
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
@@ -18,7 +19,7 @@ class SAEConfig(BaseModel):
     variant: Variant = "topk"
     k: int = 32
     # AuxK (dead latents): k_aux defaults to d_in // 2, coefficient 1/32 (OpenAI, Gao et al. 2024)
-    aux_k: Optional[int] = None
+    aux_k: int | None = None
     aux_k_coef: float = 1 / 32
     # g-SAE: selection score z_i * (1 + beta * |d_i . dL/dx|); beta = 0 is TopK
     beta: float = 1.0
@@ -32,18 +33,20 @@ class SAEConfig(BaseModel):
     threshold_decay: float = 0.99
     aux_zipf_coef: float = 1 / 32
     # inputs are multiplied by this before encoding (E||x|| = sqrt(d_in)); folded into weights on save
-    input_scale: Optional[float] = None
+    input_scale: float | None = None
     hook_name: str = ""
     model_name: str = ""
     dtype: str = "float32"
     # "bfloat16": the encoder GEMM and the top-k selection run in bf16 (kept values recomputed in
     # fp32, so outputs and gradients stay full precision; only near-ties may pick differently)
-    encoder_dtype: Optional[Literal["float32", "bfloat16"]] = None
+    encoder_dtype: Literal["float32", "bfloat16"] | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "SAEConfig":
+    def _check(self) -> SAEConfig:
         if self.d_in < 1 or self.d_sae < 1:
-            raise ValueError(f"d_in and d_sae must be positive, got d_in={self.d_in}, d_sae={self.d_sae}")
+            raise ValueError(
+                f"d_in and d_sae must be positive, got d_in={self.d_in}, d_sae={self.d_sae}"
+            )
         if self.variant != "relu_l1" and not 0 < self.k < self.d_sae:
             raise ValueError(f"k must satisfy 0 < k < d_sae; got k={self.k}, d_sae={self.d_sae}")
         if self.aux_k is not None and not 0 < self.aux_k <= self.d_sae:

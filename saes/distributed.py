@@ -14,12 +14,13 @@ dead-latent counters use the union of the latents that fired on any rank.
 Hook sharding (``shard_hooks``): each rank owns the SAEs of some hooks and receives those hooks'
 activations from the other ranks (each rank captures its own windows); no gradient traffic.
 """
+
 from __future__ import annotations
 
 import contextlib
 import datetime
 import os
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -36,7 +37,11 @@ class Comm:
         self.local_rank = int(os.environ.get("LOCAL_RANK", self.rank))
         self.backend = dist.get_backend()
         # NCCL moves CUDA tensors only; gloo moves CPU tensors
-        self.device = torch.device(device) if self.backend != "nccl" else torch.device("cuda", torch.cuda.current_device())
+        self.device = (
+            torch.device(device)
+            if self.backend != "nccl"
+            else torch.device("cuda", torch.cuda.current_device())
+        )
 
     @property
     def is_main(self) -> bool:
@@ -127,9 +132,13 @@ def init_from_env(device: str = "cpu", timeout_s: float = 1800) -> Comm | None:
         cuda = str(device).startswith("cuda")
         if cuda:
             if not torch.cuda.is_available():
-                raise ValueError(f"device {device!r} asked for, but CUDA is not available on this rank")
+                raise ValueError(
+                    f"device {device!r} asked for, but CUDA is not available on this rank"
+                )
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
+        dist.init_process_group(
+            "nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s)
+        )
     return Comm()
 
 
@@ -162,7 +171,9 @@ def centred_sum_sq(x: torch.Tensor) -> torch.Tensor:
     (n, sum x, sum ||x||^2) of the data x are all-reduced in float64; no gradient flows through.
     """
     if _ACTIVE is None:
-        return torch.linalg.vector_norm(x - x.mean(0)).square()  # = ((x - x.mean(0))**2).sum(), faster
+        return torch.linalg.vector_norm(
+            x - x.mean(0)
+        ).square()  # = ((x - x.mean(0))**2).sum(), faster
     xd = x.detach().double()
     pack = torch.cat([xd.new_tensor([x.shape[0]]), xd.sum(0), (xd * xd).sum().reshape(1)])
     _ACTIVE.all_reduce_sum_([pack])
@@ -188,7 +199,9 @@ def row_mean_of_data(x: torch.Tensor) -> torch.Tensor:
     """Mean over the rows of the global batch of a data tensor (no gradient flows through)."""
     if _ACTIVE is None:
         return x.mean(0)
-    pack = torch.cat([x.detach().double().sum(0).reshape(-1), x.new_tensor([x.shape[0]], dtype=torch.float64)])
+    pack = torch.cat(
+        [x.detach().double().sum(0).reshape(-1), x.new_tensor([x.shape[0]], dtype=torch.float64)]
+    )
     _ACTIVE.all_reduce_sum_([pack])
     return (pack[:-1] / pack[-1]).to(x.dtype).reshape(x.shape[1:])
 

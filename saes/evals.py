@@ -11,12 +11,14 @@ reconstruction (spliced), and replaced by zeros (zero-ablated), at every positio
 window's BOS; ce_loss_recovered = (ce_zero - ce_spliced) / (ce_zero - ce_clean); KL(clean || spliced)
 averaged per predicted token.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -74,10 +76,16 @@ class ReconstructionStats:
             "dead_fraction": (density == 0).double().mean().item(),
             "dense_fraction": (density > DENSE_THRESHOLD).double().mean().item(),
             "dense_threshold": DENSE_THRESHOLD,
-            "underused_fraction": (density < UNDERUSED_RATIO * density.mean()).double().mean().item(),
+            "underused_fraction": (density < UNDERUSED_RATIO * density.mean())
+            .double()
+            .mean()
+            .item(),
             "underused_ratio": UNDERUSED_RATIO,
-            "feature_density_log10_hist": {"edges": hist.bin_edges.tolist(), "counts": hist.hist.tolist(),
-                                           "dead": int((density == 0).sum())},
+            "feature_density_log10_hist": {
+                "edges": hist.bin_edges.tolist(),
+                "counts": hist.hist.tolist(),
+                "dead": int((density == 0).sum()),
+            },
             "cosine_mean": self.cos_sum / self.n,
             "norm_ratio_mean": self.norm_ratio_sum / self.n,
         }
@@ -90,7 +98,9 @@ def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def reconstruction_metrics(sae, batches: Iterable[torch.Tensor], grads: Iterable[torch.Tensor] | None = None) -> dict[str, Any]:
+def reconstruction_metrics(
+    sae, batches: Iterable[torch.Tensor], grads: Iterable[torch.Tensor] | None = None
+) -> dict[str, Any]:
     """Exact streamed reconstruction metrics of ``sae`` over activation batches [N, d_in]."""
     stats = ReconstructionStats(sae.cfg.d_sae)
     grad_iter = iter(grads) if grads is not None else None
@@ -103,8 +113,9 @@ def reconstruction_metrics(sae, batches: Iterable[torch.Tensor], grads: Iterable
 
 
 @torch.no_grad()
-def spliced_metrics(sae, model, hook: str, windows: torch.Tensor, batch_size: int = 8,
-                    use_grads: bool = False) -> dict[str, float]:
+def spliced_metrics(
+    sae, model, hook: str, windows: torch.Tensor, batch_size: int = 8, use_grads: bool = False
+) -> dict[str, float]:
     """CE clean / spliced / zero-ablated, CE loss recovered and KL with the SAE at ``hook``.
 
     With ``use_grads`` (gradient-aware SAEs) the clean pass's dL/dx is handed to the SAE's encoder.
@@ -122,7 +133,7 @@ def spliced_metrics(sae, model, hook: str, windows: torch.Tensor, batch_size: in
         clean = model(tokens)
         lp_clean = clean.log_softmax(-1)[:, :-1]
 
-        def splice(act: torch.Tensor, hook_point, mode: str):  # noqa: ARG001
+        def splice(act: torch.Tensor, hook_point, mode: str, grad=grad):  # noqa: ARG001
             shape = act.shape
             flat = act.reshape(shape[0], shape[1], -1)
             if mode == "zero":
@@ -136,7 +147,9 @@ def spliced_metrics(sae, model, hook: str, windows: torch.Tensor, batch_size: in
         target = tokens[:, 1:]
         totals["clean"] += -lp_clean.gather(-1, target[..., None]).sum().item()
         for mode in ("spliced", "zero"):
-            logits = model.run_with_hooks(tokens, fwd_hooks=[(hook, lambda a, hook, m=mode: splice(a, hook, m))])
+            logits = model.run_with_hooks(
+                tokens, fwd_hooks=[(hook, lambda a, hook, m=mode: splice(a, hook, m))]
+            )
             lp = logits.log_softmax(-1)[:, :-1]
             totals[mode] += -lp.gather(-1, target[..., None]).sum().item()
             if mode == "spliced":
@@ -148,21 +161,36 @@ def spliced_metrics(sae, model, hook: str, windows: torch.Tensor, batch_size: in
         "ce_clean": ce["clean"],
         "ce_spliced": ce["spliced"],
         "ce_zero_ablated": ce["zero"],
-        "ce_loss_recovered": (ce["zero"] - ce["spliced"]) / denom if abs(denom) > 1e-12 else float("nan"),
+        "ce_loss_recovered": (ce["zero"] - ce["spliced"]) / denom
+        if abs(denom) > 1e-12
+        else float("nan"),
         "kl_div": ce["kl"],
         "n_predicted_tokens": n_pred,
     }
 
 
-def evaluate_sae(sae, model, hook: str, source: str = "stdlib", context_size: int = 128,
-                 eval_tokens: int = 32_768, ce_windows: int = 32, batch_windows: int = 16,
-                 seed: int = 0, progress: bool = False) -> dict[str, Any]:
+def evaluate_sae(
+    sae,
+    model,
+    hook: str,
+    source: str = "stdlib",
+    context_size: int = 128,
+    eval_tokens: int = 32_768,
+    ce_windows: int = 32,
+    batch_windows: int = 16,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, Any]:
     """All metrics of ``sae`` on the validation split of ``source`` (held-out files)."""
     from interp.activations import ActivationCapture, capture_stream
     from interp.data import token_windows
 
-    wins = token_windows(model.tokenizer, source=source, context_size=context_size, split="validation", seed=seed)
-    windows = torch.stack([w for _, w in zip(range(max(ce_windows, -(-eval_tokens // (context_size - 1)))), wins)])
+    wins = token_windows(
+        model.tokenizer, source=source, context_size=context_size, split="validation", seed=seed
+    )
+    windows = torch.stack(
+        [w for _, w in zip(range(max(ce_windows, -(-eval_tokens // (context_size - 1)))), wins)]
+    )
     needs_grads = getattr(sae.variant, "needs_grads", False)
     capture = ActivationCapture(model, [hook], with_grads=needs_grads)
     batches = list(capture_stream(capture, windows.split(batch_windows), max_tokens=eval_tokens))
@@ -179,11 +207,20 @@ def evaluate_sae(sae, model, hook: str, source: str = "stdlib", context_size: in
     metrics["inference_mode"] = "with_grads" if needs_grads else "plain"
     if needs_grads:
         metrics["without_grads"] = one_mode(False)
-    metrics.update({"hook": hook, "eval_source": source, "eval_split": "validation", "context_size": context_size})
+    metrics.update(
+        {
+            "hook": hook,
+            "eval_source": source,
+            "eval_split": "validation",
+            "context_size": context_size,
+        }
+    )
     return metrics
 
 
-def evaluate_run(run_dir: str | Path, cfg=None, model=None, progress: bool = False) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: str | Path, cfg=None, model=None, progress: bool = False
+) -> dict[str, Any]:
     """Evaluate the SAE in a run folder and write ``metrics.json`` there."""
     from interp.io import atomic_write_json
     from saes.artifacts import load_sae
@@ -200,9 +237,18 @@ def evaluate_run(run_dir: str | Path, cfg=None, model=None, progress: bool = Fal
 
         model = load_model(cfg.model, device=cfg.device)
     sae = load_sae(run_dir, device=cfg.device)
-    metrics = evaluate_sae(sae, model, cfg.hook, source=cfg.source, context_size=cfg.context_size,
-                           eval_tokens=cfg.eval_tokens, ce_windows=cfg.eval_ce_windows,
-                           batch_windows=cfg.batch_windows, seed=cfg.seed, progress=progress)
+    metrics = evaluate_sae(
+        sae,
+        model,
+        cfg.hook,
+        source=cfg.source,
+        context_size=cfg.context_size,
+        eval_tokens=cfg.eval_tokens,
+        ce_windows=cfg.eval_ce_windows,
+        batch_windows=cfg.batch_windows,
+        seed=cfg.seed,
+        progress=progress,
+    )
     log = run_dir / "train_log.jsonl"
     if log.exists():
         lines = log.read_text().strip().splitlines()

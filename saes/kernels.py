@@ -63,6 +63,7 @@ fresh B x d_sae allocation costs more in page faults than the selection itself o
 ``release_workspace()`` frees it. ``return_pre=True`` returns a fresh matrix instead. Indices
 returned by ``topk_encode`` carry their :class:`LatentOrder`; do not modify them in place.
 """
+
 from __future__ import annotations
 
 import threading
@@ -311,6 +312,7 @@ std::tuple<at::Tensor, at::Tensor> latent_order(const at::Tensor& cols, int64_t 
 
 """
 
+
 def _cpu_fingerprint() -> str:
     """This CPU's model and feature flags ("" when unknown): part of the build's name, so that a
     kernel compiled for one CPU (``-march=native``) is never loaded on another."""
@@ -325,9 +327,12 @@ def _cpu_fingerprint() -> str:
 _CPU = _cpu_fingerprint()
 # -march=native: the group-max scan vectorises with the CPU's widest registers (~15% faster)
 _NATIVE_FLAGS = ["-O3", "-fopenmp"] + (["-march=native"] if _CPU else [])
-_NATIVE_NAME = "saes_native_" + __import__("hashlib").sha1(
-    (_NATIVE_SRC + " ".join(_NATIVE_FLAGS) + _CPU).encode()
-).hexdigest()[:12]
+_NATIVE_NAME = (
+    "saes_native_"
+    + __import__("hashlib")
+    .sha1((_NATIVE_SRC + " ".join(_NATIVE_FLAGS) + _CPU).encode())
+    .hexdigest()[:12]
+)
 _native_state: dict = {"enabled": None, "lib": None, "error": None}
 
 
@@ -353,9 +358,13 @@ def enable_native(enabled: bool = True) -> bool:
 def native_status() -> dict:
     """Whether the native top-k is in use, built, the build error if any, and the C++ compiler
     a build would use (None: there is none, so the pure-torch selection is the only one)."""
-    return {"in_use": _native_ready() and _native_state["lib"] is not None,
-            "built": _native_cached(), "error": _native_state["error"], "name": _NATIVE_NAME,
-            "compiler": cxx_compiler()}
+    return {
+        "in_use": _native_ready() and _native_state["lib"] is not None,
+        "built": _native_cached(),
+        "error": _native_state["error"],
+        "name": _NATIVE_NAME,
+        "compiler": cxx_compiler(),
+    }
 
 
 def cxx_compiler() -> str | None:
@@ -654,7 +663,14 @@ class SparseSelectEncode(torch.autograd.Function):
         g = grad_values * (values > 0)
         # grad wrt b_dec is -sum_b grad_x_c[b] = -W_enc @ grad_b_enc: no gather needed for it
         gx, gW, gb = sparse_encode_backward(
-            x_c, W_enc, cols, g, rows, need_x=need_x, need_W=need_W, need_b=need_b or need_bdec,
+            x_c,
+            W_enc,
+            cols,
+            g,
+            rows,
+            need_x=need_x,
+            need_W=need_W,
+            need_b=need_b or need_bdec,
             order=ctx.order,
         )
         gbd = None
@@ -696,7 +712,11 @@ def sparse_select_encode(
 def _centred_pre(x_in, W_enc, b_enc, b_dec, dtype, return_pre):
     x_c = x_in.detach() - b_dec.detach() if b_dec is not None else x_in.detach()
     gemm_dtype = dtype if dtype is not None else W_enc.dtype
-    out = None if return_pre else _workspace("pre", (x_c.shape[0], W_enc.shape[1]), gemm_dtype, x_c.device)
+    out = (
+        None
+        if return_pre
+        else _workspace("pre", (x_c.shape[0], W_enc.shape[1]), gemm_dtype, x_c.device)
+    )
     pre = pre_acts(x_c, W_enc.detach(), b_enc.detach(), dtype=dtype, out=out)
     return x_c, pre
 
@@ -723,7 +743,9 @@ def topk_encode(
         sel, idx = topk_select(pre, k, method=select)
         if pre.dtype != W_enc.dtype:
             sel = _sddmm(x_c, W_enc, b_enc, idx, None)
-        idx._sae_latent_order = LatentOrder(idx.detach(), W_enc.shape[1])  # shared with sparse_decode
+        idx._sae_latent_order = LatentOrder(
+            idx.detach(), W_enc.shape[1]
+        )  # shared with sparse_decode
     values = SparseSelectEncode.apply(x_in, W_enc, b_enc, b_dec, x_c, idx, None, sel)
     return (values, idx, pre) if return_pre else (values, idx)
 
@@ -902,7 +924,9 @@ class _DenseSubsetDecode(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             gv = (grad_out @ W_sub.t()).gather(1, local)
         if ctx.needs_input_grad[3]:
-            gW = grad_out.new_zeros(ctx.d_sae, grad_out.shape[1]).index_copy_(0, latents, Z.t() @ grad_out)
+            gW = grad_out.new_zeros(ctx.d_sae, grad_out.shape[1]).index_copy_(
+                0, latents, Z.t() @ grad_out
+            )
         if ctx.has_b_dec and ctx.needs_input_grad[4]:
             gb = grad_out.sum(0)
         return gv, None, None, gW, gb
@@ -912,7 +936,9 @@ class _DenseSubsetDecode(torch.autograd.Function):
 # unit-norm decoder maintenance (in place, no [d_sae, d_in] temporaries)
 # ------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def remove_parallel_grad_(W_dec: Tensor, grad: Tensor | None = None, chunk_rows: int | None = None) -> None:
+def remove_parallel_grad_(
+    W_dec: Tensor, grad: Tensor | None = None, chunk_rows: int | None = None
+) -> None:
     """``grad[i] -= <grad[i], W_dec[i]> W_dec[i]`` for every row (rows of W_dec are unit-norm).
 
     Row blocks keep the temporaries small (<= 8 MB, at most ~8 blocks): ~3x faster than
@@ -934,4 +960,3 @@ def remove_parallel_grad_(W_dec: Tensor, grad: Tensor | None = None, chunk_rows:
 def normalize_rows_(W_dec: Tensor, eps: float = 1e-8) -> None:
     """Rescale every row of ``W_dec`` to unit L2 norm, in place."""
     W_dec.div_(torch.linalg.vector_norm(W_dec, dim=1, keepdim=True).clamp_min_(eps))
-

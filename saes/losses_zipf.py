@@ -36,6 +36,7 @@ and the training loss adds ``aux_zipf_coef * aux_zipf``. With U = the dead set (
 is AuxK; the Zipf target extends it to latents that fire, but too rarely, and the weight w_j makes
 the push proportional to the relative shortfall (a latent at 90% of its target is barely pushed).
 """
+
 from __future__ import annotations
 
 import torch
@@ -46,8 +47,9 @@ from saes.kernels import sparse_select_encode, topk_select
 __all__ = ["aux_zipf_loss", "capped_allocation", "underused_weights", "usage_ranks", "zipf_shares"]
 
 
-def zipf_shares(n: int, exponent: float, dtype: torch.dtype = torch.float64,
-                device: torch.device | str = "cpu") -> Tensor:
+def zipf_shares(
+    n: int, exponent: float, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"
+) -> Tensor:
     """p_r = r^-exponent / sum_s s^-exponent for ranks r = 1..n (sums to 1; exponent 0: uniform)."""
     if n < 1:
         raise ValueError(f"zipf_shares needs n >= 1, got {n}")
@@ -109,8 +111,15 @@ def underused_weights(usage: Tensor, exponent: float) -> Tensor:
     return torch.where(under, 1.0 - usage / target, torch.zeros_like(usage))
 
 
-def aux_zipf_loss(x: Tensor, x_hat: Tensor, pre: Tensor, weights: Tensor, k_aux: int, sae,
-                  pre_is_transposed: bool = False) -> Tensor | None:
+def aux_zipf_loss(
+    x: Tensor,
+    x_hat: Tensor,
+    pre: Tensor,
+    weights: Tensor,
+    k_aux: int,
+    sae,
+    pre_is_transposed: bool = False,
+) -> Tensor | None:
     """The aux_zipf term (unweighted by its coefficient) for one batch, or None when U is empty.
 
     ``x`` [B, d_in] is the scaled (uncentred) input, ``x_hat`` its reconstruction, ``pre`` the
@@ -127,8 +136,9 @@ def aux_zipf_loss(x: Tensor, x_hat: Tensor, pre: Tensor, weights: Tensor, k_aux:
         sub = pre.index_select(0, under).t() if pre_is_transposed else pre.index_select(1, under)
         sel, local = topk_select(sub.contiguous(), ka)
         idx = under[local]
-    values = sparse_select_encode(x, sae.W_enc, sae.b_enc, idx, selected=sel.to(sae.W_enc.dtype),
-                                  b_dec=sae.b_dec)
+    values = sparse_select_encode(
+        x, sae.W_enc, sae.b_enc, idx, selected=sel.to(sae.W_enc.dtype), b_dec=sae.b_dec
+    )
     w = weights[idx].to(values.dtype)
     scaled = values.detach() + w * (values - values.detach())  # same values, gradient times w_j
     return aux_k_loss(x, x_hat, scaled, idx, sae.W_dec)

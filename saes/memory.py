@@ -15,11 +15,13 @@ Estimate (bytes), per device:
 ``plan_memory`` returns a :class:`MemoryPlan` with a table of what fits at which batch size;
 ``MemoryPlan.check()`` raises :class:`MemoryPlanError` naming the big consumers when it does not fit.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -47,7 +49,9 @@ def step_temp_bytes(d_in: int, d_sae: int, variant: str, batch_tokens: int) -> i
     return 4 * batch_tokens * (dense * d_sae + 8 * d_in)
 
 
-def model_bytes(model, batch_windows: int, context_size: int, with_grads: bool, n_layers_run: int | None) -> int:
+def model_bytes(
+    model, batch_windows: int, context_size: int, with_grads: bool, n_layers_run: int | None
+) -> int:
     """A loaded TransformerLens model's parameters plus the working set of one forward (+ backward)."""
     cfg = model.cfg
     params = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -125,8 +129,15 @@ class MemoryPlan:
 
     def by_batch_size(self) -> list[dict[str, Any]]:
         """Total estimate at each standard batch size (the buffer must hold one batch)."""
-        return [{"batch_tokens": b, "total_gib": self.total(b) / GiB, "fits": self.total(b) <= self.budget}
-                for b in BATCH_SIZES if b <= max(self.rows_per_block, self.batch_tokens)]
+        return [
+            {
+                "batch_tokens": b,
+                "total_gib": self.total(b) / GiB,
+                "fits": self.total(b) <= self.budget,
+            }
+            for b in BATCH_SIZES
+            if b <= max(self.rows_per_block, self.batch_tokens)
+        ]
 
     def largest_batch(self) -> int | None:
         ok = [r["batch_tokens"] for r in self.by_batch_size() if r["fits"]]
@@ -134,13 +145,28 @@ class MemoryPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "device": self.device, "available_gib": self.available / GiB, "budget_gib": self.budget / GiB,
-            "batch_tokens": self.batch_tokens, "total_gib": self.total() / GiB, "fits": self.fits,
-            "sae_state_gib": self.sae_state / GiB, "step_temporaries_gib": self.step_temps() / GiB,
-            "activation_buffers_gib": self.buffer_bytes / GiB, "model_gib": self.model_bytes / GiB,
-            "saes": [{"name": s.name, "d_in": s.d_in, "d_sae": s.d_sae, "variant": s.variant,
-                      "state_gib": s.state / GiB} for s in self.saes],
-            "by_batch_size": self.by_batch_size(), "largest_fitting_batch": self.largest_batch(),
+            "device": self.device,
+            "available_gib": self.available / GiB,
+            "budget_gib": self.budget / GiB,
+            "batch_tokens": self.batch_tokens,
+            "total_gib": self.total() / GiB,
+            "fits": self.fits,
+            "sae_state_gib": self.sae_state / GiB,
+            "step_temporaries_gib": self.step_temps() / GiB,
+            "activation_buffers_gib": self.buffer_bytes / GiB,
+            "model_gib": self.model_bytes / GiB,
+            "saes": [
+                {
+                    "name": s.name,
+                    "d_in": s.d_in,
+                    "d_sae": s.d_sae,
+                    "variant": s.variant,
+                    "state_gib": s.state / GiB,
+                }
+                for s in self.saes
+            ],
+            "by_batch_size": self.by_batch_size(),
+            "largest_fitting_batch": self.largest_batch(),
             "notes": self.notes,
         }
 
@@ -152,8 +178,11 @@ class MemoryPlan:
             f"  {len(self.saes)} SAEs (params + grads + Adam): {self.sae_state / GiB:.3f} GiB; "
             f"step temporaries: {self.step_temps() / GiB:.3f} GiB; activation buffers: "
             f"{self.buffer_bytes / GiB:.3f} GiB; model: {self.model_bytes / GiB:.3f} GiB",
-            "  batch_tokens -> total GiB: " + ", ".join(
-                f"{r['batch_tokens']}: {r['total_gib']:.2f}{'' if r['fits'] else ' (no)'}" for r in self.by_batch_size()),
+            "  batch_tokens -> total GiB: "
+            + ", ".join(
+                f"{r['batch_tokens']}: {r['total_gib']:.2f}{'' if r['fits'] else ' (no)'}"
+                for r in self.by_batch_size()
+            ),
         ]
         return "\n".join(lines + [f"  note: {n}" for n in self.notes])
 
@@ -163,10 +192,17 @@ class MemoryPlan:
             return
         biggest = sorted(self.saes, key=lambda s: -s.state)[:3]
         fixed = self.sae_state + self.buffer_bytes + self.model_bytes
-        hint = (f"the largest batch_tokens that fits is {self.largest_batch()}" if self.largest_batch()
-                else "no batch size fits: " + ("the SAEs alone (params + grads + Adam) exceed the budget; "
-                                                "use fewer or narrower SAEs, or shard hooks across ranks"
-                                                if fixed > self.budget else "reduce buffer_tokens or the SAEs"))
+        hint = (
+            f"the largest batch_tokens that fits is {self.largest_batch()}"
+            if self.largest_batch()
+            else "no batch size fits: "
+            + (
+                "the SAEs alone (params + grads + Adam) exceed the budget; "
+                "use fewer or narrower SAEs, or shard hooks across ranks"
+                if fixed > self.budget
+                else "reduce buffer_tokens or the SAEs"
+            )
+        )
         raise MemoryPlanError(
             f"this job needs about {self.total() / GiB:.2f} GiB on {self.device} but only "
             f"{self.budget / GiB:.2f} GiB can be used ({self.available / GiB:.2f} GiB free): "
@@ -199,9 +235,16 @@ def plan_memory(
     if model is not None:
         mbytes = model_bytes(model, batch_windows, context_size, with_grads, n_layers_run)
     else:
-        notes.append("activations come from a cache: the model is loaded only to evaluate, after training")
+        notes.append(
+            "activations come from a cache: the model is loaded only to evaluate, after training"
+        )
     return MemoryPlan(
-        device=str(device), available=available if available is not None else available_bytes(device),
-        batch_tokens=batch_tokens, saes=list(saes), buffer_bytes=buffers, model_bytes=mbytes,
-        rows_per_block=rows_per_block, notes=notes,
+        device=str(device),
+        available=available if available is not None else available_bytes(device),
+        batch_tokens=batch_tokens,
+        saes=list(saes),
+        buffer_bytes=buffers,
+        model_bytes=mbytes,
+        rows_per_block=rows_per_block,
+        notes=notes,
     )

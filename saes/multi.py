@@ -7,10 +7,12 @@ A job is a :class:`~saes.train_config.RunConfig` with ``hooks`` (names or glob p
 run folder ``out_dir/<hook>`` (one SAE per hook) or ``out_dir/<hook>/<name>``. Data and loop settings
 (``JOB_KEYS``) are shared by all of a job's SAEs: they read the same batches.
 """
+
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -18,22 +20,61 @@ from interp.activations import ActivationBatch, shuffled_batches
 from saes.train_config import RunConfig
 
 # settings that define the activation stream and the loop: one value per job
-JOB_KEYS = frozenset({
-    "model", "hook", "hooks", "saes", "shard_hooks", "source", "cache", "context_size", "batch_windows",
-    "buffer_tokens", "activation_dtype", "d_in", "train_tokens", "batch_tokens", "seed", "init_sample_tokens",
-    "device", "out_dir", "checkpoint_every_tokens", "keep_checkpoints", "log_every", "wandb", "wandb_project",
-    "wandb_online", "eval_tokens", "eval_ce_windows",
-})
+JOB_KEYS = frozenset(
+    {
+        "model",
+        "hook",
+        "hooks",
+        "saes",
+        "shard_hooks",
+        "source",
+        "cache",
+        "context_size",
+        "batch_windows",
+        "buffer_tokens",
+        "activation_dtype",
+        "d_in",
+        "train_tokens",
+        "batch_tokens",
+        "seed",
+        "init_sample_tokens",
+        "device",
+        "out_dir",
+        "checkpoint_every_tokens",
+        "keep_checkpoints",
+        "log_every",
+        "wandb",
+        "wandb_project",
+        "wandb_online",
+        "eval_tokens",
+        "eval_ce_windows",
+    }
+)
 # keys that must agree across runs trained from one stream (the others are bookkeeping)
-STREAM_KEYS = ("model", "source", "cache", "context_size", "batch_windows", "buffer_tokens", "activation_dtype",
-               "train_tokens", "batch_tokens", "seed", "init_sample_tokens", "device", "checkpoint_every_tokens")
+STREAM_KEYS = (
+    "model",
+    "source",
+    "cache",
+    "context_size",
+    "batch_windows",
+    "buffer_tokens",
+    "activation_dtype",
+    "train_tokens",
+    "batch_tokens",
+    "seed",
+    "init_sample_tokens",
+    "device",
+    "checkpoint_every_tokens",
+)
 
 
 def is_job(cfg: RunConfig) -> bool:
     return bool(cfg.hooks) or bool(cfg.saes)
 
 
-def resolve_hooks(patterns: Sequence[str], available: Sequence[str], where: str = "the model") -> list[str]:
+def resolve_hooks(
+    patterns: Sequence[str], available: Sequence[str], where: str = "the model"
+) -> list[str]:
     """Hook names for names/glob patterns, in the order ``available`` lists them (exact names kept
     as given: the capture validates them with suggestions). A pattern matching nothing is an error."""
     out: list[str] = []
@@ -57,7 +98,9 @@ def spec_name(spec: dict[str, Any]) -> str:
     return "-".join(f"{k}{v}" for k, v in spec.items()).replace("/", "_")
 
 
-def expand_job(cfg: RunConfig, available_hooks: Sequence[str], where: str = "the model") -> list[RunConfig]:
+def expand_job(
+    cfg: RunConfig, available_hooks: Sequence[str], where: str = "the model"
+) -> list[RunConfig]:
     """One run config per (hook, SAE) of a job, each with its own ``out_dir``."""
     hooks = resolve_hooks(cfg.hooks or [cfg.hook], available_hooks, where)
     specs = [dict(s) for s in (cfg.saes or [{}])]
@@ -69,8 +112,10 @@ def expand_job(cfg: RunConfig, available_hooks: Sequence[str], where: str = "the
     for spec in specs:
         bad = sorted(set(spec) & JOB_KEYS)
         if bad:
-            raise ValueError(f"per-SAE settings cannot change {bad}: they are shared by the whole job "
-                             "(one activation stream); set them at the top level")
+            raise ValueError(
+                f"per-SAE settings cannot change {bad}: they are shared by the whole job "
+                "(one activation stream); set them at the top level"
+            )
         unknown = sorted(set(spec) - set(RunConfig.model_fields) - {"name"})
         if unknown:
             raise ValueError(f"unknown per-SAE keys {unknown}")
@@ -91,8 +136,10 @@ def check_shared(cfgs: Sequence[RunConfig]) -> None:
     for c in cfgs[1:]:
         for key in STREAM_KEYS:
             if getattr(c, key) != getattr(first, key):
-                raise ValueError(f"runs trained together must share {key!r}: {first.out_dir} has "
-                                 f"{getattr(first, key)!r}, {c.out_dir} has {getattr(c, key)!r}")
+                raise ValueError(
+                    f"runs trained together must share {key!r}: {first.out_dir} has "
+                    f"{getattr(first, key)!r}, {c.out_dir} has {getattr(c, key)!r}"
+                )
     dirs = [c.out_dir for c in cfgs]
     if len(set(dirs)) != len(dirs):
         raise ValueError(f"runs trained together need distinct out_dir; got {dirs}")
@@ -101,17 +148,24 @@ def check_shared(cfgs: Sequence[RunConfig]) -> None:
 def hook_owners(hooks: Sequence[str], world: int) -> dict[str, int]:
     """Hook sharding: hook i belongs to rank i % world."""
     if len(hooks) < world:
-        raise ValueError(f"shard_hooks needs at least as many hooks as ranks: {len(hooks)} hooks, {world} ranks")
+        raise ValueError(
+            f"shard_hooks needs at least as many hooks as ranks: {len(hooks)} hooks, {world} ranks"
+        )
     return {h: i % world for i, h in enumerate(hooks)}
 
 
 def _empty_batch(dims: dict[str, int], dtype: torch.dtype, with_grads: bool) -> ActivationBatch:
     acts = {h: torch.zeros(0, d, dtype=dtype) for h, d in dims.items()}
-    return ActivationBatch(acts=acts, grads={h: a.clone() for h, a in acts.items()} if with_grads else None,
-                           tokens=torch.zeros(0, dtype=torch.long))
+    return ActivationBatch(
+        acts=acts,
+        grads={h: a.clone() for h, a in acts.items()} if with_grads else None,
+        tokens=torch.zeros(0, dtype=torch.long),
+    )
 
 
-def rank_live_blocks(source, comm, start_block: int = 0, owners: dict[str, int] | None = None) -> Iterator[ActivationBatch]:
+def rank_live_blocks(
+    source, comm, start_block: int = 0, owners: dict[str, int] | None = None
+) -> Iterator[ActivationBatch]:
     """Live capture across ranks: each rank runs the model on its own share of every block's windows
     (whole ``batch_windows`` chunks, so the activations are the ones one process would compute), then
     the rows are exchanged: all-gathered (data parallel: every rank gets the whole block), or gathered
@@ -131,11 +185,17 @@ def rank_live_blocks(source, comm, start_block: int = 0, owners: dict[str, int] 
         chunks = [block_windows[i : i + bw] for i in range(0, len(block_windows), bw)]
         mine = chunks[comm.row_slice(len(chunks))]
         parts = [capture(torch.stack(c)) for c in mine]
-        local = ActivationBatch.concat(parts) if parts else _empty_batch(source.dims, capture.dtype, capture.with_grads)
+        local = (
+            ActivationBatch.concat(parts)
+            if parts
+            else _empty_batch(source.dims, capture.dtype, capture.with_grads)
+        )
         if owners is None:
             yield ActivationBatch(
                 acts={h: comm.all_gather_rows(a) for h, a in local.acts.items()},
-                grads=None if local.grads is None else {h: comm.all_gather_rows(g) for h, g in local.grads.items()},
+                grads=None
+                if local.grads is None
+                else {h: comm.all_gather_rows(g) for h, g in local.grads.items()},
                 tokens=comm.all_gather_rows(local.tokens),
             )
             continue
@@ -153,8 +213,15 @@ def rank_live_blocks(source, comm, start_block: int = 0, owners: dict[str, int] 
         yield ActivationBatch(acts=acts, grads=grads, tokens=tokens)
 
 
-def job_batches(source, cfg: RunConfig, comm=None, data_parallel: bool = False, owners: dict[str, int] | None = None,
-                start_block: int = 0, skip_batches: int = 0) -> Iterator[tuple[int, int, ActivationBatch]]:
+def job_batches(
+    source,
+    cfg: RunConfig,
+    comm=None,
+    data_parallel: bool = False,
+    owners: dict[str, int] | None = None,
+    start_block: int = 0,
+    skip_batches: int = 0,
+) -> Iterator[tuple[int, int, ActivationBatch]]:
     """(block, batch index, batch) for a job: the global shuffled batches, this rank's slice of
     each under data parallel, or the whole batches of this rank's hooks under hook sharding."""
     live = not getattr(source, "cache", None)
@@ -162,7 +229,9 @@ def job_batches(source, cfg: RunConfig, comm=None, data_parallel: bool = False, 
         blocks = rank_live_blocks(source, comm, start_block, owners)
     else:
         blocks = source.blocks(start_block)
-    for b, i, batch in shuffled_batches(blocks, cfg.batch_tokens, cfg.seed, start_block, skip_batches):
+    for b, i, batch in shuffled_batches(
+        blocks, cfg.batch_tokens, cfg.seed, start_block, skip_batches
+    ):
         if data_parallel and comm is not None:
             batch = batch.select(comm.row_slice(len(batch)))
         yield b, i, batch

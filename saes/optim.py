@@ -9,9 +9,11 @@ bit for bit, and the module keeps its [d_in, d_sae] parameter.
 Checkpoints name the moments by parameter (``{name}.exp_avg`` ...) in the parameter's own shape,
 whatever the storage order.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,8 +33,13 @@ class SAEAdam:
     its parameter's gradient).
     """
 
-    def __init__(self, named_parameters: Iterable[tuple[str, nn.Parameter]], lr: float,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    def __init__(
+        self,
+        named_parameters: Iterable[tuple[str, nn.Parameter]],
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
         self.params = dict(named_parameters)
         self.leaves = {name: _storage_alias(p) for name, p in self.params.items()}
         kwargs: dict[str, Any] = {"lr": lr, "betas": betas, "eps": eps}
@@ -81,12 +88,12 @@ class SAEAdam:
             leaf = self.leaves[name]
             state = {}
             for key, value in tensors.items():
-                if not key.startswith(f"{name}.") or "." in key[len(name) + 1:]:
+                if not key.startswith(f"{name}.") or "." in key[len(name) + 1 :]:
                     continue
                 if value.shape == p.shape:
                     value = torch.empty_like(leaf).copy_(value.t() if leaf is not p else value)
                 else:
                     value = value.clone().to(p.device)
-                state[key[len(name) + 1:]] = value
+                state[key[len(name) + 1 :]] = value
             if state:
                 self.optimizer.state[leaf] = state

@@ -9,6 +9,7 @@ reports it as ``crashed (resumable)`` when a good checkpoint exists.
 ``list_runs(root)`` finds the run folders under ``root`` and returns a ``RunInfo`` per folder (status,
 tokens trained, headline metrics); ``interp runs`` prints them as a table or JSON.
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -21,7 +22,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -38,8 +39,9 @@ DEFAULT_HEARTBEAT_S = 30.0
 DEFAULT_STALE_AFTER_S = 30 * 60.0
 MAX_ERROR_CHARS = 4000
 
-_ACTIVE: contextvars.ContextVar[list[RunStatus] | None] = contextvars.ContextVar("interp_run_status",
-                                                                                       default=None)
+_ACTIVE: contextvars.ContextVar[list[RunStatus] | None] = contextvars.ContextVar(
+    "interp_run_status", default=None
+)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -48,7 +50,7 @@ class RunInUse(FileExistsError):
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _boot_time() -> float | None:
@@ -80,7 +82,7 @@ def process_alive(pid: int, started_ts: float | None = None) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return True  # no /proc (macOS): trust kill(0)
-    fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) "
+    fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) "
     if fields and fields[0] in ("Z", "X"):
         return False
     boot = _boot_time()
@@ -104,26 +106,46 @@ def read_status(run_dir: str | Path) -> dict[str, Any] | None:
 class RunStatus:
     """Writer of one run folder's ``run_status.json`` (every write is atomic)."""
 
-    def __init__(self, run_dir: str | Path, train_tokens: int | None = None,
-                 heartbeat_s: float = DEFAULT_HEARTBEAT_S) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        train_tokens: int | None = None,
+        heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / STATUS_FILE
         self.heartbeat_s = heartbeat_s
         self._last_write = 0.0
         now = time.time()
         self.data: dict[str, Any] = {
-            "format": FORMAT, "version": VERSION, "state": "running",
-            "pid": os.getpid(), "host": socket.gethostname(),
-            "started": _iso(now), "started_ts": now, "updated": _iso(now), "updated_ts": now,
-            "first_started": _iso(now), "attempts": 1,
-            "step": 0, "tokens_trained": 0, "train_tokens": train_tokens,
-            "last_checkpoint": None, "resumed_from": None, "error": None,
+            "format": FORMAT,
+            "version": VERSION,
+            "state": "running",
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": _iso(now),
+            "started_ts": now,
+            "updated": _iso(now),
+            "updated_ts": now,
+            "first_started": _iso(now),
+            "attempts": 1,
+            "step": 0,
+            "tokens_trained": 0,
+            "train_tokens": train_tokens,
+            "last_checkpoint": None,
+            "resumed_from": None,
+            "error": None,
             "command": " ".join(sys.argv),
         }
 
     @classmethod
-    def begin(cls, run_dir: str | Path, train_tokens: int | None = None, checkpoint: str | Path | None = None,
-              heartbeat_s: float = DEFAULT_HEARTBEAT_S) -> RunStatus:
+    def begin(
+        cls,
+        run_dir: str | Path,
+        train_tokens: int | None = None,
+        checkpoint: str | Path | None = None,
+        heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+    ) -> RunStatus:
         """Mark the run as running (resumed from ``checkpoint`` if given) and register it with an
         enclosing ``@records_status`` call, which records how the run ends.
 
@@ -133,9 +155,12 @@ class RunStatus:
         status.run_dir.mkdir(parents=True, exist_ok=True)
         previous = read_status(run_dir)
         if previous is not None:
-            if (previous.get("state") == "running" and previous.get("host") == status.data["host"]
-                    and previous.get("pid") != os.getpid()
-                    and process_alive(int(previous.get("pid") or 0), previous.get("started_ts"))):
+            if (
+                previous.get("state") == "running"
+                and previous.get("host") == status.data["host"]
+                and previous.get("pid") != os.getpid()
+                and process_alive(int(previous.get("pid") or 0), previous.get("started_ts"))
+            ):
                 raise RunInUse(
                     f"{run_dir} is being trained by pid {previous['pid']} on this host (started "
                     f"{previous.get('started')}); stop it first, or choose another out_dir"
@@ -146,9 +171,12 @@ class RunStatus:
             from saes.checkpoint import read_meta
 
             meta = read_meta(checkpoint)
-            status.data.update(step=int(meta.get("step", 0)), resumed_from=Path(checkpoint).name,
-                               last_checkpoint=Path(checkpoint).name,
-                               tokens_trained=int(meta.get("position", {}).get("tokens", 0)))
+            status.data.update(
+                step=int(meta.get("step", 0)),
+                resumed_from=Path(checkpoint).name,
+                last_checkpoint=Path(checkpoint).name,
+                tokens_trained=int(meta.get("position", {}).get("tokens", 0)),
+            )
         status.write()
         active = _ACTIVE.get()
         if active is not None:
@@ -300,13 +328,21 @@ def last_log_record(path: str | Path, max_bytes: int = 1 << 16) -> dict[str, Any
 
 def is_run_dir(path: Path) -> bool:
     """A run folder holds a status record, a run config, an SAE artifact or checkpoints."""
-    return ((path / STATUS_FILE).exists() or (path / "run_config.json").exists()
-            or ((path / "cfg.json").exists() and (path / "sae_weights.safetensors").exists())
-            or (path / "checkpoints").is_dir())
+    return (
+        (path / STATUS_FILE).exists()
+        or (path / "run_config.json").exists()
+        or ((path / "cfg.json").exists() and (path / "sae_weights.safetensors").exists())
+        or (path / "checkpoints").is_dir()
+    )
 
 
-def read_run(run_dir: str | Path, root: str | Path | None = None, verify: bool = False,
-             stale_after_s: float = DEFAULT_STALE_AFTER_S, now: float | None = None) -> RunInfo:
+def read_run(
+    run_dir: str | Path,
+    root: str | Path | None = None,
+    verify: bool = False,
+    stale_after_s: float = DEFAULT_STALE_AFTER_S,
+    now: float | None = None,
+) -> RunInfo:
     """Describe one run folder. ``verify=True`` also recomputes checkpoint sha256s (slower)."""
     from saes.checkpoint import latest_checkpoint, read_meta
 
@@ -323,7 +359,9 @@ def read_run(run_dir: str | Path, root: str | Path | None = None, verify: bool =
     sae_cfg = (_read_json(run_dir / "cfg.json") or {}).get("interp", {}) or {}
     metrics_file = _read_json(run_dir / "metrics.json") or {}
     last_log = last_log_record(run_dir / "train_log.jsonl") or {}
-    has_artifact = (run_dir / "cfg.json").exists() and (run_dir / "sae_weights.safetensors").exists()
+    has_artifact = (run_dir / "cfg.json").exists() and (
+        run_dir / "sae_weights.safetensors"
+    ).exists()
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -336,14 +374,25 @@ def read_run(run_dir: str | Path, root: str | Path | None = None, verify: bool =
             checkpoint_tokens = None
 
     info = RunInfo(
-        path=str(run_dir), name=name, status="unknown", state=None, resumable=False,
-        last_checkpoint=ckpt.name if ckpt is not None else None, checkpoint_tokens=checkpoint_tokens,
-        model=config.get("model") or sae_cfg.get("model_name"), hook=config.get("hook") or sae_cfg.get("hook_name"),
-        variant=config.get("variant") or sae_cfg.get("variant"), d_sae=config.get("d_sae") or sae_cfg.get("d_sae"),
-        k=config.get("k") or sae_cfg.get("k"), train_tokens=config.get("train_tokens"),
+        path=str(run_dir),
+        name=name,
+        status="unknown",
+        state=None,
+        resumable=False,
+        last_checkpoint=ckpt.name if ckpt is not None else None,
+        checkpoint_tokens=checkpoint_tokens,
+        model=config.get("model") or sae_cfg.get("model_name"),
+        hook=config.get("hook") or sae_cfg.get("hook_name"),
+        variant=config.get("variant") or sae_cfg.get("variant"),
+        d_sae=config.get("d_sae") or sae_cfg.get("d_sae"),
+        k=config.get("k") or sae_cfg.get("k"),
+        train_tokens=config.get("train_tokens"),
         metrics={k: metrics_file[k] for k in HEADLINE_METRICS if metrics_file.get(k) is not None},
-        train_metrics={k: last_log[k] for k in ("step", "tokens", "fvu", "l0", "dead_fraction", "tokens_per_s")
-                       if k in last_log},
+        train_metrics={
+            k: last_log[k]
+            for k in ("step", "tokens", "fvu", "l0", "dead_fraction", "tokens_per_s")
+            if k in last_log
+        },
     )
     info.tokens_trained = last_log.get("tokens", checkpoint_tokens)
     info.step = last_log.get("step")
@@ -351,7 +400,11 @@ def read_run(run_dir: str | Path, root: str | Path | None = None, verify: bool =
     if status is not None:
         info.state = status.get("state")
         info.pid, info.host = status.get("pid"), status.get("host")
-        info.started, info.updated, info.attempts = status.get("started"), status.get("updated"), status.get("attempts")
+        info.started, info.updated, info.attempts = (
+            status.get("started"),
+            status.get("updated"),
+            status.get("attempts"),
+        )
         info.error = status.get("error")
         if status.get("train_tokens"):
             info.train_tokens = status["train_tokens"]
@@ -369,13 +422,17 @@ def read_run(run_dir: str | Path, root: str | Path | None = None, verify: bool =
     elif state == "running":
         if info.host == socket.gethostname():
             if process_alive(int(info.pid or 0), status.get("started_ts") if status else None):
-                recent = info.seconds_since_update is None or info.seconds_since_update <= stale_after_s
+                recent = (
+                    info.seconds_since_update is None or info.seconds_since_update <= stale_after_s
+                )
                 info.status = "running" if recent else "stalled"
             else:
                 info.resumable = resumable_ckpt
                 info.status = "crashed (resumable)" if resumable_ckpt else "crashed"
         else:
-            recent = info.seconds_since_update is not None and info.seconds_since_update <= stale_after_s
+            recent = (
+                info.seconds_since_update is not None and info.seconds_since_update <= stale_after_s
+            )
             info.status = f"running (on {info.host})" if recent else f"unknown (on {info.host})"
             info.resumable = resumable_ckpt and not recent
     elif state in ("failed", "interrupted"):
@@ -389,8 +446,9 @@ def read_run(run_dir: str | Path, root: str | Path | None = None, verify: bool =
     return info
 
 
-def list_runs(root: str | Path = "runs", verify: bool = False,
-              stale_after_s: float = DEFAULT_STALE_AFTER_S) -> list[RunInfo]:
+def list_runs(
+    root: str | Path = "runs", verify: bool = False, stale_after_s: float = DEFAULT_STALE_AFTER_S
+) -> list[RunInfo]:
     """Every run folder under ``root`` (``root`` itself included), sorted by path.
 
     Checkpoints are checked for presence and byte size (``verify=True``: sha256 too) to decide
@@ -407,15 +465,25 @@ def list_runs(root: str | Path = "runs", verify: bool = False,
         dirnames[:] = sorted(d for d in dirnames if d != "checkpoints" and not d.startswith("."))
         path = Path(dirpath)
         if is_run_dir(path):
-            found.append(read_run(path, root=root, verify=verify, stale_after_s=stale_after_s, now=now))
+            found.append(
+                read_run(path, root=root, verify=verify, stale_after_s=stale_after_s, now=now)
+            )
     return sorted(found, key=lambda r: r.name)
 
 
 # ---------------------------------------------------------------------------------------------
 # display
 
-STATUS_STYLE = {"running": "cyan", "finished": "green", "failed": "red", "crashed": "yellow",
-                "interrupted": "yellow", "resumable": "yellow", "stalled": "magenta", "unknown": "dim"}
+STATUS_STYLE = {
+    "running": "cyan",
+    "finished": "green",
+    "failed": "red",
+    "crashed": "yellow",
+    "interrupted": "yellow",
+    "resumable": "yellow",
+    "stalled": "magenta",
+    "unknown": "dim",
+}
 
 
 def _tokens(n: int | None) -> str:
@@ -449,28 +517,58 @@ def runs_table(runs: list[RunInfo], title: str = "runs"):
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("run", overflow="fold")
     table.add_column("status", no_wrap=True)
-    for col, just in (("tokens", "right"), ("step", "right"), ("age", "right"), ("SAE", "left"),
-                      ("fvu", "right"), ("L0", "right"), ("dead", "right"), ("CE rec", "right")):
+    for col, just in (
+        ("tokens", "right"),
+        ("step", "right"),
+        ("age", "right"),
+        ("SAE", "left"),
+        ("fvu", "right"),
+        ("L0", "right"),
+        ("dead", "right"),
+        ("CE rec", "right"),
+    ):
         table.add_column(col, justify=just, no_wrap=col in ("tokens", "age"))  # type: ignore[arg-type]
     for r in runs:
         style = STATUS_STYLE.get(r.status.split(" ")[0], "")
         progress = _tokens(r.tokens_trained)
         if r.train_tokens:
             progress += f"/{_tokens(r.train_tokens)}"
-        sae = " ".join(x for x in (r.variant or "", f"k{r.k}" if r.k and r.variant != "relu_l1" else "",
-                                   str(r.d_sae) if r.d_sae else "", _short_hook(r.hook)) if x)
+        sae = " ".join(
+            x
+            for x in (
+                r.variant or "",
+                f"k{r.k}" if r.k and r.variant != "relu_l1" else "",
+                str(r.d_sae) if r.d_sae else "",
+                _short_hook(r.hook),
+            )
+            if x
+        )
         if r.metrics:
             m, fmt = r.metrics, "{}"
-            vals = [m.get("fvu"), m.get("l0_mean"), m.get("dead_fraction"), m.get("ce_loss_recovered")]
+            vals = [
+                m.get("fvu"),
+                m.get("l0_mean"),
+                m.get("dead_fraction"),
+                m.get("ce_loss_recovered"),
+            ]
         else:
             m, fmt = r.train_metrics, "[dim italic]{}[/]"
             vals = [m.get("fvu"), m.get("l0"), m.get("dead_fraction"), None]
-        cells = [fmt.format(f"{v:.3f}" if i != 1 else f"{v:.1f}") if isinstance(v, (int, float)) else "-"
-                 for i, v in enumerate(vals)]
+        cells = [
+            fmt.format(f"{v:.3f}" if i != 1 else f"{v:.1f}") if isinstance(v, (int, float)) else "-"
+            for i, v in enumerate(vals)
+        ]
         status = f"[{style}]{r.status}[/]" if style else r.status
         if r.error and r.state == "failed":
             status += f"\n[dim]{r.error[:60]}[/]"
-        table.add_row(r.name, status, progress, "-" if r.step is None else str(r.step),
-                      _ago(r.seconds_since_update), sae or "-", *cells)
+        table.add_row(
+            r.name,
+            status,
+            progress,
+            "-" if r.step is None else str(r.step),
+            _ago(r.seconds_since_update),
+            sae or "-",
+            *cells,
+        )
     table.caption = "age: time since the last status update; dim italics: training-log values (no metrics.json yet)"
     return table

@@ -11,10 +11,10 @@ Any SAE, whatever its variant, is used through::
 Inputs are raw model activations; ``cfg.input_scale`` (if set) is applied inside, and
 ``fold_input_scale`` bakes it into the weights for export.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 import torch
 from torch import nn
@@ -41,7 +41,7 @@ class SparseCode:
         return (self.values != 0).sum(-1)
 
 
-Code = Union[SparseCode, torch.Tensor]
+Code = SparseCode | torch.Tensor
 
 
 def to_dense(code: Code, d_sae: int) -> torch.Tensor:
@@ -72,7 +72,9 @@ class SAE(nn.Module):
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
         init_module = getattr(self.variant, "init_module", None)
-        if init_module is not None:  # variant state as module buffers (e.g. choice SAEs' thresholds)
+        if (
+            init_module is not None
+        ):  # variant state as module buffers (e.g. choice SAEs' thresholds)
             init_module(self)
 
     # ---- inputs -------------------------------------------------------------------------------
@@ -125,8 +127,14 @@ class SAE(nn.Module):
             from saes.kernels import sparse_decode
 
             # flat COO codes (choice SAEs' training codes) carry their rows
-            return sparse_decode(code.values, code.indices, self.W_dec, self.b_dec,
-                                 rows=getattr(code, "rows", None), n_rows=getattr(code, "n_rows", None))
+            return sparse_decode(
+                code.values,
+                code.indices,
+                self.W_dec,
+                self.b_dec,
+                rows=getattr(code, "rows", None),
+                n_rows=getattr(code, "n_rows", None),
+            )
         return torch.addmm(self.b_dec, code.to(self.W_dec.dtype), self.W_dec)
 
     def decode(self, z: Code) -> torch.Tensor:
@@ -137,13 +145,17 @@ class SAE(nn.Module):
         out = self.unscale_output(self.decode_scaled(z.reshape(-1, z.shape[-1])))
         return out.reshape(*lead, self.cfg.d_in)
 
-    def forward(self, x: torch.Tensor, grad: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, grad: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_hat, dense z) for raw inputs of any leading shape."""
         lead = x.shape[:-1]
         g = None if grad is None else grad.reshape(-1, grad.shape[-1])
         code = self.encode_code(x.reshape(-1, x.shape[-1]), g)
         x_hat = self.unscale_output(self.decode_scaled(code))
-        return x_hat.reshape(*lead, -1), to_dense(code, self.cfg.d_sae).reshape(*lead, self.cfg.d_sae)
+        return x_hat.reshape(*lead, -1), to_dense(code, self.cfg.d_sae).reshape(
+            *lead, self.cfg.d_sae
+        )
 
     # ---- maintenance --------------------------------------------------------------------------
     @torch.no_grad()

@@ -3,40 +3,60 @@
 Both serve the same thing: buffer blocks of rows, shuffled into fixed-size batches by
 ``interp.activations.shuffled_batches``, resumable at (block, batch) without replaying the stream.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import cached_property
-from typing import Iterator
 
 import torch
 
-from interp.activations import ActivationBatch, ActivationCapture, capture_blocks, hook_dim, shuffled_batches
+from interp.activations import (
+    ActivationBatch,
+    ActivationCapture,
+    capture_blocks,
+    hook_dim,
+    shuffled_batches,
+)
 from saes.train_config import RunConfig
 
 
 class LiveSource:
     """Activations captured from the model as training goes (one forward per batch of windows)."""
 
-    def __init__(self, cfg: RunConfig, model=None, with_grads: bool = False,
-                 hooks: list[str] | None = None) -> None:
+    def __init__(
+        self, cfg: RunConfig, model=None, with_grads: bool = False, hooks: list[str] | None = None
+    ) -> None:
         from interp.models import load_model
 
         self.cfg = cfg
         self.hooks = list(hooks or [cfg.hook])  # several hooks: one forward serves them all
         self.model = model if model is not None else load_model(cfg.model, device=cfg.device)
-        self.capture = ActivationCapture(self.model, self.hooks, with_grads=with_grads, dtype=cfg.activation_dtype)
+        self.capture = ActivationCapture(
+            self.model, self.hooks, with_grads=with_grads, dtype=cfg.activation_dtype
+        )
         self.dims = {h: hook_dim(self.model, h) for h in self.hooks}
         self.d_in = self.dims.get(cfg.hook) or self.dims[self.hooks[0]]
 
     def windows(self, split: str = "train") -> Iterator[torch.Tensor]:
         from interp.data import token_windows
 
-        return token_windows(self.model.tokenizer, source=self.cfg.source, context_size=self.cfg.context_size,
-                             split=split, seed=self.cfg.seed)
+        return token_windows(
+            self.model.tokenizer,
+            source=self.cfg.source,
+            context_size=self.cfg.context_size,
+            split=split,
+            seed=self.cfg.seed,
+        )
 
     def blocks(self, start_block: int = 0) -> Iterator[ActivationBatch]:
-        return capture_blocks(self.capture, self.windows(), self.cfg.windows_per_block, self.cfg.batch_windows,
-                              start_block=start_block)
+        return capture_blocks(
+            self.capture,
+            self.windows(),
+            self.cfg.windows_per_block,
+            self.cfg.batch_windows,
+            start_block=start_block,
+        )
 
     def sample_batch(self, n_tokens: int) -> ActivationBatch:
         """The first ``n_tokens`` rows of the stream, for every hook."""
@@ -55,13 +75,17 @@ class LiveSource:
         return ActivationBatch.concat(rows).select(slice(0, n_tokens))
 
     def batches(self, batch_tokens: int, start_block: int = 0, skip_batches: int = 0):
-        return shuffled_batches(self.blocks(start_block), batch_tokens, self.cfg.seed, start_block, skip_batches)
+        return shuffled_batches(
+            self.blocks(start_block), batch_tokens, self.cfg.seed, start_block, skip_batches
+        )
 
 
 class CacheSource:
     """Activations read from an on-disk cache (memory-mapped); the model is loaded only to evaluate."""
 
-    def __init__(self, cfg: RunConfig, with_grads: bool = False, hooks: list[str] | None = None) -> None:
+    def __init__(
+        self, cfg: RunConfig, with_grads: bool = False, hooks: list[str] | None = None
+    ) -> None:
         from interp.cache import ActivationCache
 
         self.cfg = cfg
@@ -70,7 +94,9 @@ class CacheSource:
         for h in self.hooks:
             self.cache.check_hook(h)
         if with_grads and not self.cache.manifest.has_grads:
-            raise ValueError(f"variant {cfg.variant!r} needs gradients but cache {cfg.cache} has none")
+            raise ValueError(
+                f"variant {cfg.variant!r} needs gradients but cache {cfg.cache} has none"
+            )
         self.with_grads = with_grads
         self.dims = {h: self.cache.d_in(h) for h in self.hooks}
         self.d_in = self.dims.get(cfg.hook) or self.dims[self.hooks[0]]
@@ -106,4 +132,6 @@ class CacheSource:
         return next(self.blocks()).select(slice(0, n_tokens))
 
     def batches(self, batch_tokens: int, start_block: int = 0, skip_batches: int = 0):
-        return shuffled_batches(self.blocks(start_block), batch_tokens, self.cfg.seed, start_block, skip_batches)
+        return shuffled_batches(
+            self.blocks(start_block), batch_tokens, self.cfg.seed, start_block, skip_batches
+        )

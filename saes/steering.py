@@ -13,10 +13,12 @@ Summaries per latent: least-squares slopes through the origin, effect per unit a
 unit alpha, and ``effect_per_kl`` (how much of the output change goes where the latent says it
 should: the "steering efficacy" compared across SAEs in bench/gsae_vs_topk.py).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -54,8 +56,12 @@ class SteeringResult:
         return sum(ratios) / len(ratios) if ratios else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "effect_per_alpha": self.effect_per_alpha, "kl_per_alpha": self.kl_per_alpha,
-                "effect_per_kl": self.effect_per_kl}
+        return {
+            **asdict(self),
+            "effect_per_alpha": self.effect_per_alpha,
+            "kl_per_alpha": self.kl_per_alpha,
+            "effect_per_kl": self.effect_per_kl,
+        }
 
 
 def decoder_direction(sae, latent: int) -> torch.Tensor:
@@ -83,7 +89,9 @@ def unembedded_direction(model, hook: str, direction: torch.Tensor) -> torch.Ten
         resid = torch.einsum("hd,hdm->m", d.reshape(W_O.shape[0], W_O.shape[1]), W_O)
     elif hook.endswith("mlp.hook_post"):
         resid = d @ model.blocks[layer].mlp.W_out.detach().float()
-    elif hook.endswith(("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out")):
+    elif hook.endswith(
+        ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out")
+    ):
         resid = d
     else:
         raise ValueError(
@@ -106,9 +114,17 @@ def direct_logit_effect(model, hook: str, direction: torch.Tensor) -> torch.Tens
 
 
 @torch.no_grad()
-def steer_latents(model, sae, latents: Sequence[int], alphas: Sequence[float], tokens: torch.Tensor,
-                  hook: str | None = None, n_targets: int = 10, batch_rows: int = 16,
-                  progress: bool = False) -> list[SteeringResult]:
+def steer_latents(
+    model,
+    sae,
+    latents: Sequence[int],
+    alphas: Sequence[float],
+    tokens: torch.Tensor,
+    hook: str | None = None,
+    n_targets: int = 10,
+    batch_rows: int = 16,
+    progress: bool = False,
+) -> list[SteeringResult]:
     """Steer each latent at each alpha over prompts ``tokens`` [n, t] (position 0 = BOS, left untouched)."""
     from tqdm.auto import tqdm
 
@@ -123,8 +139,9 @@ def steer_latents(model, sae, latents: Sequence[int], alphas: Sequence[float], t
         raise ValueError("give at least one alpha")
     device = next(model.parameters()).device
     tokens = tokens.to(device)
-    clean_lp = torch.cat([model(chunk).log_softmax(-1)[:, 1:].float().cpu()
-                          for chunk in tokens.split(batch_rows)])
+    clean_lp = torch.cat(
+        [model(chunk).log_softmax(-1)[:, 1:].float().cpu() for chunk in tokens.split(batch_rows)]
+    )
     n = tokens.shape[0]
     results = []
     for latent in tqdm(list(latents), desc="steer", disable=not progress):
@@ -137,16 +154,21 @@ def steer_latents(model, sae, latents: Sequence[int], alphas: Sequence[float], t
         kl_sum = torch.zeros(len(alphas))
         eff_sum = torch.zeros(len(alphas))
         for start in range(0, rows_tokens.shape[0], batch_rows):
-            chunk = rows_tokens[start:start + batch_rows]
-            a = rows_alpha[start:start + batch_rows].to(device)
+            chunk = rows_tokens[start : start + batch_rows]
+            a = rows_alpha[start : start + batch_rows].to(device)
 
-            def add(act: torch.Tensor, hook=None, a=a):  # noqa: ARG001
+            def add(act: torch.Tensor, hook=None, a=a, direction=direction):  # noqa: ARG001
                 flat = act.reshape(act.shape[0], act.shape[1], -1)
                 shift = (a[:, None, None] * direction.to(act.dtype)).expand_as(flat).clone()
                 shift[:, 0] = 0  # the BOS position stays as it is
                 return (flat + shift).reshape(act.shape)
 
-            lp = model.run_with_hooks(chunk, fwd_hooks=[(hook, add)]).log_softmax(-1)[:, 1:].float().cpu()
+            lp = (
+                model.run_with_hooks(chunk, fwd_hooks=[(hook, add)])
+                .log_softmax(-1)[:, 1:]
+                .float()
+                .cpu()
+            )
             ref = clean_lp[(torch.arange(start, start + chunk.shape[0]) % n)]
             kl = (ref.exp() * (ref - lp)).sum(-1).mean(-1)  # per row
             eff = (lp[..., targets.cpu()] - ref[..., targets.cpu()]).mean((-1, -2))
@@ -154,11 +176,18 @@ def steer_latents(model, sae, latents: Sequence[int], alphas: Sequence[float], t
             kl_sum.index_add_(0, which, kl)
             eff_sum.index_add_(0, which, eff)
         tok = getattr(model, "tokenizer", None)
-        results.append(SteeringResult(
-            latent=int(latent), alphas=[float(x) for x in alphas], kl=(kl_sum / n).tolist(),
-            target_logprob_change=(eff_sum / n).tolist(), target_tokens=targets.tolist(),
-            target_strings=[tok.decode([t]) for t in targets.tolist()] if tok is not None else [],
-        ))
+        results.append(
+            SteeringResult(
+                latent=int(latent),
+                alphas=[float(x) for x in alphas],
+                kl=(kl_sum / n).tolist(),
+                target_logprob_change=(eff_sum / n).tolist(),
+                target_tokens=targets.tolist(),
+                target_strings=[tok.decode([t]) for t in targets.tolist()]
+                if tok is not None
+                else [],
+            )
+        )
     return results
 
 

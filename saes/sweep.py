@@ -20,6 +20,7 @@ activation cache (``cache``, or one written once to ``out_dir/cache``). Each run
 ``out_dir/<hook>/<name>``. At the end ``summary.json``, ``summary.csv`` and ``frontier.html`` (FVU
 versus L0 with the Pareto frontier per hook) are written and the table is printed.
 """
+
 from __future__ import annotations
 
 import csv
@@ -28,18 +29,46 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from saes.train_config import RunConfig
 
 # settings that define the activation stream itself: a sweep cannot vary them (one shared cache)
-STREAM_IDENTITY = frozenset({"model", "source", "cache", "context_size", "hook", "hooks", "saes", "shard_hooks",
-                             "out_dir", "activation_dtype", "seed"})
-SUMMARY_COLUMNS = ("name", "hook", "variant", "d_sae", "k", "lr", "fvu", "l0_mean", "dead_fraction",
-                   "ce_loss_recovered", "train_tokens", "tokens_per_s", "metrics_from", "run_dir")
+STREAM_IDENTITY = frozenset(
+    {
+        "model",
+        "source",
+        "cache",
+        "context_size",
+        "hook",
+        "hooks",
+        "saes",
+        "shard_hooks",
+        "out_dir",
+        "activation_dtype",
+        "seed",
+    }
+)
+SUMMARY_COLUMNS = (
+    "name",
+    "hook",
+    "variant",
+    "d_sae",
+    "k",
+    "lr",
+    "fvu",
+    "l0_mean",
+    "dead_fraction",
+    "ce_loss_recovered",
+    "train_tokens",
+    "tokens_per_s",
+    "metrics_from",
+    "run_dir",
+)
 
 
 class SweepConfig(BaseModel):
@@ -52,21 +81,26 @@ class SweepConfig(BaseModel):
     runs: list[dict[str, Any]] = []  # explicit override sets, in addition to the grid's product
     mode: Literal["together", "sequential", "parallel"] = "sequential"
     processes: int = 2
-    cache: Optional[str] = None  # a shared activation cache; default: written to out_dir/cache
-    cache_tokens: Optional[int] = None  # default: enough for the longest run
+    cache: str | None = None  # a shared activation cache; default: written to out_dir/cache
+    cache_tokens: int | None = None  # default: enough for the longest run
     evaluate: bool = True
     out_dir: str = "runs/sweep"
 
     @model_validator(mode="after")
-    def _check(self) -> "SweepConfig":
-        unknown = sorted((set(self.base) | set(self.grid) | {k for r in self.runs for k in r})
-                         - set(RunConfig.model_fields) - {"name"})
+    def _check(self) -> SweepConfig:
+        unknown = sorted(
+            (set(self.base) | set(self.grid) | {k for r in self.runs for k in r})
+            - set(RunConfig.model_fields)
+            - {"name"}
+        )
         if unknown:
             raise ValueError(f"unknown run settings in the sweep: {unknown}")
         fixed = sorted((set(self.grid) | {k for r in self.runs for k in r}) & STREAM_IDENTITY)
         if fixed:
-            raise ValueError(f"a sweep cannot vary {fixed}: its runs share one activation stream; "
-                             "set them in base (hooks: [...] trains every combination on each hook)")
+            raise ValueError(
+                f"a sweep cannot vary {fixed}: its runs share one activation stream; "
+                "set them in base (hooks: [...] trains every combination on each hook)"
+            )
         for key, values in self.grid.items():
             if not isinstance(values, list) or not values:
                 raise ValueError(f"grid[{key!r}] must be a non-empty list, got {values!r}")
@@ -78,7 +112,9 @@ class SweepConfig(BaseModel):
 
     def combinations(self) -> list[dict[str, Any]]:
         keys = list(self.grid)
-        combos = [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
+        combos = [
+            dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))
+        ]
         return (combos if keys else []) + [dict(r) for r in self.runs] or [{}]
 
 
@@ -98,7 +134,9 @@ def load_sweep_config(path: str | Path, overrides: Sequence[str] = ()) -> SweepC
 
 def _base(sweep: SweepConfig) -> RunConfig:
     try:
-        return RunConfig(**{**sweep.base, "out_dir": sweep.out_dir, "saes": None, "shard_hooks": False})
+        return RunConfig(
+            **{**sweep.base, "out_dir": sweep.out_dir, "saes": None, "shard_hooks": False}
+        )
     except ValidationError as e:
         raise ValueError(f"invalid base run config: {e}") from None
 
@@ -123,14 +161,25 @@ def plan_runs(sweep: SweepConfig, hooks: Sequence[str], cache: str | None) -> li
         for combo, name in zip(combos, names):
             fields = {k: v for k, v in combo.items() if k != "name"}
             try:
-                runs.append(RunConfig(**{**base, **fields, "hook": hook, "cache": cache,
-                                         "out_dir": f"{sweep.out_dir}/{hook}/{name}"}))
+                runs.append(
+                    RunConfig(
+                        **{
+                            **base,
+                            **fields,
+                            "hook": hook,
+                            "cache": cache,
+                            "out_dir": f"{sweep.out_dir}/{hook}/{name}",
+                        }
+                    )
+                )
             except ValidationError as e:
                 raise ValueError(f"run {name!r} on {hook}: {e}") from None
     return runs
 
 
-def ensure_cache(sweep: SweepConfig, base: RunConfig, progress: bool = True) -> tuple[str, list[str]]:
+def ensure_cache(
+    sweep: SweepConfig, base: RunConfig, progress: bool = True
+) -> tuple[str, list[str]]:
     """The sweep's shared activation cache (written once, resumably, if not given) and its hooks."""
     if sweep.cache:
         from interp.cache import ActivationCache
@@ -145,19 +194,43 @@ def ensure_cache(sweep: SweepConfig, base: RunConfig, progress: bool = True) -> 
 
     model = load_model(base.model, device=base.device)
     hooks = _hooks(base, list(model.hook_dict), f"model {base.model!r}")
-    variants = {base.variant, *sweep.grid.get("variant", []), *(r.get("variant", base.variant) for r in sweep.runs)}
+    variants = {
+        base.variant,
+        *sweep.grid.get("variant", []),
+        *(r.get("variant", base.variant) for r in sweep.runs),
+    }
     grads = any(variant_class(v).needs_grads for v in variants)
-    longest = max([base.train_tokens, *sweep.grid.get("train_tokens", []),
-                   *(r.get("train_tokens", 0) for r in sweep.runs)])
+    longest = max(
+        [
+            base.train_tokens,
+            *sweep.grid.get("train_tokens", []),
+            *(r.get("train_tokens", 0) for r in sweep.runs),
+        ]
+    )
     tokens = sweep.cache_tokens or longest + base.buffer_tokens + base.init_sample_tokens
     folder = Path(sweep.out_dir) / "cache"
     capture = ActivationCapture(model, hooks, with_grads=grads, dtype=base.activation_dtype)
-    meta = {"model": base.model, "source": base.source, "split": "train", "seed": base.seed,
-            "context_size": base.context_size}
+    meta = {
+        "model": base.model,
+        "source": base.source,
+        "split": "train",
+        "seed": base.seed,
+        "context_size": base.context_size,
+    }
     writer = CacheWriter(folder, capture, meta, windows_per_shard=base.batch_windows * 16)
-    windows = token_windows(model.tokenizer, source=base.source, context_size=base.context_size, split="train",
-                            seed=base.seed)
-    writer.write(windows, base.batch_windows, max_windows=-(-tokens // (base.context_size - 1)), progress=progress)
+    windows = token_windows(
+        model.tokenizer,
+        source=base.source,
+        context_size=base.context_size,
+        split="train",
+        seed=base.seed,
+    )
+    writer.write(
+        windows,
+        base.batch_windows,
+        max_windows=-(-tokens // (base.context_size - 1)),
+        progress=progress,
+    )
     return str(folder), hooks
 
 
@@ -169,11 +242,15 @@ def _done(run: RunConfig, evaluate: bool) -> bool:
 def _train_one(run: RunConfig, resume: bool, evaluate: bool, progress: bool) -> None:
     from saes.train import train
 
-    has_ckpt = (Path(run.out_dir) / "checkpoints").exists() and any((Path(run.out_dir) / "checkpoints").iterdir())
+    has_ckpt = (Path(run.out_dir) / "checkpoints").exists() and any(
+        (Path(run.out_dir) / "checkpoints").iterdir()
+    )
     train(run, resume=resume or has_ckpt, progress=progress, evaluate=evaluate)
 
 
-def run_sweep(sweep: SweepConfig, resume: bool = False, progress: bool = True) -> list[dict[str, Any]]:
+def run_sweep(
+    sweep: SweepConfig, resume: bool = False, progress: bool = True
+) -> list[dict[str, Any]]:
     """Train the grid and write the summary table and frontier figure; returns the summary rows.
 
     Runs that already finished are skipped; runs with checkpoints continue from them.
@@ -187,10 +264,17 @@ def run_sweep(sweep: SweepConfig, resume: bool = False, progress: bool = True) -
 
         bad = sorted(set(sweep.grid) & JOB_KEYS)
         if bad:
-            raise ValueError(f"mode 'together' trains every SAE from one stream: it cannot vary {bad}; "
-                             "use mode sequential or parallel")
-        job = base.model_copy(update={"cache": sweep.cache or base.cache, "hooks": base.hooks or [base.hook],
-                                      "saes": sweep.combinations()})
+            raise ValueError(
+                f"mode 'together' trains every SAE from one stream: it cannot vary {bad}; "
+                "use mode sequential or parallel"
+            )
+        job = base.model_copy(
+            update={
+                "cache": sweep.cache or base.cache,
+                "hooks": base.hooks or [base.hook],
+                "saes": sweep.combinations(),
+            }
+        )
         if not (resume and all(_done(r, sweep.evaluate) for r in _together_runs(job))):
             train(job, resume=resume, progress=progress, evaluate=sweep.evaluate)
         runs = _together_runs(job)
@@ -235,8 +319,16 @@ def _run_parallel(runs: list[RunConfig], sweep: SweepConfig, configs: Path, resu
             p.write_text(r.model_dump_json(indent=2))
             paths.append(str(p))
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        cmd = [sys.executable, "-m", "saes.sweep", "--threads", str(threads),
-               *(["--resume"] if resume else []), *(["--no-eval"] if not sweep.evaluate else []), *paths]
+        cmd = [
+            sys.executable,
+            "-m",
+            "saes.sweep",
+            "--threads",
+            str(threads),
+            *(["--resume"] if resume else []),
+            *(["--no-eval"] if not sweep.evaluate else []),
+            *paths,
+        ]
         log = open(configs / f"worker{w}.log", "w")
         procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log, w))
     failed = []
@@ -247,7 +339,10 @@ def _run_parallel(runs: list[RunConfig], sweep: SweepConfig, configs: Path, resu
             tail = (configs / f"worker{w}.log").read_text()[-2000:]
             failed.append(f"worker {w} exited with {proc.returncode}:\n{tail}")
     if failed:
-        raise RuntimeError("sweep workers failed (finished runs are kept; rerun with --resume):\n" + "\n".join(failed))
+        raise RuntimeError(
+            "sweep workers failed (finished runs are kept; rerun with --resume):\n"
+            + "\n".join(failed)
+        )
 
 
 # ---- summary ---------------------------------------------------------------------------------
@@ -263,17 +358,34 @@ def summary_row(run: RunConfig) -> dict[str, Any]:
     """Headline numbers of one run: held-out metrics when evaluated, else the last training batch's."""
     d = Path(run.out_dir)
     last = _last_log(d)
-    row: dict[str, Any] = {"name": d.name, "hook": run.hook, "variant": run.variant, "d_sae": run.d_sae,
-                           "k": run.k if run.variant != "relu_l1" else None,
-                           "lr": run.lr, "train_tokens": last.get("tokens"), "tokens_per_s": last.get("tokens_per_s"),
-                           "run_dir": str(d)}
+    row: dict[str, Any] = {
+        "name": d.name,
+        "hook": run.hook,
+        "variant": run.variant,
+        "d_sae": run.d_sae,
+        "k": run.k if run.variant != "relu_l1" else None,
+        "lr": run.lr,
+        "train_tokens": last.get("tokens"),
+        "tokens_per_s": last.get("tokens_per_s"),
+        "run_dir": str(d),
+    }
     if (d / "metrics.json").exists():
         m = json.loads((d / "metrics.json").read_text())
-        row.update(fvu=m.get("fvu"), l0_mean=m.get("l0_mean"), dead_fraction=m.get("dead_fraction"),
-                   ce_loss_recovered=m.get("ce_loss_recovered"), metrics_from="held-out")
+        row.update(
+            fvu=m.get("fvu"),
+            l0_mean=m.get("l0_mean"),
+            dead_fraction=m.get("dead_fraction"),
+            ce_loss_recovered=m.get("ce_loss_recovered"),
+            metrics_from="held-out",
+        )
     else:
-        row.update(fvu=last.get("fvu"), l0_mean=last.get("l0"), dead_fraction=last.get("dead_fraction"),
-                   ce_loss_recovered=None, metrics_from="last training batch" if last else "missing")
+        row.update(
+            fvu=last.get("fvu"),
+            l0_mean=last.get("l0"),
+            dead_fraction=last.get("dead_fraction"),
+            ce_loss_recovered=None,
+            metrics_from="last training batch" if last else "missing",
+        )
     return row
 
 
@@ -294,22 +406,45 @@ def frontier_figure(rows: Sequence[dict[str, Any]], title: str = "FVU vs L0"):
 
     fig = go.Figure()
     for hook in dict.fromkeys(r["hook"] for r in rows):
-        pts = [r for r in rows if r["hook"] == hook and r["fvu"] is not None and r["l0_mean"] is not None]
+        pts = [
+            r
+            for r in rows
+            if r["hook"] == hook and r["fvu"] is not None and r["l0_mean"] is not None
+        ]
         if not pts:
             continue
-        fig.add_trace(go.Scatter(
-            x=[r["l0_mean"] for r in pts], y=[r["fvu"] for r in pts], mode="markers", name=f"{hook} runs",
-            text=[f"{r['name']} ({r['variant']}, d_sae={r['d_sae']})" for r in pts], hoverinfo="text+x+y"))
+        fig.add_trace(
+            go.Scatter(
+                x=[r["l0_mean"] for r in pts],
+                y=[r["fvu"] for r in pts],
+                mode="markers",
+                name=f"{hook} runs",
+                text=[f"{r['name']} ({r['variant']}, d_sae={r['d_sae']})" for r in pts],
+                hoverinfo="text+x+y",
+            )
+        )
         front = [pts[i] for i in pareto_frontier([(r["l0_mean"], r["fvu"]) for r in pts])]
-        fig.add_trace(go.Scatter(x=[r["l0_mean"] for r in front], y=[r["fvu"] for r in front],
-                                 mode="lines", name=f"{hook} frontier"))
-    fig.update_layout(title=title, xaxis_title="L0 (mean active latents per token)",
-                      yaxis_title="FVU (fraction of variance unexplained)", template="plotly_white")
+        fig.add_trace(
+            go.Scatter(
+                x=[r["l0_mean"] for r in front],
+                y=[r["fvu"] for r in front],
+                mode="lines",
+                name=f"{hook} frontier",
+            )
+        )
+    fig.update_layout(
+        title=title,
+        xaxis_title="L0 (mean active latents per token)",
+        yaxis_title="FVU (fraction of variance unexplained)",
+        template="plotly_white",
+    )
     fig.update_xaxes(type="log")
     return fig
 
 
-def summarize(runs: Sequence[RunConfig], out_dir: str | Path, print_table: bool = True) -> list[dict[str, Any]]:
+def summarize(
+    runs: Sequence[RunConfig], out_dir: str | Path, print_table: bool = True
+) -> list[dict[str, Any]]:
     """Write summary.json, summary.csv and frontier.html for ``runs``; print the table."""
     from interp.io import atomic_write, atomic_write_json
 
@@ -317,8 +452,14 @@ def summarize(runs: Sequence[RunConfig], out_dir: str | Path, print_table: bool 
     rows = [summary_row(r) for r in runs]
     front_ids = set()
     for hook in dict.fromkeys(r["hook"] for r in rows):
-        idx = [i for i, r in enumerate(rows) if r["hook"] == hook and r["fvu"] is not None and r["l0_mean"] is not None]
-        front_ids |= {idx[j] for j in pareto_frontier([(rows[i]["l0_mean"], rows[i]["fvu"]) for i in idx])}
+        idx = [
+            i
+            for i, r in enumerate(rows)
+            if r["hook"] == hook and r["fvu"] is not None and r["l0_mean"] is not None
+        ]
+        front_ids |= {
+            idx[j] for j in pareto_frontier([(rows[i]["l0_mean"], rows[i]["fvu"]) for i in idx])
+        }
     for i, r in enumerate(rows):
         r["on_frontier"] = i in front_ids
     atomic_write_json(out / "summary.json", {"runs": rows})
@@ -337,13 +478,31 @@ def summarize(runs: Sequence[RunConfig], out_dir: str | Path, print_table: bool 
         from rich.table import Table
 
         table = Table(title=f"sweep {out} ({len(rows)} runs; * = on the FVU-L0 frontier)")
-        for col in ("name", "hook", "variant", "d_sae", "k", "fvu", "l0_mean", "dead_fraction", "tokens_per_s"):
+        for col in (
+            "name",
+            "hook",
+            "variant",
+            "d_sae",
+            "k",
+            "fvu",
+            "l0_mean",
+            "dead_fraction",
+            "tokens_per_s",
+        ):
             table.add_column(col, justify="left" if col in ("name", "hook", "variant") else "right")
         for r in rows:
-            table.add_row(r["name"] + (" *" if r["on_frontier"] else ""), r["hook"], r["variant"], str(r["d_sae"]),
-                          str(r["k"] if r["k"] is not None else "-"),
-                          *(f"{r[c]:.4f}" if isinstance(r[c], float) else "-" for c in ("fvu", "l0_mean", "dead_fraction")),
-                          f"{r['tokens_per_s']:,.0f}" if r["tokens_per_s"] else "-")
+            table.add_row(
+                r["name"] + (" *" if r["on_frontier"] else ""),
+                r["hook"],
+                r["variant"],
+                str(r["d_sae"]),
+                str(r["k"] if r["k"] is not None else "-"),
+                *(
+                    f"{r[c]:.4f}" if isinstance(r[c], float) else "-"
+                    for c in ("fvu", "l0_mean", "dead_fraction")
+                ),
+                f"{r['tokens_per_s']:,.0f}" if r["tokens_per_s"] else "-",
+            )
         Console(width=max(140, Console().width)).print(table)
     return rows
 

@@ -8,6 +8,7 @@ with ``hooks`` and/or ``saes`` (saes.multi) trains many SAEs from one forward pa
 with its own run folder; under ``torchrun`` the job runs data-parallel or hook-sharded
 (saes.distributed).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -16,17 +17,18 @@ import math
 import signal
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Sequence
+from typing import IO, Any
 
 import torch
 
+from saes.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from saes.optim import SAEAdam
+from saes.runs import RunStatus, records_status
 from saes.sae import SAE, SparseCode
 from saes.train_config import RunConfig
-from saes.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from saes.runs import RunStatus, records_status
 
 
 class TrainingDiverged(RuntimeError):
@@ -48,7 +50,9 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, decay_fraction: fl
     return 1.0
 
 
-def make_optimizer(sae: SAE, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> SAEAdam:
+def make_optimizer(
+    sae: SAE, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+) -> SAEAdam:
     return SAEAdam(sae.named_parameters(), lr, betas, eps)
 
 
@@ -93,15 +97,22 @@ class TrainStep:
         x = sae.scale_input(x.to(sae.device))
         dead = self.dead_mask
         with reducing(comm):
-            out = sae.variant.train_forward(sae, x, None if grad is None else grad.to(sae.device),
-                                            dead if dead.any() else None)
+            out = sae.variant.train_forward(
+                sae, x, None if grad is None else grad.to(sae.device), dead if dead.any() else None
+            )
         loss = out.loss
         names = list(out.losses)
         l0 = self._l0(out.code)
         if comm is None:
-            loss_value, values, n_rows = loss.item(), [out.losses[k].item() for k in names], x.shape[0]
+            loss_value, values, n_rows = (
+                loss.item(),
+                [out.losses[k].item() for k in names],
+                x.shape[0],
+            )
         else:  # each rank's loss is its share of the global loss: the sum is the global value
-            sums = comm.sum([loss.item(), *(out.losses[k].item() for k in names), l0 * x.shape[0], x.shape[0]])
+            sums = comm.sum(
+                [loss.item(), *(out.losses[k].item() for k in names), l0 * x.shape[0], x.shape[0]]
+            )
             loss_value, values, n_rows = sums[0], sums[1:-2], int(sums[-1])
             l0 = sums[-2] / max(1, n_rows)
         if not math.isfinite(loss_value):
@@ -111,7 +122,9 @@ class TrainStep:
                 "try a lower learning rate or check the activations for NaN/inf"
             )
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr * lr_factor(self.step_index, self.total_steps, self.warmup_steps, self.decay_fraction)
+            group["lr"] = self.lr * lr_factor(
+                self.step_index, self.total_steps, self.warmup_steps, self.decay_fraction
+            )
         self.optimizer.zero_grad()
         loss.backward()
         if comm is not None:
@@ -145,8 +158,11 @@ class TrainStep:
         """Boolean [d_sae]: which latents fired in this batch (a weighted bincount, no boolean indexing)."""
         if isinstance(code, SparseCode):
             # kept values are ReLU outputs (>= 0): a latent fired iff its summed values are > 0
-            counts = torch.bincount(code.indices.reshape(-1), weights=code.values.detach().reshape(-1).float(),
-                                    minlength=self.sae.cfg.d_sae)
+            counts = torch.bincount(
+                code.indices.reshape(-1),
+                weights=code.values.detach().reshape(-1).float(),
+                minlength=self.sae.cfg.d_sae,
+            )
             return counts > 0
         return (code > 0).any(0)
 
@@ -166,7 +182,9 @@ class TrainStep:
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         self.sae.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("sae.")})
         self.tokens_since_fired.copy_(tensors["tokens_since_fired"])
-        self.optimizer.load_state_tensors({k[5:]: v for k, v in tensors.items() if k.startswith("adam.")})
+        self.optimizer.load_state_tensors(
+            {k[5:]: v for k, v in tensors.items() if k.startswith("adam.")}
+        )
 
 
 def initial_statistics(x: torch.Tensor, cfg: RunConfig) -> tuple[float | None, torch.Tensor]:
@@ -188,7 +206,7 @@ class _Interrupt:
         self.flag = False
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> "_Interrupt":
+    def __enter__(self) -> _Interrupt:
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 self._old[sig] = signal.signal(sig, self._handler)
@@ -223,8 +241,15 @@ class _Member:
         return str(self.run_dir)
 
 
-def train(cfg: RunConfig, resume: bool = False, progress: bool = True, evaluate: bool = True,
-          model=None, comm=None, plan_only: bool = False) -> Path:
+def train(
+    cfg: RunConfig,
+    resume: bool = False,
+    progress: bool = True,
+    evaluate: bool = True,
+    model=None,
+    comm=None,
+    plan_only: bool = False,
+) -> Path:
     """Run a training job described by ``cfg``; returns its folder (``model``: reuse a loaded one).
 
     One SAE: the run folder. A job (``cfg.hooks`` / ``cfg.saes``): the job folder ``cfg.out_dir``,
@@ -240,8 +265,15 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True, evaluate:
     if not is_job(cfg):
         if cfg.shard_hooks:
             raise ValueError("shard_hooks needs a job with several hooks (set hooks: [...])")
-        runs = train_runs([cfg], resume=resume, progress=progress, evaluate=evaluate, model=model, comm=comm,
-                          plan_only=plan_only)
+        runs = train_runs(
+            [cfg],
+            resume=resume,
+            progress=progress,
+            evaluate=evaluate,
+            model=model,
+            comm=comm,
+            plan_only=plan_only,
+        )
         return runs[0] if runs else Path(cfg.out_dir)
     if cfg.cache:
         from interp.cache import ActivationCache
@@ -255,8 +287,17 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True, evaluate:
             model = load_model(cfg.model, device=rank_device(cfg.device, comm))
         available, where = list(model.hook_dict), f"model {cfg.model!r}"
     runs = expand_job(cfg, available, where)
-    train_runs(runs, resume=resume, progress=progress, evaluate=evaluate, model=model, comm=comm,
-               shard_hooks=cfg.shard_hooks, job_dir=Path(cfg.out_dir), plan_only=plan_only)
+    train_runs(
+        runs,
+        resume=resume,
+        progress=progress,
+        evaluate=evaluate,
+        model=model,
+        comm=comm,
+        shard_hooks=cfg.shard_hooks,
+        job_dir=Path(cfg.out_dir),
+        plan_only=plan_only,
+    )
     return Path(cfg.out_dir)
 
 
@@ -276,8 +317,11 @@ def _common_checkpoint(run_dirs: Sequence[Path]) -> int | None:
         good = intact_checkpoint_steps(d)
         steps = good if steps is None else steps & good
     if not steps and any(checkpoint_dirs(d) for d in run_dirs):
-        warnings.warn("the job's run folders share no intact checkpoint step; training restarts from step 0",
-                      CheckpointWarning, stacklevel=3)
+        warnings.warn(
+            "the job's run folders share no intact checkpoint step; training restarts from step 0",
+            CheckpointWarning,
+            stacklevel=3,
+        )
     return max(steps) if steps else None
 
 
@@ -301,15 +345,25 @@ def _open_job_source(cfgs: Sequence[RunConfig], hooks: list[str], model, comm):
     source = LiveSource(src_cfg, model=model, with_grads=grads_cfg is not None, hooks=hooks)
     for c in cfgs:
         if c.d_in is not None and c.hook in source.dims and c.d_in != source.dims[c.hook]:
-            raise ValueError(f"d_in mismatch: hook {c.hook!r} of {c.model!r} has d_in={source.dims[c.hook]}, "
-                             f"the config asks for d_in={c.d_in}")
+            raise ValueError(
+                f"d_in mismatch: hook {c.hook!r} of {c.model!r} has d_in={source.dims[c.hook]}, "
+                f"the config asks for d_in={c.d_in}"
+            )
     return source
 
 
 @records_status  # run_status.json per run folder: finished / interrupted / failed
-def train_runs(cfgs: Sequence[RunConfig], resume: bool = False, progress: bool = True, evaluate: bool = True,
-               model=None, comm=None, shard_hooks: bool = False, job_dir: Path | None = None,
-               plan_only: bool = False) -> list[Path]:
+def train_runs(
+    cfgs: Sequence[RunConfig],
+    resume: bool = False,
+    progress: bool = True,
+    evaluate: bool = True,
+    model=None,
+    comm=None,
+    shard_hooks: bool = False,
+    job_dir: Path | None = None,
+    plan_only: bool = False,
+) -> list[Path]:
     """Train several SAEs from one activation stream (one forward or cache read per batch).
 
     The runs must share the stream settings (``saes.multi.STREAM_KEYS``); each has its own hook,
@@ -338,18 +392,33 @@ def train_runs(cfgs: Sequence[RunConfig], resume: bool = False, progress: bool =
     owners = hook_owners(hooks, comm.world) if (comm is not None and shard_hooks) else None
     data_parallel = comm is not None and owners is None
     mine = [c for c in cfgs if owners is None or owners[c.hook] == comm.rank]
-    source_hooks = hooks if (owners is None or not first.cache) else [h for h in hooks if owners[h] == comm.rank]
+    source_hooks = (
+        hooks
+        if (owners is None or not first.cache)
+        else [h for h in hooks if owners[h] == comm.rank]
+    )
     source = _open_job_source(cfgs, source_hooks, model, comm)  # validates hooks, d_in, cache
 
     device = rank_device(first.device, comm)
     sae_cfgs = [c.sae_config(source.dims[c.hook]) for c in mine]  # validates every SAE config
-    rows_per_block = first.buffer_tokens if first.cache else first.windows_per_block * (first.context_size - 1)
+    rows_per_block = (
+        first.buffer_tokens if first.cache else first.windows_per_block * (first.context_size - 1)
+    )
     plan = plan_memory(
-        [SAEItem(str(c.out_dir), s.d_in, s.d_sae, s.variant, s.encoder_dtype) for c, s in zip(mine, sae_cfgs)],
-        {h: source.dims[h] for h in source_hooks}, first.batch_tokens, rows_per_block, device=device,
+        [
+            SAEItem(str(c.out_dir), s.d_in, s.d_sae, s.variant, s.encoder_dtype)
+            for c, s in zip(mine, sae_cfgs)
+        ],
+        {h: source.dims[h] for h in source_hooks},
+        first.batch_tokens,
+        rows_per_block,
+        device=device,
         with_grads=source.capture.with_grads if not first.cache else source.with_grads,
-        activation_bytes=torch.empty((), dtype=getattr(torch, first.activation_dtype)).element_size(),
-        model=None if first.cache else source.model, batch_windows=first.batch_windows,
+        activation_bytes=torch.empty(
+            (), dtype=getattr(torch, first.activation_dtype)
+        ).element_size(),
+        model=None if first.cache else source.model,
+        batch_windows=first.batch_windows,
         context_size=first.context_size,
         n_layers_run=None if first.cache else source.capture.stop_at_layer,
     )
@@ -371,17 +440,26 @@ def train_runs(cfgs: Sequence[RunConfig], resume: bool = False, progress: bool =
         d = Path(c.out_dir)
         writer = (owners is not None) or main
         sae = SAE(s, seed=c.seed).to(device)
-        step = TrainStep(sae, lr=c.lr, total_steps=total_steps, warmup_steps=c.warmup_steps,
-                         decay_fraction=c.decay_fraction, dead_tokens=c.resolved_dead_tokens,
-                         comm=comm if data_parallel else None)
+        step = TrainStep(
+            sae,
+            lr=c.lr,
+            total_steps=total_steps,
+            warmup_steps=c.warmup_steps,
+            decay_fraction=c.decay_fraction,
+            dead_tokens=c.resolved_dead_tokens,
+            comm=comm if data_parallel else None,
+        )
         members.append(_Member(c, d, sae, step, writer))
     ckpt_name = f"step_{start_step:09d}" if start_step is not None else None
     for m in members:
         if m.writer:
             m.run_dir.mkdir(parents=True, exist_ok=True)
             (m.run_dir / "run_config.json").write_text(m.cfg.model_dump_json(indent=2))
-            m.status = RunStatus.begin(m.run_dir, train_tokens=m.cfg.train_tokens,
-                                       checkpoint=m.run_dir / "checkpoints" / ckpt_name if ckpt_name else None)
+            m.status = RunStatus.begin(
+                m.run_dir,
+                train_tokens=m.cfg.train_tokens,
+                checkpoint=m.run_dir / "checkpoints" / ckpt_name if ckpt_name else None,
+            )
 
     position = {"block": 0, "batch": 0, "tokens": 0}
     if start_step is not None:
@@ -393,7 +471,9 @@ def train_runs(cfgs: Sequence[RunConfig], resume: bool = False, progress: bool =
             position = meta["position"]
         if main:
             where = str(run_dirs[0]) if len(run_dirs) == 1 else f"{len(run_dirs)} runs"
-            print(f"resuming {where} from {ckpt_name} (step {start_step}, {position['tokens']:,} tokens)")
+            print(
+                f"resuming {where} from {ckpt_name} (step {start_step}, {position['tokens']:,} tokens)"
+            )
     else:
         sample = source.sample_batch(first.init_sample_tokens)
         for m in members:
@@ -410,10 +490,17 @@ def train_runs(cfgs: Sequence[RunConfig], resume: bool = False, progress: bool =
     def checkpoint() -> None:
         for m in members:
             if m.writer:
-                path = save_checkpoint(m.run_dir, m.step.step_index, m.step.state_tensors(),
-                                       {"step": m.step.step_index, "position": position,
-                                        "input_scale": m.sae.cfg.input_scale},
-                                       keep=m.cfg.keep_checkpoints)
+                path = save_checkpoint(
+                    m.run_dir,
+                    m.step.step_index,
+                    m.step.state_tensors(),
+                    {
+                        "step": m.step.step_index,
+                        "position": position,
+                        "input_scale": m.sae.cfg.input_scale,
+                    },
+                    keep=m.cfg.keep_checkpoints,
+                )
                 if m.status is not None:
                     m.status.update(m.step.step_index, position["tokens"], checkpoint=path)
 
@@ -423,10 +510,22 @@ def train_runs(cfgs: Sequence[RunConfig], resume: bool = False, progress: bool =
         print(f"CPU top-k selection: {selection_kernel()}")
     wandb_run = _maybe_wandb(first) if main else None
     step_index = members[0].step.step_index if members else (start_step or 0)
-    batches = job_batches(source, first, comm=comm, data_parallel=data_parallel, owners=owners,
-                          start_block=position["block"], skip_batches=position["batch"])
-    bar = tqdm(total=total_steps, initial=step_index, desc="train" if len(cfgs) == 1 else f"train {len(cfgs)} SAEs",
-               unit="step", disable=not (progress and main))
+    batches = job_batches(
+        source,
+        first,
+        comm=comm,
+        data_parallel=data_parallel,
+        owners=owners,
+        start_block=position["block"],
+        skip_batches=position["batch"],
+    )
+    bar = tqdm(
+        total=total_steps,
+        initial=step_index,
+        desc="train" if len(cfgs) == 1 else f"train {len(cfgs)} SAEs",
+        unit="step",
+        disable=not (progress and main),
+    )
     last_ckpt_tokens = position["tokens"]
     t0, tok0 = time.perf_counter(), position["tokens"]
     many = len(cfgs) > 1
@@ -439,28 +538,55 @@ def train_runs(cfgs: Sequence[RunConfig], resume: bool = False, progress: bool =
                 all_stats = []
                 for m in members:
                     x = batch.acts[m.cfg.hook]
-                    g = batch.grads[m.cfg.hook] if (batch.grads is not None and m.sae.variant.needs_grads) else None
+                    g = (
+                        batch.grads[m.cfg.hook]
+                        if (batch.grads is not None and m.sae.variant.needs_grads)
+                        else None
+                    )
                     all_stats.append(m.step(x, g))
                 step_index += 1
-                position = {"block": block, "batch": i + 1, "tokens": position["tokens"] + first.batch_tokens}
+                position = {
+                    "block": block,
+                    "batch": i + 1,
+                    "tokens": position["tokens"] + first.batch_tokens,
+                }
                 if step_index % first.log_every == 0 or step_index == total_steps:
                     tps = (position["tokens"] - tok0) / max(1e-9, time.perf_counter() - t0)
                     for m, stats in zip(members, all_stats):
-                        record = {"step": step_index, "tokens": position["tokens"], "tokens_per_s": tps, **stats}
+                        record = {
+                            "step": step_index,
+                            "tokens": position["tokens"],
+                            "tokens_per_s": tps,
+                            **stats,
+                        }
                         if m.log is not None:
                             m.log.write(json.dumps(record) + "\n")
                             m.log.flush()
                         if wandb_run is not None:
-                            _safe(lambda: wandb_run.log({f"{m.cfg.hook}/{m.run_dir.name}/{k}": v for k, v in record.items()}
-                                                        if many else record))
+                            _safe(
+                                lambda m=m, record=record: wandb_run.log(
+                                    {
+                                        f"{m.cfg.hook}/{m.run_dir.name}/{k}": v
+                                        for k, v in record.items()
+                                    }
+                                    if many
+                                    else record
+                                )
+                            )
                     if all_stats:
                         s0 = all_stats[0]
-                        bar.set_postfix(tok_s=f"{tps:,.0f}", fvu=f"{s0['fvu']:.3f}", l0=f"{s0['l0']:.1f}",
-                                        dead=f"{s0['dead_fraction']:.3f}")
+                        bar.set_postfix(
+                            tok_s=f"{tps:,.0f}",
+                            fvu=f"{s0['fvu']:.3f}",
+                            l0=f"{s0['l0']:.1f}",
+                            dead=f"{s0['dead_fraction']:.3f}",
+                        )
                 bar.update(1)
                 for m in members:
                     if m.status is not None:
-                        m.status.update(m.step.step_index, position["tokens"])  # heartbeat, throttled
+                        m.status.update(
+                            m.step.step_index, position["tokens"]
+                        )  # heartbeat, throttled
                 if position["tokens"] - last_ckpt_tokens >= first.checkpoint_every_tokens:
                     checkpoint()
                     last_ckpt_tokens = position["tokens"]
@@ -469,7 +595,9 @@ def train_runs(cfgs: Sequence[RunConfig], resume: bool = False, progress: bool =
                     checkpoint()
                     bar.close()
                     if main:
-                        print(f"interrupted: checkpoint written to {job_dir or run_dirs[0]}; continue with --resume")
+                        print(
+                            f"interrupted: checkpoint written to {job_dir or run_dirs[0]}; continue with --resume"
+                        )
                     raise KeyboardInterrupt
     finally:
         for m in members:
@@ -479,7 +607,11 @@ def train_runs(cfgs: Sequence[RunConfig], resume: bool = False, progress: bool =
     checkpoint()
     for m in members:
         if m.writer:
-            save_sae(m.sae, m.run_dir, extra_metadata={"context_size": m.cfg.context_size, "dataset_path": m.cfg.source})
+            save_sae(
+                m.sae,
+                m.run_dir,
+                extra_metadata={"context_size": m.cfg.context_size, "dataset_path": m.cfg.source},
+            )
     if evaluate:
         from saes.evals import evaluate_run
 
@@ -504,8 +636,11 @@ def _maybe_wandb(cfg: RunConfig):
     try:
         import wandb
 
-        return wandb.init(project=cfg.wandb_project, config=cfg.model_dump(), mode="offline"
-                          if not cfg.wandb_online else "online")
+        return wandb.init(
+            project=cfg.wandb_project,
+            config=cfg.model_dump(),
+            mode="offline" if not cfg.wandb_online else "online",
+        )
     except Exception as e:  # noqa: BLE001 - wandb never fails a run
         print(f"wandb disabled: {e}")
         return None

@@ -1,4 +1,5 @@
 """Shared fixtures. The real SmolLM2 model is loaded once per test session and shared."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Activation capture, gradients, and the shuffling buffer on tiny models."""
+
 from __future__ import annotations
 
 import pytest
@@ -49,7 +50,9 @@ def test_drop_bos_and_storage_dtype(tiny):
     keep = torch.ones(2, 10, dtype=torch.bool)
     keep[:, 0] = False
     ref = full.acts["blocks.0.hook_resid_post"][keep.reshape(-1)]
-    torch.testing.assert_close(dropped.acts["blocks.0.hook_resid_post"].float(), ref, atol=0.05, rtol=0.02)
+    torch.testing.assert_close(
+        dropped.acts["blocks.0.hook_resid_post"].float(), ref, atol=0.05, rtol=0.02
+    )
     assert (dropped.tokens == toks[:, 1:].reshape(-1)).all()
 
 
@@ -83,7 +86,9 @@ def _loss_with_delta(model, toks, hook, delta):
 
     logits = model.run_with_hooks(toks, fwd_hooks=[(hook, add)])
     assert logits.dtype == torch.float64
-    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), toks[:, 1:].reshape(-1), reduction="sum")
+    return F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), toks[:, 1:].reshape(-1), reduction="sum"
+    )
 
 
 def test_gradients_match_finite_differences(tiny64):
@@ -93,7 +98,12 @@ def test_gradients_match_finite_differences(tiny64):
     model = tiny64
     g = torch.Generator().manual_seed(0)
     # hook_dict is in registration order, not forward order: resid_pre is listed after attn there
-    hooks = ["blocks.1.attn.hook_z", "blocks.0.hook_resid_post", "blocks.1.hook_resid_pre", "blocks.1.hook_resid_mid"]
+    hooks = [
+        "blocks.1.attn.hook_z",
+        "blocks.0.hook_resid_post",
+        "blocks.1.hook_resid_pre",
+        "blocks.1.hook_resid_mid",
+    ]
     toks = _tokens(model, b=2, t=8)
     cap = ActivationCapture(model, hooks, with_grads=True, drop_bos=False, dtype=torch.float64)
     batch = cap(toks)
@@ -107,8 +117,13 @@ def test_gradients_match_finite_differences(tiny64):
             v = torch.randn(grad.shape, generator=g, dtype=torch.float64)
             v /= v.norm()
             with torch.no_grad():
-                fd = ((_loss_with_delta(model, toks, h, eps * v) - _loss_with_delta(model, toks, h, -eps * v))
-                      / (2 * eps)).item()
+                fd = (
+                    (
+                        _loss_with_delta(model, toks, h, eps * v)
+                        - _loss_with_delta(model, toks, h, -eps * v)
+                    )
+                    / (2 * eps)
+                ).item()
             analytic = (grad * v).sum().item()
             assert abs(analytic) > 1e-3, (h, analytic)  # a direction the loss actually depends on
             assert abs(fd - analytic) <= 1e-5 * abs(analytic), (h, fd, analytic)
@@ -119,8 +134,9 @@ def test_gradients_match_finite_differences(tiny64):
     # with gradients the forward runs to the logits even when every hook is in block 0: without
     # gradients this capture stops after block 0; with them the last block runs, and the gradient
     # at the hook does not depend on which other hooks are captured
-    early = ActivationCapture(model, ["blocks.0.hook_resid_post"], with_grads=True, drop_bos=False,
-                              dtype=torch.float64)
+    early = ActivationCapture(
+        model, ["blocks.0.hook_resid_post"], with_grads=True, drop_bos=False, dtype=torch.float64
+    )
     assert early.stop_at_layer == 1
     ran = []
     handle = model.blocks[model.cfg.n_layers - 1].register_forward_hook(lambda *a: ran.append(1))
@@ -129,8 +145,12 @@ def test_gradients_match_finite_differences(tiny64):
     finally:
         handle.remove()
     assert ran, "the last block did not run although gradients were asked for"
-    torch.testing.assert_close(alone.grads["blocks.0.hook_resid_post"], batch.grads["blocks.0.hook_resid_post"],
-                               rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        alone.grads["blocks.0.hook_resid_post"],
+        batch.grads["blocks.0.hook_resid_post"],
+        rtol=1e-10,
+        atol=1e-12,
+    )
 
 
 def test_shuffled_batches_fixed_size_permutation_and_resume():
@@ -143,7 +163,9 @@ def test_shuffled_batches_fixed_size_permutation_and_resume():
     assert len(set(seen.tolist())) == len(seen)  # no row served twice
     assert not torch.equal(seen[:10], torch.arange(10.0))  # shuffled
     # resume at block 2, batch 1 re-reads one block and reproduces the rest exactly
-    tail = list(shuffled_batches(blocks[2:], batch_tokens=10, seed=3, start_block=2, skip_batches=1))
+    tail = list(
+        shuffled_batches(blocks[2:], batch_tokens=10, seed=3, start_block=2, skip_batches=1)
+    )
     assert [(b, i) for b, i, _ in tail] == [(b, i) for b, i, _ in out[5:]]
     for (_, _, x), (_, _, y) in zip(tail, out[5:]):
         assert torch.equal(x.acts["h"], y.acts["h"])
@@ -158,4 +180,6 @@ def test_capture_blocks_skip_without_forward(tiny):
     orig = cap.__call__
     later = list(capture_blocks(lambda t: calls.append(1) or orig(t), windows, 4, 2, start_block=2))
     assert len(calls) == 2  # only the last block's two forwards ran
-    torch.testing.assert_close(later[0].acts["blocks.0.hook_resid_post"], all_blocks[2].acts["blocks.0.hook_resid_post"])
+    torch.testing.assert_close(
+        later[0].acts["blocks.0.hook_resid_post"], all_blocks[2].acts["blocks.0.hook_resid_post"]
+    )

@@ -1,5 +1,6 @@
 """Attention-output SAEs on hook_z: head layout (GQA), head attribution, DFA, logit effect,
 induction-feature search on a hand-built attention-only model with planted heads, training, SAELens."""
+
 from __future__ import annotations
 
 import json
@@ -46,9 +47,18 @@ def _planted_model():
 
     from interp.models import byte_tokenizer
 
-    cfg = HookedTransformerConfig(n_layers=2, d_model=D_MODEL, n_ctx=N_CTX, d_head=D_HEAD, n_heads=4,
-                                  attn_only=True, d_vocab=258, normalization_type=None, act_fn=None,
-                                  default_prepend_bos=True)
+    cfg = HookedTransformerConfig(
+        n_layers=2,
+        d_model=D_MODEL,
+        n_ctx=N_CTX,
+        d_head=D_HEAD,
+        n_heads=4,
+        attn_only=True,
+        d_vocab=258,
+        normalization_type=None,
+        act_fn=None,
+        default_prepend_bos=True,
+    )
     model = HookedTransformer(cfg)
     with torch.no_grad():
         for p in model.parameters():
@@ -99,8 +109,16 @@ def _planted_sae() -> SAE:
     from the long-induction head; 48..71: previous token (head 3); 72: context (head 0);
     73: never fires, decoder split 3:4 between heads 0 and 3."""
     d_in = 4 * D_HEAD
-    sae = SAE(SAEConfig(d_in=d_in, d_sae=3 * N_TOK + 2, variant="relu_l1", hook_name="blocks.1.attn.hook_z",
-                        model_name="planted"), seed=0)
+    sae = SAE(
+        SAEConfig(
+            d_in=d_in,
+            d_sae=3 * N_TOK + 2,
+            variant="relu_l1",
+            hook_name="blocks.1.attn.hook_z",
+            model_name="planted",
+        ),
+        seed=0,
+    )
     with torch.no_grad():
         sae.W_enc.zero_()
         sae.W_dec.zero_()
@@ -126,14 +144,27 @@ def planted():
 
 
 def _search_cfg(**kw):
-    base = {"n_sequences": 16, "seq_len": 16, "batch_size": 8, "prefix_lengths": [1, 2, 4],
-            "token_pool": list(range(TOK0, TOK0 + N_TOK)), "min_second_density": 0.005}
+    base = {
+        "n_sequences": 16,
+        "seq_len": 16,
+        "batch_size": 8,
+        "prefix_lengths": [1, 2, 4],
+        "token_pool": list(range(TOK0, TOK0 + N_TOK)),
+        "min_second_density": 0.005,
+    }
     base.update(kw)
     return InductionSearchConfig(**base)
 
 
-def _random_sae(d_in, d_sae=96, k=8, hook="blocks.1.attn.hook_z", model_name="tiny", scale=1.7, variant="topk"):
-    sae = SAE(SAEConfig(d_in=d_in, d_sae=d_sae, k=k, variant=variant, hook_name=hook, model_name=model_name), seed=3)
+def _random_sae(
+    d_in, d_sae=96, k=8, hook="blocks.1.attn.hook_z", model_name="tiny", scale=1.7, variant="topk"
+):
+    sae = SAE(
+        SAEConfig(
+            d_in=d_in, d_sae=d_sae, k=k, variant=variant, hook_name=hook, model_name=model_name
+        ),
+        seed=3,
+    )
     sae.cfg.input_scale = scale
     with torch.no_grad():
         sae.b_dec.normal_(std=0.1)
@@ -165,7 +196,9 @@ def test_smollm2_layout_from_cache_without_loading(smollm2):  # noqa: ARG001 - t
     from interp.models import model_cache_dir
 
     folder = model_cache_dir("smollm2-135m")
-    assert folder is not None and (folder / "config.json").is_file(), "SmolLM2's converted cache is missing"
+    assert folder is not None and (folder / "config.json").is_file(), (
+        "SmolLM2's converted cache is missing"
+    )
     lay = layout_for_spec("smollm2-135m", "blocks.15.attn.hook_z")
     assert (lay.n_heads, lay.d_head, lay.n_kv_heads, lay.d_in) == (9, 64, 3, 576)
 
@@ -179,8 +212,12 @@ def test_head_attribution_planted(planted):
     att = head_attribution(sae, lay)
     n = sae.cfg.d_sae
     torch.testing.assert_close(att.shares.sum(-1), torch.ones(n))
-    assert (att.dominant_head[:N_TOK] == SHORT).all() and (att.dominant_head[N_TOK:CTX - N_TOK] == LONG).all()
-    assert (att.dominant_head[CTX - N_TOK : CTX] == PREV).all() and att.dominant_head[CTX] == UNIFORM
+    assert (att.dominant_head[:N_TOK] == SHORT).all() and (
+        att.dominant_head[N_TOK : CTX - N_TOK] == LONG
+    ).all()
+    assert (att.dominant_head[CTX - N_TOK : CTX] == PREV).all() and att.dominant_head[
+        CTX
+    ] == UNIFORM
     assert torch.allclose(att.max_share[:MIXED], torch.ones(MIXED))
     torch.testing.assert_close(att.shares[MIXED], torch.tensor([3 / 7, 0.0, 0.0, 4 / 7]))
     assert att.effective_heads[MIXED] > 1.9 and att.effective_heads[0] == pytest.approx(1.0)
@@ -210,7 +247,9 @@ def test_z_is_pattern_times_v_with_gqa_mapping():
     torch.testing.assert_close(z, inp.z, rtol=1e-5, atol=1e-6)
     wrong = torch.einsum("bhts,bshd->bthd", inp.pattern, inp.v[:, :, torch.arange(4) % 2])
     assert not torch.allclose(wrong, inp.z, atol=1e-3)
-    fast = ActivationCapture(model, ["blocks.1.attn.hook_z"], drop_bos=False)(tokens).acts["blocks.1.attn.hook_z"]
+    fast = ActivationCapture(model, ["blocks.1.attn.hook_z"], drop_bos=False)(tokens).acts[
+        "blocks.1.attn.hook_z"
+    ]
     torch.testing.assert_close(fast, inp.z.reshape(24, -1), rtol=1e-5, atol=1e-5)
 
 
@@ -229,7 +268,9 @@ def test_dfa_identity(spec):
     pre = sae.pre_acts(inp.z.reshape(30, -1)).reshape(3, 10, -1)[..., feats]
     torch.testing.assert_close(d.dfa.sum((3, 4)) + d.bias, pre, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(d.pre_acts, pre, rtol=1e-4, atol=1e-4)
-    assert d.dfa[:, 2, :, :, 3:].abs().max() == 0  # causal: no DFA from sources after the destination
+    assert (
+        d.dfa[:, 2, :, :, 3:].abs().max() == 0
+    )  # causal: no DFA from sources after the destination
     active = d.acts > 0
     torch.testing.assert_close(d.acts[active], pre[active], rtol=1e-4, atol=1e-4)
 
@@ -256,7 +297,9 @@ def test_direct_logit_effect_planted(planted):
     eff = direct_logit_effect(sae, model, lay, 7, n=3)
     assert eff.top_ids[0] == TOK0 + 7 and eff.top_values[0] == pytest.approx(1.0)
     assert eff.top_tokens[0] == model.tokenizer.decode([TOK0 + 7])
-    assert direct_logit_effect(sae, model, lay, CTX).effect.abs().sum() == 0  # the context head's W_O is 0
+    assert (
+        direct_logit_effect(sae, model, lay, CTX).effect.abs().sum() == 0
+    )  # the context head's W_O is 0
     with pytest.raises(ValueError, match="out of range"):
         direct_logit_effect(sae, model, lay, sae.cfg.d_sae)
 
@@ -270,7 +313,10 @@ def test_find_induction_features_planted(planted):
     rep = find_induction_features(model, sae, _search_cfg(), layout=lay)
     found = {f.feature for f in rep.features}
     assert found and found <= set(range(2 * N_TOK))  # only the induction heads' features
-    assert len(found & set(range(N_TOK))) >= N_TOK - 2 and len(found & set(range(N_TOK, 2 * N_TOK))) >= N_TOK - 2
+    assert (
+        len(found & set(range(N_TOK))) >= N_TOK - 2
+        and len(found & set(range(N_TOK, 2 * N_TOK))) >= N_TOK - 2
+    )
     for f in rep.features:
         head = SHORT if f.feature < N_TOK else LONG
         assert f.top_head == head and f.weight_head == head and f.source_share > 0.9
@@ -280,11 +326,15 @@ def test_find_induction_features_planted(planted):
     assert rep.head_induction_score[SHORT] > 0.9 and rep.head_induction_score[LONG] > 0.9
     assert rep.head_induction_score[PREV] < 0.1 and rep.head_induction_score[UNIFORM] < 0.2
     assert rep.head_kind[SHORT] == "short-prefix" and rep.head_kind[LONG] == "long-prefix"
-    assert rep.head_attention_by_prefix[1][LONG] < 0.1 and rep.head_attention_by_prefix[4][LONG] > 0.7
+    assert (
+        rep.head_attention_by_prefix[1][LONG] < 0.1 and rep.head_attention_by_prefix[4][LONG] > 0.7
+    )
     assert rep.features_per_head[UNIFORM] == rep.features_per_head[PREV] == 0
     d = rep.to_dict()
     json.dumps(d)
-    assert d["n_short_prefix"] + d["n_long_prefix"] + d["n_prefix_undetermined"] == len(rep.features)
+    assert d["n_short_prefix"] + d["n_long_prefix"] + d["n_prefix_undetermined"] == len(
+        rep.features
+    )
 
 
 def test_repeated_tokens_and_config_errors(planted):
@@ -314,9 +364,13 @@ def test_head_roles_and_explorer(planted):
     assert len(view) == windows.shape[1]
     pos = view[25]  # second repeat
     assert pos.features and len(pos.source_dfa[0]) == 26 and len(pos.head_dfa[0]) == 4
-    assert pos.features[0] == CTX  # the context feature is the strongest; then the two induction features
+    assert (
+        pos.features[0] == CTX
+    )  # the context feature is the strongest; then the two induction features
     i = next(i for i, f in enumerate(pos.features) if f < N_TOK)
-    assert int(torch.tensor(pos.source_dfa[i]).argmax()) == 25 - 16 + 1  # the token after the earlier copy
+    assert (
+        int(torch.tensor(pos.source_dfa[i]).argmax()) == 25 - 16 + 1
+    )  # the token after the earlier copy
     assert int(torch.tensor(pos.head_dfa[i]).argmax()) == SHORT
 
 
@@ -336,21 +390,43 @@ def test_train_on_hook_z_gqa_saelens_roundtrip(tmp_path):
 
     spec = "tiny:n_key_value_heads=2,attn_only=true"
     model = load_model(spec)
-    cfg = RunConfig(model=spec, hook="blocks.1.attn.hook_z", context_size=33, batch_windows=8, buffer_tokens=1024,
-                    d_sae=128, k=8, train_tokens=256 * 8, batch_tokens=256, warmup_steps=2,
-                    out_dir=str(tmp_path / "run"), eval_tokens=512, eval_ce_windows=4, log_every=2)
+    cfg = RunConfig(
+        model=spec,
+        hook="blocks.1.attn.hook_z",
+        context_size=33,
+        batch_windows=8,
+        buffer_tokens=1024,
+        d_sae=128,
+        k=8,
+        train_tokens=256 * 8,
+        batch_tokens=256,
+        warmup_steps=2,
+        out_dir=str(tmp_path / "run"),
+        eval_tokens=512,
+        eval_ce_windows=4,
+        log_every=2,
+    )
     run = train(cfg, progress=False, model=model)
     raw = json.loads((run / "cfg.json").read_text())
     assert raw["reshape_activations"] == "hook_z" and raw["d_in"] == 64
-    assert {k: raw["metadata"][k] for k in ("n_heads", "d_head", "n_kv_heads")} == {"n_heads": 4, "d_head": 16,
-                                                                                    "n_kv_heads": 2}
+    assert {k: raw["metadata"][k] for k in ("n_heads", "d_head", "n_kv_heads")} == {
+        "n_heads": 4,
+        "d_head": 16,
+        "n_kv_heads": 2,
+    }
     m = json.loads((run / "metrics.json").read_text())
     assert 0 < m["fvu"] < 1 and m["ce_loss_recovered"] == pytest.approx(
-        (m["ce_zero_ablated"] - m["ce_spliced"]) / (m["ce_zero_ablated"] - m["ce_clean"]))
+        (m["ce_zero_ablated"] - m["ce_spliced"]) / (m["ce_zero_ablated"] - m["ce_clean"])
+    )
     ours = load_sae(run)
     lens = LensSAE.load_from_disk(str(run))
-    z = ActivationCapture(model, ["blocks.1.attn.hook_z"], drop_bos=False)(torch.randint(0, 256, (2, 9))).acts[
-        "blocks.1.attn.hook_z"].reshape(2, 9, 4, 16)
+    z = (
+        ActivationCapture(model, ["blocks.1.attn.hook_z"], drop_bos=False)(
+            torch.randint(0, 256, (2, 9))
+        )
+        .acts["blocks.1.attn.hook_z"]
+        .reshape(2, 9, 4, 16)
+    )
     torch.testing.assert_close(lens.encode(z), encode_z(ours, z), rtol=1e-4, atol=1e-5)
     out = lens(z)
     assert out.shape == z.shape
@@ -366,8 +442,23 @@ def test_cli_induction(tmp_path):
     spec = "tiny:n_key_value_heads=2,attn_only=true"
     save_sae(_random_sae(64, model_name=spec), tmp_path / "sae")
     out = tmp_path / "report.json"
-    res = CliRunner().invoke(app, ["induction", str(tmp_path / "sae"), "--n-sequences", "2", "--seq-len", "12",
-                                   "--prefix-length", "1", "--prefix-length", "2", "--json", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "induction",
+            str(tmp_path / "sae"),
+            "--n-sequences",
+            "2",
+            "--seq-len",
+            "12",
+            "--prefix-length",
+            "1",
+            "--prefix-length",
+            "2",
+            "--json",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "induction features" in res.output and "induction-score" in res.output
     rep = json.loads(out.read_text())
@@ -386,7 +477,9 @@ def test_spliced_metrics_at_hook_z_exact_sae():
     from saes.evals import spliced_metrics
 
     model = load_model("tiny:n_key_value_heads=2,attn_only=true")
-    sae = SAE(SAEConfig(d_in=64, d_sae=128, variant="relu_l1", hook_name="blocks.0.attn.hook_z"), seed=0)
+    sae = SAE(
+        SAEConfig(d_in=64, d_sae=128, variant="relu_l1", hook_name="blocks.0.attn.hook_z"), seed=0
+    )
     with torch.no_grad():
         eye = torch.eye(64)
         sae.W_enc.copy_(torch.cat([eye, -eye], 1))
@@ -394,7 +487,9 @@ def test_spliced_metrics_at_hook_z_exact_sae():
         sae.b_enc.zero_()
         sae.b_dec.zero_()
     m = spliced_metrics(sae, model, "blocks.0.attn.hook_z", torch.randint(0, 256, (2, 16)))
-    assert m["ce_spliced"] == pytest.approx(m["ce_clean"], abs=1e-5) and m["kl_div"] == pytest.approx(0, abs=1e-6)
+    assert m["ce_spliced"] == pytest.approx(m["ce_clean"], abs=1e-5) and m[
+        "kl_div"
+    ] == pytest.approx(0, abs=1e-6)
     assert m["ce_zero_ablated"] != pytest.approx(m["ce_clean"], abs=1e-3)
 
 
@@ -405,7 +500,9 @@ def test_dfa_head_attribution_planted(planted):
     model, _ = planted
     lay = HeadLayout(1, 4, D_HEAD, 4)
     noisy = _planted_sae()
-    with torch.no_grad():  # large decoder-only noise in head 0's block (like an undertrained decoder row)
+    with (
+        torch.no_grad()
+    ):  # large decoder-only noise in head 0's block (like an undertrained decoder row)
         noisy.W_dec[:, UNIFORM * D_HEAD + N_TOK :] += 0.5
     windows = repeated_random_tokens(model, _search_cfg(n_sequences=4))
     att = dfa_head_attribution(model, noisy, windows, layout=lay)
@@ -414,6 +511,8 @@ def test_dfa_head_attribution_planted(planted):
     for f in fired:
         want = SHORT if f < N_TOK else LONG if f < 2 * N_TOK else PREV if f < CTX else UNIFORM
         assert int(att.dominant_head[f]) == want and att.max_share[f] > 0.99
-    assert head_attribution(noisy, lay).max_share[0] < 0.5  # the weights alone are fooled by the noise
+    assert (
+        head_attribution(noisy, lay).max_share[0] < 0.5
+    )  # the weights alone are fooled by the noise
     roles = head_roles(model, noisy, windows, layout=lay, attribution=att)
     assert all(roles.feature_roles[f] == "induction" for f in roles.head_top_features[SHORT])

@@ -1,4 +1,5 @@
 """On-disk activation cache: round trip, crash-resume, corruption and mismatch errors."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,9 @@ def _windows(model, n=16, t=9, seed=0):
 def _write(tiny, folder, windows, max_windows=None, grads=False, dtype="float32"):
     cap = ActivationCapture(tiny, HOOKS, with_grads=grads, dtype=dtype)
     meta = {"model": "tiny", "source": "test", "seed": 0, "context_size": 9}
-    return CacheWriter(folder, cap, meta, windows_per_shard=4).write(iter(windows), batch_windows=2,
-                                                                     max_windows=max_windows, progress=False)
+    return CacheWriter(folder, cap, meta, windows_per_shard=4).write(
+        iter(windows), batch_windows=2, max_windows=max_windows, progress=False
+    )
 
 
 def test_round_trip_matches_capture(tiny, tmp_path):
@@ -31,7 +33,10 @@ def test_round_trip_matches_capture(tiny, tmp_path):
     manifest = _write(tiny, tmp_path / "c", windows, grads=True)
     assert manifest.data["complete"] and len(manifest.shards) == 4
     cache = ActivationCache(tmp_path / "c", verify=True)
-    assert len(cache) == 16 * 8 and cache.d_in("blocks.1.attn.hook_z") == tiny.cfg.n_heads * tiny.cfg.d_head
+    assert (
+        len(cache) == 16 * 8
+        and cache.d_in("blocks.1.attn.hook_z") == tiny.cfg.n_heads * tiny.cfg.d_head
+    )
     got = list(cache.batches(HOOKS, with_grads=True, rows_per_read=7))
     ref = ActivationCapture(tiny, HOOKS, with_grads=True)(torch.stack(windows))
     for h in HOOKS:
@@ -58,7 +63,9 @@ def test_resume_after_crash_no_duplicates_no_gaps(tiny, tmp_path):
     calls = []
     cap = ActivationCapture(tiny, HOOKS)
     orig = cap.__call__
-    writer = CacheWriter(tmp_path / "c", cap, {"model": "tiny", "source": "test", "seed": 0, "context_size": 9}, 4)
+    writer = CacheWriter(
+        tmp_path / "c", cap, {"model": "tiny", "source": "test", "seed": 0, "context_size": 9}, 4
+    )
     writer.capture = lambda t: calls.append(t.shape[0]) or orig(t)
     writer.write(iter(windows), batch_windows=2, progress=False)
     assert sum(calls) == 8  # only the missing 8 windows were recomputed

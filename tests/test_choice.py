@@ -1,5 +1,6 @@
 """Mutual choice / feature choice SAEs: exact budgets, the sparse backward, thresholds at inference,
 aux_zipf_loss, the SAELens JumpReLU round trip, and the trainer/CLI plumbing."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,6 @@ from saes.sae import SAE
 from saes.train import TrainStep
 from saes.variants.choice import column_top_m, flat_top_n
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # many small ops: one thread is faster
 
 
@@ -27,12 +27,19 @@ def _dense_pre(sae: SAE, x: torch.Tensor) -> torch.Tensor:
 
 
 # ---- selection primitives ---------------------------------------------------------------------
-@pytest.mark.parametrize("N,n", [(4096, 100), (10_007, 333), (64 * 64 * 5 + 3, 700), (50, 50), (50, 7)])
+@pytest.mark.parametrize(
+    "N,n", [(4096, 100), (10_007, 333), (64 * 64 * 5 + 3, 700), (50, 50), (50, 7)]
+)
 def test_flat_top_n_is_exact_topn(N, n):
     g = torch.Generator().manual_seed(N + n)
-    for flat in (torch.randn(N, generator=g), torch.randint(0, 20, (N,), generator=g).float()):  # ties too
+    for flat in (
+        torch.randn(N, generator=g),
+        torch.randint(0, 20, (N,), generator=g).float(),
+    ):  # ties too
         idx = flat_top_n(flat, n)
-        assert idx.numel() == n and bool((idx[1:] > idx[:-1]).all())  # exactly n, ascending, distinct
+        assert idx.numel() == n and bool(
+            (idx[1:] > idx[:-1]).all()
+        )  # exactly n, ascending, distinct
         ref = torch.topk(flat, n).values
         assert torch.equal(flat[idx].sort(descending=True).values, ref)
 
@@ -54,10 +61,16 @@ def test_capped_allocation_exact_sum_cap_and_zipf_order():
 def test_underused_weights_by_hand():
     u = torch.tensor([0.5, 0.3, 0.2, 0.0], dtype=torch.float64)
     # exponent 0: target 1/4 for all; under-used are 0.2 (w = 1 - 0.2/0.25) and the dead one (w = 1)
-    assert torch.allclose(underused_weights(u, 0.0), torch.tensor([0, 0, 0.2, 1.0], dtype=torch.float64))
+    assert torch.allclose(
+        underused_weights(u, 0.0), torch.tensor([0, 0, 0.2, 1.0], dtype=torch.float64)
+    )
     # exponent 1: targets [12, 6, 4, 3] / 25; only the dead latent is below its target
-    assert torch.allclose(underused_weights(u, 1.0), torch.tensor([0, 0, 0, 1.0], dtype=torch.float64))
-    u = torch.tensor([0.7, 0.1, 0.2, 0.0], dtype=torch.float64)  # rank 2: 0.2 < 6/25, rank 3: 0.1 < 4/25
+    assert torch.allclose(
+        underused_weights(u, 1.0), torch.tensor([0, 0, 0, 1.0], dtype=torch.float64)
+    )
+    u = torch.tensor(
+        [0.7, 0.1, 0.2, 0.0], dtype=torch.float64
+    )  # rank 2: 0.2 < 6/25, rank 3: 0.1 < 4/25
     expect = torch.tensor([0, 1 - 0.1 / 0.16, 1 - 0.2 / 0.24, 1.0], dtype=torch.float64)
     assert torch.allclose(underused_weights(u, 1.0), expect)
 
@@ -77,9 +90,13 @@ def test_mutual_choice_keeps_exactly_kB_largest_nonzeros():
     assert int(code.l0.sum()) == 4 * 96
     pre = _dense_pre(sae, x)
     kept = code.to_dense(64) != 0
-    assert torch.equal(kept.view(-1).nonzero().squeeze(1), torch.topk(pre.view(-1), 4 * 96).indices.sort().values)
+    assert torch.equal(
+        kept.view(-1).nonzero().squeeze(1), torch.topk(pre.view(-1), 4 * 96).indices.sort().values
+    )
     assert code.l0.float().std() > 0  # adaptive: tokens get different numbers of latents
-    assert torch.allclose(sae.threshold, torch.full((64,), float(pre.view(-1).topk(4 * 96).values.min())))
+    assert torch.allclose(
+        sae.threshold, torch.full((64,), float(pre.view(-1).topk(4 * 96).values.min()))
+    )
 
 
 @pytest.mark.parametrize("allocation", ["uniform", "zipf"])
@@ -134,7 +151,9 @@ def test_sparse_backward_matches_dense_reference(variant):
 
 
 # ---- thresholds at inference --------------------------------------------------------------------
-def _train(variant: str, steps: int, seed: int = 0, batch: int = 512, shrink: float | None = None, **kw):
+def _train(
+    variant: str, steps: int, seed: int = 0, batch: int = 512, shrink: float | None = None, **kw
+):
     """A 128-latent SAE on a 512-feature synthetic dictionary (every latent has work to do);
     ``shrink`` scales half of the encoder columns at init, handicapping those latents."""
     syn = SyntheticDictionary(d_in=32, n_features=512, mean_active=4, alpha=1.0, seed=seed)
@@ -151,8 +170,10 @@ def _train(variant: str, steps: int, seed: int = 0, batch: int = 512, shrink: fl
     return sae, syn
 
 
-@pytest.mark.parametrize("variant,allocation", [("mutual_choice", "zipf"), ("feature_choice", "uniform"),
-                                                ("feature_choice", "zipf")])
+@pytest.mark.parametrize(
+    "variant,allocation",
+    [("mutual_choice", "zipf"), ("feature_choice", "uniform"), ("feature_choice", "zipf")],
+)
 def test_thresholds_reproduce_batch_selection_on_held_out_batch(variant, allocation):
     """Tolerance: on a held-out batch of 2048 tokens, the JumpReLU code (learned thresholds) and
     the batch-level selection agree on >= 90% of their nonzero (token, latent) entries (F1), and
@@ -182,16 +203,22 @@ def test_aux_zipf_lowers_dead_and_underused_fractions():
         results[coef] = reconstruction_metrics(sae, [syn.sample(8192)[0]])
     off, on = results[0.0], results[1 / 32]
     assert off["dead_fraction"] >= 0.1  # the handicap bites without the auxiliary loss
-    assert on["dead_fraction"] < off["dead_fraction"] / 4, (on["dead_fraction"], off["dead_fraction"])
-    assert on["underused_fraction"] < off["underused_fraction"] / 2, (on["underused_fraction"], off["underused_fraction"])
+    assert on["dead_fraction"] < off["dead_fraction"] / 4, (
+        on["dead_fraction"],
+        off["dead_fraction"],
+    )
+    assert on["underused_fraction"] < off["underused_fraction"] / 2, (
+        on["underused_fraction"],
+        off["underused_fraction"],
+    )
     assert on["fvu"] <= off["fvu"] + 0.01
 
 
 # ---- artifacts, SAELens, trainer, CLI -----------------------------------------------------------
 @pytest.mark.parametrize("variant", ["mutual_choice", "feature_choice"])
 def test_saelens_jumprelu_round_trip(tmp_path, variant):
-    from safetensors.torch import load_file
     from sae_lens import SAE as LensSAE
+    from safetensors.torch import load_file
 
     from saes.artifacts import load_sae, save_sae
 
@@ -205,7 +232,13 @@ def test_saelens_jumprelu_round_trip(tmp_path, variant):
     save_sae(sae, tmp_path)
     cfg = json.loads((tmp_path / "cfg.json").read_text())
     assert cfg["architecture"] == "jumprelu"
-    assert set(load_file(str(tmp_path / "sae_weights.safetensors"))) == {"W_enc", "W_dec", "b_enc", "b_dec", "threshold"}
+    assert set(load_file(str(tmp_path / "sae_weights.safetensors"))) == {
+        "W_enc",
+        "W_dec",
+        "b_enc",
+        "b_dec",
+        "threshold",
+    }
     lens = LensSAE.load_from_disk(str(tmp_path))
     torch.testing.assert_close(lens.encode(x), z_ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(lens.decode(lens.encode(x)), x_hat_ref, rtol=1e-5, atol=1e-5)
@@ -237,15 +270,26 @@ def test_checkpoint_state_resumes_bit_identical():
 
 
 def test_config_validation_names_the_field():
-    for bad, field in (({"zipf_exponent": -1}, "zipf_exponent"), ({"threshold_decay": 1.0}, "threshold_decay"),
-                       ({"aux_zipf_coef": -0.1}, "aux_zipf_coef"), ({"allocation": "pareto"}, "allocation")):
+    for bad, field in (
+        ({"zipf_exponent": -1}, "zipf_exponent"),
+        ({"threshold_decay": 1.0}, "threshold_decay"),
+        ({"aux_zipf_coef": -0.1}, "aux_zipf_coef"),
+        ({"allocation": "pareto"}, "allocation"),
+    ):
         with pytest.raises(ValueError, match=field):
             SAEConfig(d_in=8, d_sae=16, variant="feature_choice", **bad)
     from saes.train_config import RunConfig
 
-    cfg = RunConfig(variant="feature_choice", allocation="uniform", zipf_exponent=0.7, aux_zipf_coef=0.0)
+    cfg = RunConfig(
+        variant="feature_choice", allocation="uniform", zipf_exponent=0.7, aux_zipf_coef=0.0
+    )
     s = cfg.sae_config(16)
-    assert (s.variant, s.allocation, s.zipf_exponent, s.aux_zipf_coef) == ("feature_choice", "uniform", 0.7, 0.0)
+    assert (s.variant, s.allocation, s.zipf_exponent, s.aux_zipf_coef) == (
+        "feature_choice",
+        "uniform",
+        0.7,
+        0.0,
+    )
 
 
 def test_cli_train_and_eval(tmp_path, tiny):
@@ -259,25 +303,76 @@ def test_cli_train_and_eval(tmp_path, tiny):
     from saes.train import train
     from saes.train_config import RunConfig
 
-    base = dict(model="tiny", hook="blocks.0.hook_resid_post", context_size=33, batch_windows=8,
-                buffer_tokens=1024, d_sae=128, k=8, train_tokens=256 * 6, batch_tokens=256,
-                checkpoint_every_tokens=256 * 4, warmup_steps=2, eval_tokens=512, eval_ce_windows=4, log_every=2)
+    base = dict(
+        model="tiny",
+        hook="blocks.0.hook_resid_post",
+        context_size=33,
+        batch_windows=8,
+        buffer_tokens=1024,
+        d_sae=128,
+        k=8,
+        train_tokens=256 * 6,
+        batch_tokens=256,
+        checkpoint_every_tokens=256 * 4,
+        warmup_steps=2,
+        eval_tokens=512,
+        eval_ce_windows=4,
+        log_every=2,
+    )
     (tmp_path / "c.json").write_text(json.dumps({**base, "out_dir": str(tmp_path / "fc")}))
     runner = CliRunner()
     for variant, out in (("feature_choice", "fc"), ("mutual_choice", "mc")):
-        res = runner.invoke(app, ["train", "--config", str(tmp_path / "c.json"), "--set", f"variant={variant}",
-                                  "--set", f"out_dir={tmp_path / out}"])
+        res = runner.invoke(
+            app,
+            [
+                "train",
+                "--config",
+                str(tmp_path / "c.json"),
+                "--set",
+                f"variant={variant}",
+                "--set",
+                f"out_dir={tmp_path / out}",
+            ],
+        )
         assert res.exit_code == 0, res.output
         m = json.loads((tmp_path / out / "metrics.json").read_text())
         assert "underused_fraction" in m and "ce_loss_recovered" in m
-        untrained = json.loads((train(RunConfig(**{**base, "variant": variant, "lr": 0.0, "train_tokens": 256,
-                                                    "out_dir": str(tmp_path / f"{out}-untrained")}),
-                                      progress=False, model=tiny) / "metrics.json").read_text())
+        untrained = json.loads(
+            (
+                train(
+                    RunConfig(
+                        **{
+                            **base,
+                            "variant": variant,
+                            "lr": 0.0,
+                            "train_tokens": 256,
+                            "out_dir": str(tmp_path / f"{out}-untrained"),
+                        }
+                    ),
+                    progress=False,
+                    model=tiny,
+                )
+                / "metrics.json"
+            ).read_text()
+        )
         assert untrained["n_tokens"] == m["n_tokens"] and untrained["ce_clean"] == m["ce_clean"]
-        assert m["fvu"] < 1.0 and m["fvu"] < 0.95 * untrained["fvu"], (variant, m["fvu"], untrained["fvu"])
-        assert 0 < m["kl_div"] < 0.95 * untrained["kl_div"], (variant, m["kl_div"], untrained["kl_div"])
+        assert m["fvu"] < 1.0 and m["fvu"] < 0.95 * untrained["fvu"], (
+            variant,
+            m["fvu"],
+            untrained["fvu"],
+        )
+        assert 0 < m["kl_div"] < 0.95 * untrained["kl_div"], (
+            variant,
+            m["kl_div"],
+            untrained["kl_div"],
+        )
         assert set(load_file(str(tmp_path / out / "sae_weights.safetensors"))) == {
-            "W_enc", "W_dec", "b_enc", "b_dec", "threshold"}
+            "W_enc",
+            "W_dec",
+            "b_enc",
+            "b_dec",
+            "threshold",
+        }
         assert json.loads((tmp_path / out / "cfg.json").read_text())["architecture"] == "jumprelu"
     res = runner.invoke(app, ["eval", str(tmp_path / "mc")])
     assert res.exit_code == 0 and "fvu" in res.output
@@ -288,7 +383,9 @@ def test_batch_top_n_is_exact_whatever_the_row_budget(per_row):
     from saes.variants.choice import batch_top_n
 
     g = torch.Generator().manual_seed(per_row)
-    pre = torch.randn(48, 64, generator=g) * torch.rand(48, 1, generator=g).pow(3) * 5  # a few heavy rows
+    pre = (
+        torch.randn(48, 64, generator=g) * torch.rand(48, 1, generator=g).pow(3) * 5
+    )  # a few heavy rows
     n = 4 * 48
     rows, cols, vals = batch_top_n(pre, n, per_row)
     assert rows.numel() == n and bool((rows[1:] >= rows[:-1]).all())

@@ -1,4 +1,5 @@
 """The command line: models, cache (with resume), clear errors instead of stack traces."""
+
 from __future__ import annotations
 
 import json
@@ -18,9 +19,25 @@ def test_models_lists_default_and_tiny():
 
 
 def test_cache_command_writes_and_resumes(tmp_path, tiny):
-    args = ["cache", str(tmp_path / "c"), "--model", "tiny", "--hook", "blocks.0.hook_resid_post",
-            "--hook", "blocks.1.attn.hook_z", "--context-size", "17", "--batch-windows", "4",
-            "--windows-per-shard", "8", "--tokens", "256", "--grads"]
+    args = [
+        "cache",
+        str(tmp_path / "c"),
+        "--model",
+        "tiny",
+        "--hook",
+        "blocks.0.hook_resid_post",
+        "--hook",
+        "blocks.1.attn.hook_z",
+        "--context-size",
+        "17",
+        "--batch-windows",
+        "4",
+        "--windows-per-shard",
+        "8",
+        "--tokens",
+        "256",
+        "--grads",
+    ]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     cache = ActivationCache(tmp_path / "c", verify=True)
@@ -34,7 +51,9 @@ def test_cache_command_writes_and_resumes(tmp_path, tiny):
 
 
 def test_cache_command_errors_are_clean(tmp_path, tiny):
-    res = runner.invoke(app, ["cache", str(tmp_path / "c"), "--model", "tiny", "--hook", "blocks.9.hook_resid_post"])
+    res = runner.invoke(
+        app, ["cache", str(tmp_path / "c"), "--model", "tiny", "--hook", "blocks.9.hook_resid_post"]
+    )
     assert res.exit_code == 2 and "unknown hook" in res.output and "Traceback" not in res.output
     res = runner.invoke(app, ["cache", str(tmp_path / "c"), "--model", "no-such-model"])
     assert res.exit_code == 2 and "no-such-model" in res.output
@@ -54,9 +73,20 @@ def test_kernels_command_names_the_selection_in_use(monkeypatch):
 # `interp demo` reads configs/demo_topk.json (SmolLM2 layer 15, d_sae 4608, 65k-token buffer), which
 # takes minutes on 2 cores even for one step; the demo test swaps in the tiny model and small sizes
 # after the command has read and checked the committed config.
-DEMO_SMALL = dict(model="tiny", hook="blocks.1.hook_resid_post", context_size=33, batch_windows=8,
-                  buffer_tokens=2048, batch_tokens=1024, d_sae=256, checkpoint_every_tokens=2048,
-                  init_sample_tokens=512, eval_tokens=512, eval_ce_windows=4, log_every=1)
+DEMO_SMALL = dict(
+    model="tiny",
+    hook="blocks.1.hook_resid_post",
+    context_size=33,
+    batch_windows=8,
+    buffer_tokens=2048,
+    batch_tokens=1024,
+    d_sae=256,
+    checkpoint_every_tokens=2048,
+    init_sample_tokens=512,
+    eval_tokens=512,
+    eval_ce_windows=4,
+    log_every=1,
+)
 
 
 def test_demo_command_runs_resumes_and_reruns(tmp_path, monkeypatch, one_thread):
@@ -86,7 +116,9 @@ def test_demo_command_runs_resumes_and_reruns(tmp_path, monkeypatch, one_thread)
 
     def step(self, x, grad=None):
         calls["n"] += 1
-        if calls["n"] == calls["interrupt_at"]:  # Ctrl-C during step 3: it completes, then a checkpoint
+        if (
+            calls["n"] == calls["interrupt_at"]
+        ):  # Ctrl-C during step 3: it completes, then a checkpoint
             os.kill(os.getpid(), signal.SIGINT)
         return orig_step(self, x, grad)
 
@@ -101,7 +133,12 @@ def test_demo_command_runs_resumes_and_reruns(tmp_path, monkeypatch, one_thread)
     committed = json.loads(path.read_text())
     assert cfg == tc.RunConfig(**{**committed, "out_dir": str(out), "train_tokens": 4096})
     assert (cfg.model, cfg.hook, cfg.variant, cfg.k, cfg.d_sae) == (
-        "smollm2-135m", "blocks.15.hook_resid_post", "topk", 32, 4608)  # what the README describes
+        "smollm2-135m",
+        "blocks.15.hook_resid_post",
+        "topk",
+        32,
+        4608,
+    )  # what the README describes
     assert read_status(out)["state"] == "interrupted"
     assert [p.name for p in sorted((out / "checkpoints").glob("step_*"))][-1] == "step_000000003"
 
@@ -117,7 +154,11 @@ def test_demo_command_runs_resumes_and_reruns(tmp_path, monkeypatch, one_thread)
     calls["n"] = 0
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
-    assert "resuming" not in res.output and calls["n"] == 4, "a finished demo starts again from step 0"
+    assert "resuming" not in res.output and calls["n"] == 4, (
+        "a finished demo starts again from step 0"
+    )
     assert not (out / "marker").exists()
     status = read_status(out)
-    assert status["resumed_from"] is None and status["attempts"] == 1 and status["state"] == "finished"
+    assert (
+        status["resumed_from"] is None and status["attempts"] == 1 and status["state"] == "finished"
+    )

@@ -1,4 +1,5 @@
 """Never lose work: SIGKILL then --resume, and corrupt / truncated / unlisted checkpoints fall back."""
+
 from __future__ import annotations
 
 import json
@@ -37,10 +38,23 @@ pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def _cfg(out_dir, **kw) -> RunConfig:
-    base = dict(model="tiny", hook="blocks.0.hook_resid_post", context_size=33, batch_windows=8,
-                buffer_tokens=1024, d_sae=128, k=8, train_tokens=256 * 12, batch_tokens=256,
-                checkpoint_every_tokens=256 * 4, warmup_steps=2, out_dir=str(out_dir),
-                eval_tokens=512, eval_ce_windows=4, log_every=1)
+    base = dict(
+        model="tiny",
+        hook="blocks.0.hook_resid_post",
+        context_size=33,
+        batch_windows=8,
+        buffer_tokens=1024,
+        d_sae=128,
+        k=8,
+        train_tokens=256 * 12,
+        batch_tokens=256,
+        checkpoint_every_tokens=256 * 4,
+        warmup_steps=2,
+        out_dir=str(out_dir),
+        eval_tokens=512,
+        eval_ce_windows=4,
+        log_every=1,
+    )
     base.update(kw)
     return RunConfig(**base)
 
@@ -104,21 +118,31 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted(tmp_path, refere
     cfg = _cfg(tmp_path / "killed")
     cfg_path = tmp_path / "killed.json"
     cfg_path.write_text(cfg.model_dump_json())
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(cfg_path), str(torch.get_num_threads())],
-                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(cfg_path), str(torch.get_num_threads())],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     run = Path(cfg.out_dir)
     try:
         # wait for the condition (checkpoint 4 written, step 6 logged), not for a speed: the timeout
         # only keeps a hung child from hanging the suite
         give_up = time.monotonic() + 600
-        while not ((run / "checkpoints" / "step_000000004" / META).exists()
-                   and _last_logged_step(run / "train_log.jsonl") >= 6):
+        while not (
+            (run / "checkpoints" / "step_000000004" / META).exists()
+            and _last_logged_step(run / "train_log.jsonl") >= 6
+        ):
             if child.poll() is not None:
-                pytest.fail(f"child exited early ({child.returncode}): {child.stdout.read().decode()[-2000:]}")
+                pytest.fail(
+                    f"child exited early ({child.returncode}): {child.stdout.read().decode()[-2000:]}"
+                )
             if time.monotonic() > give_up:
-                pytest.fail(f"the child never reached step 7 (checkpoint step_000000004 written: "
-                            f"{(run / 'checkpoints' / 'step_000000004' / META).exists()}, last logged step: "
-                            f"{_last_logged_step(run / 'train_log.jsonl')}); is it hung?")
+                pytest.fail(
+                    f"the child never reached step 7 (checkpoint step_000000004 written: "
+                    f"{(run / 'checkpoints' / 'step_000000004' / META).exists()}, last logged step: "
+                    f"{_last_logged_step(run / 'train_log.jsonl')}); is it hung?"
+                )
             time.sleep(0.05)
         status = read_status(run)
         assert status["state"] == "running" and status["pid"] == child.pid
@@ -144,7 +168,11 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted(tmp_path, refere
     assert "from step_000000004" in res.output
     _assert_same_weights(reference, run)
     status = read_status(run)
-    assert status["state"] == "finished" and status["attempts"] == 2 and status["resumed_from"] == "step_000000004"
+    assert (
+        status["state"] == "finished"
+        and status["attempts"] == 2
+        and status["resumed_from"] == "step_000000004"
+    )
     assert status["tokens_trained"] == cfg.train_tokens and status["step"] == 12
     assert [r.status for r in list_runs(tmp_path)] == ["finished"]
 
@@ -173,7 +201,7 @@ def crashed(tmp_path_factory, tiny):
 def _flip_bytes(path: Path) -> None:
     data = bytearray(path.read_bytes())
     mid = len(data) // 2
-    data[mid:mid + 16] = bytes(b ^ 0xFF for b in data[mid:mid + 16])
+    data[mid : mid + 16] = bytes(b ^ 0xFF for b in data[mid : mid + 16])
     path.write_bytes(bytes(data))
 
 
@@ -188,10 +216,17 @@ def _drop_manifest_entry(path: Path) -> None:
     meta_path.write_text(json.dumps(meta))
 
 
-@pytest.mark.parametrize("damage, reason", [
-    (_flip_bytes, "corrupted"), (_truncate, "truncated"), (_drop_manifest_entry, "no checksum entry"),
-])
-def test_damaged_newest_checkpoint_resume_uses_previous(tmp_path, reference, crashed, damage, reason):
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (_flip_bytes, "corrupted"),
+        (_truncate, "truncated"),
+        (_drop_manifest_entry, "no checksum entry"),
+    ],
+)
+def test_damaged_newest_checkpoint_resume_uses_previous(
+    tmp_path, reference, crashed, damage, reason
+):
     run = tmp_path / "run"
     shutil.copytree(crashed, run)
     newest = run / "checkpoints" / "step_000000008" / STATE
@@ -264,15 +299,23 @@ def test_every_kind_of_damage_is_named(tmp_path):
         "truncated": lambda p: _truncate(p / STATE),
         "no_entry": lambda p: _drop_manifest_entry(p / STATE),
     }
-    expected = {"missing_state": f"{STATE} is missing", "missing_meta": f"{META} is missing",
-                "bad_meta_json": f"{META} is corrupt", "flipped": f"{STATE} is corrupted",
-                "truncated": f"{STATE} is truncated", "no_entry": f"no checksum entry for {STATE}"}
+    expected = {
+        "missing_state": f"{STATE} is missing",
+        "missing_meta": f"{META} is missing",
+        "bad_meta_json": f"{META} is corrupt",
+        "flipped": f"{STATE} is corrupted",
+        "truncated": f"{STATE} is truncated",
+        "no_entry": f"no checksum entry for {STATE}",
+    }
     for i, (name, damage) in enumerate(cases.items(), start=2):
         path = save_checkpoint(tmp_path, i, _tensors(i), {"step": i}, keep=10)
         assert checkpoint_ok(path) is None
         damage(path)
         problem = checkpoint_ok(path)
-        assert problem is not None and expected[name] in problem and str(path) in problem, (name, problem)
+        assert problem is not None and expected[name] in problem and str(path) in problem, (
+            name,
+            problem,
+        )
         with pytest.raises(ValueError, match="unusable"):
             load_checkpoint(path)
     # the cheap check (sizes only) misses a same-size bit flip; the default full check does not

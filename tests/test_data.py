@@ -1,4 +1,5 @@
 """Tests for interp.data: text sources, splits, packing into token windows."""
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """torch.distributed (gloo, 2 CPU processes under torchrun) trains the same SAEs as one process;
 choice variants' buffers are the rank average. One torchrun launch serves every test here."""
+
 from __future__ import annotations
 
 import json
@@ -17,12 +18,27 @@ from saes.train_config import RunConfig
 
 REPO = Path(__file__).resolve().parent.parent
 HOOKS = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
-BASE = dict(model="tiny", hook="blocks.0.hook_resid_post", context_size=33, batch_windows=8, buffer_tokens=1024,
-            d_sae=128, k=4, train_tokens=256 * 6, batch_tokens=256, checkpoint_every_tokens=256 * 3,
-            warmup_steps=2, log_every=1, dead_tokens=256, lr=3e-3)
+BASE = dict(
+    model="tiny",
+    hook="blocks.0.hook_resid_post",
+    context_size=33,
+    batch_windows=8,
+    buffer_tokens=1024,
+    d_sae=128,
+    k=4,
+    train_tokens=256 * 6,
+    batch_tokens=256,
+    checkpoint_every_tokens=256 * 3,
+    warmup_steps=2,
+    log_every=1,
+    dead_tokens=256,
+    lr=3e-3,
+)
 CFGS = {
     # data parallel from the cache: a TopK (AuxK on: dead_tokens is one step) and a ReLU/L1 on two hooks
-    "dp_cache": dict(hooks=HOOKS, saes=[{"k": 4}, {"name": "relu", "variant": "relu_l1", "l1_coefficient": 0.5}]),
+    "dp_cache": dict(
+        hooks=HOOKS, saes=[{"k": 4}, {"name": "relu", "variant": "relu_l1", "l1_coefficient": 0.5}]
+    ),
     # data parallel on live capture: each rank runs the model on its half of every block's windows
     "dp_live": dict(hook="blocks.1.hook_resid_post"),
     # hook sharding on live capture: rank r owns hook r and receives its activations from the other
@@ -36,7 +52,8 @@ CHOICE_ROWS = 96
 # each step, the same step alone (no comm) on every rank's slice, from the same state; the buffers
 # and weights are saved per rank. "first": a fresh SAE (its first step rescales the encoder);
 # "warm": the EMAs have already run (ema_steps > 0). (2) the training configs, in order.
-SCRIPT = textwrap.dedent("""
+SCRIPT = (
+    textwrap.dedent("""
     import copy, sys
     import torch
     torch.set_num_threads(1)
@@ -75,7 +92,10 @@ SCRIPT = textwrap.dedent("""
     save_file(out, f"{sys.argv[1]}/choice_rank{comm.rank}.safetensors")
     for path in sys.argv[2:]:
         train(RunConfig.model_validate_json(open(path).read()), progress=False, evaluate=False)
-""").replace("CHOICE_ROWS", str(CHOICE_ROWS)).replace("CHOICE", repr(CHOICE))
+""")
+    .replace("CHOICE_ROWS", str(CHOICE_ROWS))
+    .replace("CHOICE", repr(CHOICE))
+)
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
@@ -85,7 +105,9 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 def _close(a: Path, b: Path, tol: float) -> None:
     wa, wb = _weights(a), _weights(b)
     for key in wa:
-        torch.testing.assert_close(wa[key], wb[key], rtol=tol, atol=tol, msg=lambda m: f"{a} vs {b} {key}: {m}")
+        torch.testing.assert_close(
+            wa[key], wb[key], rtol=tol, atol=tol, msg=lambda m, key=key: f"{a} vs {b} {key}: {m}"
+        )
 
 
 def _equal(a: Path, b: Path) -> None:
@@ -106,8 +128,15 @@ def cache(tmp_path_factory, tiny):
     from interp.data import token_windows
 
     folder = tmp_path_factory.mktemp("dist") / "cache"
-    writer = CacheWriter(folder, ActivationCapture(tiny, HOOKS), {"model": "tiny"}, windows_per_shard=32)
-    writer.write(token_windows(tiny.tokenizer, context_size=33), batch_windows=8, max_windows=96, progress=False)
+    writer = CacheWriter(
+        folder, ActivationCapture(tiny, HOOKS), {"model": "tiny"}, windows_per_shard=32
+    )
+    writer.write(
+        token_windows(tiny.tokenizer, context_size=33),
+        batch_windows=8,
+        max_windows=96,
+        progress=False,
+    )
     return folder
 
 
@@ -119,12 +148,28 @@ def torchrun(tmp_path_factory, cache):
     for name, kw in CFGS.items():
         kw = {**kw, "cache": str(cache)} if name == "dp_cache" else kw
         p = root / f"{name}.json"
-        p.write_text(RunConfig(**{**BASE, **kw, "out_dir": str(root / "dist" / name)}).model_dump_json())
+        p.write_text(
+            RunConfig(**{**BASE, **kw, "out_dir": str(root / "dist" / name)}).model_dump_json()
+        )
         paths.append(str(p))
     (root / "script.py").write_text(SCRIPT)
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(root / "script.py"), str(root), *paths], cwd=REPO, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(root / "script.py"),
+            str(root),
+            *paths,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return root
 
@@ -134,17 +179,29 @@ def test_two_gloo_ranks_match_one_process(tmp_path, tiny, cache, torchrun, one_t
     thread count (at 2 threads the sharded weights differ from these by ~4e-9)."""
     for name, kw in CFGS.items():
         kw = {**kw, "cache": str(cache)} if name == "dp_cache" else kw
-        one = train(RunConfig(**{**BASE, **kw, "shard_hooks": False, "out_dir": str(tmp_path / "one" / name)}),
-                    progress=False, evaluate=False, model=tiny)
+        one = train(
+            RunConfig(
+                **{**BASE, **kw, "shard_hooks": False, "out_dir": str(tmp_path / "one" / name)}
+            ),
+            progress=False,
+            evaluate=False,
+            model=tiny,
+        )
         two = torchrun / "dist" / name
         runs = sorted(p.parent.relative_to(one) for p in one.rglob("sae_weights.safetensors"))
-        assert runs and runs == sorted(p.parent.relative_to(two) for p in two.rglob("sae_weights.safetensors"))
+        assert runs and runs == sorted(
+            p.parent.relative_to(two) for p in two.rglob("sae_weights.safetensors")
+        )
         for rel in runs:
             if name == "shard_live":
                 _equal(one / rel, two / rel)  # sharding moves whole batches: bit for bit
             else:
-                _close(one / rel, two / rel, 2e-4)  # data parallel sums partial statistics: rounding only
-            assert _fvus(one / rel) == pytest.approx(_fvus(two / rel), rel=1e-4, abs=1e-6), "logged global FVU"
+                _close(
+                    one / rel, two / rel, 2e-4
+                )  # data parallel sums partial statistics: rounding only
+            assert _fvus(one / rel) == pytest.approx(_fvus(two / rel), rel=1e-4, abs=1e-6), (
+                "logged global FVU"
+            )
 
 
 def _choice(torchrun):
@@ -168,11 +225,16 @@ def test_choice_buffers_are_the_rank_average_after_every_step(torchrun, variant,
             assert torch.equal(dp0, dp1), (tag, t, name)
             if start == "warm":
                 alone = [ranks[0][f"{tag}.{t}.alone{r}.{name}"] for r in (0, 1)]
-                assert torch.equal(alone[0], ranks[1][f"{tag}.{t}.alone0.{name}"])  # both ranks computed the same
-                torch.testing.assert_close(dp0, (alone[0] + alone[1]) / 2, rtol=1e-6, atol=1e-9,
-                                           msg=f"{tag} {t} {name}")
+                assert torch.equal(
+                    alone[0], ranks[1][f"{tag}.{t}.alone0.{name}"]
+                )  # both ranks computed the same
+                torch.testing.assert_close(
+                    dp0, (alone[0] + alone[1]) / 2, rtol=1e-6, atol=1e-9, msg=f"{tag} {t} {name}"
+                )
         # (usage under uniform feature choice is the same on every rank: each latent keeps m_j tokens)
-        assert not torch.equal(ranks[0][f"{tag}.{t}.alone0.threshold"], ranks[0][f"{tag}.{t}.alone1.threshold"])
+        assert not torch.equal(
+            ranks[0][f"{tag}.{t}.alone0.threshold"], ranks[0][f"{tag}.{t}.alone1.threshold"]
+        )
 
 
 @pytest.mark.parametrize("variant,allocation", CHOICE)
@@ -181,7 +243,10 @@ def test_choice_weights_equal_on_both_ranks_once_the_emas_run(torchrun, variant,
     for t in range(2):
         for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
             key = f"{variant}.{allocation}.warm.{t}.dp.{name}"
-            assert torch.equal(ranks[0][key], ranks[1][key]), (key, (ranks[0][key] - ranks[1][key]).abs().max())
+            assert torch.equal(ranks[0][key], ranks[1][key]), (
+                key,
+                (ranks[0][key] - ranks[1][key]).abs().max(),
+            )
 
 
 @pytest.mark.parametrize("variant,allocation", CHOICE)
@@ -192,4 +257,7 @@ def test_choice_weights_equal_on_both_ranks_from_the_first_step(torchrun, varian
     for t in range(2):
         for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
             key = f"{variant}.{allocation}.first.{t}.dp.{name}"
-            assert torch.equal(ranks[0][key], ranks[1][key]), (key, (ranks[0][key] - ranks[1][key]).abs().max())
+            assert torch.equal(ranks[0][key], ranks[1][key]), (
+                key,
+                (ranks[0][key] - ranks[1][key]).abs().max(),
+            )

@@ -1,5 +1,6 @@
 """Evaluation formulas on hand-made inputs: spliced CE / KL against a hand computation, the
 perfect and the zero SAE, and the dead / dense / under-used latent definitions."""
+
 from __future__ import annotations
 
 import pytest
@@ -73,7 +74,9 @@ def test_spliced_metrics_equal_a_hand_computation(tiny, one_thread):
     assert m["ce_spliced"] == pytest.approx(ce_spliced, rel=1e-5)
     assert m["ce_zero_ablated"] == pytest.approx(ce_zero, rel=1e-5)
     assert m["kl_div"] == pytest.approx(kl, rel=1e-4)
-    assert m["ce_loss_recovered"] == pytest.approx((ce_zero - ce_spliced) / (ce_zero - ce_clean), rel=1e-4)
+    assert m["ce_loss_recovered"] == pytest.approx(
+        (ce_zero - ce_spliced) / (ce_zero - ce_clean), rel=1e-4
+    )
     assert m["kl_div"] > 1e-3 and abs(ce_spliced - ce_clean) > 1e-3  # the SAE changes something
 
 
@@ -121,4 +124,6 @@ def test_dead_dense_underused_definitions_on_hand_made_codes():
     # mean density 356 / 1600 = 0.2225, a tenth of it 0.02225: latents 3 (0), 4 (0.005), 7 (0.02);
     # latent 6 (0.05) is rare but above the line
     assert UNDERUSED_RATIO == 0.1 and m["underused_fraction"] == pytest.approx(3 / 8)
-    assert m["fvu"] == pytest.approx(0.25 * (x**2).sum().item() / ((x - x.mean(0)) ** 2).sum().item())
+    assert m["fvu"] == pytest.approx(
+        0.25 * (x**2).sum().item() / ((x - x.mean(0)) ** 2).sum().item()
+    )

@@ -117,7 +117,10 @@ def test_logits_and_every_hook_match(name, biases, fallbacks):
 
         # nor norm hooks: everything (norms, blocks) on the fast path
         fallbacks.clear()
-        no_ln = lambda n: not n.endswith(NOT_SCORES) and ".ln" not in n and not n.startswith("ln")
+
+        def no_ln(n):
+            return not n.endswith(NOT_SCORES) and ".ln" not in n and not n.startswith("ln")
+
         _, cache = fast.run_with_cache(toks, names_filter=no_ln)
         assert not fallbacks, f"fast path fell back: {fallbacks}"
         _assert_caches_equal(cache, ref_cache, cache.keys())

@@ -1,4 +1,5 @@
 """Gradient TopK (g-SAE): beta = 0 is TopK exactly; the gradient changes selection as designed."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,7 +12,9 @@ from saes.train import TrainStep
 
 def _pair(beta: float, seed: int = 0):
     cfg = dict(d_in=16, d_sae=64, k=4)
-    return SAE(SAEConfig(**cfg), seed=seed), SAE(SAEConfig(**cfg, variant="gtopk", beta=beta), seed=seed)
+    return SAE(SAEConfig(**cfg), seed=seed), SAE(
+        SAEConfig(**cfg, variant="gtopk", beta=beta), seed=seed
+    )
 
 
 def test_beta_zero_equals_topk_bit_for_bit(one_thread):
@@ -64,7 +67,9 @@ def test_gradient_selection_drives_the_training_gradient():
     topk, gsae = _pair(beta=1.0)
     for sae in (topk, gsae):
         sae.cfg.input_scale = 2.0
-    x = torch.randn(12, 16, generator=gen)  # 12 tokens x k = 4 picks leave some of the 64 latents unpicked
+    x = torch.randn(
+        12, 16, generator=gen
+    )  # 12 tokens x k = 4 picks leave some of the 64 latents unpicked
     grad = torch.randn(12, 16, generator=gen) * 3
     xs = gsae.scale_input(x)
     out = gsae.variant.train_forward(gsae, xs, grad, None)
@@ -76,7 +81,9 @@ def test_gradient_selection_drives_the_training_gradient():
     assert torch.equal(out.code.indices.sort(-1).values, chosen.sort(-1).values)
     differs = (out.code.indices.sort(-1).values != plain.code.indices.sort(-1).values).any(-1)
     assert differs.float().mean() > 0.25, "the gradient changed the selection of few tokens"
-    torch.testing.assert_close(out.code.values, pre.gather(1, out.code.indices).relu())  # z, not the score
+    torch.testing.assert_close(
+        out.code.values, pre.gather(1, out.code.indices).relu()
+    )  # z, not the score
 
     z = torch.zeros_like(pre).scatter(1, chosen, 1.0) * pre.relu()
     x_hat = z @ gsae.W_dec + gsae.b_dec
@@ -89,7 +96,11 @@ def test_gradient_selection_drives_the_training_gradient():
         torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6, msg=name)
     never = torch.ones(64, dtype=torch.bool)
     never[chosen.unique()] = False
-    assert never.any() and ours["W_enc"][:, never].abs().max() == 0 and ours["b_enc"][never].abs().max() == 0
+    assert (
+        never.any()
+        and ours["W_enc"][:, never].abs().max() == 0
+        and ours["b_enc"][never].abs().max() == 0
+    )
     topk_grad = torch.autograd.grad(plain.loss, list(topk.parameters()))[1]
     assert (ours["W_enc"] - topk_grad).abs().max() > 0.1 * topk_grad.abs().max()
 
@@ -127,11 +138,26 @@ def test_gsae_trains_from_cache_with_grads_and_evaluates_both_modes(tmp_path, ti
     from interp.activations import ActivationCapture
 
     cap = ActivationCapture(tiny, [hook], with_grads=True)
-    CacheWriter(tmp_path / "cache", cap, {"model": "tiny", "context_size": 17}, windows_per_shard=8).write(
-        iter(list(windows)), batch_windows=4, progress=False)
-    cfg = RunConfig(model="tiny", hook=hook, cache=str(tmp_path / "cache"), variant="gtopk", beta=2.0,
-                    context_size=17, d_sae=64, k=4, train_tokens=512, batch_tokens=128, buffer_tokens=256,
-                    warmup_steps=1, out_dir=str(tmp_path / "run"), eval_tokens=256, eval_ce_windows=4)
+    CacheWriter(
+        tmp_path / "cache", cap, {"model": "tiny", "context_size": 17}, windows_per_shard=8
+    ).write(iter(list(windows)), batch_windows=4, progress=False)
+    cfg = RunConfig(
+        model="tiny",
+        hook=hook,
+        cache=str(tmp_path / "cache"),
+        variant="gtopk",
+        beta=2.0,
+        context_size=17,
+        d_sae=64,
+        k=4,
+        train_tokens=512,
+        batch_tokens=128,
+        buffer_tokens=256,
+        warmup_steps=1,
+        out_dir=str(tmp_path / "run"),
+        eval_tokens=256,
+        eval_ce_windows=4,
+    )
     run = train(cfg, progress=False)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["inference_mode"] == "with_grads"
@@ -146,7 +172,9 @@ def test_gsae_trains_from_cache_with_grads_and_evaluates_both_modes(tmp_path, ti
     assert ours.cfg.variant == "gtopk" and ours.cfg.beta == 2.0
     lens = LensSAE.load_from_disk(str(run))
     x = torch.randn(32, tiny.cfg.d_model)
-    torch.testing.assert_close(lens.encode(x), ours.encode(x), rtol=1e-4, atol=1e-5)  # gradient-free mode
+    torch.testing.assert_close(
+        lens.encode(x), ours.encode(x), rtol=1e-4, atol=1e-5
+    )  # gradient-free mode
 
 
 def test_gsae_needs_grads_from_cache(tmp_path, tiny):
@@ -157,9 +185,20 @@ def test_gsae_needs_grads_from_cache(tmp_path, tiny):
 
     hook = "blocks.0.hook_resid_post"
     windows = torch.randint(3, tiny.cfg.d_vocab, (8, 17))
-    CacheWriter(tmp_path / "cache", ActivationCapture(tiny, [hook]), {"model": "tiny"}, windows_per_shard=4).write(
-        iter(list(windows)), batch_windows=4, progress=False)
-    cfg = RunConfig(model="tiny", hook=hook, cache=str(tmp_path / "cache"), variant="gtopk", d_sae=32, k=4,
-                    train_tokens=64, batch_tokens=64, buffer_tokens=64, out_dir=str(tmp_path / "run"))
+    CacheWriter(
+        tmp_path / "cache", ActivationCapture(tiny, [hook]), {"model": "tiny"}, windows_per_shard=4
+    ).write(iter(list(windows)), batch_windows=4, progress=False)
+    cfg = RunConfig(
+        model="tiny",
+        hook=hook,
+        cache=str(tmp_path / "cache"),
+        variant="gtopk",
+        d_sae=32,
+        k=4,
+        train_tokens=64,
+        batch_tokens=64,
+        buffer_tokens=64,
+        out_dir=str(tmp_path / "run"),
+    )
     with pytest.raises(ValueError, match="needs gradients"):
         train(cfg, progress=False)

@@ -1,4 +1,5 @@
 """Sparse SAE kernels against dense autograd references (values, indices and every gradient)."""
+
 from __future__ import annotations
 
 import pytest
@@ -46,10 +47,21 @@ def _grads(loss, tensors):
     return torch.autograd.grad(loss, tensors, allow_unused=True)
 
 
-def _check_step(B, d_in, d_sae, k, seed=0, bias_shift=0.0, use_kernel_indices=False,
-                centre_inside=False, enc_transposed=False, x_grad=False):
-    leaf, W_enc, b_enc, W_dec, b_dec = _params(d_in, d_sae, seed, bias_shift=bias_shift,
-                                               enc_transposed=enc_transposed)
+def _check_step(
+    B,
+    d_in,
+    d_sae,
+    k,
+    seed=0,
+    bias_shift=0.0,
+    use_kernel_indices=False,
+    centre_inside=False,
+    enc_transposed=False,
+    x_grad=False,
+):
+    leaf, W_enc, b_enc, W_dec, b_dec = _params(
+        d_in, d_sae, seed, bias_shift=bias_shift, enc_transposed=enc_transposed
+    )
     g = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(B, d_in, generator=g, dtype=DT).requires_grad_(x_grad)
     target = torch.randn(B, d_in, generator=g, dtype=DT)
@@ -75,13 +87,22 @@ def _check_step(B, d_in, d_sae, k, seed=0, bias_shift=0.0, use_kernel_indices=Fa
     return ours
 
 
-@pytest.mark.parametrize("B,d_in,d_sae,k", [(7, 5, 24, 3), (16, 8, 64, 8), (5, 6, 10, 9), (4, 3, 6, 6)])
+@pytest.mark.parametrize(
+    "B,d_in,d_sae,k", [(7, 5, 24, 3), (16, 8, 64, 8), (5, 6, 10, 9), (4, 3, 6, 6)]
+)
 def test_topk_step_matches_dense(B, d_in, d_sae, k):
     _check_step(B, d_in, d_sae, k)
 
 
-@pytest.mark.parametrize("opts", [{"centre_inside": True}, {"enc_transposed": True},
-                                  {"x_grad": True}, {"centre_inside": True, "x_grad": True}])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        {"centre_inside": True},
+        {"enc_transposed": True},
+        {"x_grad": True},
+        {"centre_inside": True, "x_grad": True},
+    ],
+)
 def test_topk_step_options(opts):
     _check_step(12, 7, 40, 5, seed=3, **opts)
 
@@ -149,15 +170,21 @@ def test_k_equals_d_sae_and_all_negative():
 )
 def test_aux_matches_dense(n_dead, k_aux, opts):
     B, d_in, d_sae, k = 11, 6, 40, 4
-    leaf, W_enc, b_enc, W_dec, b_dec = _params(d_in, d_sae, 4, enc_transposed=opts.get("enc_transposed", False))
+    leaf, W_enc, b_enc, W_dec, b_dec = _params(
+        d_in, d_sae, 4, enc_transposed=opts.get("enc_transposed", False)
+    )
     x = torch.randn(B, d_in, dtype=DT, generator=torch.Generator().manual_seed(9))
     x.requires_grad_(opts.get("x_grad", False))
     dead = torch.zeros(d_sae, dtype=torch.bool)
     dead[torch.randperm(d_sae, generator=torch.Generator().manual_seed(1))[:n_dead]] = True
     if opts.get("centre_inside"):
-        v, i, av, ai = topk_encode_with_aux(x, W_enc, b_enc, k, dead if n_dead else None, k_aux, b_dec=b_dec)
+        v, i, av, ai = topk_encode_with_aux(
+            x, W_enc, b_enc, k, dead if n_dead else None, k_aux, b_dec=b_dec
+        )
     else:
-        v, i, av, ai = topk_encode_with_aux(x - b_dec, W_enc, b_enc, k, dead if n_dead else None, k_aux)
+        v, i, av, ai = topk_encode_with_aux(
+            x - b_dec, W_enc, b_enc, k, dead if n_dead else None, k_aux
+        )
     if n_dead == 0:
         assert av is None and ai is None
         return
@@ -177,7 +204,9 @@ def test_aux_matches_dense(n_dead, k_aux, opts):
     za = torch.relu(pre) * torch.zeros_like(pre).scatter_(1, a_idx, 1.0)
     torch.testing.assert_close(i.sort(-1).values, ref_i.sort(-1).values)
     torch.testing.assert_close(ai.sort(-1).values, a_idx.sort(-1).values)
-    ref_loss = (z @ W_dec + b_dec).pow(2).sum() + 0.5 * (za @ W_dec - x).pow(2).sum() + za.pow(3).sum()
+    ref_loss = (
+        (z @ W_dec + b_dec).pow(2).sum() + 0.5 * (za @ W_dec - x).pow(2).sum() + za.pow(3).sum()
+    )
     ref = _grads(ref_loss, wrt)
     for a, b in zip(ours, ref):
         torch.testing.assert_close(a, b, **TOL)
@@ -209,7 +238,9 @@ def test_sparse_select_encode_coo_variable_per_row():
     rows = top_rows.reshape(-1)
     cols = torch.arange(d_sae).repeat(2)
     for source in ("pre", "recompute"):
-        vals = sparse_select_encode(xc, W_enc, b_enc, cols, rows, pre=pre if source == "pre" else None)
+        vals = sparse_select_encode(
+            xc, W_enc, b_enc, cols, rows, pre=pre if source == "pre" else None
+        )
         x_hat = sparse_decode(vals, cols, W_dec, b_dec, rows=rows, n_rows=B)
         loss = (x_hat - x).pow(2).sum()
         ours = _grads(loss, [W_enc, b_enc, W_dec, b_dec])
@@ -268,7 +299,9 @@ def test_gradcheck_tiny():
         return sparse_select_encode(x, W, b, idx)
 
     assert torch.autograd.gradcheck(enc, (x, W, b))
-    assert torch.autograd.gradcheck(lambda x, W, b, bd: topk_encode(x, W, b, k, b_dec=bd)[0], (x, W, b, bd))
+    assert torch.autograd.gradcheck(
+        lambda x, W, b, bd: topk_encode(x, W, b, k, b_dec=bd)[0], (x, W, b, bd)
+    )
     assert torch.autograd.gradcheck(lambda x, W, b: topk_encode(x, W, b, k)[0], (x, W, b))
     v = torch.rand(B, k, dtype=DT, requires_grad=True)
     assert torch.autograd.gradcheck(lambda v, Wd, bd: sparse_decode(v, idx, Wd, bd), (v, Wd, bd))
@@ -332,7 +365,9 @@ def _require_native() -> None:
     if K.cxx_compiler() is None:
         pytest.skip("no C++ compiler on this machine ($CXX / c++): the C++ kernels cannot be built")
     if K._native_lib(build=True) is None:
-        pytest.fail(f"the C++ kernels failed to build with {K.cxx_compiler()}: {K._native_state['error']}")
+        pytest.fail(
+            f"the C++ kernels failed to build with {K.cxx_compiler()}: {K._native_state['error']}"
+        )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])

@@ -1,4 +1,5 @@
 """Many SAEs per forward pass: hook patterns x per-SAE overrides, equal to separate runs; memory plan."""
+
 from __future__ import annotations
 
 import json
@@ -12,14 +13,25 @@ from saes.multi import expand_job, resolve_hooks
 from saes.train import TrainStep, train
 from saes.train_config import RunConfig
 
-
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def _cfg(tmp_path, name, **kw):
-    base = dict(model="tiny", hook="blocks.0.hook_resid_post", context_size=33, batch_windows=8,
-                buffer_tokens=1024, d_sae=128, k=8, train_tokens=256 * 6, batch_tokens=256,
-                checkpoint_every_tokens=256 * 3, warmup_steps=2, out_dir=str(tmp_path / name), log_every=2)
+    base = dict(
+        model="tiny",
+        hook="blocks.0.hook_resid_post",
+        context_size=33,
+        batch_windows=8,
+        buffer_tokens=1024,
+        d_sae=128,
+        k=8,
+        train_tokens=256 * 6,
+        batch_tokens=256,
+        checkpoint_every_tokens=256 * 3,
+        warmup_steps=2,
+        out_dir=str(tmp_path / name),
+        log_every=2,
+    )
     base.update(kw)
     return RunConfig(**base)
 
@@ -30,32 +42,61 @@ def _same(run_a, run_b):
     b = load_file(str(run_b / "sae_weights.safetensors"))
     assert a.keys() == b.keys()
     for key in a:
-        assert torch.equal(a[key], b[key]), (run_a, run_b, key, (a[key] - b[key]).abs().max().item())
+        assert torch.equal(a[key], b[key]), (
+            run_a,
+            run_b,
+            key,
+            (a[key] - b[key]).abs().max().item(),
+        )
 
 
 def test_job_equals_separate_runs_with_one_forward_per_batch(tmp_path, tiny, count_calls):
     from interp.activations import ActivationCapture
 
     calls = count_calls(ActivationCapture)
-    job = _cfg(tmp_path, "job", hooks=["blocks.*.hook_resid_post"],
-               saes=[{"k": 4}, {"name": "wide", "d_sae": 192, "k": 8, "lr": 1e-3, "variant": "relu_l1",
-                                "l1_coefficient": 0.3}])
+    job = _cfg(
+        tmp_path,
+        "job",
+        hooks=["blocks.*.hook_resid_post"],
+        saes=[
+            {"k": 4},
+            {
+                "name": "wide",
+                "d_sae": 192,
+                "k": 8,
+                "lr": 1e-3,
+                "variant": "relu_l1",
+                "l1_coefficient": 0.3,
+            },
+        ],
+    )
     out = train(job, progress=False, evaluate=False, model=tiny)
     job_forwards = calls["n"]
     runs = sorted(p.parent for p in out.glob("*/*/sae_weights.safetensors"))
     assert [str(p.relative_to(out)) for p in runs] == [
-        "blocks.0.hook_resid_post/k4", "blocks.0.hook_resid_post/wide",
-        "blocks.1.hook_resid_post/k4", "blocks.1.hook_resid_post/wide"]
+        "blocks.0.hook_resid_post/k4",
+        "blocks.0.hook_resid_post/wide",
+        "blocks.1.hook_resid_post/k4",
+        "blocks.1.hook_resid_post/wide",
+    ]
     plan = json.loads((out / "memory_plan.json").read_text())
     assert plan["fits"] and len(plan["saes"]) == 4
 
     calls["n"] = 0
-    single = train(_cfg(tmp_path, "one", hook="blocks.1.hook_resid_post", k=4), progress=False, evaluate=False,
-                   model=tiny)
+    single = train(
+        _cfg(tmp_path, "one", hook="blocks.1.hook_resid_post", k=4),
+        progress=False,
+        evaluate=False,
+        model=tiny,
+    )
     assert calls["n"] == job_forwards, "four SAEs on two hooks cost the forwards of one run"
     _same(out / "blocks.1.hook_resid_post" / "k4", single)
-    wide = train(_cfg(tmp_path, "wide", d_sae=192, k=8, lr=1e-3, variant="relu_l1", l1_coefficient=0.3),
-                 progress=False, evaluate=False, model=tiny)
+    wide = train(
+        _cfg(tmp_path, "wide", d_sae=192, k=8, lr=1e-3, variant="relu_l1", l1_coefficient=0.3),
+        progress=False,
+        evaluate=False,
+        model=tiny,
+    )
     _same(out / "blocks.0.hook_resid_post" / "wide", wide)
     cfg = json.loads((out / "blocks.0.hook_resid_post" / "wide" / "cfg.json").read_text())
     assert cfg["d_sae"] == 192 and cfg["metadata"]["hook_name"] == "blocks.0.hook_resid_post"
@@ -71,9 +112,17 @@ def test_job_from_cache_and_resume(tmp_path, tiny, monkeypatch, capsys):
 
     cap = ActivationCapture(tiny, ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"])
     writer = CacheWriter(tmp_path / "cache", cap, {"model": "tiny"}, windows_per_shard=32)
-    writer.write(token_windows(tiny.tokenizer, context_size=33), batch_windows=8, max_windows=96, progress=False)
-    kw = dict(cache=str(tmp_path / "cache"), hooks=["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"],
-              saes=[{"k": 4}, {"k": 16}])
+    writer.write(
+        token_windows(tiny.tokenizer, context_size=33),
+        batch_windows=8,
+        max_windows=96,
+        progress=False,
+    )
+    kw = dict(
+        cache=str(tmp_path / "cache"),
+        hooks=["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"],
+        saes=[{"k": 4}, {"k": 16}],
+    )
     ref = train(_cfg(tmp_path, "ref", **kw), progress=False, evaluate=False)
     orig = TrainStep.__call__
     calls = {"n": 0}
@@ -103,12 +152,17 @@ def test_job_from_cache_and_resume(tmp_path, tiny, monkeypatch, capsys):
         _same(run.parent, resumed)
         assert read_status(resumed)["resumed_from"] == "step_000000003"
         # logged every 2 steps: 2 and 4 before the crash during step 5, then 4 and 6 after the resume
-        assert [json.loads(x)["step"] for x in (resumed / "train_log.jsonl").read_text().splitlines()] == [2, 4, 4, 6]
+        assert [
+            json.loads(x)["step"] for x in (resumed / "train_log.jsonl").read_text().splitlines()
+        ] == [2, 4, 4, 6]
 
 
 def test_bad_jobs_fail_before_work(tmp_path, tiny):
     names = list(tiny.hook_dict)
-    assert resolve_hooks(["blocks.*.hook_resid_post"], names) == ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    assert resolve_hooks(["blocks.*.hook_resid_post"], names) == [
+        "blocks.0.hook_resid_post",
+        "blocks.1.hook_resid_post",
+    ]
     with pytest.raises(ValueError, match="matches no hook"):
         resolve_hooks(["blocks.*.hook_resid_pots"], names)
     with pytest.raises(ValueError, match="batch_tokens.*shared by the whole job"):
@@ -118,8 +172,11 @@ def test_bad_jobs_fail_before_work(tmp_path, tiny):
     with pytest.raises(ValueError, match="k must satisfy"):
         expand_job(_cfg(tmp_path, "j", saes=[{"k": 500}]), names)
     with pytest.raises(ValueError, match="unknown hook"):
-        train(_cfg(tmp_path, "j", hooks=["blocks.0.hook_resid_post", "blocks.0.hook_resid_pots"]),
-              progress=False, model=tiny)
+        train(
+            _cfg(tmp_path, "j", hooks=["blocks.0.hook_resid_post", "blocks.0.hook_resid_pots"]),
+            progress=False,
+            model=tiny,
+        )
     assert not (tmp_path / "j").exists()
 
 
@@ -132,8 +189,12 @@ def test_memory_estimate_of_sae_state_is_exact(tiny):
     step(torch.randn(32, 64))
     held = sum(p.numel() * p.element_size() for p in sae.parameters())
     held += sum(p.grad.numel() * p.grad.element_size() for p in sae.parameters())
-    held += sum(v.numel() * v.element_size() for s in step.optimizer.state.values() for v in s.values()
-                if torch.is_tensor(v) and v.dim() > 0)
+    held += sum(
+        v.numel() * v.element_size()
+        for s in step.optimizer.state.values()
+        for v in s.values()
+        if torch.is_tensor(v) and v.dim() > 0
+    )
     assert sae_state_bytes(64, 96) == held
 
 
@@ -160,7 +221,9 @@ def test_plan_table_and_clear_error_at_known_sizes():
 def test_impossible_job_fails_before_anything_is_allocated(tmp_path, tiny):
     # 2^27 latents x 64 inputs: 16 * (129 * 2^27 + 64) bytes = 258 GiB of parameters, gradients and Adam
     cfg = _cfg(tmp_path, "huge", d_sae=2**27, hooks=["blocks.0.hook_resid_post"])
-    with pytest.raises(MemoryPlanError, match=r"needs about .* GiB .*largest: .*d_sae=134217728") as e:
+    with pytest.raises(
+        MemoryPlanError, match=r"needs about .* GiB .*largest: .*d_sae=134217728"
+    ) as e:
         train(cfg, progress=False, model=tiny)
     assert "no batch size fits" in str(e.value) and "258.00 GiB (largest" in str(e.value)
     assert not (tmp_path / "huge" / "blocks.0.hook_resid_post" / "checkpoints").exists()
@@ -176,9 +239,17 @@ def test_cli_plan_and_impossible_job(tmp_path, tiny):
     (tmp_path / "job.json").write_text(cfg.model_dump_json())
     res = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "job.json"), "--plan"])
     assert res.exit_code == 0, res.output
-    assert "memory plan on cpu" in res.output and "fits" in res.output and "batch_tokens -> total GiB" in res.output
+    assert (
+        "memory plan on cpu" in res.output
+        and "fits" in res.output
+        and "batch_tokens -> total GiB" in res.output
+    )
     plan = json.loads((tmp_path / "cli" / "memory_plan.json").read_text())
-    assert len(plan["saes"]) == 4 and plan["largest_fitting_batch"] == 1024  # the buffer holds 1024 rows
+    assert (
+        len(plan["saes"]) == 4 and plan["largest_fitting_batch"] == 1024
+    )  # the buffer holds 1024 rows
     assert not list((tmp_path / "cli").glob("*/*/checkpoints")), "--plan trains nothing"
-    res = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "job.json"), "--set", "d_sae=134217728"])
+    res = CliRunner().invoke(
+        app, ["train", "--config", str(tmp_path / "job.json"), "--set", "d_sae=134217728"]
+    )
     assert res.exit_code == 2 and "GiB" in res.output and "no batch size fits" in res.output

@@ -1,4 +1,5 @@
 """SAEAdam: Adam over latent-major W_enc through a contiguous alias, identical to plain Adam."""
+
 from __future__ import annotations
 
 import torch
@@ -16,15 +17,23 @@ def _grads(shape, n, seed=0):
 
 def test_sae_encoder_is_latent_major_and_stepped_in_place():
     sae = SAE(SAEConfig(d_in=8, d_sae=32, k=4))
-    assert sae.W_enc.shape == (8, 32) and sae.W_enc.t().is_contiguous() and not sae.W_enc.is_contiguous()
+    assert (
+        sae.W_enc.shape == (8, 32)
+        and sae.W_enc.t().is_contiguous()
+        and not sae.W_enc.is_contiguous()
+    )
     opt = SAEAdam(sae.named_parameters(), lr=1e-2)
     leaf = opt.leaves["W_enc"]
-    assert leaf is not sae.W_enc and leaf.is_contiguous() and leaf.data_ptr() == sae.W_enc.data_ptr()
+    assert (
+        leaf is not sae.W_enc and leaf.is_contiguous() and leaf.data_ptr() == sae.W_enc.data_ptr()
+    )
     assert opt.leaves["W_dec"] is sae.W_dec  # contiguous parameters are stepped directly
     before = sae.W_enc.detach().clone()
     sae.W_enc.grad = torch.ones(8, 32)
     opt.step()
-    assert not torch.equal(before, sae.W_enc.detach())  # the alias step moved the module's parameter
+    assert not torch.equal(
+        before, sae.W_enc.detach()
+    )  # the alias step moved the module's parameter
 
 
 def test_alias_updates_equal_plain_adam_bit_for_bit():

@@ -1,5 +1,6 @@
 """The README's benchmark figures are generated from bench/results/*.json (bench/report.py), and
 bench/_provenance.py records where a result came from."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-import _provenance
-import report
+import _provenance  # noqa: E402 (bench/ is put on the path above)
+import report  # noqa: E402
 
 
 def flat(text: str) -> str:
@@ -27,7 +28,9 @@ def flat(text: str) -> str:
 # ---- the README against the committed JSON ------------------------------------------------------
 def test_readme_regions_match_committed_json():
     problems = report.check()
-    assert not problems, "README is out of date; run `python bench/report.py`:\n" + "".join(problems)
+    assert not problems, "README is out of date; run `python bench/report.py`:\n" + "".join(
+        problems
+    )
 
 
 def test_every_results_json_has_a_renderer_and_a_region():
@@ -56,18 +59,31 @@ def _set(*keys, value):
         for k in keys[:-1]:
             d = d[k]
         d[keys[-1]] = value
+
     return fn
 
 
-@pytest.mark.parametrize("name,edit,expected", [
-    # the g-SAE table once said 49,152 tokens where its JSON says 49,276
-    ("gsae_vs_topk", _set("train_tokens", value=49_152), "49,152 training tokens"),
-    ("sae_step", _set("sizes", "4608", "results", "ours_trainstep_native", "tokens_per_s", value=12_345.0),
-     "**12,345**"),
-    ("sae_quality", _set("results", "ours", "fvu", value=0.4567), "**0.457**"),
-    ("choice_saes", _set("smollm2", "rows", "mutual_choice", "train_tokens_per_s", value=21_000.0), "21,000"),
-    ("scale", _set("gloo", 2, "tokens_per_s", value=999.0), "| 999 |"),
-])
+@pytest.mark.parametrize(
+    "name,edit,expected",
+    [
+        # the g-SAE table once said 49,152 tokens where its JSON says 49,276
+        ("gsae_vs_topk", _set("train_tokens", value=49_152), "49,152 training tokens"),
+        (
+            "sae_step",
+            _set(
+                "sizes", "4608", "results", "ours_trainstep_native", "tokens_per_s", value=12_345.0
+            ),
+            "**12,345**",
+        ),
+        ("sae_quality", _set("results", "ours", "fvu", value=0.4567), "**0.457**"),
+        (
+            "choice_saes",
+            _set("smollm2", "rows", "mutual_choice", "train_tokens_per_s", value=21_000.0),
+            "21,000",
+        ),
+        ("scale", _set("gloo", 2, "tokens_per_s", value=999.0), "| 999 |"),
+    ],
+)
 def test_a_doctored_json_value_fails_the_check(copy, name, edit, expected):
     assert report.check(copy / "README.md", copy / "results") == []
     before = flat(report.render(name, copy / "results"))
@@ -76,23 +92,34 @@ def test_a_doctored_json_value_fails_the_check(copy, name, edit, expected):
     assert after != before and expected in after and expected not in before
     problems = report.check(copy / "README.md", copy / "results")
     assert len(problems) == 1 and f"report:{name}" in problems[0]
-    assert report.main(["--check", "--readme", str(copy / "README.md"), "--results", str(copy / "results")]) == 1
+    assert (
+        report.main(
+            ["--check", "--readme", str(copy / "README.md"), "--results", str(copy / "results")]
+        )
+        == 1
+    )
     # rewriting the README makes it consistent again, and touches only that region
     text = (copy / "README.md").read_text()
-    assert report.main(["--readme", str(copy / "README.md"), "--results", str(copy / "results")]) == 0
+    assert (
+        report.main(["--readme", str(copy / "README.md"), "--results", str(copy / "results")]) == 0
+    )
     new = (copy / "README.md").read_text()
     assert expected in flat(new) and report.check(copy / "README.md", copy / "results") == []
     assert {n for n, b in report.regions(new).items() if report.regions(text)[n] != b} == {name}
-    assert re.sub(r"<!-- report:.*?/report:[\w.-]+ -->", "", text, flags=re.DOTALL) == \
-        re.sub(r"<!-- report:.*?/report:[\w.-]+ -->", "", new, flags=re.DOTALL)
+    assert re.sub(r"<!-- report:.*?/report:[\w.-]+ -->", "", text, flags=re.DOTALL) == re.sub(
+        r"<!-- report:.*?/report:[\w.-]+ -->", "", new, flags=re.DOTALL
+    )
 
 
 def test_a_hand_edited_region_fails_the_check(copy):
     readme = copy / "README.md"
     readme.write_text(readme.read_text().replace("| 605 |", "| 650 |"))
     problems = report.check(readme, copy / "results")
-    assert len(problems) == 1 and "report:activations" in problems[0] and "-| transformers, full forward | 650 |" \
-        in problems[0]
+    assert (
+        len(problems) == 1
+        and "report:activations" in problems[0]
+        and "-| transformers, full forward | 650 |" in problems[0]
+    )
 
 
 # ---- tolerance: missing and new keys ------------------------------------------------------------
@@ -107,11 +134,14 @@ def test_missing_rows_render_as_not_measured(copy):
     def drop(d):
         del d["sizes"]["4608"]["results"]["saelens"]
         del d["sizes"]["16384"]["results"]["ours_trainstep_native"]
+
     _edit(copy / "results" / "sae_step.json", drop)
     out = report.render("sae_step", copy / "results")
     header = next(line for line in out.splitlines() if line.startswith("| d_sae |")).split(" | ")
     row = next(line for line in out.splitlines() if line.startswith("| 4,608 |"))
-    assert row.split(" | ")[header.index(report.PEER_LABELS["saelens"])] == report.NM  # the SAELens cell
+    assert (
+        row.split(" | ")[header.index(report.PEER_LABELS["saelens"])] == report.NM
+    )  # the SAELens cell
     row = next(line for line in out.splitlines() if line.startswith("| 16,384 |"))
     assert row.split(" | ")[3] == report.NM
 
@@ -121,47 +151,102 @@ def test_demo_not_recorded_without_its_json(tmp_path):
 
 
 def test_new_keys_render_when_present(tmp_path):
-    prov = {"commit": "0123456789abcdef", "dirty": False, "dirty_files": [], "date": "2026-12-01T10:00:00Z",
-            "machine": {"cpu": "Some CPU", "cores": 2, "torch": "2.13.0+cpu", "torch_threads": 2},
-            "command": "python bench/sae_step.py"}
-    step = {"batch_tokens": 4096, "d_in": 576, "k": 32, "dtype": "float32", "provenance": prov, "sizes": {"4608": {
-        "bound_tokens_per_s": 40000.0, "gemm_fp32_flops": 2.2e11,
-        "results": {"ours_trainstep_native": {"tokens_per_s": 20000.0, "fraction_of_bound": 0.5, "median_s": 0.2},
-                    "ours_trainstep_native_bf16": {"tokens_per_s": 30000.0, "fraction_of_bound": 0.75},
-                    "saelens": {"tokens_per_s": 5000.0}},
-        "profile": {"ours_trainstep_native": {"encode": 0.088, "backward": 0.025}}}}}
+    prov = {
+        "commit": "0123456789abcdef",
+        "dirty": False,
+        "dirty_files": [],
+        "date": "2026-12-01T10:00:00Z",
+        "machine": {"cpu": "Some CPU", "cores": 2, "torch": "2.13.0+cpu", "torch_threads": 2},
+        "command": "python bench/sae_step.py",
+    }
+    step = {
+        "batch_tokens": 4096,
+        "d_in": 576,
+        "k": 32,
+        "dtype": "float32",
+        "provenance": prov,
+        "sizes": {
+            "4608": {
+                "bound_tokens_per_s": 40000.0,
+                "gemm_fp32_flops": 2.2e11,
+                "results": {
+                    "ours_trainstep_native": {
+                        "tokens_per_s": 20000.0,
+                        "fraction_of_bound": 0.5,
+                        "median_s": 0.2,
+                    },
+                    "ours_trainstep_native_bf16": {
+                        "tokens_per_s": 30000.0,
+                        "fraction_of_bound": 0.75,
+                    },
+                    "saelens": {"tokens_per_s": 5000.0},
+                },
+                "profile": {"ours_trainstep_native": {"encode": 0.088, "backward": 0.025}},
+            }
+        },
+    }
     (tmp_path / "sae_step.json").write_text(json.dumps(step))
     out = flat(report.render("sae_step", tmp_path))
-    assert "30,000 (75%)" in out and "encode 88.0 ms, backward 25.0 ms" in out and "4.0x SAELens" in out
+    assert (
+        "30,000 (75%)" in out
+        and "encode 88.0 ms, backward 25.0 ms" in out
+        and "4.0x SAELens" in out
+    )
     assert "Measured at commit 0123456 (2026-12-01): `python bench/sae_step.py`" in out
 
-    quality = {"results": {
-        "ours": {"fvu": 0.3, "l0_mean": 32.0, "dead_fraction": 0.0, "settings": {"aux_k": 288}},
-        "saelens_matched": {"fvu": 0.35, "l0_mean": 32.0, "dead_fraction": 0.01,
-                            "settings": {"normalize_activations": "expected_average_only_in"},
-                            "applied_outside_library": ["b_dec set to the geometric median"],
-                            "differences_vs_ours": ["no geometric-median b_dec"],
-                            "lr_first_mid_last": [1e-5, 4e-4, 2e-5]}}}
+    quality = {
+        "results": {
+            "ours": {"fvu": 0.3, "l0_mean": 32.0, "dead_fraction": 0.0, "settings": {"aux_k": 288}},
+            "saelens_matched": {
+                "fvu": 0.35,
+                "l0_mean": 32.0,
+                "dead_fraction": 0.01,
+                "settings": {"normalize_activations": "expected_average_only_in"},
+                "applied_outside_library": ["b_dec set to the geometric median"],
+                "differences_vs_ours": ["no geometric-median b_dec"],
+                "lr_first_mid_last": [1e-5, 4e-4, 2e-5],
+            },
+        }
+    }
     (tmp_path / "sae_quality.json").write_text(json.dumps(quality))
     out = flat(report.render("sae_quality", tmp_path))
     assert "| SAELens `TopKTrainingSAE`, matched to ours | 0.350 |" in out
     assert "no geometric-median b_dec" in out and "| sparsify, its defaults | not measured |" in out
-    assert "applied outside the library: b_dec set to the geometric median" in out and "aux_k 288" in out
+    assert (
+        "applied outside the library: b_dec set to the geometric median" in out
+        and "aux_k 288" in out
+    )
     assert "1.00e-05 / 4.00e-04 / 2.00e-05" in out
 
-    variants = {"topk": {"median_s": 0.2, "tokens_per_s": 20000.0, "ratio_to_topk": 1.0},
-                "mutual_choice": {"median_s": 0.4, "tokens_per_s": 10000.0, "ratio_to_topk": 2.0}}
-    choice = {"step": {"d_in": 576, "target": "choice step <= 1.5x TopK step",
-                       "noise": {"variants": variants}, "smollm2": {"variants": variants}}}
+    variants = {
+        "topk": {"median_s": 0.2, "tokens_per_s": 20000.0, "ratio_to_topk": 1.0},
+        "mutual_choice": {"median_s": 0.4, "tokens_per_s": 10000.0, "ratio_to_topk": 2.0},
+    }
+    choice = {
+        "step": {
+            "d_in": 576,
+            "target": "choice step <= 1.5x TopK step",
+            "noise": {"variants": variants},
+            "smollm2": {"variants": variants},
+        }
+    }
     (tmp_path / "choice_saes.json").write_text(json.dumps(choice))
     out = flat(report.render("choice_saes", tmp_path))
-    assert "x TopK (smollm2)" in out and "on smollm2 activations: missed by mutual_choice 2.00" in out
-    variants["mutual_choice"].update(selection_s=0.25, underused_latents=1331, aux_entries_per_token=288)
+    assert (
+        "x TopK (smollm2)" in out and "on smollm2 activations: missed by mutual_choice 2.00" in out
+    )
+    variants["mutual_choice"].update(
+        selection_s=0.25, underused_latents=1331, aux_entries_per_token=288
+    )
     (tmp_path / "choice_saes.json").write_text(json.dumps(choice))
     out = flat(report.render("choice_saes", tmp_path))
     assert "| 250.0 | 1,331, 288 |" in out and "mutual_choice had |U| = 1,331 (x2.00)" in out
 
-    demo = {"wall_s": 400.0, "tokens_per_s": 1446.0, "metrics": {"fvu": 0.359, "ce_loss_recovered": 0.934}}
+    demo = {
+        "wall_s": 400.0,
+        "tokens_per_s": 1446.0,
+        "metrics": {"fvu": 0.359, "ce_loss_recovered": 0.934},
+    }
     (tmp_path / "demo.json").write_text(json.dumps(demo))
     out = flat(report.render("demo", tmp_path))
     assert "6 min 40 s end to end (1,446 tokens/s)" in out and "FVU 0.359" in out
@@ -170,7 +255,9 @@ def test_new_keys_render_when_present(tmp_path):
 
 # ---- provenance ---------------------------------------------------------------------------------
 def _git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True
+    ).stdout
 
 
 def test_provenance_records_commit_date_machine_and_command():
@@ -206,17 +293,30 @@ def test_provenance_dirty_means_tracked_source_changes(tmp_path):
 
 
 def test_provenance_line_for_files_with_and_without_provenance(tmp_path):
-    d = {"provenance": {"commit": "abcdef0123", "date": "2026-11-30T01:02:03Z", "dirty": True,
-                        "dirty_files": ["saes/train.py"], "command": "python bench/x.py", "machine": {"cores": 2}}}
+    d = {
+        "provenance": {
+            "commit": "abcdef0123",
+            "date": "2026-11-30T01:02:03Z",
+            "dirty": True,
+            "dirty_files": ["saes/train.py"],
+            "command": "python bench/x.py",
+            "machine": {"cores": 2},
+        }
+    }
     line = flat(report.provenance_line(d, tmp_path / "x.json", "python bench/x.py"))
-    assert line.startswith("Measured at commit abcdef0 (2026-11-30), with uncommitted changes to `saes/train.py`")
+    assert line.startswith(
+        "Measured at commit abcdef0 (2026-11-30), with uncommitted changes to `saes/train.py`"
+    )
     # an older file: the commit that last changed it, said as such
-    line = report.provenance_line({}, ROOT / "bench" / "results" / "sae_quality.json", "python bench/sae_quality.py")
+    line = report.provenance_line(
+        {}, ROOT / "bench" / "results" / "sae_quality.json", "python bench/sae_quality.py"
+    )
     if _git(ROOT, "status", "--porcelain", "--", "bench/results/sae_quality.json"):
         assert line.startswith("Not committed yet and no provenance recorded")
     elif line != report.KEEP:  # KEEP: no usable git history (e.g. a shallow clone)
-        commit = _git(ROOT, "log", "-1", "--format=%h", "--abbrev=7", "--",
-                      "bench/results/sae_quality.json").strip()[:7]
+        commit = _git(
+            ROOT, "log", "-1", "--format=%h", "--abbrev=7", "--", "bench/results/sae_quality.json"
+        ).strip()[:7]
         assert f"committed at {commit}" in line.replace("\n", " ")
 
 

@@ -1,4 +1,5 @@
 """Run status records (run_status.json) and run listing (list_runs, `interp runs`)."""
+
 from __future__ import annotations
 
 import json
@@ -38,15 +39,27 @@ def _dead_pid() -> int:
 def _status(folder: Path, **fields) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     now = time.time()
-    base = {"format": "interp-run-status", "version": 1, "state": "running", "pid": os.getpid(),
-            "host": socket.gethostname(), "started_ts": now, "updated_ts": now, "step": 3,
-            "tokens_trained": 300, "train_tokens": 1000, "error": None}
+    base = {
+        "format": "interp-run-status",
+        "version": 1,
+        "state": "running",
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started_ts": now,
+        "updated_ts": now,
+        "step": 3,
+        "tokens_trained": 300,
+        "train_tokens": 1000,
+        "error": None,
+    }
     base.update(fields)
     (folder / STATUS_FILE).write_text(json.dumps(base))
 
 
 def _checkpoint(folder: Path, step: int = 2, tokens: int = 200) -> None:
-    save_checkpoint(folder, step, {"w": torch.ones(3)}, {"step": step, "position": {"tokens": tokens}})
+    save_checkpoint(
+        folder, step, {"w": torch.ones(3)}, {"step": step, "position": {"tokens": tokens}}
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,7 +75,9 @@ def test_status_lifecycle_via_decorator(tmp_path):
         assert first["host"] == socket.gethostname() and first["train_tokens"] == 1000
         s.update(1, 100)  # heartbeat throttled: not written yet
         assert read_status(tmp_path / outcome)["step"] == 0
-        s.update(2, 200, checkpoint=tmp_path / "checkpoints" / "step_000000002")  # checkpoints are written at once
+        s.update(
+            2, 200, checkpoint=tmp_path / "checkpoints" / "step_000000002"
+        )  # checkpoints are written at once
         assert read_status(tmp_path / outcome)["last_checkpoint"] == "step_000000002"
         if outcome == "failed":
             raise ValueError("activations contain NaN")
@@ -78,7 +93,9 @@ def test_status_lifecycle_via_decorator(tmp_path):
         st = read_status(tmp_path / outcome)
         assert st["state"] == outcome and st["step"] == 2 and st["tokens_trained"] == 200
         assert st["updated_ts"] >= st["started_ts"]
-        assert not list((tmp_path / outcome).glob(".*tmp")), "atomic writes leave no temporary files"
+        assert not list((tmp_path / outcome).glob(".*tmp")), (
+            "atomic writes leave no temporary files"
+        )
     assert read_status(tmp_path / "failed")["error"] == "ValueError: activations contain NaN"
     assert read_status(tmp_path / "finished")["error"] is None
 
@@ -105,7 +122,9 @@ def test_refuses_a_folder_a_live_process_is_training(tmp_path):
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 def test_process_alive_tells_reused_pids_apart():
     assert process_alive(os.getpid(), time.time())
-    assert not process_alive(os.getpid(), started_ts=1.0)  # this process is younger than a 1970 record
+    assert not process_alive(
+        os.getpid(), started_ts=1.0
+    )  # this process is younger than a 1970 record
     assert not process_alive(_dead_pid())
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])
     deadline = time.monotonic() + 20
@@ -133,8 +152,17 @@ def test_list_runs_classifies_every_state(tmp_path):
     _checkpoint(root / "e_interrupted")
     _status(root / "f_failed", state="failed", error="RuntimeError: CUDA out of memory")
     _status(root / "g_finished", state="finished", step=10, tokens_trained=1000)
-    (root / "g_finished" / "metrics.json").write_text(json.dumps(
-        {"fvu": 0.25, "l0_mean": 31.5, "dead_fraction": 0.01, "ce_loss_recovered": 0.93, "kl_div": 0.1}))
+    (root / "g_finished" / "metrics.json").write_text(
+        json.dumps(
+            {
+                "fvu": 0.25,
+                "l0_mean": 31.5,
+                "dead_fraction": 0.01,
+                "ce_loss_recovered": 0.93,
+                "kl_div": 0.1,
+            }
+        )
+    )
     _status(root / "h_other_host", host=host + "-elsewhere")
     _status(root / "i_other_host_old", host=host + "-elsewhere", updated_ts=old)
     _checkpoint(root / "i_other_host_old")
@@ -158,14 +186,24 @@ def test_list_runs_classifies_every_state(tmp_path):
         "k_legacy_resumable": "resumable",
     }
     assert [k for k, r in runs.items() if r.resumable] == [
-        "c_crashed_resumable", "e_interrupted", "i_other_host_old", "k_legacy_resumable"]
-    assert runs["g_finished"].metrics == {"fvu": 0.25, "l0_mean": 31.5, "dead_fraction": 0.01,
-                                          "ce_loss_recovered": 0.93}
+        "c_crashed_resumable",
+        "e_interrupted",
+        "i_other_host_old",
+        "k_legacy_resumable",
+    ]
+    assert runs["g_finished"].metrics == {
+        "fvu": 0.25,
+        "l0_mean": 31.5,
+        "dead_fraction": 0.01,
+        "ce_loss_recovered": 0.93,
+    }
     assert runs["f_failed"].error == "RuntimeError: CUDA out of memory"
     assert runs["c_crashed_resumable"].last_checkpoint == "step_000000002"
     assert runs["c_crashed_resumable"].checkpoint_tokens == 200
     assert runs["a_running"].progress == pytest.approx(0.3)
-    assert runs["k_legacy_resumable"].tokens_trained == 200  # from the checkpoint when nothing else says
+    assert (
+        runs["k_legacy_resumable"].tokens_trained == 200
+    )  # from the checkpoint when nothing else says
 
 
 def test_a_corrupt_checkpoint_is_not_resumable(tmp_path):
@@ -175,10 +213,14 @@ def test_a_corrupt_checkpoint_is_not_resumable(tmp_path):
     data = bytearray(state.read_bytes())
     data[-4:] = b"\x00\x00\x00\x00" if data[-4:] != b"\x00\x00\x00\x00" else b"\x01\x01\x01\x01"
     state.write_bytes(bytes(data))
-    assert read_run(tmp_path / "r", verify=False).status == "crashed (resumable)"  # sizes only: looks fine
+    assert (
+        read_run(tmp_path / "r", verify=False).status == "crashed (resumable)"
+    )  # sizes only: looks fine
     info = read_run(tmp_path / "r", verify=True)
     assert info.status == "crashed" and not info.resumable and info.last_checkpoint is None
-    state.write_bytes(bytes(data[: len(data) // 2]))  # a truncation is caught by the cheap check too
+    state.write_bytes(
+        bytes(data[: len(data) // 2])
+    )  # a truncation is caught by the cheap check too
     assert read_run(tmp_path / "r", verify=False).status == "crashed"
 
 
@@ -203,10 +245,23 @@ def test_list_runs_bad_root(tmp_path):
 
 
 def _cfg(tmp_path, name, **kw) -> RunConfig:
-    base = dict(model="tiny", hook="blocks.0.hook_resid_post", context_size=33, batch_windows=8,
-                buffer_tokens=1024, d_sae=128, k=8, train_tokens=256 * 8, batch_tokens=256,
-                checkpoint_every_tokens=256 * 4, warmup_steps=2, out_dir=str(tmp_path / "runs" / name),
-                eval_tokens=512, eval_ce_windows=4, log_every=2)
+    base = dict(
+        model="tiny",
+        hook="blocks.0.hook_resid_post",
+        context_size=33,
+        batch_windows=8,
+        buffer_tokens=1024,
+        d_sae=128,
+        k=8,
+        train_tokens=256 * 8,
+        batch_tokens=256,
+        checkpoint_every_tokens=256 * 4,
+        warmup_steps=2,
+        out_dir=str(tmp_path / "runs" / name),
+        eval_tokens=512,
+        eval_ce_windows=4,
+        log_every=2,
+    )
     base.update(kw)
     return RunConfig(**base)
 
@@ -243,25 +298,40 @@ def test_trainer_records_finished_failed_interrupted(trained, tiny, tmp_path):
     st = read_status(done)
     assert st["state"] == "finished" and st["step"] == 8 and st["tokens_trained"] == 256 * 8
     assert st["last_checkpoint"] == "step_000000008" and st["train_tokens"] == 256 * 8
-    with pytest.raises(FileExistsError, match="--resume"):  # refused before start: the record is untouched
+    with pytest.raises(
+        FileExistsError, match="--resume"
+    ):  # refused before start: the record is untouched
         train(_cfg(root.parent, "done"), progress=False, model=tiny)
     assert read_status(done) == st
     with pytest.raises(ValueError, match="unknown hook"):  # bad input fails before the run starts
-        train(_cfg(tmp_path, "badhook", hook="blocks.0.hook_resid_pots"), progress=False, model=tiny)
+        train(
+            _cfg(tmp_path, "badhook", hook="blocks.0.hook_resid_pots"), progress=False, model=tiny
+        )
     assert read_status(tmp_path / "runs" / "badhook") is None
 
     st = read_status(root / "oom")
     assert st["state"] == "failed" and st["error"] == "RuntimeError: out of memory (simulated)"
-    assert st["step"] == 5 and st["tokens_trained"] == 5 * 256 and st["last_checkpoint"] == "step_000000004"
+    assert (
+        st["step"] == 5
+        and st["tokens_trained"] == 5 * 256
+        and st["last_checkpoint"] == "step_000000004"
+    )
     st = read_status(root / "ctrl_c")
-    assert st["state"] == "interrupted" and st["step"] == 6 and st["last_checkpoint"] == "step_000000006"
+    assert (
+        st["state"] == "interrupted"
+        and st["step"] == 6
+        and st["last_checkpoint"] == "step_000000006"
+    )
 
 
 def test_list_runs_on_trainer_runs(trained):
     root, done = trained
     runs = {r.name: r for r in list_runs(root)}
     assert {k: r.status for k, r in runs.items()} == {
-        "ctrl_c": "interrupted (resumable)", "done": "finished", "oom": "failed (resumable)"}
+        "ctrl_c": "interrupted (resumable)",
+        "done": "finished",
+        "oom": "failed (resumable)",
+    }
     metrics = json.loads((done / "metrics.json").read_text())
     assert runs["done"].metrics["fvu"] == metrics["fvu"]
     assert runs["done"].metrics["ce_loss_recovered"] == metrics["ce_loss_recovered"]
@@ -280,12 +350,24 @@ def test_cli_runs(trained):
     res = runner.invoke(app, ["runs", str(root), "--json"])
     assert res.exit_code == 0, res.output
     rows = {r["name"]: r for r in json.loads(res.output)}
-    assert rows["ctrl_c"]["status"] == "interrupted (resumable)" and rows["ctrl_c"]["tokens_trained"] == 6 * 256
-    assert rows["done"]["metrics"]["l0_mean"] == metrics["l0_mean"] and rows["done"]["progress"] == 1.0
+    assert (
+        rows["ctrl_c"]["status"] == "interrupted (resumable)"
+        and rows["ctrl_c"]["tokens_trained"] == 6 * 256
+    )
+    assert (
+        rows["done"]["metrics"]["l0_mean"] == metrics["l0_mean"] and rows["done"]["progress"] == 1.0
+    )
     res = runner.invoke(app, ["runs", str(root)], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
-    for text in ("done", "finished", "ctrl_c", "interrupted (resumable)", "oom", "out of memory",
-                 f"{metrics['fvu']:.3f}"):
+    for text in (
+        "done",
+        "finished",
+        "ctrl_c",
+        "interrupted (resumable)",
+        "oom",
+        "out of memory",
+        f"{metrics['fvu']:.3f}",
+    ):
         assert text in res.output, text
     res = runner.invoke(app, ["runs", str(root / "absent")])
     assert res.exit_code == 2 and "does not exist" in res.output

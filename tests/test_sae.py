@@ -1,4 +1,5 @@
 """The SAE module, TopK and ReLU/L1 variants, evaluation formulas, and SAELens artifacts."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,17 @@ from saes.train import TrainStep, lr_factor
 
 
 def _sae(d_in=16, d_sae=64, k=4, variant="topk", seed=0):
-    return SAE(SAEConfig(d_in=d_in, d_sae=d_sae, k=k, variant=variant, hook_name="blocks.0.hook_resid_post",
-                         model_name="tiny"), seed=seed)
+    return SAE(
+        SAEConfig(
+            d_in=d_in,
+            d_sae=d_sae,
+            k=k,
+            variant=variant,
+            hook_name="blocks.0.hook_resid_post",
+            model_name="tiny",
+        ),
+        seed=seed,
+    )
 
 
 def test_fvu_hand_computed():
@@ -132,7 +142,9 @@ def test_bad_sae_config_rejected():
 AUX_SEEDS = (0, 1, 2, 3)
 
 
-def _handicapped_dead_fraction(aux_k_coef: float, seed: int, steps: int = 60) -> tuple[float, float]:
+def _handicapped_dead_fraction(
+    aux_k_coef: float, seed: int, steps: int = 60
+) -> tuple[float, float]:
     """Train a TopK SAE whose latents 32..63 start with b_enc = -3 (they cannot win the top-k, so they
     die at once); returns the fraction of those latents dead after 5 steps (the trainer's
     dead_mask) and after ``steps`` more (never firing on 4,096 held-out tokens, the eval's definition)."""
@@ -161,7 +173,11 @@ def test_aux_k_revives_dead_latents(one_thread):
     for seed in AUX_SEEDS:
         early, dead = _handicapped_dead_fraction(0.0, seed)
         early_aux, dead_aux = _handicapped_dead_fraction(1 / 32, seed)
-        assert early > 0.5 and early_aux > 0.5, (seed, early, early_aux)  # the handicap killed most of them
+        assert early > 0.5 and early_aux > 0.5, (
+            seed,
+            early,
+            early_aux,
+        )  # the handicap killed most of them
         without.append(dead)
         with_aux.append(dead_aux)
     diff = torch.tensor(without) - torch.tensor(with_aux)
@@ -206,9 +222,13 @@ def test_aux_k_loss_matches_the_documented_formula():
         e_hat = z_aux @ sae.W_dec
         ref = 0.1 * (e - e_hat).pow(2).sum() / (e - e.mean(0)).pow(2).sum()
         torch.testing.assert_close(out.losses["aux_k"], ref, rtol=1e-5, atol=1e-7)
-        torch.testing.assert_close(out.losses["fvu"], (x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum(),
-                                   rtol=1e-5, atol=1e-7)
-        for p, mine, theirs in zip(params, ours, torch.autograd.grad(ref, params)):
+        torch.testing.assert_close(
+            out.losses["fvu"],
+            (x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum(),
+            rtol=1e-5,
+            atol=1e-7,
+        )
+        for _p, mine, theirs in zip(params, ours, torch.autograd.grad(ref, params)):
             assert theirs.abs().max() > 0
             torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
 
@@ -232,8 +252,12 @@ def test_l1_loss_matches_the_documented_formula():
     ref = 0.7 * (z * sae.W_dec.norm(dim=-1)).sum(-1).mean() / (x - x.mean(0)).norm(dim=-1).mean()
     torch.testing.assert_close(out.losses["l1"], ref, rtol=1e-5, atol=1e-7)
     x_hat = z @ sae.W_dec + sae.b_dec
-    torch.testing.assert_close(out.losses["fvu"], (x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum(),
-                               rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(
+        out.losses["fvu"],
+        (x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum(),
+        rtol=1e-5,
+        atol=1e-7,
+    )
     for mine, theirs in zip(ours, torch.autograd.grad(ref, params)):
         assert theirs.abs().max() > 0
         torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-7)
@@ -243,9 +267,13 @@ def test_l1_loss_matches_the_documented_formula():
 def test_training_recovers_synthetic_dictionary(variant, one_thread):
     """A TopK SAE recovers >= 90% of true directions with cosine > 0.9 (ReLU/L1: trains, improves FVU)."""
     torch.manual_seed(0)
-    data = SyntheticDictionary(d_in=32, n_features=64, mean_active=4, alpha=0.3, noise_std=0.01, seed=0)
+    data = SyntheticDictionary(
+        d_in=32, n_features=64, mean_active=4, alpha=0.3, noise_std=0.01, seed=0
+    )
     sae = SAE(SAEConfig(d_in=32, d_sae=128, k=4, variant=variant, l1_coefficient=0.3), seed=0)
-    step = TrainStep(sae, lr=4e-3, total_steps=1500, warmup_steps=20, decay_fraction=0.3, dead_tokens=20_000)
+    step = TrainStep(
+        sae, lr=4e-3, total_steps=1500, warmup_steps=20, decay_fraction=0.3, dead_tokens=20_000
+    )
     with torch.no_grad():
         sae.b_dec.copy_(geometric_median(data.sample(2048)[0]))
     x0 = data.sample(2048)[0]
@@ -288,7 +316,11 @@ def test_load_sae_saved_by_saelens(tmp_path, arch):
     from sae_lens.saes.standard_sae import StandardSAEConfig
     from sae_lens.saes.topk_sae import TopKSAEConfig
 
-    cfg = TopKSAEConfig(d_in=12, d_sae=40, k=5) if arch == "topk" else StandardSAEConfig(d_in=12, d_sae=40)
+    cfg = (
+        TopKSAEConfig(d_in=12, d_sae=40, k=5)
+        if arch == "topk"
+        else StandardSAEConfig(d_in=12, d_sae=40)
+    )
     lens = LensSAE.from_dict(cfg.to_dict())
     with torch.no_grad():
         for p in lens.parameters():
@@ -297,7 +329,9 @@ def test_load_sae_saved_by_saelens(tmp_path, arch):
     ours = load_sae(tmp_path / "lens")
     x = torch.randn(9, 12)
     torch.testing.assert_close(ours.encode(x), lens.encode(x), rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(ours.decode(ours.encode(x)), lens.decode(lens.encode(x)), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        ours.decode(ours.encode(x)), lens.decode(lens.encode(x)), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_load_sae_errors(tmp_path):

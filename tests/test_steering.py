@@ -1,4 +1,5 @@
 """Steering utility: exact zero at alpha = 0, a known target direction, batching, CLI, bad input."""
+
 from __future__ import annotations
 
 import json
@@ -28,18 +29,30 @@ def _sae_with_row(model, hook, row: torch.Tensor, latent=3):
 def test_steering_toward_a_token_raises_it_and_costs_kl(tiny):
     hook = f"blocks.{tiny.cfg.n_layers - 1}.hook_resid_post"
     token = 42
-    w = tiny.W_U[:, token].detach() - tiny.W_U.detach().mean(1)  # the direction that raises token 42 most
+    w = tiny.W_U[:, token].detach() - tiny.W_U.detach().mean(
+        1
+    )  # the direction that raises token 42 most
     sae = _sae_with_row(tiny, hook, w)
     assert direct_logit_effect(tiny, hook, sae.W_dec[3].detach()).argmax().item() == token
-    res = steer_latents(tiny, sae, [3], alphas=[0.0, 1.0, 2.0, 4.0], tokens=_prompts(tiny), n_targets=1)[0]
+    res = steer_latents(
+        tiny, sae, [3], alphas=[0.0, 1.0, 2.0, 4.0], tokens=_prompts(tiny), n_targets=1
+    )[0]
     assert res.target_tokens == [token]
-    assert res.kl[0] == pytest.approx(0.0, abs=1e-6) and res.target_logprob_change[0] == pytest.approx(0.0, abs=1e-6)
+    assert res.kl[0] == pytest.approx(0.0, abs=1e-6) and res.target_logprob_change[
+        0
+    ] == pytest.approx(0.0, abs=1e-6)
     assert all(b > a for a, b in zip(res.kl, res.kl[1:]))  # more push, further from clean
     assert all(b > a for a, b in zip(res.target_logprob_change, res.target_logprob_change[1:]))
     assert res.effect_per_alpha > 0 and res.effect_per_kl > 0
     # a random direction moves the output too, but does not land on token 42 as much
-    other = steer_latents(tiny, _sae_with_row(tiny, hook, torch.randn(tiny.cfg.d_model)), [3], [2.0],
-                          _prompts(tiny), n_targets=1)[0]
+    other = steer_latents(
+        tiny,
+        _sae_with_row(tiny, hook, torch.randn(tiny.cfg.d_model)),
+        [3],
+        [2.0],
+        _prompts(tiny),
+        n_targets=1,
+    )[0]
     assert res.target_logprob_change[2] > other.target_logprob_change[0]
 
 
@@ -83,13 +96,39 @@ def test_cli_steer(tmp_path, tiny):
     from interp.cli import app
     from saes.artifacts import save_sae
 
-    sae = SAE(SAEConfig(d_in=tiny.cfg.d_model, d_sae=16, k=2, hook_name="blocks.1.hook_resid_post",
-                        model_name="tiny"), seed=0)
+    sae = SAE(
+        SAEConfig(
+            d_in=tiny.cfg.d_model,
+            d_sae=16,
+            k=2,
+            hook_name="blocks.1.hook_resid_post",
+            model_name="tiny",
+        ),
+        seed=0,
+    )
     save_sae(sae, tmp_path / "sae")
     out = tmp_path / "steer.json"
-    r = CliRunner().invoke(app, ["steer", str(tmp_path / "sae"), "--latent", "2", "--latent", "5",
-                                 "--alpha", "0.5", "--alpha", "1", "--n-prompts", "2", "--context-size", "16",
-                                 "--json", str(out)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "steer",
+            str(tmp_path / "sae"),
+            "--latent",
+            "2",
+            "--latent",
+            "5",
+            "--alpha",
+            "0.5",
+            "--alpha",
+            "1",
+            "--n-prompts",
+            "2",
+            "--context-size",
+            "16",
+            "--json",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     data = json.loads(out.read_text())
     assert [x["latent"] for x in data["latents"]] == [2, 5]
@@ -97,8 +136,14 @@ def test_cli_steer(tmp_path, tiny):
     # the unit of --alpha: the mean activation norm at the hook over the same prompts (by hand)
     from interp.data import token_windows
 
-    windows = torch.stack([w for _, w in zip(range(2), token_windows(tiny.tokenizer, context_size=16,
-                                                                     split="validation"))])
+    windows = torch.stack(
+        [
+            w
+            for _, w in zip(
+                range(2), token_windows(tiny.tokenizer, context_size=16, split="validation")
+            )
+        ]
+    )
     _, cache = tiny.run_with_cache(windows, names_filter=["blocks.1.hook_resid_post"])
     unit = cache["blocks.1.hook_resid_post"][:, 1:].norm(dim=-1).mean().item()
     assert data["alpha_unit"] == pytest.approx(unit, rel=1e-5)
@@ -115,4 +160,6 @@ def test_mean_activation_norm_by_hand(tiny):
         act = cache[hook].reshape(3, 9, -1)
         want = act[:, 1:].norm(dim=-1).mean().item()
         assert mean_activation_norm(tiny, hook, toks) == pytest.approx(want, rel=1e-5)
-        assert want != pytest.approx(act.norm(dim=-1).mean().item(), rel=1e-3)  # BOS left out, visibly
+        assert want != pytest.approx(
+            act.norm(dim=-1).mean().item(), rel=1e-3
+        )  # BOS left out, visibly

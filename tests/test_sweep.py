@@ -1,4 +1,5 @@
 """Sweeps: grid expansion, one shared cache, parallel workers equal to in-process runs, summary + frontier."""
+
 from __future__ import annotations
 
 import csv
@@ -14,15 +15,29 @@ from saes.sweep import SweepConfig, pareto_frontier, plan_runs
 from saes.train import train
 from saes.train_config import RunConfig
 
-BASE = dict(model="tiny", hook="blocks.0.hook_resid_post", context_size=33, batch_windows=8, buffer_tokens=1024,
-            d_sae=128, k=8, train_tokens=256 * 6, batch_tokens=256, checkpoint_every_tokens=256 * 3,
-            warmup_steps=2, log_every=1, init_sample_tokens=512)
+BASE = dict(
+    model="tiny",
+    hook="blocks.0.hook_resid_post",
+    context_size=33,
+    batch_windows=8,
+    buffer_tokens=1024,
+    d_sae=128,
+    k=8,
+    train_tokens=256 * 6,
+    batch_tokens=256,
+    checkpoint_every_tokens=256 * 3,
+    warmup_steps=2,
+    log_every=1,
+    init_sample_tokens=512,
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
-WORKER_THREADS = max(1, (os.cpu_count() or 1) // 2)  # what each of a 2-process parallel sweep's workers uses
+WORKER_THREADS = max(
+    1, (os.cpu_count() or 1) // 2
+)  # what each of a 2-process parallel sweep's workers uses
 
 
 def test_pareto_frontier_by_hand():
@@ -38,11 +53,19 @@ def test_sweep_config_errors(tmp_path):
         SweepConfig(base=BASE, grid={"kk": [1]})
     with pytest.raises(ValueError, match="non-empty list"):
         SweepConfig(base=BASE, grid={"k": []})
-    sweep = SweepConfig(base=BASE, grid={"k": [4, 8], "d_sae": [64, 96]}, runs=[{"name": "relu", "variant": "relu_l1"}],
-                        out_dir=str(tmp_path / "s"))
+    sweep = SweepConfig(
+        base=BASE,
+        grid={"k": [4, 8], "d_sae": [64, 96]},
+        runs=[{"name": "relu", "variant": "relu_l1"}],
+        out_dir=str(tmp_path / "s"),
+    )
     runs = plan_runs(sweep, ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"], cache=None)
     assert len(runs) == 10
-    assert runs[0].out_dir.endswith("blocks.0.hook_resid_post/k4-d_sae64") and runs[0].k == 4 and runs[0].d_sae == 64
+    assert (
+        runs[0].out_dir.endswith("blocks.0.hook_resid_post/k4-d_sae64")
+        and runs[0].k == 4
+        and runs[0].d_sae == 64
+    )
     assert runs[4].variant == "relu_l1" and runs[9].hook == "blocks.1.hook_resid_post"
     with pytest.raises(ValueError, match="k must satisfy"):
         plan_runs(SweepConfig(base=BASE, grid={"k": [200]}), ["blocks.0.hook_resid_post"], None)
@@ -50,20 +73,31 @@ def test_sweep_config_errors(tmp_path):
 
 def _snapshot(folder):
     """Every file under ``folder``: (mtime_ns, bytes)."""
-    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _logged(run_dir, key="step"):
     return [json.loads(x)[key] for x in (run_dir / "train_log.jsonl").read_text().splitlines()]
 
 
-def test_parallel_sweep_one_cache_matches_in_process_runs(tmp_path, tiny, monkeypatch, count_train_steps):
+def test_parallel_sweep_one_cache_matches_in_process_runs(
+    tmp_path, tiny, monkeypatch, count_train_steps
+):
     from saes.runs import read_status
     from saes.sweep import run_sweep
 
-    sweep = SweepConfig(base=BASE, grid={"k": [4, 8]}, mode="parallel", processes=2, evaluate=False,
-                        out_dir=str(tmp_path / "sweep"))
+    sweep = SweepConfig(
+        base=BASE,
+        grid={"k": [4, 8]},
+        mode="parallel",
+        processes=2,
+        evaluate=False,
+        out_dir=str(tmp_path / "sweep"),
+    )
     rows = run_sweep(sweep, progress=False)
     out = tmp_path / "sweep"
     assert [p.name for p in out.glob("cache/manifest.json")] == ["manifest.json"]
@@ -73,12 +107,29 @@ def test_parallel_sweep_one_cache_matches_in_process_runs(tmp_path, tiny, monkey
     runs = {r["name"]: out / "blocks.0.hook_resid_post" / r["name"] for r in rows}
     for r in rows:
         assert r["l0_mean"] <= r["k"] + 1e-9 and r["train_tokens"] == 256 * 6
-        assert r["metrics_from"] == "last training batch" and r["fvu"] == _logged(runs[r["name"]], "fvu")[-1]
+        assert (
+            r["metrics_from"] == "last training batch"
+            and r["fvu"] == _logged(runs[r["name"]], "fvu")[-1]
+        )
         # the same SAE untrained (lr = 0) on the same batches: the trained one beats it on the last
         # batch by 5% or more (rounding alone would move it by ~1e-9), and beats the batch mean (FVU 1)
-        flat = train(RunConfig(**{**BASE, "k": r["k"], "lr": 0.0, "cache": str(out / "cache"),
-                                  "out_dir": str(tmp_path / f"untrained-k{r['k']}")}), progress=False, evaluate=False)
-        assert r["fvu"] < 1.0 and r["fvu"] < 0.95 * _logged(flat, "fvu")[-1], (r, _logged(flat, "fvu"))
+        flat = train(
+            RunConfig(
+                **{
+                    **BASE,
+                    "k": r["k"],
+                    "lr": 0.0,
+                    "cache": str(out / "cache"),
+                    "out_dir": str(tmp_path / f"untrained-k{r['k']}"),
+                }
+            ),
+            progress=False,
+            evaluate=False,
+        )
+        assert r["fvu"] < 1.0 and r["fvu"] < 0.95 * _logged(flat, "fvu")[-1], (
+            r,
+            _logged(flat, "fvu"),
+        )
     assert rows[1]["fvu"] < rows[0]["fvu"]  # same batches, twice the latents per token
     assert json.loads((out / "summary.json").read_text())["runs"][0]["name"] == "k4"
     with open(out / "summary.csv") as f:
@@ -89,8 +140,13 @@ def test_parallel_sweep_one_cache_matches_in_process_runs(tmp_path, tiny, monkey
     threads = torch.get_num_threads()
     torch.set_num_threads(WORKER_THREADS)
     try:
-        here = train(RunConfig(**{**BASE, "k": 4, "cache": str(out / "cache"), "out_dir": str(tmp_path / "here")}),
-                     progress=False, evaluate=False)
+        here = train(
+            RunConfig(
+                **{**BASE, "k": 4, "cache": str(out / "cache"), "out_dir": str(tmp_path / "here")}
+            ),
+            progress=False,
+            evaluate=False,
+        )
     finally:
         torch.set_num_threads(threads)
     a = load_file(str(runs["k4"] / "sae_weights.safetensors"))
@@ -107,9 +163,13 @@ def test_parallel_sweep_one_cache_matches_in_process_runs(tmp_path, tiny, monkey
     k4_files = _snapshot(runs["k4"])
     calls = count_train_steps()
     threads = torch.get_num_threads()
-    torch.set_num_threads(WORKER_THREADS)  # the resumed k8 then repeats the worker's arithmetic exactly
+    torch.set_num_threads(
+        WORKER_THREADS
+    )  # the resumed k8 then repeats the worker's arithmetic exactly
     try:
-        again = run_sweep(sweep.model_copy(update={"mode": "sequential"}), resume=True, progress=False)
+        again = run_sweep(
+            sweep.model_copy(update={"mode": "sequential"}), resume=True, progress=False
+        )
     finally:
         torch.set_num_threads(threads)
     assert calls["n"] == 3, "only k8's steps 4-6 run"
@@ -123,7 +183,10 @@ def test_parallel_sweep_one_cache_matches_in_process_runs(tmp_path, tiny, monkey
     # a finished sweep rerun with --resume trains nothing, touches no run file, rewrites the same summary
     everything = {name: _snapshot(run) for name, run in runs.items()}
     calls["n"] = 0
-    assert run_sweep(sweep.model_copy(update={"mode": "sequential"}), resume=True, progress=False) == again
+    assert (
+        run_sweep(sweep.model_copy(update={"mode": "sequential"}), resume=True, progress=False)
+        == again
+    )
     assert calls["n"] == 0
     assert {name: _snapshot(run) for name, run in runs.items()} == everything
 
@@ -134,16 +197,28 @@ def test_cli_sweep_together(tmp_path, tiny):
 
     from interp.cli import app
 
-    cfg = {"base": {**BASE, "hooks": ["blocks.*.hook_resid_post"]}, "grid": {"k": [2, 16]}, "mode": "together",
-           "evaluate": False, "out_dir": str(tmp_path / "sw")}
+    cfg = {
+        "base": {**BASE, "hooks": ["blocks.*.hook_resid_post"]},
+        "grid": {"k": [2, 16]},
+        "mode": "together",
+        "evaluate": False,
+        "out_dir": str(tmp_path / "sw"),
+    }
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(cfg))
     res = CliRunner().invoke(app, ["sweep", "--config", str(tmp_path / "sweep.yaml")])
     assert res.exit_code == 0, res.output
     rows = json.loads((tmp_path / "sw" / "summary.json").read_text())["runs"]
     assert [(r["hook"], r["name"]) for r in rows] == [
-        ("blocks.0.hook_resid_post", "k2"), ("blocks.0.hook_resid_post", "k16"),
-        ("blocks.1.hook_resid_post", "k2"), ("blocks.1.hook_resid_post", "k16")]
-    assert all(r["on_frontier"] for r in rows), "more latents, lower FVU: both runs of each hook are on the frontier"
+        ("blocks.0.hook_resid_post", "k2"),
+        ("blocks.0.hook_resid_post", "k16"),
+        ("blocks.1.hook_resid_post", "k2"),
+        ("blocks.1.hook_resid_post", "k16"),
+    ]
+    assert all(r["on_frontier"] for r in rows), (
+        "more latents, lower FVU: both runs of each hook are on the frontier"
+    )
     assert "frontier.html" in res.output
-    res = CliRunner().invoke(app, ["sweep", "--config", str(tmp_path / "sweep.yaml"), "--set", "mode=diagonal"])
+    res = CliRunner().invoke(
+        app, ["sweep", "--config", str(tmp_path / "sweep.yaml"), "--set", "mode=diagonal"]
+    )
     assert res.exit_code == 2 and "mode" in res.output

@@ -1,4 +1,5 @@
 """The trainer: run folders, resume equality, NaN stop, bad input, CLI."""
+
 from __future__ import annotations
 
 import json
@@ -11,15 +12,27 @@ from saes.runs import read_status
 from saes.train import TrainingDiverged, TrainStep, train
 from saes.train_config import RunConfig, load_run_config
 
-
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def _cfg(tmp_path, name="run", **kw):
-    base = dict(model="tiny", hook="blocks.0.hook_resid_post", context_size=33, batch_windows=8,
-                buffer_tokens=1024, d_sae=128, k=8, train_tokens=256 * 12, batch_tokens=256,
-                checkpoint_every_tokens=256 * 4, warmup_steps=2, out_dir=str(tmp_path / name),
-                eval_tokens=512, eval_ce_windows=4, log_every=2)
+    base = dict(
+        model="tiny",
+        hook="blocks.0.hook_resid_post",
+        context_size=33,
+        batch_windows=8,
+        buffer_tokens=1024,
+        d_sae=128,
+        k=8,
+        train_tokens=256 * 12,
+        batch_tokens=256,
+        checkpoint_every_tokens=256 * 4,
+        warmup_steps=2,
+        out_dir=str(tmp_path / name),
+        eval_tokens=512,
+        eval_ce_windows=4,
+        log_every=2,
+    )
     base.update(kw)
     return RunConfig(**base)
 
@@ -36,29 +49,54 @@ def _assert_bit_identical(run_a, run_b):
 
 
 def _logged_steps(run_dir):
-    return [json.loads(line)["step"] for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
-
-
+    return [
+        json.loads(line)["step"] for line in (run_dir / "train_log.jsonl").read_text().splitlines()
+    ]
 
 
 def test_run_folder_contents_and_metrics(tmp_path, tiny):
     """The run folder and metrics.json; the trained SAE beats, on the same held-out tokens, both the
     mean predictor (FVU 1) and the same SAE untrained (same seed and initial statistics, lr = 0)."""
     run = train(_cfg(tmp_path), progress=False)
-    for name in ("cfg.json", "sae_weights.safetensors", "metrics.json", "train_log.jsonl", "run_config.json"):
+    for name in (
+        "cfg.json",
+        "sae_weights.safetensors",
+        "metrics.json",
+        "train_log.jsonl",
+        "run_config.json",
+    ):
         assert (run / name).exists(), name
     m = json.loads((run / "metrics.json").read_text())
-    for key in ("fvu", "explained_variance", "l0_mean", "dead_fraction", "dense_fraction", "cosine_mean",
-                "norm_ratio_mean", "ce_clean", "ce_spliced", "ce_zero_ablated", "ce_loss_recovered", "kl_div",
-                "feature_density_log10_hist", "l0_quantiles"):
+    for key in (
+        "fvu",
+        "explained_variance",
+        "l0_mean",
+        "dead_fraction",
+        "dense_fraction",
+        "cosine_mean",
+        "norm_ratio_mean",
+        "ce_clean",
+        "ce_spliced",
+        "ce_zero_ablated",
+        "ce_loss_recovered",
+        "kl_div",
+        "feature_density_log10_hist",
+        "l0_quantiles",
+    ):
         assert key in m, key
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 12 and log[-1]["tokens"] == 256 * 12
     assert m["l0_mean"] <= 8
 
-    untrained = json.loads((train(_cfg(tmp_path, "untrained", lr=0.0, train_tokens=256), progress=False)
-                            / "metrics.json").read_text())
-    assert untrained["ce_clean"] == m["ce_clean"] and untrained["n_tokens"] == m["n_tokens"]  # same tokens
+    untrained = json.loads(
+        (
+            train(_cfg(tmp_path, "untrained", lr=0.0, train_tokens=256), progress=False)
+            / "metrics.json"
+        ).read_text()
+    )
+    assert (
+        untrained["ce_clean"] == m["ce_clean"] and untrained["n_tokens"] == m["n_tokens"]
+    )  # same tokens
     # "beats" means by 5% or more: a run that learns nothing differs from its start by rounding only (~1e-9)
     assert m["fvu"] < 1.0 and m["fvu"] < 0.95 * untrained["fvu"], (m["fvu"], untrained["fvu"])
     # the spliced model moves less far from the clean one (a random tiny model's zero-ablated CE can
@@ -72,7 +110,9 @@ def reference(tmp_path_factory, tiny):
     return train(_cfg(tmp_path_factory.mktemp("ref"), "ref"), progress=False, evaluate=False)
 
 
-def test_resume_matches_uninterrupted(tmp_path, tiny, reference, monkeypatch, capsys, count_train_steps):
+def test_resume_matches_uninterrupted(
+    tmp_path, tiny, reference, monkeypatch, capsys, count_train_steps
+):
     """A crash during step 7 (checkpoint at step 4): --resume starts at step 4, not 0 (status record,
     message, log, the 8 steps it executes) and ends bit-identical to the uninterrupted run."""
     ref = reference
@@ -108,9 +148,15 @@ def _handmade_cache(folder, x):
     """A cache written by hand in the documented format (activations from anywhere)."""
     folder.mkdir(parents=True)
     save_file({"blocks.0.hook_resid_post": x}, str(folder / "shard_00000.safetensors"))
-    manifest = {"format": "interp-activations", "version": 1, "model": "tiny",
-                "hooks": {"blocks.0.hook_resid_post": x.shape[1]}, "dtype": "float32", "has_grads": False,
-                "shards": [{"file": "shard_00000.safetensors", "tokens": x.shape[0]}]}
+    manifest = {
+        "format": "interp-activations",
+        "version": 1,
+        "model": "tiny",
+        "hooks": {"blocks.0.hook_resid_post": x.shape[1]},
+        "dtype": "float32",
+        "has_grads": False,
+        "shards": [{"file": "shard_00000.safetensors", "tokens": x.shape[0]}],
+    }
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
@@ -118,7 +164,9 @@ def test_nan_stops_with_clear_message_and_keeps_checkpoint(tmp_path, tiny):
     x = torch.randn(4096, tiny.cfg.d_model)
     x[3000:] = float("nan")
     _handmade_cache(tmp_path / "cache", x)
-    cfg = _cfg(tmp_path, "nan", cache=str(tmp_path / "cache"), buffer_tokens=512, train_tokens=256 * 14)
+    cfg = _cfg(
+        tmp_path, "nan", cache=str(tmp_path / "cache"), buffer_tokens=512, train_tokens=256 * 14
+    )
     with pytest.raises(TrainingDiverged, match="nan"):
         train(cfg, progress=False, evaluate=False)
     ckpts = sorted((tmp_path / "nan" / "checkpoints").glob("step_*"))
@@ -130,7 +178,11 @@ def test_nan_stops_with_clear_message_and_keeps_checkpoint(tmp_path, tiny):
 def test_trains_from_cache(tmp_path, tiny):
     x = torch.randn(4096, tiny.cfg.d_model)
     _handmade_cache(tmp_path / "cache", x)
-    run = train(_cfg(tmp_path, "c", cache=str(tmp_path / "cache"), buffer_tokens=512), progress=False, evaluate=False)
+    run = train(
+        _cfg(tmp_path, "c", cache=str(tmp_path / "cache"), buffer_tokens=512),
+        progress=False,
+        evaluate=False,
+    )
     assert (run / "sae_weights.safetensors").exists()
 
 
@@ -164,7 +216,9 @@ def test_cli_train_and_eval(tmp_path, tiny):
     assert res.exit_code == 2 and "bogus" in res.output
 
 
-def test_ctrl_c_checkpoints_then_resume_matches(tmp_path, tiny, reference, monkeypatch, count_train_steps):
+def test_ctrl_c_checkpoints_then_resume_matches(
+    tmp_path, tiny, reference, monkeypatch, count_train_steps
+):
     import os
     import signal
 
@@ -174,7 +228,9 @@ def test_ctrl_c_checkpoints_then_resume_matches(tmp_path, tiny, reference, monke
 
     def interrupting(self, x, grad=None):
         calls["n"] += 1
-        if calls["n"] == 6:  # Ctrl-C arrives mid-step: the step completes, then a checkpoint is written
+        if (
+            calls["n"] == 6
+        ):  # Ctrl-C arrives mid-step: the step completes, then a checkpoint is written
             os.kill(os.getpid(), signal.SIGINT)
         return orig(self, x, grad)
 
@@ -186,7 +242,12 @@ def test_ctrl_c_checkpoints_then_resume_matches(tmp_path, tiny, reference, monke
     assert read_status(tmp_path / "int")["state"] == "interrupted"
     monkeypatch.setattr(TrainStep, "__call__", orig)
     executed = count_train_steps()
-    out = train(_cfg(tmp_path, "int", checkpoint_every_tokens=10**9), resume=True, progress=False, evaluate=False)
+    out = train(
+        _cfg(tmp_path, "int", checkpoint_every_tokens=10**9),
+        resume=True,
+        progress=False,
+        evaluate=False,
+    )
     assert executed["n"] == 12 - 6
     assert _logged_steps(out) == [2, 4, 6, 8, 10, 12]  # steps 1-6 before Ctrl-C, 7-12 after
     assert read_status(out)["resumed_from"] == "step_000000006"
@@ -217,7 +278,9 @@ def test_initial_statistics_scale_and_geometric_median():
     x = torch.cat([centre + v, centre - v])  # point-symmetric about the centre
     cfg = RunConfig(normalize_input=True)
     scale, median = initial_statistics(x, cfg)
-    assert scale == pytest.approx(2.0 / x.norm(dim=-1).mean().item(), rel=1e-6)  # sqrt(4) / mean norm
+    assert scale == pytest.approx(
+        2.0 / x.norm(dim=-1).mean().item(), rel=1e-6
+    )  # sqrt(4) / mean norm
     assert (scale * x).norm(dim=-1).mean().item() == pytest.approx(2.0, rel=1e-6)
     torch.testing.assert_close(median, scale * centre, rtol=0, atol=1e-4 * scale)  # by symmetry
 
@@ -229,7 +292,9 @@ def test_initial_statistics_scale_and_geometric_median():
         return (scale * x - y).norm(dim=-1).sum()
 
     for d in torch.eye(4):
-        assert cost(median) <= cost(median + 0.01 * scale * d) and cost(median) <= cost(median - 0.01 * scale * d)
+        assert cost(median) <= cost(median + 0.01 * scale * d) and cost(median) <= cost(
+            median - 0.01 * scale * d
+        )
     assert (median - scale * centre).norm() < 0.01 * (scale * (x.mean(0) - centre)).norm()
     # the statistics of c * x: scale / c and the same median
     scale3, median3 = initial_statistics(3 * x, cfg)
@@ -244,7 +309,9 @@ def test_resolved_dead_tokens_default_and_override():
     """dead_tokens defaults to min(10M, train_tokens / 10), never under one batch; a value given wins."""
     assert RunConfig(train_tokens=2_000_000).resolved_dead_tokens == 200_000
     assert RunConfig(train_tokens=10**9).resolved_dead_tokens == 10_000_000
-    assert RunConfig(train_tokens=100_000 + 9).resolved_dead_tokens == 10_000  # floor of train_tokens / 10
+    assert (
+        RunConfig(train_tokens=100_000 + 9).resolved_dead_tokens == 10_000
+    )  # floor of train_tokens / 10
     assert RunConfig(train_tokens=20_000, batch_tokens=4096).resolved_dead_tokens == 4096
     assert RunConfig(train_tokens=2_000_000, dead_tokens=123).resolved_dead_tokens == 123
 
@@ -274,5 +341,7 @@ def test_train_starts_from_initial_statistics_of_the_first_rows(tmp_path, tiny, 
     scale, median = initial_statistics(sample, cfg)
     assert meta["input_scale"] == pytest.approx(scale, rel=1e-6)
     torch.testing.assert_close(tensors["sae.b_dec"], median, rtol=1e-5, atol=1e-6)
-    other = initial_statistics(LiveSource(cfg, model=tiny).sample_batch(600).acts[cfg.hook][300:], cfg)
+    other = initial_statistics(
+        LiveSource(cfg, model=tiny).sample_batch(600).acts[cfg.hook][300:], cfg
+    )
     assert (other[1] - median).norm() > 1e-3  # other rows give another median: the test can tell

@@ -8,6 +8,7 @@ Every variant provides::
     encode(sae, x_in, grad) -> Code          # inference; x_in is the scaled, b_dec-centred input
     train_forward(sae, x, grad, dead_mask) -> TrainOutput
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -49,8 +50,13 @@ def variant_class(name: str):
     from saes.variants.relu_l1 import ReLUL1
     from saes.variants.topk import TopK
 
-    registry = {"topk": TopK, "gtopk": GradientTopK, "relu_l1": ReLUL1,
-                "mutual_choice": MutualChoice, "feature_choice": FeatureChoice}
+    registry = {
+        "topk": TopK,
+        "gtopk": GradientTopK,
+        "relu_l1": ReLUL1,
+        "mutual_choice": MutualChoice,
+        "feature_choice": FeatureChoice,
+    }
     if name not in registry:
         raise ValueError(f"unknown SAE variant {name!r}; valid: {sorted(registry)}")
     return registry[name]

@@ -43,6 +43,7 @@ Efficient selection on CPU (measured in bench/choice_saes.py):
 Both feed the flat COO entries to ``sparse_select_encode`` / ``sparse_decode`` (``rows=``), so the
 backward touches only the k*B kept entries, as for TopK.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -53,10 +54,23 @@ from torch import Tensor
 from saes.config import SAEConfig
 from saes.distributed import global_sum
 from saes.kernels import _workspace, pre_acts, sparse_decode, sparse_select_encode, topk_select
-from saes.losses_zipf import aux_zipf_loss, capped_allocation, underused_weights, usage_ranks, zipf_shares
+from saes.losses_zipf import (
+    aux_zipf_loss,
+    capped_allocation,
+    underused_weights,
+    usage_ranks,
+    zipf_shares,
+)
 from saes.variants import TrainOutput, fvu_loss
 
-__all__ = ["ChoiceSelection", "FeatureChoice", "MutualChoice", "batch_top_n", "flat_top_n", "padded_code"]
+__all__ = [
+    "ChoiceSelection",
+    "FeatureChoice",
+    "MutualChoice",
+    "batch_top_n",
+    "flat_top_n",
+    "padded_code",
+]
 
 
 @dataclass
@@ -195,7 +209,9 @@ class _Choice:
 
     def select(self, sae, x_c: Tensor) -> ChoiceSelection:
         """The kept entries of the centred batch ``x_c`` (each variant's own rule)."""
-        raise NotImplementedError(f"{type(self).__name__} must define select(); use MutualChoice or FeatureChoice")
+        raise NotImplementedError(
+            f"{type(self).__name__} must define select(); use MutualChoice or FeatureChoice"
+        )
 
     # ---- inference ----------------------------------------------------------------------------
     def encode(self, sae, x_in: Tensor, grad: Tensor | None = None) -> Tensor:
@@ -212,24 +228,35 @@ class _Choice:
             return padded_code(sel.rows, sel.cols, sel.pre.relu(), x.shape[0])
 
     # ---- training -----------------------------------------------------------------------------
-    def train_forward(self, sae, x: Tensor, grad: Tensor | None,
-                      dead_mask: Tensor | None) -> TrainOutput:
+    def train_forward(
+        self, sae, x: Tensor, grad: Tensor | None, dead_mask: Tensor | None
+    ) -> TrainOutput:
         B = x.shape[0]
         if self.budget(B) > B * self.cfg.d_sae:
-            raise ValueError(f"budget k*B = {self.budget(B)} exceeds the {B * self.cfg.d_sae} entries of the batch")
+            raise ValueError(
+                f"budget k*B = {self.budget(B)} exceeds the {B * self.cfg.d_sae} entries of the batch"
+            )
         with torch.no_grad():
             sel = self.select(sae, x.detach() - sae.b_dec.detach())
             if float(sae.ema_steps) == 0 and self._rescale_encoder(sae, x, sel):
                 sel = self.select(sae, x.detach() - sae.b_dec.detach())
-        values = sparse_select_encode(x, sae.W_enc, sae.b_enc, sel.cols, sel.rows,
-                                      selected=sel.pre.to(sae.W_enc.dtype), b_dec=sae.b_dec)
+        values = sparse_select_encode(
+            x,
+            sae.W_enc,
+            sae.b_enc,
+            sel.cols,
+            sel.rows,
+            selected=sel.pre.to(sae.W_enc.dtype),
+            b_dec=sae.b_dec,
+        )
         x_hat = sparse_decode(values, sel.cols, sae.W_dec, sae.b_dec, rows=sel.rows, n_rows=B)
         losses = {"fvu": fvu_loss(x, x_hat)}
         with torch.no_grad():
             weights = self._update_state(sae, sel, values.detach())
         if self.cfg.aux_zipf_coef > 0 and bool((weights > 0).any()):
-            aux = aux_zipf_loss(x, x_hat, sel.dense, weights, self.cfg.k_aux, sae,
-                                pre_is_transposed=sel.transposed)
+            aux = aux_zipf_loss(
+                x, x_hat, sel.dense, weights, self.cfg.k_aux, sae, pre_is_transposed=sel.transposed
+            )
             if aux is not None:
                 losses["aux_zipf"] = self.cfg.aux_zipf_coef * aux
         return TrainOutput(x_hat, coo_code(sel.rows, sel.cols, values.detach(), B), losses)
@@ -245,8 +272,14 @@ class _Choice:
         ||x0||^2, with x0 the bias-free reconstruction at c = 1, fixes the scale at no cost. Under
         data parallelism both sums run over the global batch, so every rank gets the same c.
         """
-        x0 = sparse_decode(sel.pre.relu().to(sae.W_dec.dtype), sel.cols, sae.W_dec.detach(), None,
-                           rows=sel.rows, n_rows=x.shape[0])
+        x0 = sparse_decode(
+            sel.pre.relu().to(sae.W_dec.dtype),
+            sel.cols,
+            sae.W_dec.detach(),
+            None,
+            rows=sel.rows,
+            n_rows=x.shape[0],
+        )
         num, den = global_sum([float((x - sae.b_dec).mul_(x0).sum()), float(x0.pow(2).sum())])
         c = num / max(den, 1e-30)
         if not 0 < c < float("inf"):
@@ -262,8 +295,11 @@ class _Choice:
         steps = float(sae.ema_steps)
         # warm-up: early on average over ~the last tenth of the steps so far, not the random init
         decay = min(self.cfg.threshold_decay, (1.0 + steps) / (10.0 + steps))
-        weights = underused_weights(sae.usage, self.target_exponent) if self.cfg.aux_zipf_coef > 0 \
+        weights = (
+            underused_weights(sae.usage, self.target_exponent)
+            if self.cfg.aux_zipf_coef > 0
             else torch.zeros_like(sae.usage)
+        )
         counts = torch.bincount(sel.cols[values > 0], minlength=F).to(sae.usage.dtype)
         share = counts / counts.sum().clamp_min(1.0)
         t = sel.batch_threshold.to(sae.threshold.dtype)
@@ -351,13 +387,20 @@ class FeatureChoice(_Choice):
         B, F = x_c.shape[0], self.cfg.d_sae
         out = _workspace("choice_pre_t", (F, B), sae.W_enc.dtype, x_c.device)
         W, b = sae.W_enc.detach(), sae.b_enc.detach()
-        pre_t = torch.addmm(b.unsqueeze(1), W.t(), x_c.t(), out=out) if out is not None \
+        pre_t = (
+            torch.addmm(b.unsqueeze(1), W.t(), x_c.t(), out=out)
+            if out is not None
             else torch.addmm(b.unsqueeze(1), W.t(), x_c.t())
+        )
         m = self.capacities(sae, B)
         feats, toks, vals, thresh = column_top_m(pre_t, m)
         key = toks * F + feats
-        order = torch.sort(key.to(torch.int32) if B * F < 2**31 else key).indices  # int32 sorts ~2x faster
-        return ChoiceSelection(toks[order], feats[order], vals[order], thresh, pre_t, transposed=True)
+        order = torch.sort(
+            key.to(torch.int32) if B * F < 2**31 else key
+        ).indices  # int32 sorts ~2x faster
+        return ChoiceSelection(
+            toks[order], feats[order], vals[order], thresh, pre_t, transposed=True
+        )
 
 
 def column_top_m(pre_t: Tensor, m: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -368,7 +411,9 @@ def column_top_m(pre_t: Tensor, m: Tensor) -> tuple[Tensor, Tensor, Tensor, Tens
     """
     F, B = pre_t.shape
     device = pre_t.device
-    bucket = torch.where(m > 0, torch.ceil(torch.log2(m.clamp_min(1).double())).long() + 1, torch.zeros_like(m))
+    bucket = torch.where(
+        m > 0, torch.ceil(torch.log2(m.clamp_min(1).double())).long() + 1, torch.zeros_like(m)
+    )
     thresh = torch.empty(F, dtype=pre_t.dtype, device=device)
     out_f, out_t, out_v = [], [], []
     for b in torch.unique(bucket).tolist():

@@ -13,6 +13,7 @@ beta = 0 is exactly TopK. Without a gradient (inference on new text without a ba
 or ``grad=None``) the g-SAE runs as a plain TopK SAE on its own weights; evaluation reports both
 modes. Dead latents get the same AuxK loss as TopK.
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,7 +32,9 @@ class GradientTopK(TopK):
         super().__init__(cfg)
         self.beta = cfg.beta
 
-    def _select(self, sae, x_in: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _select(
+        self, sae, x_in: torch.Tensor, grad: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Indices [B, k] of the latents with the largest gradient-weighted scores, and the
         pre-activations they came from (no autograd)."""
         with torch.no_grad():
@@ -39,7 +42,9 @@ class GradientTopK(TopK):
             g = grad.to(pre.dtype)
             if sae.cfg.input_scale:
                 g = g / sae.cfg.input_scale
-            effect = (g @ sae.W_dec.detach().T).abs_()  # |d_i . g_s| = |dL/dz_i| per (token, latent)
+            effect = (
+                g @ sae.W_dec.detach().T
+            ).abs_()  # |d_i . g_s| = |dL/dz_i| per (token, latent)
             score = effect.mul_(self.beta).add_(1.0).mul_(pre.clamp_min(0))
             return topk_select(score, self.cfg.k)[1], pre
 
@@ -52,8 +57,9 @@ class GradientTopK(TopK):
         values = sparse_select_encode(x_in, sae.W_enc, sae.b_enc, indices, pre=pre)
         return SparseCode(values, indices)
 
-    def train_forward(self, sae, x: torch.Tensor, grad: torch.Tensor | None,
-                      dead_mask: torch.Tensor | None) -> TrainOutput:
+    def train_forward(
+        self, sae, x: torch.Tensor, grad: torch.Tensor | None, dead_mask: torch.Tensor | None
+    ) -> TrainOutput:
         if grad is None or self.beta == 0:
             return super().train_forward(sae, x, grad, dead_mask)
         from saes.sae import SparseCode
@@ -68,5 +74,7 @@ class GradientTopK(TopK):
                 k_aux = min(self.cfg.k_aux, int(dead_mask.sum()))
                 aux_idx = pre.masked_fill_(~dead_mask, float("-inf")).topk(k_aux, dim=-1).indices
             aux_values = sparse_select_encode(x_in, sae.W_enc, sae.b_enc, aux_idx)
-            losses["aux_k"] = self.cfg.aux_k_coef * aux_k_loss(x, x_hat, aux_values, aux_idx, sae.W_dec)
+            losses["aux_k"] = self.cfg.aux_k_coef * aux_k_loss(
+                x, x_hat, aux_values, aux_idx, sae.W_dec
+            )
         return TrainOutput(x_hat, SparseCode(values, indices), losses)

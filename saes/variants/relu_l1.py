@@ -6,6 +6,7 @@ The division by the mean centred input norm makes the penalty scale-free like th
 Decoder rows are not constrained to unit norm: the norm-weighted penalty removes the incentive to
 shrink z by growing W_dec (Anthropic's April 2024 update).
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,13 +26,20 @@ class ReLUL1:
     def encode(self, sae, x_in: torch.Tensor, grad: torch.Tensor | None = None) -> torch.Tensor:
         return torch.relu(torch.addmm(sae.b_enc, x_in, sae.W_enc))
 
-    def train_forward(self, sae, x: torch.Tensor, grad: torch.Tensor | None,
-                      dead_mask: torch.Tensor | None) -> TrainOutput:
+    def train_forward(
+        self, sae, x: torch.Tensor, grad: torch.Tensor | None, dead_mask: torch.Tensor | None
+    ) -> TrainOutput:
         z = self.encode(sae, x - sae.b_dec)
         x_hat = torch.addmm(sae.b_dec, z, sae.W_dec)
         from saes.distributed import loss_mean, row_mean_of_data
 
         # batch means over the global batch under data-parallel training (identity otherwise)
-        scale = row_mean_of_data((x - row_mean_of_data(x)).norm(dim=-1, keepdim=True)).squeeze().clamp_min(1e-12)
+        scale = (
+            row_mean_of_data((x - row_mean_of_data(x)).norm(dim=-1, keepdim=True))
+            .squeeze()
+            .clamp_min(1e-12)
+        )
         l1 = loss_mean((z * sae.W_dec.norm(dim=-1)).sum(-1)) / scale
-        return TrainOutput(x_hat, z, {"fvu": fvu_loss(x, x_hat), "l1": self.cfg.l1_coefficient * l1})
+        return TrainOutput(
+            x_hat, z, {"fvu": fvu_loss(x, x_hat), "l1": self.cfg.l1_coefficient * l1}
+        )

@@ -5,6 +5,7 @@ latents are positive, the kept zeros contribute nothing and get no gradient. Dea
 revived by the AuxK loss: the top ``k_aux`` pre-activations among dead latents reconstruct the
 residual error x - x_hat, normalised by that error's variance, weighted by ``aux_k_coef``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,15 +30,22 @@ class TopK:
         values, indices = topk_encode(x_in, sae.W_enc, sae.b_enc, self.cfg.k, dtype=self.gemm_dtype)
         return SparseCode(values, indices)
 
-    def train_forward(self, sae, x: torch.Tensor, grad: torch.Tensor | None,
-                      dead_mask: torch.Tensor | None) -> TrainOutput:
+    def train_forward(
+        self, sae, x: torch.Tensor, grad: torch.Tensor | None, dead_mask: torch.Tensor | None
+    ) -> TrainOutput:
         from saes.sae import SparseCode
 
         if self.cfg.aux_k_coef == 0:
             dead_mask = None
         # centring by b_dec happens inside the kernel (cheaper b_dec gradient than centring here)
         values, indices, aux_values, aux_indices = topk_encode_with_aux(
-            x, sae.W_enc, sae.b_enc, self.cfg.k, dead_mask, self.cfg.k_aux, b_dec=sae.b_dec,
+            x,
+            sae.W_enc,
+            sae.b_enc,
+            self.cfg.k,
+            dead_mask,
+            self.cfg.k_aux,
+            b_dec=sae.b_dec,
             dtype=self.gemm_dtype,
         )
         x_hat = sparse_decode(values, indices, sae.W_dec, sae.b_dec)
@@ -49,8 +57,13 @@ class TopK:
         return TrainOutput(x_hat, SparseCode(values, indices), losses)
 
 
-def aux_k_loss(x: torch.Tensor, x_hat: torch.Tensor, aux_values: torch.Tensor,
-               aux_indices: torch.Tensor, W_dec: torch.Tensor) -> torch.Tensor:
+def aux_k_loss(
+    x: torch.Tensor,
+    x_hat: torch.Tensor,
+    aux_values: torch.Tensor,
+    aux_indices: torch.Tensor,
+    W_dec: torch.Tensor,
+) -> torch.Tensor:
     """Normalised MSE of the dead latents' reconstruction of the (detached) residual error."""
     error = (x - x_hat).detach()
     error_hat = sparse_decode(aux_values, aux_indices, W_dec)
