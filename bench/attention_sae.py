@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from interp.data import token_windows  # noqa: E402
+from interp.hooks import head_layout  # noqa: E402
 from interp.io import atomic_write_json  # noqa: E402
 from interp.models import load_model  # noqa: E402
 from saes.artifacts import load_sae  # noqa: E402
@@ -40,9 +41,9 @@ from saes.attention import (  # noqa: E402
     find_induction_features,
     format_induction_report,
     head_attribution,
-    head_layout,
     head_roles,
 )
+from saes.rundir import RunDir  # noqa: E402
 from saes.train import train  # noqa: E402
 from saes.train_config import RunConfig  # noqa: E402
 
@@ -50,7 +51,7 @@ from saes.train_config import RunConfig  # noqa: E402
 def run_layer(model, layer: int, args) -> dict:
     hook = f"blocks.{layer}.attn.hook_z"
     out_dir = ROOT / "runs" / f"bench-attn{'-quick' if args.quick else ''}-L{layer}"
-    cfg = RunConfig(
+    cfg = RunConfig.from_flat(
         model="smollm2-135m",
         hook=hook,
         d_sae=args.d_sae,
@@ -66,7 +67,7 @@ def run_layer(model, layer: int, args) -> dict:
     )
     t0 = time.perf_counter()
     if args.analyse_only:  # reuse the trained run folder (and the training time measured then)
-        if not (out_dir / "metrics.json").exists():
+        if not RunDir(out_dir).metrics_path.exists():
             raise FileNotFoundError(f"--analyse-only: {out_dir} has no trained, evaluated SAE")
         t_train = (
             args.previous.get(layer, {}).get("seconds", {}).get("train_and_eval", float("nan"))
@@ -76,7 +77,7 @@ def run_layer(model, layer: int, args) -> dict:
             shutil.rmtree(out_dir)
         train(cfg, progress=not args.quiet, model=model)
         t_train = time.perf_counter() - t0
-    metrics = json.loads((out_dir / "metrics.json").read_text())
+    metrics = RunDir(out_dir).metrics(required=True)
     sae = load_sae(out_dir)
     layout = head_layout(model, hook)
 

@@ -110,7 +110,7 @@ def step_cost(
     (cycling). Also timed on the last batch: the selection alone (``variant.select``), and per
     aux_zipf variant the size of its under-used set U (its cost is ~B * min(k_aux, |U|) entries).
     """
-    from saes.losses_zipf import underused_weights
+    from saes.losses import underused_weights
 
     B, d_in = batches[0].shape
     steps = {}

@@ -20,6 +20,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from _provenance import provenance  # noqa: E402
 
+from saes.rundir import RunDir  # noqa: E402
+from saes.train_config import RunConfig  # noqa: E402
+
 CONFIG_KEYS = (
     "model",
     "hook",
@@ -50,9 +53,15 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, check=True)
     record["wall_s"] = time.perf_counter() - t0
-    run_dir = ROOT / args.out_dir
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    cfg = json.loads((run_dir / "run_config.json").read_text())
+    run_dir = RunDir(ROOT / args.out_dir)
+    metrics = run_dir.metrics(required=True)
+    saved = RunConfig.from_saved(run_dir.config(required=True))
+    # the demo record keeps short names (the README table reads them)
+    cfg = {
+        k: v
+        for section in ("data", "sae", "optim", "log")
+        for k, v in saved.model_dump()[section].items()
+    }
     record["command"] = " ".join(["interp"] + cmd[3:])
     record["config"] = {k: cfg[k] for k in CONFIG_KEYS if k in cfg}
     record["tokens_per_s"] = (

@@ -186,7 +186,7 @@ def make_ours(d_in: int, args, n_steps: int, sample: torch.Tensor) -> Row:
     from saes.train import TrainStep, initial_statistics
     from saes.train_config import RunConfig
 
-    cfg = RunConfig(
+    cfg = RunConfig.from_flat(
         d_sae=args.d_sae,
         k=args.k,
         batch_tokens=args.batch,
@@ -194,33 +194,33 @@ def make_ours(d_in: int, args, n_steps: int, sample: torch.Tensor) -> Row:
         lr=args.lr,
         seed=0,
     )
-    sae = SAE(cfg.sae_config(d_in), seed=cfg.seed)
-    scale, median = initial_statistics(sample[: cfg.init_sample_tokens], cfg)
+    sae = SAE(cfg.sae_config(d_in), seed=cfg.data.seed)
+    scale, median = initial_statistics(sample[: cfg.data.init_sample_tokens], cfg)
     sae.cfg.input_scale = scale
     with torch.no_grad():
         sae.b_dec.copy_(median)
     step = TrainStep(
         sae,
-        lr=cfg.lr,
+        lr=cfg.optim.lr,
         total_steps=n_steps,
-        warmup_steps=cfg.warmup_steps,
-        decay_fraction=cfg.decay_fraction,
+        warmup_steps=cfg.optim.warmup_steps,
+        decay_fraction=cfg.optim.decay_fraction,
         dead_tokens=cfg.resolved_dead_tokens,
     )
     settings = {
         "trainer": "saes.train.TrainStep, set up as saes.train.train_runs does",
         "lr": step.lr,
-        "warmup_steps": cfg.warmup_steps,
-        "decay_fraction": cfg.decay_fraction,
+        "warmup_steps": cfg.optim.warmup_steps,
+        "decay_fraction": cfg.optim.decay_fraction,
         "lr_schedule": "linear warm-up, constant, linear decay to 0 over the last decay_fraction of steps",
         "dead_tokens": cfg.resolved_dead_tokens,
         "aux_k": sae.cfg.k_aux,
         "aux_k_coef": sae.cfg.aux_k_coef,
-        "normalize_input": cfg.normalize_input,
+        "normalize_input": cfg.optim.normalize_input,
         "input_scale": scale,
-        "b_dec_init": f"geometric median of the first {cfg.init_sample_tokens} training tokens (scaled)",
-        "init_sample_tokens": cfg.init_sample_tokens,
-        "seed": cfg.seed,
+        "b_dec_init": f"geometric median of the first {cfg.data.init_sample_tokens} training tokens (scaled)",
+        "init_sample_tokens": cfg.data.init_sample_tokens,
+        "seed": cfg.data.seed,
         "loss": "FVU + AuxK",
         "optimizer": "saes.optim.SAEAdam (fused Adam), betas (0.9, 0.999), eps 1e-8",
         "selection_kernel": kernels.selection_kernel(),
@@ -235,10 +235,10 @@ def make_ours(d_in: int, args, n_steps: int, sample: torch.Tensor) -> Row:
 
     summary = [
         "saes.train.TrainStep with the RunConfig defaults, as `interp train` sets it up",
-        f"Adam, lr {step.lr:.3g} (default_lr), warm-up {cfg.warmup_steps} steps, linear decay to 0 over the last "
-        f"{cfg.decay_fraction:.0%} of steps",
+        f"Adam, lr {step.lr:.3g} (default_lr), warm-up {cfg.optim.warmup_steps} steps, linear decay to 0 over the last "
+        f"{cfg.optim.decay_fraction:.0%} of steps",
         f"inputs scaled to E||x|| = sqrt(d_in) (x {scale:.4g})",
-        f"b_dec = geometric median of the first {cfg.init_sample_tokens:,} training tokens",
+        f"b_dec = geometric median of the first {cfg.data.init_sample_tokens:,} training tokens",
         f"AuxK (1/32, k_aux {sae.cfg.k_aux}) on latents that did not fire for {cfg.resolved_dead_tokens:,} tokens",
     ]
     return Row(

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import torch
 
+from saes.rundir import RunDir, job_run_dir
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -39,7 +41,7 @@ def run_config(out_dir: str, hooks: list[str], tokens: int, device: str = "cpu",
     from saes.train_config import RunConfig
 
     job = len(hooks) > 1 or kw.get("shard_hooks")
-    return RunConfig(
+    return RunConfig.from_flat(
         model="smollm2-135m",
         hook=hooks[0],
         hooks=hooks if job else None,
@@ -62,8 +64,11 @@ def run_config(out_dir: str, hooks: list[str], tokens: int, device: str = "cpu",
 
 def logged_tps(out_dir: Path, hooks: list[str]) -> tuple[float, int]:
     """(tokens/s, tokens) from the training log of the job's first run folder."""
-    folder = out_dir / hooks[0] if (out_dir / hooks[0]).is_dir() else out_dir
-    last = json.loads((folder / "train_log.jsonl").read_text().splitlines()[-1])
+    job_folder = Path(job_run_dir(str(out_dir), hooks[0]))
+    folder = RunDir(job_folder if job_folder.is_dir() else out_dir)
+    last = folder.last_log_record()
+    if last is None:
+        raise RuntimeError(f"{folder.log_path} holds no training-log record")
     return last["tokens_per_s"], last["tokens"]
 
 

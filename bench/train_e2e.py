@@ -23,30 +23,31 @@ import torch
 from interp.activations import ActivationCapture, capture_blocks
 from interp.data import token_windows
 from interp.models import load_model
+from saes.rundir import RunDir
 from saes.train import train
 from saes.train_config import RunConfig
 
 
 def capture_only(model, cfg: RunConfig, n_windows: int) -> float:
-    cap = ActivationCapture(model, [cfg.hook])
+    cap = ActivationCapture(model, [cfg.data.hook])
     wins = token_windows(
         model.tokenizer,
-        source=cfg.source,
-        context_size=cfg.context_size,
+        source=cfg.data.source,
+        context_size=cfg.data.context_size,
         split="train",
-        seed=cfg.seed,
+        seed=cfg.data.seed,
     )
     windows = [w for _, w in zip(range(n_windows), wins)]
     rows = 0
     t0 = time.perf_counter()
-    for block in capture_blocks(cap, windows, cfg.windows_per_block, cfg.batch_windows):
+    for block in capture_blocks(cap, windows, cfg.data.windows_per_block, cfg.data.batch_windows):
         rows += len(block)
     return rows / (time.perf_counter() - t0)
 
 
 def run(model, device: str, d_sae: int, tokens: int, layer: int) -> dict:
     out_dir = Path(tempfile.mkdtemp(prefix="e2e-"))
-    cfg = RunConfig(
+    cfg = RunConfig.from_flat(
         model="smollm2-135m",
         hook=f"blocks.{layer}.hook_resid_post",
         d_sae=d_sae,
@@ -60,7 +61,7 @@ def run(model, device: str, d_sae: int, tokens: int, layer: int) -> dict:
         log_every=1,
         device=device,
     )
-    n_windows = cfg.windows_per_block * -(-tokens // cfg.buffer_tokens)
+    n_windows = cfg.data.windows_per_block * -(-tokens // cfg.data.buffer_tokens)
     # capture alone before and after training (the machine's speed drifts; the first run is also
     # the model's first forwards): the reference is their mean
     cap_before = capture_only(model, cfg, n_windows)
@@ -69,7 +70,7 @@ def run(model, device: str, d_sae: int, tokens: int, layer: int) -> dict:
     wall = time.perf_counter() - t0
     cap_after = capture_only(model, cfg, n_windows)
     cap_tps = (cap_before + cap_after) / 2
-    log = [json.loads(x) for x in (out_dir / "train_log.jsonl").read_text().splitlines()]
+    log = RunDir(out_dir).log_records()
     train_tps = log[-1]["tokens_per_s"]
     return {
         "device": device,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from interp.models import hook_layer, stop_at_layer_for
+from interp.hooks import hook_dim, hook_layer, hook_name, stop_at_layer_for, validate_hooks
 
 STORAGE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -71,35 +71,6 @@ class ActivationBatch:
         )
 
 
-def validate_hooks(model, hooks: Sequence[str]) -> list[str]:
-    """Check hook names against the model (errors suggest the closest names); returns them deduplicated."""
-    from interp.models import validate_hook_names
-
-    if not hooks:
-        raise ValueError("no hook names given")
-    validate_hook_names(model, list(hooks))
-    return list(dict.fromkeys(hooks))
-
-
-def hook_dim(model, hook: str) -> int:
-    """Width of a hook's activation once flattened per token (hook_z: n_heads * d_head)."""
-    cfg = model.cfg
-    if hook.endswith(("hook_z", "hook_q")):
-        return cfg.n_heads * cfg.d_head
-    if hook.endswith("hook_result"):
-        return cfg.n_heads * cfg.d_model
-    if hook.endswith(("hook_k", "hook_v")):
-        n_kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
-        return n_kv * cfg.d_head
-    if hook.endswith(("mlp.hook_pre", "mlp.hook_post", "mlp.hook_pre_linear")):
-        return cfg.d_mlp
-    if hook.endswith(("hook_pattern", "hook_attn_scores")):
-        raise ValueError(
-            f"hook {hook!r} is per (query, key) pair, not per token: it cannot feed an SAE"
-        )
-    return cfg.d_model
-
-
 class ActivationCapture:
     """Capture several hooks (and optionally their loss gradients) in one forward pass.
 
@@ -128,7 +99,7 @@ class ActivationCapture:
         # embedding hook): every hooked activation lies downstream of it, whatever the hook order,
         # and autograd.grad prunes everything before it.
         embed_hooks = [h for h in self.hooks if hook_layer(h) == -1]
-        self.grad_roots: list[str] = embed_hooks or ["blocks.0.hook_resid_pre"]
+        self.grad_roots: list[str] = embed_hooks or [hook_name(0, "resid_pre")]
         tok = getattr(model, "tokenizer", None)
         self.bos_id: int | None = getattr(tok, "bos_token_id", None) if tok is not None else None
 

@@ -116,10 +116,38 @@ def cache_cmd(
     )
 
 
+@app.command("config")
+def config_cmd(
+    config: Path | None = typer.Option(None, "--config", "-c", help="show this config resolved"),
+    set_: list[str] = typer.Option([], "--set", help="override by dotted key (repeatable)"),
+) -> None:
+    """Every run-config field with its default and docstring (or, with --config/--set, the
+    resolved config as JSON). The text comes from the code (pydantic attribute docstrings)."""
+    from saes.train_config import describe_fields, load_run_config
+
+    if config is not None or set_:
+        try:
+            typer.echo(load_run_config(config, set_).model_dump_json(indent=2))
+        except (ValueError, FileNotFoundError) as e:
+            _fail(e)
+        return
+    section = None
+    for key, default, doc in describe_fields():
+        head = key.split(".", 1)[0] if "." in key else "top level"
+        if head != section:
+            section = head
+            typer.echo(f"\n[{section}]")
+        typer.echo(f"  {key} = {default}")
+        for line in (doc or "").splitlines():
+            typer.echo(f"      {line.strip()}")
+
+
 @app.command("train")
 def train_cmd(
     config: Path | None = typer.Option(None, "--config", "-c", help="JSON or YAML run config"),
-    set_: list[str] = typer.Option([], "--set", help="override: key=value (repeatable)"),
+    set_: list[str] = typer.Option(
+        [], "--set", help="override by dotted key: sae.k=64, optim.lr=1e-3 (repeatable)"
+    ),
     resume: bool = typer.Option(False, "--resume", help="continue from the last good checkpoint"),
     no_eval: bool = typer.Option(False, "--no-eval", help="skip evaluation at the end"),
     plan: bool = typer.Option(
@@ -140,15 +168,13 @@ def train_cmd(
         raise typer.Exit(130) from None
     if plan or os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return
-    if cfg.hooks or cfg.saes:
+    if cfg.is_job:
+        from saes.rundir import CONFIG_FILE, RunDir
         from saes.sweep import summarize
-
-        runs = sorted(p.parent for p in Path(run_dir).rglob("run_config.json"))
         from saes.train_config import RunConfig
 
-        summarize(
-            [RunConfig(**json.loads((r / "run_config.json").read_text())) for r in runs], run_dir
-        )
+        runs = sorted(p.parent for p in Path(run_dir).rglob(CONFIG_FILE))
+        summarize([RunConfig.from_saved(RunDir(r).config(required=True)) for r in runs], run_dir)
         return
     _print_metrics(run_dir)
 
@@ -256,11 +282,12 @@ def _print_metrics(run_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    path = Path(run_dir) / "metrics.json"
-    if not path.exists():
-        typer.echo(f"trained: {run_dir} (no metrics.json)")
+    from saes.rundir import METRICS_FILE, RunDir
+
+    metrics = RunDir(run_dir).metrics()
+    if metrics is None:
+        typer.echo(f"trained: {run_dir} (no {METRICS_FILE})")
         return
-    metrics = json.loads(path.read_text())
     table = Table(title=f"{run_dir}")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -279,16 +306,18 @@ def demo_cmd(
     ),
 ) -> None:
     """The main job on the embedded defaults: TopK SAE (k=32, d_sae=4608) on SmolLM2 layer 15 over stdlib."""
+    from saes.rundir import RunDir
     from saes.train import train
     from saes.train_config import load_run_config
 
     cfg_path = Path(__file__).resolve().parent.parent / "configs" / "demo_topk.json"
     cfg = load_run_config(
         cfg_path if cfg_path.exists() else None,
-        [f"out_dir={json.dumps(str(out_dir))}", f"train_tokens={train_tokens}"],
+        [f"log.out_dir={json.dumps(str(out_dir))}", f"data.train_tokens={train_tokens}"],
     )
-    resume = (out_dir / "checkpoints").exists()
-    if resume and (out_dir / "metrics.json").exists():
+    folder = RunDir(out_dir)
+    resume = folder.checkpoints_dir.exists()
+    if resume and folder.metrics_path.exists():
         import shutil
 
         shutil.rmtree(out_dir)  # a finished demo is rerun from scratch
@@ -408,13 +437,13 @@ def induction_cmd(
     json_out: Path | None = typer.Option(None, "--json", help="write the full report here"),
 ) -> None:
     """Find induction features of an attention-output SAE, the heads behind them, short vs long prefix."""
+    from interp.hooks import hook_z_layer
     from interp.models import load_model
     from saes.artifacts import load_sae
     from saes.attention import (
         InductionSearchConfig,
         find_induction_features,
         format_induction_report,
-        hook_z_layer,
         save_report,
     )
 

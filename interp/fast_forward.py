@@ -200,8 +200,8 @@ def _fuse_qkv(attn: Any) -> None:
     b_Q, b_K, b_V as blocks of one bias vector, so Q, K and V take one GEMM.
 
     The parameters become views with the same shapes, values and strides as
-    ``interp.models._fast_layout`` gives them; in-place updates go to the buffers. If a parameter
-    is later replaced, :func:`_qkv_buffers` notices and the forward projects separately.
+    ``interp.models.hooked.fast_layout`` gives them; in-place updates go to the buffers. If a
+    parameter is later replaced, :func:`_qkv_buffers` notices and the forward projects separately.
     """
     params = _qkv_params(attn)
     weights, biases = params[:3], params[3:]
@@ -362,7 +362,7 @@ def _fuse_gate_in(mlp: Any) -> None:
     fast forward can compute both projections with one GEMM.
 
     The parameters become views of the buffer with the same shapes, values and strides as
-    ``interp.models._fast_layout`` gives them (``W.T`` contiguous), so every in-place update
+    ``interp.models.hooked.fast_layout`` gives them (``W.T`` contiguous), so every in-place update
     (``load_state_dict``, optimizers, ``.data`` edits) goes to the buffer. If a parameter is later
     replaced (``param.data = ...``, ``.to(device)``), the forward notices and uses two GEMMs.
     """

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from interp.hooks import HOOK_Z, layout_for_spec
 from interp.io import atomic_write, atomic_write_json
 from saes.config import SAEConfig
 from saes.sae import SAE
@@ -21,22 +22,13 @@ from saes.sae import SAE
 WEIGHTS = "sae_weights.safetensors"
 CFG = "cfg.json"
 
-# our variant -> SAELens architecture with the same inference function
-SAELENS_ARCH = {
-    "topk": "topk",
-    "gtopk": "topk",
-    "relu_l1": "standard",
-    # batch-level selection at training, JumpReLU with learned thresholds at inference
-    "mutual_choice": "jumprelu",
-    "feature_choice": "jumprelu",
-}
+# SAELens architecture -> the variant that opens it (ours -> theirs is each variant's
+# ``saelens_architecture``)
 FROM_SAELENS_ARCH = {"topk": "topk", "standard": "relu_l1"}
 
 
 def _head_layout_metadata(cfg: SAEConfig) -> dict[str, Any]:
     """n_heads / d_head / n_kv_heads of a hook_z SAE's model when known without loading it."""
-    from saes.attention import HOOK_Z, layout_for_spec
-
     if not HOOK_Z.match(cfg.hook_name):
         return {}
     layout = layout_for_spec(cfg.model_name, cfg.hook_name)
@@ -48,7 +40,7 @@ def _head_layout_metadata(cfg: SAEConfig) -> dict[str, Any]:
 def sae_lens_cfg(sae: SAE, extra_metadata: dict[str, Any] | None = None) -> dict[str, Any]:
     cfg = sae.cfg
     out: dict[str, Any] = {
-        "architecture": SAELENS_ARCH.get(cfg.variant, cfg.variant),
+        "architecture": sae.variant.saelens_architecture or cfg.variant,
         "d_in": cfg.d_in,
         "d_sae": cfg.d_sae,
         "dtype": cfg.dtype,
@@ -65,16 +57,9 @@ def sae_lens_cfg(sae: SAE, extra_metadata: dict[str, Any] | None = None) -> dict
             **(extra_metadata or {}),
         },
         "interp": cfg.model_dump(),
-        "selection_rule": {
-            "topk": "topk",
-            "gtopk": f"gradient topk, beta={cfg.beta}",
-            "relu_l1": "relu",
-            "mutual_choice": "mutual choice (training); jumprelu thresholds (inference)",
-            "feature_choice": f"feature choice, {cfg.allocation} capacities (training); "
-            "jumprelu thresholds (inference)",
-        }.get(cfg.variant, cfg.variant),
+        "selection_rule": sae.variant.describe(),
     }
-    if cfg.variant in ("topk", "gtopk"):
+    if sae.variant.saelens_architecture == "topk":
         out["k"] = cfg.k
         out["rescale_acts_by_decoder_norm"] = False
     return out
@@ -87,7 +72,7 @@ def save_sae(sae: SAE, folder: str | Path, extra_metadata: dict[str, Any] | None
     export = SAE(sae.cfg.model_copy(), seed=None)
     export.load_state_dict(sae.state_dict())
     export.fold_input_scale()
-    training_only = set(getattr(export.variant, "training_buffers", ()))  # e.g. usage EMAs
+    training_only = set(export.variant.training_buffers)  # e.g. usage EMAs
     tensors = {
         k: v.detach().contiguous().cpu()
         for k, v in export.state_dict().items()
@@ -110,7 +95,7 @@ def load_sae(folder: str | Path, device: str | torch.device = "cpu") -> SAE:
     except json.JSONDecodeError as e:
         raise ValueError(f"corrupt SAE config {cfg_path}: {e}") from None
     if "interp" in raw:
-        cfg = SAEConfig(**raw["interp"])
+        cfg = SAEConfig.from_saved(raw["interp"])
     else:
         arch = raw.get("architecture", "standard")
         if arch not in FROM_SAELENS_ARCH:
@@ -136,7 +121,7 @@ def load_sae(folder: str | Path, device: str | torch.device = "cpu") -> SAE:
     except Exception as e:  # noqa: BLE001 - name the file, not a deep safetensors error
         raise ValueError(f"cannot read SAE weights {w_path}: {e}") from None
     sae = SAE(cfg, seed=None)
-    training_only = set(getattr(sae.variant, "training_buffers", ()))
+    training_only = set(sae.variant.training_buffers)
     wanted = [
         k for k in sae.state_dict() if k not in training_only
     ]  # + "threshold" for jumprelu ones

@@ -7,7 +7,8 @@ value head ``h // (H / n_kv)`` (TransformerLens repeats K/V with ``repeat_interl
 
 Public functions (plain dataclasses / tensors / dicts, for the CLI, benchmarks and dashboards):
 
-* :func:`head_layout` / :func:`layout_for_spec` / :func:`load_head_layout`: the head layout.
+* :func:`load_head_layout`: an SAE's head layout (``interp.hooks.head_layout`` /
+  ``interp.hooks.layout_for_spec``).
 * :func:`head_attribution`: share of each feature's decoder norm in each head's block,
   ||W_dec[f, h]|| / sum_h ||W_dec[f, h]||, with per-head summaries; :func:`dfa_head_attribution`:
   the same from data (activation-weighted share of positive DFA per head).
@@ -26,8 +27,6 @@ Public functions (plain dataclasses / tensors / dicts, for the CLI, benchmarks a
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,105 +35,11 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, model_validator
 
-HOOK_Z = re.compile(r"^blocks\.(\d+)\.attn\.hook_z$")
-
+from interp.hooks import HeadLayout, head_layout, hook_name, layout_for_spec
 
 # ---------------------------------------------------------------------------------------------
 # head layout
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HeadLayout:
-    """Where each head's block sits in hook_z's flattened d_in = n_heads * d_head."""
-
-    layer: int
-    n_heads: int
-    d_head: int
-    n_kv_heads: int
-
-    def __post_init__(self) -> None:
-        if min(self.n_heads, self.d_head, self.n_kv_heads) < 1 or self.layer < 0:
-            raise ValueError(f"invalid head layout {self}")
-        if self.n_heads % self.n_kv_heads:
-            raise ValueError(
-                f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})"
-            )
-
-    @property
-    def d_in(self) -> int:
-        return self.n_heads * self.d_head
-
-    @property
-    def hook(self) -> str:
-        return f"blocks.{self.layer}.attn.hook_z"
-
-    def kv_head(self, head: int) -> int:
-        """The value head a query head reads (grouped-query attention)."""
-        return head // (self.n_heads // self.n_kv_heads)
-
-    @property
-    def kv_index(self) -> torch.Tensor:
-        return torch.arange(self.n_heads) // (self.n_heads // self.n_kv_heads)
-
-    def split(self, x: torch.Tensor) -> torch.Tensor:
-        """[..., n_heads * d_head] -> [..., n_heads, d_head]."""
-        if x.shape[-1] != self.d_in:
-            raise ValueError(f"expected last dim n_heads*d_head={self.d_in}, got {x.shape[-1]}")
-        return x.reshape(*x.shape[:-1], self.n_heads, self.d_head)
-
-    def to_metadata(self) -> dict[str, int]:
-        return {
-            "n_heads": self.n_heads,
-            "d_head": self.d_head,
-            "n_kv_heads": self.n_kv_heads,
-            "layer": self.layer,
-        }
-
-
-def hook_z_layer(hook: str) -> int:
-    """The layer of a ``blocks.L.attn.hook_z`` name, or a ValueError naming the problem."""
-    m = HOOK_Z.match(hook)
-    if not m:
-        raise ValueError(
-            f"not an attention-output hook: {hook!r} (expected 'blocks.L.attn.hook_z')"
-        )
-    return int(m.group(1))
-
-
-def _layout_from_cfg(cfg: Any, layer: int) -> HeadLayout:
-    get = (lambda k: cfg.get(k)) if isinstance(cfg, dict) else (lambda k: getattr(cfg, k, None))
-    n_layers = get("n_layers")
-    if n_layers is not None and layer >= n_layers:
-        raise ValueError(f"layer {layer} does not exist: the model has {n_layers} layers")
-    n_heads, d_head = int(get("n_heads")), int(get("d_head"))
-    return HeadLayout(layer, n_heads, d_head, int(get("n_key_value_heads") or n_heads))
-
-
-def head_layout(model, hook: str) -> HeadLayout:
-    """The head layout of ``hook`` (``blocks.L.attn.hook_z``) in a TransformerLens model."""
-    return _layout_from_cfg(model.cfg, hook_z_layer(hook))
-
-
-def layout_for_spec(model_name: str, hook: str) -> HeadLayout | None:
-    """The head layout from a model spec without loading weights (tiny specs, converted-model
-    caches); None when it cannot be known cheaply (the caller may pass a loaded model instead)."""
-    layer = hook_z_layer(hook)
-    try:
-        import inspect
-
-        from interp.models import model_cache_dir, parse_tiny_spec, resolve_spec, tiny_model
-
-        ms = resolve_spec(model_name)
-        if ms.kind == "tiny":
-            defaults = {k: p.default for k, p in inspect.signature(tiny_model).parameters.items()}
-            return _layout_from_cfg({**defaults, **parse_tiny_spec(model_name)}, layer)
-        folder = model_cache_dir(model_name)
-        if folder is not None and (folder / "config.json").is_file():
-            return _layout_from_cfg(json.loads((folder / "config.json").read_text()), layer)
-    except (ValueError, FileNotFoundError, OSError, KeyError, TypeError):
-        return None
-    return None
 
 
 def load_head_layout(sae, model=None) -> HeadLayout:
@@ -255,8 +160,11 @@ def attention_inputs(model, tokens: torch.Tensor, layer: int) -> AttentionInputs
         )
     if not 0 <= layer < model.cfg.n_layers:
         raise ValueError(f"layer {layer} does not exist: the model has {model.cfg.n_layers} layers")
-    pre = f"blocks.{layer}.attn."
-    names = [pre + "hook_pattern", pre + "hook_v", pre + "hook_z"]
+    names = [
+        hook_name(layer, "attn.pattern"),
+        hook_name(layer, "attn.v"),
+        hook_name(layer, "attn.z"),
+    ]
     device = next(model.parameters()).device
     stop = layer + 1 if layer + 1 < model.cfg.n_layers else None
     _, cache = model.run_with_cache(

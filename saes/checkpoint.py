@@ -28,25 +28,44 @@ META = "meta.json"
 FORMAT = "interp-checkpoint"
 VERSION = 2
 PREFIX = "step_"
+CHECKPOINTS = "checkpoints"  # the run folder's subfolder holding one folder per checkpoint
 
 
 class CheckpointWarning(UserWarning):
     """A checkpoint was skipped because it is incomplete or corrupt (the message names the file)."""
 
 
-def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
-    """Checkpoint folders of a run, oldest first (temporary ``.tmp_*`` folders excluded)."""
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.glob(f"{PREFIX}*") if p.is_dir() and _step_of(p) is not None)
+def checkpoints_root(run_dir: str | Path) -> Path:
+    """The folder holding a run's checkpoints (``<run_dir>/checkpoints``)."""
+    return Path(run_dir) / CHECKPOINTS
 
 
-def _step_of(path: Path) -> int | None:
+def checkpoint_name(step: int) -> str:
+    """The folder name of the checkpoint at ``step`` (``step_<step:09d>``, sorts by step)."""
+    return f"{PREFIX}{step:09d}"
+
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    """Where the checkpoint at ``step`` of a run lies (whether or not it exists)."""
+    return checkpoints_root(run_dir) / checkpoint_name(step)
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    """The step of a checkpoint folder, from its name; None if it is not named like one."""
     try:
-        return int(path.name[len(PREFIX) :])
+        return int(Path(path).name[len(PREFIX) :])
     except ValueError:
         return None
+
+
+def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
+    """Checkpoint folders of a run, oldest first (temporary ``.tmp_*`` folders excluded)."""
+    root = checkpoints_root(run_dir)
+    if not root.is_dir():
+        return []
+    return sorted(
+        p for p in root.glob(f"{PREFIX}*") if p.is_dir() and checkpoint_step(p) is not None
+    )
 
 
 def save_checkpoint(
@@ -63,10 +82,10 @@ def save_checkpoint(
     """
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
-    root = Path(run_dir) / "checkpoints"
+    root = checkpoints_root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{PREFIX}{step:09d}"
-    tmp = root / f".tmp_{PREFIX}{step:09d}"
+    final = root / checkpoint_name(step)
+    tmp = root / f".tmp_{checkpoint_name(step)}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -87,7 +106,7 @@ def save_checkpoint(
     os.replace(tmp, final)
     fsync_dir(root)
     for path in checkpoint_dirs(run_dir):
-        if (_step_of(path) or 0) > step:
+        if (checkpoint_step(path) or 0) > step:
             shutil.rmtree(path, ignore_errors=True)
     for old in checkpoint_dirs(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -145,7 +164,7 @@ def latest_checkpoint(run_dir: str | Path, verify: bool = True, warn: bool = Tru
             )
     if bad and warn:
         warnings.warn(
-            f"no intact checkpoint in {Path(run_dir) / 'checkpoints'} "
+            f"no intact checkpoint in {checkpoints_root(run_dir)} "
             f"({', '.join(p.name for p in bad)} are unusable); training restarts from step 0",
             CheckpointWarning,
             stacklevel=2,
@@ -159,7 +178,7 @@ def intact_checkpoint_steps(run_dir: str | Path, verify: bool = True) -> set[int
     for path in checkpoint_dirs(run_dir):
         problem = checkpoint_ok(path, verify=verify)
         if problem is None:
-            good.add(_step_of(path))
+            good.add(checkpoint_step(path))
         else:
             warnings.warn(
                 f"skipping bad checkpoint {path.name}: {problem}", CheckpointWarning, stacklevel=3

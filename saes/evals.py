@@ -14,7 +14,6 @@ averaged per predicted token.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from interp.io import atomic_write_json
+from interp.models import load_model
+from saes.artifacts import load_sae
+from saes.rundir import RunDir
+from saes.train_config import RunConfig
 
 DENSE_THRESHOLD = 0.1  # a latent firing on more than 10% of tokens counts as dense
 # a latent firing on fewer than this fraction of the mean density (l0_mean / d_sae) is under-used
@@ -222,39 +227,28 @@ def evaluate_run(
     run_dir: str | Path, cfg=None, model=None, progress: bool = False
 ) -> dict[str, Any]:
     """Evaluate the SAE in a run folder and write ``metrics.json`` there."""
-    from interp.io import atomic_write_json
-    from saes.artifacts import load_sae
-    from saes.train_config import RunConfig
-
     run_dir = Path(run_dir)
+    folder = RunDir(run_dir)
     if cfg is None:
-        path = run_dir / "run_config.json"
-        if not path.exists():
-            raise FileNotFoundError(f"{run_dir} is not a run folder: run_config.json is missing")
-        cfg = RunConfig(**json.loads(path.read_text()))
+        cfg = RunConfig.from_saved(folder.config(required=True))
     if model is None:
-        from interp.models import load_model
-
-        model = load_model(cfg.model, device=cfg.device)
+        model = load_model(cfg.data.model, device=cfg.device)
     sae = load_sae(run_dir, device=cfg.device)
     metrics = evaluate_sae(
         sae,
         model,
-        cfg.hook,
-        source=cfg.source,
-        context_size=cfg.context_size,
-        eval_tokens=cfg.eval_tokens,
-        ce_windows=cfg.eval_ce_windows,
-        batch_windows=cfg.batch_windows,
-        seed=cfg.seed,
+        cfg.data.hook,
+        source=cfg.data.source,
+        context_size=cfg.data.context_size,
+        eval_tokens=cfg.eval.tokens,
+        ce_windows=cfg.eval.ce_windows,
+        batch_windows=cfg.data.batch_windows,
+        seed=cfg.data.seed,
         progress=progress,
     )
-    log = run_dir / "train_log.jsonl"
-    if log.exists():
-        lines = log.read_text().strip().splitlines()
-        if lines:
-            last = json.loads(lines[-1])
-            metrics["train_tokens_per_s"] = last.get("tokens_per_s")
-            metrics["train_tokens"] = last.get("tokens")
-    atomic_write_json(run_dir / "metrics.json", metrics)
+    last = folder.last_log_record()
+    if last is not None:
+        metrics["train_tokens_per_s"] = last.get("tokens_per_s")
+        metrics["train_tokens"] = last.get("tokens")
+    atomic_write_json(folder.metrics_path, metrics)
     return metrics

@@ -25,10 +25,10 @@ from typing import Any
 
 import torch
 
+from saes.variants import variant_class
+
 GiB = 1024**3
 SAFETY = 0.9  # plan to use at most 90% of what is free
-# dense [batch, d_sae] fp32 arrays alive during one step, by variant (unknown variants: 4)
-DENSE_STEP_ARRAYS = {"topk": 3, "gtopk": 4, "relu_l1": 4}
 BATCH_SIZES = (1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
 
@@ -45,7 +45,7 @@ def sae_state_bytes(d_in: int, d_sae: int, encoder_dtype: str | None = None) -> 
 
 def step_temp_bytes(d_in: int, d_sae: int, variant: str, batch_tokens: int) -> int:
     """Temporaries of one training step at ``batch_tokens`` rows."""
-    dense = DENSE_STEP_ARRAYS.get(variant, 4)
+    dense = variant_class(variant).step_arrays  # dense [batch, d_sae] fp32 arrays of one step
     return 4 * batch_tokens * (dense * d_sae + 8 * d_in)
 
 

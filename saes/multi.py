@@ -1,11 +1,12 @@
 """Many SAEs per forward pass: expand a job (hook patterns x per-SAE overrides) into runs, and serve
 them their activations (one capture or cache read for all, sliced or gathered across ranks).
 
-A job is a :class:`~saes.train_config.RunConfig` with ``hooks`` (names or glob patterns such as
-``blocks.*.hook_resid_post``) and/or ``saes`` (a list of per-SAE overrides, e.g. ``[{k: 16},
-{k: 32, d_sae: 8192}]``). Every (hook, SAE) pair becomes an ordinary run config with its own
-run folder ``out_dir/<hook>`` (one SAE per hook) or ``out_dir/<hook>/<name>``. Data and loop settings
-(``JOB_KEYS``) are shared by all of a job's SAEs: they read the same batches.
+A job is a :class:`~saes.train_config.RunConfig` with ``data.hooks`` (names or glob patterns such
+as ``blocks.*.hook_resid_post``) and/or ``saes`` (a list of per-SAE sae/optim sections, e.g.
+``[{sae: {k: 16}}, {sae: {k: 32, d_sae: 8192}, optim: {lr: 1e-3}}]``). Every (hook, SAE) pair
+becomes an ordinary run config with its own run folder ``log.out_dir/<hook>`` (one SAE per hook)
+or ``log.out_dir/<hook>/<name>``. Everything outside ``sae`` and ``optim`` is shared by all of a
+job's SAEs: they read the same batches.
 """
 
 from __future__ import annotations
@@ -17,59 +18,19 @@ from typing import Any
 import torch
 
 from interp.activations import ActivationBatch, shuffled_batches
-from saes.train_config import RunConfig
+from saes.rundir import job_run_dir
+from saes.train_config import RunConfig, SAEOverride
 
-# settings that define the activation stream and the loop: one value per job
-JOB_KEYS = frozenset(
-    {
-        "model",
-        "hook",
-        "hooks",
-        "saes",
-        "shard_hooks",
-        "source",
-        "cache",
-        "context_size",
-        "batch_windows",
-        "buffer_tokens",
-        "activation_dtype",
-        "d_in",
-        "train_tokens",
-        "batch_tokens",
-        "seed",
-        "init_sample_tokens",
-        "device",
-        "out_dir",
-        "checkpoint_every_tokens",
-        "keep_checkpoints",
-        "log_every",
-        "wandb",
-        "wandb_project",
-        "wandb_online",
-        "eval_tokens",
-        "eval_ce_windows",
-    }
-)
-# keys that must agree across runs trained from one stream (the others are bookkeeping)
-STREAM_KEYS = (
-    "model",
-    "source",
-    "cache",
-    "context_size",
-    "batch_windows",
-    "buffer_tokens",
-    "activation_dtype",
-    "train_tokens",
-    "batch_tokens",
-    "seed",
-    "init_sample_tokens",
-    "device",
-    "checkpoint_every_tokens",
-)
+# Per-SAE overrides may change only the ``sae`` and ``optim`` sections: everything else (the
+# ``data`` stream, logging, evaluation, the device) is one value per job, by construction.
+# Runs trained together from one stream must agree on the stream and on when it is checkpointed:
+STREAM_FIELDS = (("data", None), ("device", None), ("log", "checkpoint_every_tokens"))
+# fields of the data section that may differ between runs of one stream (the hook is per run)
+PER_RUN_DATA = frozenset({"hook", "hooks", "shard_hooks"})
 
 
 def is_job(cfg: RunConfig) -> bool:
-    return bool(cfg.hooks) or bool(cfg.saes)
+    return cfg.is_job
 
 
 def resolve_hooks(
@@ -89,58 +50,75 @@ def resolve_hooks(
     return list(dict.fromkeys(out))
 
 
-def spec_name(spec: dict[str, Any]) -> str:
-    """A folder name for one SAE's overrides: its ``name``, or ``k16-d_sae8192``-style."""
-    if "name" in spec:
-        return str(spec["name"])
-    if not spec:
+def spec_name(spec: SAEOverride | dict[str, Any]) -> str:
+    """A folder name for one SAE's overrides: its ``name``, or ``k16-d_sae8192``-style (the field
+    names without their section, in the order given)."""
+    if isinstance(spec, SAEOverride):
+        if spec.name is not None:
+            return spec.name
+        fields = {**spec.sae, **spec.optim}
+    else:
+        if "name" in spec:
+            return str(spec["name"])
+        fields = {k.rsplit(".", 1)[-1]: v for k, v in spec.items()}
+    if not fields:
         return "default"
-    return "-".join(f"{k}{v}" for k, v in spec.items()).replace("/", "_")
+    return "-".join(f"{k}{v}" for k, v in fields.items()).replace("/", "_")
 
 
 def expand_job(
     cfg: RunConfig, available_hooks: Sequence[str], where: str = "the model"
 ) -> list[RunConfig]:
-    """One run config per (hook, SAE) of a job, each with its own ``out_dir``."""
-    hooks = resolve_hooks(cfg.hooks or [cfg.hook], available_hooks, where)
-    specs = [dict(s) for s in (cfg.saes or [{}])]
+    """One run config per (hook, SAE) of a job, each with its own ``log.out_dir``."""
+    hooks = resolve_hooks(cfg.data.hooks or [cfg.data.hook], available_hooks, where)
+    specs = list(cfg.saes or [SAEOverride()])
     names = [spec_name(s) for s in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"the job's SAEs need distinct names; got {names} (add a 'name' to each)")
-    base = cfg.model_dump(exclude={"hooks", "saes", "shard_hooks"})
     out = []
-    for spec in specs:
-        bad = sorted(set(spec) & JOB_KEYS)
-        if bad:
-            raise ValueError(
-                f"per-SAE settings cannot change {bad}: they are shared by the whole job "
-                "(one activation stream); set them at the top level"
-            )
-        unknown = sorted(set(spec) - set(RunConfig.model_fields) - {"name"})
-        if unknown:
-            raise ValueError(f"unknown per-SAE keys {unknown}")
     for hook in hooks:
         for spec, name in zip(specs, names):
-            folder = f"{cfg.out_dir}/{hook}" if len(specs) == 1 else f"{cfg.out_dir}/{hook}/{name}"
-            fields = {k: v for k, v in spec.items() if k != "name"}
+            folder = job_run_dir(cfg.log.out_dir, hook, None if len(specs) == 1 else name)
             try:
-                out.append(RunConfig(**{**base, **fields, "hook": hook, "out_dir": folder}))
+                out.append(
+                    cfg.with_overrides(
+                        spec,
+                        data={"hook": hook, "hooks": None, "shard_hooks": False},
+                        log={"out_dir": folder},
+                    )
+                )
             except ValueError as e:
                 raise ValueError(f"SAE {name!r} on {hook}: {e}") from None
     return out
+
+
+def _stream_value(cfg: RunConfig, section: str, field: str | None) -> Any:
+    value = getattr(cfg, section)
+    if field is not None:
+        return getattr(value, field)
+    if section == "data":
+        return value.model_dump(exclude=PER_RUN_DATA)
+    return value
 
 
 def check_shared(cfgs: Sequence[RunConfig]) -> None:
     """Runs trained from one stream must agree on the stream's settings (error names the key)."""
     first = cfgs[0]
     for c in cfgs[1:]:
-        for key in STREAM_KEYS:
-            if getattr(c, key) != getattr(first, key):
-                raise ValueError(
-                    f"runs trained together must share {key!r}: {first.out_dir} has "
-                    f"{getattr(first, key)!r}, {c.out_dir} has {getattr(c, key)!r}"
-                )
-    dirs = [c.out_dir for c in cfgs]
+        for section, field in STREAM_FIELDS:
+            a, b = _stream_value(first, section, field), _stream_value(c, section, field)
+            if a == b:
+                continue
+            if isinstance(a, dict):  # name the first differing data field
+                key = next(k for k in a if a[k] != b[k])
+                where, a, b = f"data.{key}", a[key], b[key]
+            else:
+                where = section if field is None else f"{section}.{field}"
+            raise ValueError(
+                f"runs trained together must share {where!r}: {first.log.out_dir} has "
+                f"{a!r}, {c.log.out_dir} has {b!r}"
+            )
+    dirs = [c.log.out_dir for c in cfgs]
     if len(set(dirs)) != len(dirs):
         raise ValueError(f"runs trained together need distinct out_dir; got {dirs}")
 
@@ -172,7 +150,7 @@ def rank_live_blocks(
     on each hook's owner (hook sharding: a rank gets only its hooks). Blocks come out in the
     single-process order, so shuffling and resume work unchanged."""
     cfg = source.cfg
-    W, bw = cfg.windows_per_block, cfg.batch_windows
+    W, bw = cfg.data.windows_per_block, cfg.data.batch_windows
     it = iter(source.windows())
     for _ in range(start_block * W):
         if next(it, None) is None:
@@ -230,7 +208,7 @@ def job_batches(
     else:
         blocks = source.blocks(start_block)
     for b, i, batch in shuffled_batches(
-        blocks, cfg.batch_tokens, cfg.seed, start_block, skip_batches
+        blocks, cfg.data.batch_tokens, cfg.data.seed, start_block, skip_batches
     ):
         if data_parallel and comm is not None:
             batch = batch.select(comm.row_slice(len(batch)))

@@ -14,38 +14,15 @@ Inputs are raw model activations; ``cfg.input_scale`` (if set) is applied inside
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
+from saes.codes import Code, SparseCode, to_dense
 from saes.config import SAEConfig
+from saes.kernels import normalize_rows_, remove_parallel_grad_, sparse_decode
+from saes.variants import get_variant
 
-
-@dataclass
-class SparseCode:
-    """A sparse code: ``values`` and ``indices`` [N, k] (values may be 0 when fewer than k fire, or as
-    padding of rows with fewer entries; a padding entry may repeat an index, with value 0)."""
-
-    values: torch.Tensor
-    indices: torch.Tensor
-
-    def to_dense(self, d_sae: int) -> torch.Tensor:
-        z = self.values.new_zeros(self.values.shape[0], d_sae)
-        # add, not assign: padded codes (variable L0 per row) repeat an index with value 0
-        return z.scatter_add_(1, self.indices, self.values)
-
-    @property
-    def l0(self) -> torch.Tensor:
-        """Number of nonzero latents per row."""
-        return (self.values != 0).sum(-1)
-
-
-Code = SparseCode | torch.Tensor
-
-
-def to_dense(code: Code, d_sae: int) -> torch.Tensor:
-    return code.to_dense(d_sae) if isinstance(code, SparseCode) else code
+__all__ = ["SAE", "Code", "SparseCode", "to_dense"]
 
 
 class SAE(nn.Module):
@@ -57,8 +34,8 @@ class SAE(nn.Module):
 
     def __init__(self, cfg: SAEConfig, seed: int | None = 0) -> None:
         super().__init__()
-        from saes.variants import get_variant
-
+        if cfg.d_in is None:
+            raise ValueError("SAEConfig.d_in is None: set it to the hook's activation width")
         self.cfg = cfg
         self.variant = get_variant(cfg)
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -71,11 +48,7 @@ class SAE(nn.Module):
         self.W_enc = nn.Parameter(W_dec.clone().t())
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
-        init_module = getattr(self.variant, "init_module", None)
-        if (
-            init_module is not None
-        ):  # variant state as module buffers (e.g. choice SAEs' thresholds)
-            init_module(self)
+        self.variant.init_module(self)  # variant state as buffers (e.g. choice SAEs' thresholds)
 
     # ---- inputs -------------------------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
@@ -124,16 +97,14 @@ class SAE(nn.Module):
     def decode_scaled(self, code: Code) -> torch.Tensor:
         """Reconstruction in the scaled input space (what the training loss compares)."""
         if isinstance(code, SparseCode):
-            from saes.kernels import sparse_decode
-
             # flat COO codes (choice SAEs' training codes) carry their rows
             return sparse_decode(
                 code.values,
                 code.indices,
                 self.W_dec,
                 self.b_dec,
-                rows=getattr(code, "rows", None),
-                n_rows=getattr(code, "n_rows", None),
+                rows=code.rows,
+                n_rows=code.n_rows,
             )
         return torch.addmm(self.b_dec, code.to(self.W_dec.dtype), self.W_dec)
 
@@ -160,15 +131,11 @@ class SAE(nn.Module):
     # ---- maintenance --------------------------------------------------------------------------
     @torch.no_grad()
     def set_decoder_norm_to_unit_norm(self) -> None:
-        from saes.kernels import normalize_rows_
-
         normalize_rows_(self.W_dec)
 
     @torch.no_grad()
     def remove_gradient_parallel_to_decoder(self) -> None:
         """Project out of W_dec.grad the component along each (unit) decoder row."""
-        from saes.kernels import remove_parallel_grad_
-
         remove_parallel_grad_(self.W_dec)
 
     @torch.no_grad()

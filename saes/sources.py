@@ -15,9 +15,12 @@ from interp.activations import (
     ActivationBatch,
     ActivationCapture,
     capture_blocks,
-    hook_dim,
     shuffled_batches,
 )
+from interp.cache import ActivationCache
+from interp.data import token_windows
+from interp.hooks import hook_dim
+from interp.models import load_model
 from saes.train_config import RunConfig
 
 
@@ -27,34 +30,30 @@ class LiveSource:
     def __init__(
         self, cfg: RunConfig, model=None, with_grads: bool = False, hooks: list[str] | None = None
     ) -> None:
-        from interp.models import load_model
-
         self.cfg = cfg
-        self.hooks = list(hooks or [cfg.hook])  # several hooks: one forward serves them all
-        self.model = model if model is not None else load_model(cfg.model, device=cfg.device)
+        self.hooks = list(hooks or [cfg.data.hook])  # several hooks: one forward serves them all
+        self.model = model if model is not None else load_model(cfg.data.model, device=cfg.device)
         self.capture = ActivationCapture(
-            self.model, self.hooks, with_grads=with_grads, dtype=cfg.activation_dtype
+            self.model, self.hooks, with_grads=with_grads, dtype=cfg.data.activation_dtype
         )
         self.dims = {h: hook_dim(self.model, h) for h in self.hooks}
-        self.d_in = self.dims.get(cfg.hook) or self.dims[self.hooks[0]]
+        self.d_in = self.dims.get(cfg.data.hook) or self.dims[self.hooks[0]]
 
     def windows(self, split: str = "train") -> Iterator[torch.Tensor]:
-        from interp.data import token_windows
-
         return token_windows(
             self.model.tokenizer,
-            source=self.cfg.source,
-            context_size=self.cfg.context_size,
+            source=self.cfg.data.source,
+            context_size=self.cfg.data.context_size,
             split=split,
-            seed=self.cfg.seed,
+            seed=self.cfg.data.seed,
         )
 
     def blocks(self, start_block: int = 0) -> Iterator[ActivationBatch]:
         return capture_blocks(
             self.capture,
             self.windows(),
-            self.cfg.windows_per_block,
-            self.cfg.batch_windows,
+            self.cfg.data.windows_per_block,
+            self.cfg.data.batch_windows,
             start_block=start_block,
         )
 
@@ -64,19 +63,19 @@ class LiveSource:
         got = 0
         it = self.windows()
         while got < n_tokens:
-            chunk = [w for _, w in zip(range(self.cfg.batch_windows), it)]
+            chunk = [w for _, w in zip(range(self.cfg.data.batch_windows), it)]
             if not chunk:
                 break
             batch = self.capture(torch.stack(chunk))
             rows.append(batch)
             got += len(batch)
         if not rows:
-            raise ValueError(f"source {self.cfg.source!r} produced no tokens")
+            raise ValueError(f"source {self.cfg.data.source!r} produced no tokens")
         return ActivationBatch.concat(rows).select(slice(0, n_tokens))
 
     def batches(self, batch_tokens: int, start_block: int = 0, skip_batches: int = 0):
         return shuffled_batches(
-            self.blocks(start_block), batch_tokens, self.cfg.seed, start_block, skip_batches
+            self.blocks(start_block), batch_tokens, self.cfg.data.seed, start_block, skip_batches
         )
 
 
@@ -86,29 +85,25 @@ class CacheSource:
     def __init__(
         self, cfg: RunConfig, with_grads: bool = False, hooks: list[str] | None = None
     ) -> None:
-        from interp.cache import ActivationCache
-
         self.cfg = cfg
-        self.hooks = list(hooks or [cfg.hook])
-        self.cache = ActivationCache(cfg.cache)  # type: ignore[arg-type]
+        self.hooks = list(hooks or [cfg.data.hook])
+        self.cache = ActivationCache(cfg.data.cache)  # type: ignore[arg-type]
         for h in self.hooks:
             self.cache.check_hook(h)
         if with_grads and not self.cache.manifest.has_grads:
             raise ValueError(
-                f"variant {cfg.variant!r} needs gradients but cache {cfg.cache} has none"
+                f"variant {cfg.sae.variant!r} needs gradients but cache {cfg.data.cache} has none"
             )
         self.with_grads = with_grads
         self.dims = {h: self.cache.d_in(h) for h in self.hooks}
-        self.d_in = self.dims.get(cfg.hook) or self.dims[self.hooks[0]]
+        self.d_in = self.dims.get(cfg.data.hook) or self.dims[self.hooks[0]]
 
     @cached_property
     def model(self):
-        from interp.models import load_model
-
-        return load_model(self.cfg.model, device=self.cfg.device)
+        return load_model(self.cfg.data.model, device=self.cfg.device)
 
     def blocks(self, start_block: int = 0) -> Iterator[ActivationBatch]:
-        rows = self.cfg.buffer_tokens
+        rows = self.cfg.data.buffer_tokens
         skip = start_block * rows
         pending: list[ActivationBatch] = []
         have = 0
@@ -125,7 +120,7 @@ class CacheSource:
                 yield merged.select(slice(0, rows))
                 rest = merged.select(slice(rows, None))
                 pending, have = ([rest] if len(rest) else []), len(rest)
-        if have >= self.cfg.batch_tokens:
+        if have >= self.cfg.data.batch_tokens:
             yield ActivationBatch.concat(pending)
 
     def sample_batch(self, n_tokens: int) -> ActivationBatch:
@@ -133,5 +128,5 @@ class CacheSource:
 
     def batches(self, batch_tokens: int, start_block: int = 0, skip_batches: int = 0):
         return shuffled_batches(
-            self.blocks(start_block), batch_tokens, self.cfg.seed, start_block, skip_batches
+            self.blocks(start_block), batch_tokens, self.cfg.data.seed, start_block, skip_batches
         )

@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from interp.hooks import hook_layer
+
 
 @dataclass
 class SteeringResult:
@@ -80,8 +82,6 @@ def unembedded_direction(model, hook: str, direction: torch.Tensor) -> torch.Ten
     centring); its per-position scale is left out, as in direct logit attribution (it does not
     change which tokens rank first). ``load_model`` folds the gain into W_U, so there it is a no-op.
     """
-    from interp.models import hook_layer
-
     layer = hook_layer(hook)
     d = direction.detach().to(model.W_U.device, torch.float32)
     if hook.endswith("attn.hook_z"):

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import os
 import subprocess
 import sys
@@ -35,22 +34,38 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from saes.train_config import RunConfig
+from interp.activations import ActivationCapture
+from interp.cache import ActivationCache, CacheWriter
+from interp.data import token_windows
+from interp.io import atomic_write, atomic_write_json
+from interp.models import load_model
+from saes.multi import expand_job, resolve_hooks, spec_name
+from saes.rundir import RunDir, job_run_dir
+from saes.train import train
+from saes.train_config import (
+    RunConfig,
+    SAEOverride,
+    apply_changes,
+    check_keys,
+    dotted_key_problem,
+    read_config_data,
+)
+from saes.variants import variant_class
 
 # settings that define the activation stream itself: a sweep cannot vary them (one shared cache)
 STREAM_IDENTITY = frozenset(
     {
-        "model",
-        "source",
-        "cache",
-        "context_size",
-        "hook",
-        "hooks",
+        "data.model",
+        "data.source",
+        "data.cache",
+        "data.context_size",
+        "data.hook",
+        "data.hooks",
+        "data.shard_hooks",
+        "data.activation_dtype",
+        "data.seed",
+        "log.out_dir",
         "saes",
-        "shard_hooks",
-        "out_dir",
-        "activation_dtype",
-        "seed",
     }
 )
 SUMMARY_COLUMNS = (
@@ -88,14 +103,15 @@ class SweepConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> SweepConfig:
-        unknown = sorted(
-            (set(self.base) | set(self.grid) | {k for r in self.runs for k in r})
-            - set(RunConfig.model_fields)
-            - {"name"}
-        )
-        if unknown:
-            raise ValueError(f"unknown run settings in the sweep: {unknown}")
-        fixed = sorted((set(self.grid) | {k for r in self.runs for k in r}) & STREAM_IDENTITY)
+        check_keys(self.base, "the sweep's base")
+        varied = set(self.grid) | {k for r in self.runs for k in r} - {"name"}
+        problems = [p for p in map(dotted_key_problem, sorted(varied)) if p]
+        if problems:
+            raise ValueError(
+                "unknown run settings in the sweep (grid and runs take dotted keys such as "
+                f"sae.k or optim.lr): {'; '.join(problems)}"
+            )
+        fixed = sorted(varied & STREAM_IDENTITY)
         if fixed:
             raise ValueError(
                 f"a sweep cannot vary {fixed}: its runs share one activation stream; "
@@ -106,8 +122,8 @@ class SweepConfig(BaseModel):
                 raise ValueError(f"grid[{key!r}] must be a non-empty list, got {values!r}")
         if self.processes < 1:
             raise ValueError(f"processes must be >= 1, got {self.processes}")
-        if "out_dir" in self.base:
-            raise ValueError("set out_dir at the top level of the sweep, not in base")
+        if "out_dir" in self.base.get("log", {}):
+            raise ValueError("set out_dir at the top level of the sweep, not in base.log")
         return self
 
     def combinations(self) -> list[dict[str, Any]]:
@@ -120,8 +136,6 @@ class SweepConfig(BaseModel):
 
 def load_sweep_config(path: str | Path, overrides: Sequence[str] = ()) -> SweepConfig:
     """Read a sweep config (YAML or JSON); ``key=value`` overrides apply to the top level."""
-    from saes.train_config import read_config_data
-
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"sweep config {p} does not exist")
@@ -134,24 +148,19 @@ def load_sweep_config(path: str | Path, overrides: Sequence[str] = ()) -> SweepC
 
 def _base(sweep: SweepConfig) -> RunConfig:
     try:
-        return RunConfig(
-            **{**sweep.base, "out_dir": sweep.out_dir, "saes": None, "shard_hooks": False}
-        )
+        base = RunConfig(**{**sweep.base, "saes": None})
     except ValidationError as e:
         raise ValueError(f"invalid base run config: {e}") from None
+    return apply_changes(base, {"log.out_dir": sweep.out_dir, "data.shard_hooks": False})
 
 
 def _hooks(base: RunConfig, available: Sequence[str], where: str) -> list[str]:
-    from saes.multi import resolve_hooks
-
-    return resolve_hooks(base.hooks or [base.hook], available, where)
+    return resolve_hooks(base.data.hooks or [base.data.hook], available, where)
 
 
 def plan_runs(sweep: SweepConfig, hooks: Sequence[str], cache: str | None) -> list[RunConfig]:
     """One RunConfig per (hook, combination), each with its own folder (names from the overrides)."""
-    from saes.multi import spec_name
-
-    base = _base(sweep).model_dump(exclude={"hooks", "saes", "shard_hooks"})
+    base = apply_changes(_base(sweep), {"data.hooks": None})
     combos = sweep.combinations()
     names = [spec_name(c) for c in combos]
     if len(set(names)) != len(names):
@@ -162,14 +171,14 @@ def plan_runs(sweep: SweepConfig, hooks: Sequence[str], cache: str | None) -> li
             fields = {k: v for k, v in combo.items() if k != "name"}
             try:
                 runs.append(
-                    RunConfig(
-                        **{
-                            **base,
+                    apply_changes(
+                        base,
+                        {
                             **fields,
-                            "hook": hook,
-                            "cache": cache,
-                            "out_dir": f"{sweep.out_dir}/{hook}/{name}",
-                        }
+                            "data.hook": hook,
+                            "data.cache": cache,
+                            "log.out_dir": job_run_dir(sweep.out_dir, hook, name),
+                        },
                     )
                 )
             except ValidationError as e:
@@ -182,69 +191,58 @@ def ensure_cache(
 ) -> tuple[str, list[str]]:
     """The sweep's shared activation cache (written once, resumably, if not given) and its hooks."""
     if sweep.cache:
-        from interp.cache import ActivationCache
-
         cache = ActivationCache(sweep.cache)
         return sweep.cache, _hooks(base, list(cache.hooks), f"cache {sweep.cache}")
-    from interp.activations import ActivationCapture
-    from interp.cache import CacheWriter
-    from interp.data import token_windows
-    from interp.models import load_model
-    from saes.variants import variant_class
-
-    model = load_model(base.model, device=base.device)
-    hooks = _hooks(base, list(model.hook_dict), f"model {base.model!r}")
+    d = base.data
+    model = load_model(d.model, device=base.device)
+    hooks = _hooks(base, list(model.hook_dict), f"model {d.model!r}")
     variants = {
-        base.variant,
-        *sweep.grid.get("variant", []),
-        *(r.get("variant", base.variant) for r in sweep.runs),
+        base.sae.variant,
+        *sweep.grid.get("sae.variant", []),
+        *(r.get("sae.variant", base.sae.variant) for r in sweep.runs),
     }
     grads = any(variant_class(v).needs_grads for v in variants)
     longest = max(
         [
-            base.train_tokens,
-            *sweep.grid.get("train_tokens", []),
-            *(r.get("train_tokens", 0) for r in sweep.runs),
+            d.train_tokens,
+            *sweep.grid.get("data.train_tokens", []),
+            *(r.get("data.train_tokens", 0) for r in sweep.runs),
         ]
     )
-    tokens = sweep.cache_tokens or longest + base.buffer_tokens + base.init_sample_tokens
+    tokens = sweep.cache_tokens or longest + d.buffer_tokens + d.init_sample_tokens
     folder = Path(sweep.out_dir) / "cache"
-    capture = ActivationCapture(model, hooks, with_grads=grads, dtype=base.activation_dtype)
+    capture = ActivationCapture(model, hooks, with_grads=grads, dtype=d.activation_dtype)
     meta = {
-        "model": base.model,
-        "source": base.source,
+        "model": d.model,
+        "source": d.source,
         "split": "train",
-        "seed": base.seed,
-        "context_size": base.context_size,
+        "seed": d.seed,
+        "context_size": d.context_size,
     }
-    writer = CacheWriter(folder, capture, meta, windows_per_shard=base.batch_windows * 16)
+    writer = CacheWriter(folder, capture, meta, windows_per_shard=d.batch_windows * 16)
     windows = token_windows(
         model.tokenizer,
-        source=base.source,
-        context_size=base.context_size,
+        source=d.source,
+        context_size=d.context_size,
         split="train",
-        seed=base.seed,
+        seed=d.seed,
     )
     writer.write(
         windows,
-        base.batch_windows,
-        max_windows=-(-tokens // (base.context_size - 1)),
+        d.batch_windows,
+        max_windows=-(-tokens // (d.context_size - 1)),
         progress=progress,
     )
     return str(folder), hooks
 
 
 def _done(run: RunConfig, evaluate: bool) -> bool:
-    d = Path(run.out_dir)
-    return (d / ("metrics.json" if evaluate else "sae_weights.safetensors")).exists()
+    folder = RunDir(run.log.out_dir)
+    return (folder.metrics_path if evaluate else folder.weights_path).exists()
 
 
 def _train_one(run: RunConfig, resume: bool, evaluate: bool, progress: bool) -> None:
-    from saes.train import train
-
-    has_ckpt = (Path(run.out_dir) / "checkpoints").exists() and any(
-        (Path(run.out_dir) / "checkpoints").iterdir()
-    )
+    has_ckpt = RunDir(run.log.out_dir).holds_checkpoints()
     train(run, resume=resume or has_ckpt, progress=progress, evaluate=evaluate)
 
 
@@ -259,22 +257,19 @@ def run_sweep(
     out = Path(sweep.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if sweep.mode == "together":
-        from saes.multi import JOB_KEYS
-        from saes.train import train
-
-        bad = sorted(set(sweep.grid) & JOB_KEYS)
+        bad = sorted(k for k in sweep.grid if not k.startswith(("sae.", "optim.")))
         if bad:
             raise ValueError(
                 f"mode 'together' trains every SAE from one stream: it cannot vary {bad}; "
                 "use mode sequential or parallel"
             )
-        job = base.model_copy(
-            update={
-                "cache": sweep.cache or base.cache,
-                "hooks": base.hooks or [base.hook],
-                "saes": sweep.combinations(),
-            }
-        )
+        job = apply_changes(
+            base,
+            {
+                "data.cache": sweep.cache or base.data.cache,
+                "data.hooks": base.data.hooks or [base.data.hook],
+            },
+        ).model_copy(update={"saes": [as_override(c) for c in sweep.combinations()]})
         if not (resume and all(_done(r, sweep.evaluate) for r in _together_runs(job))):
             train(job, resume=resume, progress=progress, evaluate=sweep.evaluate)
         runs = _together_runs(job)
@@ -293,17 +288,21 @@ def run_sweep(
     return rows
 
 
+def as_override(combo: dict[str, Any]) -> SAEOverride:
+    """A sweep point (dotted sae./optim. keys, optional name) as one SAE of a multi-SAE job."""
+    sections: dict[str, dict[str, Any]] = {"sae": {}, "optim": {}}
+    for key, value in combo.items():
+        if key != "name":
+            section, field = key.split(".", 1)
+            sections[section][field] = value
+    return SAEOverride(name=combo.get("name", spec_name(combo)), **sections)
+
+
 def _together_runs(job: RunConfig) -> list[RunConfig]:
-    from saes.multi import expand_job
-
-    if job.cache:
-        from interp.cache import ActivationCache
-
-        available = list(ActivationCache(job.cache).hooks)
+    if job.data.cache:
+        available = list(ActivationCache(job.data.cache).hooks)
     else:
-        from interp.models import load_model
-
-        available = list(load_model(job.model).hook_dict)
+        available = list(load_model(job.data.model).hook_dict)
     return expand_job(job, available)
 
 
@@ -346,31 +345,24 @@ def _run_parallel(runs: list[RunConfig], sweep: SweepConfig, configs: Path, resu
 
 
 # ---- summary ---------------------------------------------------------------------------------
-def _last_log(run_dir: Path) -> dict[str, Any]:
-    log = run_dir / "train_log.jsonl"
-    if not log.exists():
-        return {}
-    lines = [x for x in log.read_text().splitlines() if x.strip()]
-    return json.loads(lines[-1]) if lines else {}
-
-
 def summary_row(run: RunConfig) -> dict[str, Any]:
     """Headline numbers of one run: held-out metrics when evaluated, else the last training batch's."""
-    d = Path(run.out_dir)
-    last = _last_log(d)
+    d = Path(run.log.out_dir)
+    folder = RunDir(d)
+    last = folder.last_log_record() or {}
     row: dict[str, Any] = {
         "name": d.name,
-        "hook": run.hook,
-        "variant": run.variant,
-        "d_sae": run.d_sae,
-        "k": run.k if run.variant != "relu_l1" else None,
-        "lr": run.lr,
+        "hook": run.data.hook,
+        "variant": run.sae.variant,
+        "d_sae": run.sae.d_sae,
+        "k": run.sae.k if variant_class(run.sae.variant).uses_k else None,
+        "lr": run.optim.lr,
         "train_tokens": last.get("tokens"),
         "tokens_per_s": last.get("tokens_per_s"),
         "run_dir": str(d),
     }
-    if (d / "metrics.json").exists():
-        m = json.loads((d / "metrics.json").read_text())
+    m = folder.metrics()
+    if m is not None:
         row.update(
             fvu=m.get("fvu"),
             l0_mean=m.get("l0_mean"),
@@ -446,7 +438,6 @@ def summarize(
     runs: Sequence[RunConfig], out_dir: str | Path, print_table: bool = True
 ) -> list[dict[str, Any]]:
     """Write summary.json, summary.csv and frontier.html for ``runs``; print the table."""
-    from interp.io import atomic_write, atomic_write_json
 
     out = Path(out_dir)
     rows = [summary_row(r) for r in runs]
@@ -524,7 +515,7 @@ def _worker(argv: Sequence[str]) -> None:
     for path in args.configs:
         run = RunConfig.model_validate_json(Path(path).read_text())
         _train_one(run, args.resume, not args.no_eval, progress=False)
-        print(f"done {run.out_dir}", flush=True)
+        print(f"done {run.log.out_dir}", flush=True)
 
 
 if __name__ == "__main__":  # pragma: no cover - the parallel workers

@@ -24,11 +24,33 @@ from typing import IO, Any
 
 import torch
 
-from saes.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from interp.cache import ActivationCache
+from interp.io import atomic_write_json
+from interp.models import load_model
+from saes.artifacts import save_sae
+from saes.checkpoint import (
+    CheckpointWarning,
+    checkpoint_dirs,
+    checkpoint_name,
+    checkpoint_step,
+    intact_checkpoint_steps,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from saes.distributed import init_from_env, rank_device, reducing
+from saes.evals import evaluate_run
+from saes.geometric_median import geometric_median
+from saes.kernels import selection_kernel
+from saes.memory import SAEItem, plan_memory
+from saes.multi import check_shared, expand_job, hook_owners, is_job, job_batches
 from saes.optim import SAEAdam
-from saes.runs import RunStatus, records_status
+from saes.run_status import RunStatus, records_status
+from saes.rundir import MEMORY_PLAN_FILE, RunDir
 from saes.sae import SAE, SparseCode
+from saes.sources import CacheSource, LiveSource
 from saes.train_config import RunConfig
+from saes.variants import variant_class
 
 
 class TrainingDiverged(RuntimeError):
@@ -91,7 +113,6 @@ class TrainStep:
         return self.tokens_since_fired >= self.dead_tokens
 
     def __call__(self, x: torch.Tensor, grad: torch.Tensor | None = None) -> dict[str, Any]:
-        from saes.distributed import reducing
 
         sae, comm = self.sae, self.comm
         x = sae.scale_input(x.to(sae.device))
@@ -189,11 +210,10 @@ class TrainStep:
 
 def initial_statistics(x: torch.Tensor, cfg: RunConfig) -> tuple[float | None, torch.Tensor]:
     """Input scale (E||x|| -> sqrt(d_in)) and the geometric median of the scaled sample (for b_dec)."""
-    from saes.geometric_median import geometric_median
 
     x = x.float()
     scale = None
-    if cfg.normalize_input:
+    if cfg.optim.normalize_input:
         scale = math.sqrt(x.shape[-1]) / x.norm(dim=-1).mean().clamp_min(1e-12).item()
         x = x * scale
     return scale, geometric_median(x)
@@ -240,6 +260,10 @@ class _Member:
     def name(self) -> str:
         return str(self.run_dir)
 
+    @property
+    def folder(self) -> RunDir:
+        return RunDir(self.run_dir)
+
 
 def train(
     cfg: RunConfig,
@@ -252,18 +276,16 @@ def train(
 ) -> Path:
     """Run a training job described by ``cfg``; returns its folder (``model``: reuse a loaded one).
 
-    One SAE: the run folder. A job (``cfg.hooks`` / ``cfg.saes``): the job folder ``cfg.out_dir``,
+    One SAE: the run folder. A job (``cfg.data.hooks`` / ``cfg.saes``): the job folder ``cfg.log.out_dir``,
     which holds one run folder per SAE. Under torchrun (WORLD_SIZE > 1) the process group is set up
     from the environment unless ``comm`` is given. ``plan_only``: print and write the memory plan
     (``memory_plan.json``), then stop before allocating anything.
     """
-    from saes.distributed import init_from_env
-    from saes.multi import expand_job, is_job
 
     if comm is None:
         comm = init_from_env(cfg.device)
     if not is_job(cfg):
-        if cfg.shard_hooks:
+        if cfg.data.shard_hooks:
             raise ValueError("shard_hooks needs a job with several hooks (set hooks: [...])")
         runs = train_runs(
             [cfg],
@@ -274,18 +296,13 @@ def train(
             comm=comm,
             plan_only=plan_only,
         )
-        return runs[0] if runs else Path(cfg.out_dir)
-    if cfg.cache:
-        from interp.cache import ActivationCache
-
-        available, where = list(ActivationCache(cfg.cache).hooks), f"cache {cfg.cache}"
+        return runs[0] if runs else Path(cfg.log.out_dir)
+    if cfg.data.cache:
+        available, where = list(ActivationCache(cfg.data.cache).hooks), f"cache {cfg.data.cache}"
     else:
         if model is None:
-            from interp.models import load_model
-            from saes.distributed import rank_device
-
-            model = load_model(cfg.model, device=rank_device(cfg.device, comm))
-        available, where = list(model.hook_dict), f"model {cfg.model!r}"
+            model = load_model(cfg.data.model, device=rank_device(cfg.device, comm))
+        available, where = list(model.hook_dict), f"model {cfg.data.model!r}"
     runs = expand_job(cfg, available, where)
     train_runs(
         runs,
@@ -294,11 +311,11 @@ def train(
         evaluate=evaluate,
         model=model,
         comm=comm,
-        shard_hooks=cfg.shard_hooks,
-        job_dir=Path(cfg.out_dir),
+        shard_hooks=cfg.data.shard_hooks,
+        job_dir=Path(cfg.log.out_dir),
         plan_only=plan_only,
     )
-    return Path(cfg.out_dir)
+    return Path(cfg.log.out_dir)
 
 
 def _common_checkpoint(run_dirs: Sequence[Path]) -> int | None:
@@ -307,11 +324,10 @@ def _common_checkpoint(run_dirs: Sequence[Path]) -> int | None:
     A job writes its SAEs' checkpoints one after another, so a crash can leave them one step apart;
     all resume from the newest step they share. None when there is none (start afresh).
     """
-    from saes.checkpoint import CheckpointWarning, checkpoint_dirs, intact_checkpoint_steps
 
     if len(run_dirs) == 1:
         path = latest_checkpoint(run_dirs[0])
-        return None if path is None else int(path.name.split("_")[1])
+        return None if path is None else checkpoint_step(path)
     steps: set[int] | None = None
     for d in run_dirs:
         good = intact_checkpoint_steps(d)
@@ -327,27 +343,28 @@ def _common_checkpoint(run_dirs: Sequence[Path]) -> int | None:
 
 def _open_job_source(cfgs: Sequence[RunConfig], hooks: list[str], model, comm):
     """One source for all of a job's hooks (validates hooks, widths, the cache, before any work)."""
-    from saes.distributed import rank_device
-    from saes.sources import CacheSource, LiveSource
-    from saes.variants import variant_class
 
-    grads_cfg = next((c for c in cfgs if variant_class(c.variant).needs_grads), None)
+    grads_cfg = next((c for c in cfgs if variant_class(c.sae.variant).needs_grads), None)
     first = cfgs[0]
-    if first.cache:
+    if first.data.cache:
         src_cfg = grads_cfg or first
         source = CacheSource(src_cfg, with_grads=grads_cfg is not None, hooks=hooks)
         for c in cfgs:
-            if c.hook in source.dims:
-                source.cache.check_hook(c.hook, d_in=c.d_in)
+            if c.data.hook in source.dims:
+                source.cache.check_hook(c.data.hook, d_in=c.sae.d_in)
         return source
     device = rank_device(first.device, comm)
     src_cfg = (grads_cfg or first).model_copy(update={"device": device})
     source = LiveSource(src_cfg, model=model, with_grads=grads_cfg is not None, hooks=hooks)
     for c in cfgs:
-        if c.d_in is not None and c.hook in source.dims and c.d_in != source.dims[c.hook]:
+        if (
+            c.sae.d_in is not None
+            and c.data.hook in source.dims
+            and c.sae.d_in != source.dims[c.data.hook]
+        ):
             raise ValueError(
-                f"d_in mismatch: hook {c.hook!r} of {c.model!r} has d_in={source.dims[c.hook]}, "
-                f"the config asks for d_in={c.d_in}"
+                f"d_in mismatch: hook {c.data.hook!r} of {c.data.model!r} has d_in={source.dims[c.data.hook]}, "
+                f"the config asks for d_in={c.sae.d_in}"
             )
     return source
 
@@ -372,61 +389,56 @@ def train_runs(
     """
     from tqdm.auto import tqdm
 
-    from saes.artifacts import save_sae
-    from saes.distributed import rank_device
-    from saes.memory import SAEItem, plan_memory
-    from saes.multi import check_shared, hook_owners, job_batches
-
     cfgs = list(cfgs)
     check_shared(cfgs)
     first = cfgs[0]
-    run_dirs = [Path(c.out_dir) for c in cfgs]
+    run_dirs = [Path(c.log.out_dir) for c in cfgs]
     main = comm is None or comm.is_main
     if not resume:
         for d in run_dirs:
-            if (d / "checkpoints").exists() and any((d / "checkpoints").iterdir()):
+            if RunDir(d).holds_checkpoints():
                 raise FileExistsError(
                     f"{d} already holds checkpoints: pass --resume to continue it, or choose another out_dir"
                 )
-    hooks = list(dict.fromkeys(c.hook for c in cfgs))
+    hooks = list(dict.fromkeys(c.data.hook for c in cfgs))
     owners = hook_owners(hooks, comm.world) if (comm is not None and shard_hooks) else None
     data_parallel = comm is not None and owners is None
-    mine = [c for c in cfgs if owners is None or owners[c.hook] == comm.rank]
+    mine = [c for c in cfgs if owners is None or owners[c.data.hook] == comm.rank]
     source_hooks = (
         hooks
-        if (owners is None or not first.cache)
+        if (owners is None or not first.data.cache)
         else [h for h in hooks if owners[h] == comm.rank]
     )
     source = _open_job_source(cfgs, source_hooks, model, comm)  # validates hooks, d_in, cache
 
     device = rank_device(first.device, comm)
-    sae_cfgs = [c.sae_config(source.dims[c.hook]) for c in mine]  # validates every SAE config
+    sae_cfgs = [c.sae_config(source.dims[c.data.hook]) for c in mine]  # validates every SAE config
     rows_per_block = (
-        first.buffer_tokens if first.cache else first.windows_per_block * (first.context_size - 1)
+        first.data.buffer_tokens
+        if first.data.cache
+        else first.data.windows_per_block * (first.data.context_size - 1)
     )
     plan = plan_memory(
         [
-            SAEItem(str(c.out_dir), s.d_in, s.d_sae, s.variant, s.encoder_dtype)
+            SAEItem(str(c.log.out_dir), s.d_in, s.d_sae, s.variant, s.encoder_dtype)
             for c, s in zip(mine, sae_cfgs)
         ],
         {h: source.dims[h] for h in source_hooks},
-        first.batch_tokens,
+        first.data.batch_tokens,
         rows_per_block,
         device=device,
-        with_grads=source.capture.with_grads if not first.cache else source.with_grads,
+        with_grads=source.capture.with_grads if not first.data.cache else source.with_grads,
         activation_bytes=torch.empty(
-            (), dtype=getattr(torch, first.activation_dtype)
+            (), dtype=getattr(torch, first.data.activation_dtype)
         ).element_size(),
-        model=None if first.cache else source.model,
-        batch_windows=first.batch_windows,
-        context_size=first.context_size,
-        n_layers_run=None if first.cache else source.capture.stop_at_layer,
+        model=None if first.data.cache else source.model,
+        batch_windows=first.data.batch_windows,
+        context_size=first.data.context_size,
+        n_layers_run=None if first.data.cache else source.capture.stop_at_layer,
     )
     if main and (len(cfgs) > 1 or plan_only):
-        from interp.io import atomic_write_json
-
         (job_dir or run_dirs[0]).mkdir(parents=True, exist_ok=True)
-        atomic_write_json((job_dir or run_dirs[0]) / "memory_plan.json", plan.to_dict())
+        atomic_write_json((job_dir or run_dirs[0]) / MEMORY_PLAN_FILE, plan.to_dict())
         if progress or plan_only:
             print(plan.format())
     if plan_only:
@@ -434,37 +446,36 @@ def train_runs(
     plan.check()  # a clear error before anything is allocated
 
     start_step = _common_checkpoint(run_dirs) if resume else None
-    total_steps = first.train_tokens // first.batch_tokens
+    total_steps = first.data.train_tokens // first.data.batch_tokens
     members: list[_Member] = []
     for c, s in zip(mine, sae_cfgs):
-        d = Path(c.out_dir)
+        d = Path(c.log.out_dir)
         writer = (owners is not None) or main
-        sae = SAE(s, seed=c.seed).to(device)
+        sae = SAE(s, seed=c.data.seed).to(device)
         step = TrainStep(
             sae,
-            lr=c.lr,
+            lr=c.optim.lr,
             total_steps=total_steps,
-            warmup_steps=c.warmup_steps,
-            decay_fraction=c.decay_fraction,
+            warmup_steps=c.optim.warmup_steps,
+            decay_fraction=c.optim.decay_fraction,
             dead_tokens=c.resolved_dead_tokens,
             comm=comm if data_parallel else None,
         )
         members.append(_Member(c, d, sae, step, writer))
-    ckpt_name = f"step_{start_step:09d}" if start_step is not None else None
     for m in members:
         if m.writer:
             m.run_dir.mkdir(parents=True, exist_ok=True)
-            (m.run_dir / "run_config.json").write_text(m.cfg.model_dump_json(indent=2))
+            m.folder.config_path.write_text(m.cfg.model_dump_json(indent=2))
             m.status = RunStatus.begin(
                 m.run_dir,
-                train_tokens=m.cfg.train_tokens,
-                checkpoint=m.run_dir / "checkpoints" / ckpt_name if ckpt_name else None,
+                train_tokens=m.cfg.data.train_tokens,
+                checkpoint=m.folder.checkpoint_path(start_step) if start_step is not None else None,
             )
 
     position = {"block": 0, "batch": 0, "tokens": 0}
     if start_step is not None:
         for m in members:
-            tensors, meta = load_checkpoint(m.run_dir / "checkpoints" / ckpt_name)  # type: ignore[operator]
+            tensors, meta = load_checkpoint(m.folder.checkpoint_path(start_step))
             m.sae.cfg.input_scale = meta["input_scale"]
             m.step.load_state_tensors(tensors)
             m.step.step_index = meta["step"]
@@ -472,12 +483,13 @@ def train_runs(
         if main:
             where = str(run_dirs[0]) if len(run_dirs) == 1 else f"{len(run_dirs)} runs"
             print(
-                f"resuming {where} from {ckpt_name} (step {start_step}, {position['tokens']:,} tokens)"
+                f"resuming {where} from {checkpoint_name(start_step)} "
+                f"(step {start_step}, {position['tokens']:,} tokens)"
             )
     else:
-        sample = source.sample_batch(first.init_sample_tokens)
+        sample = source.sample_batch(first.data.init_sample_tokens)
         for m in members:
-            scale, median = initial_statistics(sample.acts[m.cfg.hook], m.cfg)
+            scale, median = initial_statistics(sample.acts[m.cfg.data.hook], m.cfg)
             m.sae.cfg.input_scale = scale
             with torch.no_grad():
                 m.sae.b_dec.copy_(median.to(device))
@@ -499,14 +511,12 @@ def train_runs(
                         "position": position,
                         "input_scale": m.sae.cfg.input_scale,
                     },
-                    keep=m.cfg.keep_checkpoints,
+                    keep=m.cfg.log.keep_checkpoints,
                 )
                 if m.status is not None:
                     m.status.update(m.step.step_index, position["tokens"], checkpoint=path)
 
     if main and progress and torch.device(device).type == "cpu":
-        from saes.kernels import selection_kernel
-
         print(f"CPU top-k selection: {selection_kernel()}")
     wandb_run = _maybe_wandb(first) if main else None
     step_index = members[0].step.step_index if members else (start_step or 0)
@@ -532,14 +542,14 @@ def train_runs(
     try:
         for m in members:
             if m.writer:
-                m.log = open(m.run_dir / "train_log.jsonl", "a")
+                m.log = open(m.folder.log_path, "a")
         with _Interrupt() as interrupt:
             for block, i, batch in itertools.islice(batches, max(0, total_steps - step_index)):
                 all_stats = []
                 for m in members:
-                    x = batch.acts[m.cfg.hook]
+                    x = batch.acts[m.cfg.data.hook]
                     g = (
-                        batch.grads[m.cfg.hook]
+                        batch.grads[m.cfg.data.hook]
                         if (batch.grads is not None and m.sae.variant.needs_grads)
                         else None
                     )
@@ -548,9 +558,9 @@ def train_runs(
                 position = {
                     "block": block,
                     "batch": i + 1,
-                    "tokens": position["tokens"] + first.batch_tokens,
+                    "tokens": position["tokens"] + first.data.batch_tokens,
                 }
-                if step_index % first.log_every == 0 or step_index == total_steps:
+                if step_index % first.log.log_every == 0 or step_index == total_steps:
                     tps = (position["tokens"] - tok0) / max(1e-9, time.perf_counter() - t0)
                     for m, stats in zip(members, all_stats):
                         record = {
@@ -566,7 +576,7 @@ def train_runs(
                             _safe(
                                 lambda m=m, record=record: wandb_run.log(
                                     {
-                                        f"{m.cfg.hook}/{m.run_dir.name}/{k}": v
+                                        f"{m.cfg.data.hook}/{m.run_dir.name}/{k}": v
                                         for k, v in record.items()
                                     }
                                     if many
@@ -587,7 +597,7 @@ def train_runs(
                         m.status.update(
                             m.step.step_index, position["tokens"]
                         )  # heartbeat, throttled
-                if position["tokens"] - last_ckpt_tokens >= first.checkpoint_every_tokens:
+                if position["tokens"] - last_ckpt_tokens >= first.log.checkpoint_every_tokens:
                     checkpoint()
                     last_ckpt_tokens = position["tokens"]
                 stop = interrupt.flag if comm is None else comm.any(interrupt.flag)
@@ -610,11 +620,12 @@ def train_runs(
             save_sae(
                 m.sae,
                 m.run_dir,
-                extra_metadata={"context_size": m.cfg.context_size, "dataset_path": m.cfg.source},
+                extra_metadata={
+                    "context_size": m.cfg.data.context_size,
+                    "dataset_path": m.cfg.data.source,
+                },
             )
     if evaluate:
-        from saes.evals import evaluate_run
-
         for m in members:
             if m.writer:
                 evaluate_run(m.run_dir, cfg=m.cfg, model=source.model)
@@ -631,15 +642,15 @@ def _safe(fn) -> None:
 
 
 def _maybe_wandb(cfg: RunConfig):
-    if not cfg.wandb:
+    if not cfg.log.wandb:
         return None
     try:
         import wandb
 
         return wandb.init(
-            project=cfg.wandb_project,
+            project=cfg.log.wandb_project,
             config=cfg.model_dump(),
-            mode="offline" if not cfg.wandb_online else "online",
+            mode="offline" if not cfg.log.wandb_online else "online",
         )
     except Exception as e:  # noqa: BLE001 - wandb never fails a run
         print(f"wandb disabled: {e}")

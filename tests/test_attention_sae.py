@@ -7,9 +7,10 @@ import json
 
 import pytest
 import torch
+from _configs import flat_config
 
+from interp.hooks import HeadLayout, head_layout, layout_for_spec
 from saes.attention import (
-    HeadLayout,
     InductionSearchConfig,
     attention_inputs,
     direct_feature_attribution,
@@ -18,9 +19,7 @@ from saes.attention import (
     explore_prompt,
     find_induction_features,
     head_attribution,
-    head_layout,
     head_roles,
-    layout_for_spec,
     reconstruct_z,
     repeated_random_tokens,
 )
@@ -386,11 +385,10 @@ def test_train_on_hook_z_gqa_saelens_roundtrip(tmp_path):
     from interp.models import load_model
     from saes.artifacts import load_sae
     from saes.train import train
-    from saes.train_config import RunConfig
 
     spec = "tiny:n_key_value_heads=2,attn_only=true"
     model = load_model(spec)
-    cfg = RunConfig(
+    cfg = flat_config(
         model=spec,
         hook="blocks.1.attn.hook_z",
         context_size=33,

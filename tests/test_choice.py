@@ -7,10 +7,11 @@ import json
 
 import pytest
 import torch
+from _configs import flat_config, nested
 
 from interp.synthetic import SyntheticDictionary
 from saes.config import SAEConfig
-from saes.losses_zipf import capped_allocation, underused_weights, zipf_shares
+from saes.losses import capped_allocation, underused_weights, zipf_shares
 from saes.sae import SAE
 from saes.train import TrainStep
 from saes.variants.choice import column_top_m, flat_top_n
@@ -278,9 +279,8 @@ def test_config_validation_names_the_field():
     ):
         with pytest.raises(ValueError, match=field):
             SAEConfig(d_in=8, d_sae=16, variant="feature_choice", **bad)
-    from saes.train_config import RunConfig
 
-    cfg = RunConfig(
+    cfg = flat_config(
         variant="feature_choice", allocation="uniform", zipf_exponent=0.7, aux_zipf_coef=0.0
     )
     s = cfg.sae_config(16)
@@ -301,7 +301,6 @@ def test_cli_train_and_eval(tmp_path, tiny):
 
     from interp.cli import app
     from saes.train import train
-    from saes.train_config import RunConfig
 
     base = dict(
         model="tiny",
@@ -319,7 +318,7 @@ def test_cli_train_and_eval(tmp_path, tiny):
         eval_ce_windows=4,
         log_every=2,
     )
-    (tmp_path / "c.json").write_text(json.dumps({**base, "out_dir": str(tmp_path / "fc")}))
+    (tmp_path / "c.json").write_text(json.dumps(nested(**base, out_dir=str(tmp_path / "fc"))))
     runner = CliRunner()
     for variant, out in (("feature_choice", "fc"), ("mutual_choice", "mc")):
         res = runner.invoke(
@@ -329,9 +328,9 @@ def test_cli_train_and_eval(tmp_path, tiny):
                 "--config",
                 str(tmp_path / "c.json"),
                 "--set",
-                f"variant={variant}",
+                f"sae.variant={variant}",
                 "--set",
-                f"out_dir={tmp_path / out}",
+                f"log.out_dir={tmp_path / out}",
             ],
         )
         assert res.exit_code == 0, res.output
@@ -340,7 +339,7 @@ def test_cli_train_and_eval(tmp_path, tiny):
         untrained = json.loads(
             (
                 train(
-                    RunConfig(
+                    flat_config(
                         **{
                             **base,
                             "variant": variant,

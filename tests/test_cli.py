@@ -98,7 +98,7 @@ def test_demo_command_runs_resumes_and_reruns(tmp_path, monkeypatch, one_thread)
     from pathlib import Path
 
     import saes.train_config as tc
-    from saes.runs import read_status
+    from saes.run_status import read_status
     from saes.train import TrainStep
 
     out = tmp_path / "demo"
@@ -108,7 +108,7 @@ def test_demo_command_runs_resumes_and_reruns(tmp_path, monkeypatch, one_thread)
     def small(path, overrides=None):
         cfg = orig_load(path, overrides)
         loaded.append((Path(path), list(overrides), cfg))
-        return cfg.model_copy(update=DEMO_SMALL)
+        return tc.apply_changes(cfg, {tc.flat_key_place(k): v for k, v in DEMO_SMALL.items()})
 
     monkeypatch.setattr(tc, "load_run_config", small)
     calls = {"n": 0, "interrupt_at": 3}
@@ -131,8 +131,10 @@ def test_demo_command_runs_resumes_and_reruns(tmp_path, monkeypatch, one_thread)
     path, _, cfg = loaded[0]
     assert path == Path(__file__).resolve().parent.parent / "configs" / "demo_topk.json"
     committed = json.loads(path.read_text())
-    assert cfg == tc.RunConfig(**{**committed, "out_dir": str(out), "train_tokens": 4096})
-    assert (cfg.model, cfg.hook, cfg.variant, cfg.k, cfg.d_sae) == (
+    assert cfg == tc.apply_changes(
+        tc.RunConfig(**committed), {"log.out_dir": str(out), "data.train_tokens": 4096}
+    )
+    assert (cfg.data.model, cfg.data.hook, cfg.sae.variant, cfg.sae.k, cfg.sae.d_sae) == (
         "smollm2-135m",
         "blocks.15.hook_resid_post",
         "topk",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _configs import flat_config
 from safetensors.torch import load_file
 
 from saes.checkpoint import (
@@ -26,7 +27,8 @@ from saes.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from saes.runs import list_runs, read_status
+from saes.run_status import read_status
+from saes.runs import list_runs
 from saes.train import TrainStep, train
 from saes.train_config import RunConfig
 
@@ -56,7 +58,7 @@ def _cfg(out_dir, **kw) -> RunConfig:
         log_every=1,
     )
     base.update(kw)
-    return RunConfig(**base)
+    return flat_config(**base)
 
 
 def _assert_same_weights(run_a, run_b) -> None:
@@ -73,7 +75,7 @@ def _cli_resume(cfg: RunConfig, tmp_path: Path):
 
     from interp.cli import app
 
-    path = tmp_path / f"{Path(cfg.out_dir).name}.json"
+    path = tmp_path / f"{Path(cfg.log.out_dir).name}.json"
     path.write_text(cfg.model_dump_json())
     return CliRunner().invoke(app, ["train", "--config", str(path), "--resume", "--no-eval"])
 
@@ -124,7 +126,7 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted(tmp_path, refere
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    run = Path(cfg.out_dir)
+    run = Path(cfg.log.out_dir)
     try:
         # wait for the condition (checkpoint 4 written, step 6 logged), not for a speed: the timeout
         # only keeps a hung child from hanging the suite
@@ -173,7 +175,7 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted(tmp_path, refere
         and status["attempts"] == 2
         and status["resumed_from"] == "step_000000004"
     )
-    assert status["tokens_trained"] == cfg.train_tokens and status["step"] == 12
+    assert status["tokens_trained"] == cfg.data.train_tokens and status["step"] == 12
     assert [r.status for r in list_runs(tmp_path)] == ["finished"]
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from _configs import flat_config
 from safetensors.torch import load_file
 
 from saes.train import train
-from saes.train_config import RunConfig
 
 REPO = Path(__file__).resolve().parent.parent
 HOOKS = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
@@ -149,7 +149,7 @@ def torchrun(tmp_path_factory, cache):
         kw = {**kw, "cache": str(cache)} if name == "dp_cache" else kw
         p = root / f"{name}.json"
         p.write_text(
-            RunConfig(**{**BASE, **kw, "out_dir": str(root / "dist" / name)}).model_dump_json()
+            flat_config(**{**BASE, **kw, "out_dir": str(root / "dist" / name)}).model_dump_json()
         )
         paths.append(str(p))
     (root / "script.py").write_text(SCRIPT)
@@ -180,7 +180,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path, tiny, cache, torchrun, one_t
     for name, kw in CFGS.items():
         kw = {**kw, "cache": str(cache)} if name == "dp_cache" else kw
         one = train(
-            RunConfig(
+            flat_config(
                 **{**BASE, **kw, "shard_hooks": False, "out_dir": str(tmp_path / "one" / name)}
             ),
             progress=False,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _configs import flat_config
 
 from saes.config import SAEConfig
 from saes.sae import SAE
@@ -129,7 +130,6 @@ def test_gsae_trains_from_cache_with_grads_and_evaluates_both_modes(tmp_path, ti
     from interp.cache import CacheWriter
     from saes.artifacts import load_sae
     from saes.train import train
-    from saes.train_config import RunConfig
 
     hook = "blocks.1.hook_resid_post"
     g = torch.Generator().manual_seed(0)
@@ -141,7 +141,7 @@ def test_gsae_trains_from_cache_with_grads_and_evaluates_both_modes(tmp_path, ti
     CacheWriter(
         tmp_path / "cache", cap, {"model": "tiny", "context_size": 17}, windows_per_shard=8
     ).write(iter(list(windows)), batch_windows=4, progress=False)
-    cfg = RunConfig(
+    cfg = flat_config(
         model="tiny",
         hook=hook,
         cache=str(tmp_path / "cache"),
@@ -181,14 +181,13 @@ def test_gsae_needs_grads_from_cache(tmp_path, tiny):
     from interp.activations import ActivationCapture
     from interp.cache import CacheWriter
     from saes.train import train
-    from saes.train_config import RunConfig
 
     hook = "blocks.0.hook_resid_post"
     windows = torch.randint(3, tiny.cfg.d_vocab, (8, 17))
     CacheWriter(
         tmp_path / "cache", ActivationCapture(tiny, [hook]), {"model": "tiny"}, windows_per_shard=4
     ).write(iter(list(windows)), batch_windows=4, progress=False)
-    cfg = RunConfig(
+    cfg = flat_config(
         model="tiny",
         hook=hook,
         cache=str(tmp_path / "cache"),

@@ -11,17 +11,17 @@ import pytest
 import torch
 
 import interp.models as M
+import interp.models.loading as model_loading
+import interp.models.specs as model_specs
+from interp.hooks import hook_layer, stop_at_layer_for, validate_hook_names
 from interp.models import (
     SMOLLM2_INSTALL_COMMAND,
     byte_tokenizer,
     format_models_table,
-    hook_layer,
     list_models,
     load_model,
     parse_tiny_spec,
-    stop_at_layer_for,
     tiny_model,
-    validate_hook_names,
 )
 
 PROMPTS = [
@@ -34,7 +34,7 @@ PROMPTS = [
 
 
 def _no_build(path):
-    """Stand-in for interp.models._build_from_*: building the HF model means the cache missed."""
+    """Stand-in for interp.models.loading._build_from_*: building the HF model means the cache missed."""
 
     def build():
         raise AssertionError(f"cache miss: {path} was converted again")
@@ -139,7 +139,7 @@ def test_smollm2_second_load_hits_cache(smollm2, monkeypatch):
     assert not [p for p in entry.iterdir() if p.name.startswith(".")], "leftover temp files"
 
     # a cache hit is what the second load must be: converting the GGUF again would fail here
-    monkeypatch.setattr(M, "_build_from_gguf", _no_build)
+    monkeypatch.setattr(model_loading, "_build_from_gguf", _no_build)
     again = load_model("smollm2-135m", device=smollm2.cfg.device)
     assert _state_equal(again, smollm2)
     assert again.to_tokens(PROMPTS[0]).tolist() == smollm2.to_tokens(PROMPTS[0]).tolist()
@@ -147,7 +147,7 @@ def test_smollm2_second_load_hits_cache(smollm2, monkeypatch):
 
 def test_missing_smollm2_package_message(monkeypatch, tmp_path):
     monkeypatch.setenv("INTERP_CACHE", str(tmp_path))
-    monkeypatch.setattr(M, "_find_package_dir", lambda package: None)
+    monkeypatch.setattr(model_specs, "_find_package_dir", lambda package: None)
     with pytest.raises(FileNotFoundError) as err:
         load_model("smollm2-135m")
     assert SMOLLM2_INSTALL_COMMAND in str(err.value)
@@ -462,7 +462,7 @@ def test_hf_folder_cache(tmp_path, monkeypatch):
     assert not [p for p in entry.iterdir() if p.name.startswith(".")], "leftover temp files"
 
     with monkeypatch.context() as mp:
-        mp.setattr(M, "_build_from_folder", _no_build)
+        mp.setattr(model_loading, "_build_from_folder", _no_build)
         second = load_model(str(folder), device="cpu")
         assert _state_equal(first, second)
         assert second.to_tokens("abc").tolist() == first.to_tokens("abc").tolist()
@@ -555,6 +555,6 @@ def test_local_gguf_llama(tmp_path, monkeypatch):
         torch.testing.assert_close(model(tokens), hf(tokens).logits, rtol=0, atol=1e-4)
     assert model.tokenizer("héllo").input_ids == list("héllo".encode())
     assert model.cfg.default_prepend_bos is False  # the GGUF says add_bos_token = False
-    monkeypatch.setattr(M, "_build_from_gguf", _no_build)
+    monkeypatch.setattr(model_loading, "_build_from_gguf", _no_build)
     again = load_model(str(path), device="cpu")
     assert _state_equal(model, again)

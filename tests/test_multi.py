@@ -6,12 +6,12 @@ import json
 
 import pytest
 import torch
+from _configs import flat_config
 from safetensors.torch import load_file
 
 from saes.memory import GiB, MemoryPlanError, SAEItem, plan_memory, sae_state_bytes, step_temp_bytes
 from saes.multi import expand_job, resolve_hooks
 from saes.train import TrainStep, train
-from saes.train_config import RunConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -33,7 +33,7 @@ def _cfg(tmp_path, name, **kw):
         log_every=2,
     )
     base.update(kw)
-    return RunConfig(**base)
+    return flat_config(**base)
 
 
 def _same(run_a, run_b):
@@ -108,7 +108,7 @@ def test_job_from_cache_and_resume(tmp_path, tiny, monkeypatch, capsys):
     from interp.activations import ActivationCapture
     from interp.cache import CacheWriter
     from interp.data import token_windows
-    from saes.runs import read_status
+    from saes.run_status import read_status
 
     cap = ActivationCapture(tiny, ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"])
     writer = CacheWriter(tmp_path / "cache", cap, {"model": "tiny"}, windows_per_shard=32)
@@ -250,6 +250,6 @@ def test_cli_plan_and_impossible_job(tmp_path, tiny):
     )  # the buffer holds 1024 rows
     assert not list((tmp_path / "cli").glob("*/*/checkpoints")), "--plan trains nothing"
     res = CliRunner().invoke(
-        app, ["train", "--config", str(tmp_path / "job.json"), "--set", "d_sae=134217728"]
+        app, ["train", "--config", str(tmp_path / "job.json"), "--set", "sae.d_sae=134217728"]
     )
     assert res.exit_code == 2 and "GiB" in res.output and "no batch size fits" in res.output

@@ -12,19 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from _configs import flat_config
 
 from saes.checkpoint import save_checkpoint
-from saes.runs import (
-    STATUS_FILE,
-    RunInUse,
-    RunStatus,
-    last_log_record,
-    list_runs,
-    process_alive,
-    read_run,
-    read_status,
-    records_status,
-)
+from saes.run_status import RunInUse, RunStatus, process_alive, read_status, records_status
+from saes.rundir import STATUS_FILE, last_log_record
+from saes.runs import list_runs, read_run
 from saes.train import TrainStep, train
 from saes.train_config import RunConfig
 
@@ -263,7 +256,7 @@ def _cfg(tmp_path, name, **kw) -> RunConfig:
         log_every=2,
     )
     base.update(kw)
-    return RunConfig(**base)
+    return flat_config(**base)
 
 
 @pytest.fixture(scope="module")

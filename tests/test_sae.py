@@ -270,7 +270,8 @@ def test_training_recovers_synthetic_dictionary(variant, one_thread):
     data = SyntheticDictionary(
         d_in=32, n_features=64, mean_active=4, alpha=0.3, noise_std=0.01, seed=0
     )
-    sae = SAE(SAEConfig(d_in=32, d_sae=128, k=4, variant=variant, l1_coefficient=0.3), seed=0)
+    knobs = {"l1_coefficient": 0.3} if variant == "relu_l1" else {}  # relu_l1's own key
+    sae = SAE(SAEConfig(d_in=32, d_sae=128, k=4, variant=variant, **knobs), seed=0)
     step = TrainStep(
         sae, lr=4e-3, total_steps=1500, warmup_steps=20, decay_fraction=0.3, dead_tokens=20_000
     )

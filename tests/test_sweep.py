@@ -9,11 +9,11 @@ import shutil
 
 import pytest
 import torch
+from _configs import flat_config, nested
 from safetensors.torch import load_file
 
 from saes.sweep import SweepConfig, pareto_frontier, plan_runs
 from saes.train import train
-from saes.train_config import RunConfig
 
 BASE = dict(
     model="tiny",
@@ -32,6 +32,8 @@ BASE = dict(
 )
 
 
+NESTED_BASE = nested(**BASE)  # a sweep's base is a nested run config
+
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
@@ -48,27 +50,33 @@ def test_pareto_frontier_by_hand():
 
 def test_sweep_config_errors(tmp_path):
     with pytest.raises(ValueError, match="cannot vary.*model"):
-        SweepConfig(base=BASE, grid={"model": ["tiny", "smollm2-135m"]})
+        SweepConfig(base=NESTED_BASE, grid={"data.model": ["tiny", "smollm2-135m"]})
     with pytest.raises(ValueError, match="unknown run settings.*kk"):
-        SweepConfig(base=BASE, grid={"kk": [1]})
+        SweepConfig(base=NESTED_BASE, grid={"sae.kk": [1]})
+    with pytest.raises(ValueError, match="unknown run settings.*'k' moved to 'sae.k'"):
+        SweepConfig(base=NESTED_BASE, grid={"k": [1]})
+    with pytest.raises(ValueError, match="'k' moved to 'sae.k'"):
+        SweepConfig(base=BASE, grid={"sae.k": [1]})  # a flat base names the new places too
     with pytest.raises(ValueError, match="non-empty list"):
-        SweepConfig(base=BASE, grid={"k": []})
+        SweepConfig(base=NESTED_BASE, grid={"sae.k": []})
     sweep = SweepConfig(
-        base=BASE,
-        grid={"k": [4, 8], "d_sae": [64, 96]},
-        runs=[{"name": "relu", "variant": "relu_l1"}],
+        base=NESTED_BASE,
+        grid={"sae.k": [4, 8], "sae.d_sae": [64, 96]},
+        runs=[{"name": "relu", "sae.variant": "relu_l1"}],
         out_dir=str(tmp_path / "s"),
     )
     runs = plan_runs(sweep, ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"], cache=None)
     assert len(runs) == 10
     assert (
-        runs[0].out_dir.endswith("blocks.0.hook_resid_post/k4-d_sae64")
-        and runs[0].k == 4
-        and runs[0].d_sae == 64
+        runs[0].log.out_dir.endswith("blocks.0.hook_resid_post/k4-d_sae64")
+        and runs[0].sae.k == 4
+        and runs[0].sae.d_sae == 64
     )
-    assert runs[4].variant == "relu_l1" and runs[9].hook == "blocks.1.hook_resid_post"
+    assert runs[4].sae.variant == "relu_l1" and runs[9].data.hook == "blocks.1.hook_resid_post"
     with pytest.raises(ValueError, match="k must satisfy"):
-        plan_runs(SweepConfig(base=BASE, grid={"k": [200]}), ["blocks.0.hook_resid_post"], None)
+        plan_runs(
+            SweepConfig(base=NESTED_BASE, grid={"sae.k": [200]}), ["blocks.0.hook_resid_post"], None
+        )
 
 
 def _snapshot(folder):
@@ -87,12 +95,12 @@ def _logged(run_dir, key="step"):
 def test_parallel_sweep_one_cache_matches_in_process_runs(
     tmp_path, tiny, monkeypatch, count_train_steps
 ):
-    from saes.runs import read_status
+    from saes.run_status import read_status
     from saes.sweep import run_sweep
 
     sweep = SweepConfig(
-        base=BASE,
-        grid={"k": [4, 8]},
+        base=NESTED_BASE,
+        grid={"sae.k": [4, 8]},
         mode="parallel",
         processes=2,
         evaluate=False,
@@ -114,7 +122,7 @@ def test_parallel_sweep_one_cache_matches_in_process_runs(
         # the same SAE untrained (lr = 0) on the same batches: the trained one beats it on the last
         # batch by 5% or more (rounding alone would move it by ~1e-9), and beats the batch mean (FVU 1)
         flat = train(
-            RunConfig(
+            flat_config(
                 **{
                     **BASE,
                     "k": r["k"],
@@ -141,7 +149,7 @@ def test_parallel_sweep_one_cache_matches_in_process_runs(
     torch.set_num_threads(WORKER_THREADS)
     try:
         here = train(
-            RunConfig(
+            flat_config(
                 **{**BASE, "k": 4, "cache": str(out / "cache"), "out_dir": str(tmp_path / "here")}
             ),
             progress=False,
@@ -198,8 +206,8 @@ def test_cli_sweep_together(tmp_path, tiny):
     from interp.cli import app
 
     cfg = {
-        "base": {**BASE, "hooks": ["blocks.*.hook_resid_post"]},
-        "grid": {"k": [2, 16]},
+        "base": nested(**BASE, hooks=["blocks.*.hook_resid_post"]),
+        "grid": {"sae.k": [2, 16]},
         "mode": "together",
         "evaluate": False,
         "out_dir": str(tmp_path / "sw"),

@@ -6,11 +6,12 @@ import json
 
 import pytest
 import torch
+from _configs import flat_config
 from safetensors.torch import load_file, save_file
 
-from saes.runs import read_status
+from saes.run_status import read_status
 from saes.train import TrainingDiverged, TrainStep, train
-from saes.train_config import RunConfig, load_run_config
+from saes.train_config import load_run_config
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -34,7 +35,7 @@ def _cfg(tmp_path, name="run", **kw):
         log_every=2,
     )
     base.update(kw)
-    return RunConfig(**base)
+    return flat_config(**base)
 
 
 def _weights(run_dir):
@@ -190,7 +191,7 @@ def test_bad_input_fails_before_work(tmp_path, tiny):
     with pytest.raises(ValueError, match="unknown config keys.*d_saee"):
         load_run_config(None, ["d_saee=10"])
     with pytest.raises(ValueError, match="k must satisfy"):
-        load_run_config(None, ["k=64", "d_sae=64"])
+        load_run_config(None, ["sae.k=64", "sae.d_sae=64"])
     with pytest.raises(ValueError, match="unknown hook"):
         train(_cfg(tmp_path, "h", hook="blocks.0.hook_resid_pots"), progress=False)
     _handmade_cache(tmp_path / "cache", torch.randn(512, tiny.cfg.d_model))
@@ -207,7 +208,7 @@ def test_cli_train_and_eval(tmp_path, tiny):
     cfg = _cfg(tmp_path, "cli").model_dump()
     (tmp_path / "c.json").write_text(json.dumps(cfg))
     runner = CliRunner()
-    res = runner.invoke(app, ["train", "--config", str(tmp_path / "c.json"), "--set", "k=4"])
+    res = runner.invoke(app, ["train", "--config", str(tmp_path / "c.json"), "--set", "sae.k=4"])
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "cli" / "cfg.json").read_text())["k"] == 4
     res = runner.invoke(app, ["eval", str(tmp_path / "cli")])
@@ -276,7 +277,7 @@ def test_initial_statistics_scale_and_geometric_median():
     centre = torch.tensor([3.0, -1.0, 2.0, 0.5])
     v = torch.randn(50, 4, generator=g)
     x = torch.cat([centre + v, centre - v])  # point-symmetric about the centre
-    cfg = RunConfig(normalize_input=True)
+    cfg = flat_config(normalize_input=True)
     scale, median = initial_statistics(x, cfg)
     assert scale == pytest.approx(
         2.0 / x.norm(dim=-1).mean().item(), rel=1e-6
@@ -300,20 +301,20 @@ def test_initial_statistics_scale_and_geometric_median():
     scale3, median3 = initial_statistics(3 * x, cfg)
     assert scale3 == pytest.approx(scale / 3, rel=1e-6)
     torch.testing.assert_close(median3, median, rtol=1e-4, atol=1e-4)
-    raw_scale, raw_median = initial_statistics(x, RunConfig(normalize_input=False))
+    raw_scale, raw_median = initial_statistics(x, flat_config(normalize_input=False))
     assert raw_scale is None
     torch.testing.assert_close(raw_median, geometric_median(x))
 
 
 def test_resolved_dead_tokens_default_and_override():
     """dead_tokens defaults to min(10M, train_tokens / 10), never under one batch; a value given wins."""
-    assert RunConfig(train_tokens=2_000_000).resolved_dead_tokens == 200_000
-    assert RunConfig(train_tokens=10**9).resolved_dead_tokens == 10_000_000
+    assert flat_config(train_tokens=2_000_000).resolved_dead_tokens == 200_000
+    assert flat_config(train_tokens=10**9).resolved_dead_tokens == 10_000_000
     assert (
-        RunConfig(train_tokens=100_000 + 9).resolved_dead_tokens == 10_000
+        flat_config(train_tokens=100_000 + 9).resolved_dead_tokens == 10_000
     )  # floor of train_tokens / 10
-    assert RunConfig(train_tokens=20_000, batch_tokens=4096).resolved_dead_tokens == 4096
-    assert RunConfig(train_tokens=2_000_000, dead_tokens=123).resolved_dead_tokens == 123
+    assert flat_config(train_tokens=20_000, batch_tokens=4096).resolved_dead_tokens == 4096
+    assert flat_config(train_tokens=2_000_000, dead_tokens=123).resolved_dead_tokens == 123
 
 
 def test_train_starts_from_initial_statistics_of_the_first_rows(tmp_path, tiny, monkeypatch):
@@ -336,12 +337,12 @@ def test_train_starts_from_initial_statistics_of_the_first_rows(tmp_path, tiny, 
     run = train(cfg, progress=False, evaluate=False, model=tiny)
     assert seen["dead_tokens"] == cfg.resolved_dead_tokens == 256
     tensors, meta = load_checkpoint(latest_checkpoint(run))
-    sample = LiveSource(cfg, model=tiny).sample_batch(300).acts[cfg.hook]
+    sample = LiveSource(cfg, model=tiny).sample_batch(300).acts[cfg.data.hook]
     assert sample.shape[0] == 300
     scale, median = initial_statistics(sample, cfg)
     assert meta["input_scale"] == pytest.approx(scale, rel=1e-6)
     torch.testing.assert_close(tensors["sae.b_dec"], median, rtol=1e-5, atol=1e-6)
     other = initial_statistics(
-        LiveSource(cfg, model=tiny).sample_batch(600).acts[cfg.hook][300:], cfg
+        LiveSource(cfg, model=tiny).sample_batch(600).acts[cfg.data.hook][300:], cfg
     )
     assert (other[1] - median).norm() > 1e-3  # other rows give another median: the test can tell

@@ -7,7 +7,7 @@ Selection is an allocation of a budget of k*B token-latent matches in a batch of
 * **feature choice** lets each latent j keep its top m_j tokens, with sum_j m_j = k*B and
   m_j <= B; ``allocation="uniform"`` gives every latent k*B/d_sae (rounded, largest remainder),
   ``allocation="zipf"`` gives the latent of usage rank r the Zipf share p_r (exponent
-  ``zipf_exponent``, see :mod:`saes.losses_zipf`), capped at B with the excess re-shared.
+  ``zipf_exponent``, see :mod:`saes.losses`), capped at B with the excess re-shared.
 
 Kept values are ReLU(pre) (a kept non-positive entry is a zero and gets no gradient), so the
 number of *nonzeros* is k*B (or m_j) whenever that many entries are positive.
@@ -47,21 +47,24 @@ backward touches only the k*B kept entries, as for TopK.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from saes.config import SAEConfig
+from saes.codes import SparseCode, TrainOutput
 from saes.distributed import global_sum
 from saes.kernels import _workspace, pre_acts, sparse_decode, sparse_select_encode, topk_select
-from saes.losses_zipf import (
+from saes.losses import (
     aux_zipf_loss,
     capped_allocation,
+    fvu_loss,
     underused_weights,
     usage_ranks,
     zipf_shares,
 )
-from saes.variants import TrainOutput, fvu_loss
+from saes.variants.base import Variant, register
 
 __all__ = [
     "ChoiceSelection",
@@ -69,7 +72,7 @@ __all__ = [
     "MutualChoice",
     "batch_top_n",
     "flat_top_n",
-    "padded_code",
+    "ChoiceKnobs",
 ]
 
 
@@ -142,55 +145,34 @@ def flat_top_n(flat: Tensor, n: int, fanout: int = 4, max_levels: int = 4) -> Te
     return cand
 
 
-def coo_code(rows: Tensor, cols: Tensor, values: Tensor, n_rows: int):
-    """The training step's code: flat entries (no padding to build), a SparseCode for TrainStep."""
-    from saes.sae import SparseCode
+class ChoiceKnobs(BaseModel):
+    """Keys of mutual and feature choice SAEs."""
 
-    class CooCode(SparseCode):
-        """Flat COO code: ``values``/``indices`` [N] with ``rows`` [N] of ``n_rows`` tokens."""
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-        def __init__(self) -> None:
-            super().__init__(values, cols)
-            self.rows, self.n_rows = rows, n_rows
-
-        @property
-        def l0(self) -> Tensor:
-            return torch.bincount(self.rows[self.values != 0], minlength=self.n_rows)
-
-        def to_dense(self, d_sae: int) -> Tensor:
-            z = self.values.new_zeros(self.n_rows, d_sae)
-            return z.index_put_((self.rows, self.indices), self.values, accumulate=True)
-
-    return CooCode()
+    allocation: Literal["uniform", "zipf"] = "zipf"
+    """Feature choice's per-latent capacities: "uniform", or Zipf over usage ranks (exponent
+    ``zipf_exponent``); also sets aux_zipf's usage target ("uniform": the uniform share)."""
+    zipf_exponent: float = Field(1.0, ge=0)
+    """Exponent a of the Zipf shares p_r = r^-a / sum_s s^-a (0: uniform)."""
+    threshold_decay: float = Field(0.99, ge=0, lt=1)
+    """EMA decay of the inference (JumpReLU) thresholds and of the usage shares."""
+    aux_zipf_coef: float = Field(1 / 32, ge=0)
+    """Weight of aux_zipf_loss, the dead and under-used latents' auxiliary loss; 0 turns it off."""
 
 
-def padded_code(rows: Tensor, cols: Tensor, values: Tensor, n_rows: int):
-    """A SparseCode [n_rows, max L0] from token-sorted COO entries (padding: value 0, index 0)."""
-    from saes.sae import SparseCode
-
-    counts = torch.bincount(rows, minlength=n_rows)
-    width = max(1, int(counts.max())) if rows.numel() else 1
-    starts = torch.cumsum(counts, 0) - counts
-    pos = torch.arange(rows.numel(), device=rows.device) - starts[rows]
-    v = values.new_zeros(n_rows, width)
-    i = torch.zeros(n_rows, width, dtype=torch.long, device=rows.device)
-    v[rows, pos] = values
-    i[rows, pos] = cols
-    return SparseCode(v, i)
-
-
-class _Choice:
+class _Choice(Variant):
     """Shared machinery: buffers, thresholds, JumpReLU inference, the training step."""
 
-    name = "choice"
-    unit_norm_decoder = True
-    needs_grads = False
+    Knobs = ChoiceKnobs
     #: module buffers that are training state: in checkpoints, not in exported artifacts
     training_buffers = ("usage", "ema_steps")
+    # batch-level selection at training, JumpReLU with learned thresholds at inference
+    saelens_architecture = "jumprelu"
     transposed = False
 
-    def __init__(self, cfg: SAEConfig) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
         #: exponent of aux_zipf's usage target (``allocation="uniform"``: 0, the uniform share)
         self.target_exponent = 0.0 if cfg.allocation == "uniform" else cfg.zipf_exponent
 
@@ -225,7 +207,7 @@ class _Choice:
         sae.check_input(x)
         with torch.no_grad():
             sel = self.select(sae, sae.scale_input(x) - sae.b_dec)
-            return padded_code(sel.rows, sel.cols, sel.pre.relu(), x.shape[0])
+            return SparseCode.flat(sel.rows, sel.cols, sel.pre.relu(), x.shape[0]).padded()
 
     # ---- training -----------------------------------------------------------------------------
     def train_forward(
@@ -259,7 +241,7 @@ class _Choice:
             )
             if aux is not None:
                 losses["aux_zipf"] = self.cfg.aux_zipf_coef * aux
-        return TrainOutput(x_hat, coo_code(sel.rows, sel.cols, values.detach(), B), losses)
+        return TrainOutput(x_hat, SparseCode.flat(sel.rows, sel.cols, values.detach(), B), losses)
 
     @staticmethod
     def _rescale_encoder(sae, x: Tensor, sel: ChoiceSelection) -> bool:
@@ -313,12 +295,18 @@ class _Choice:
         return weights
 
 
+@register
 class MutualChoice(_Choice):
     """Keep the k*B largest pre-activations of the batch (one global threshold)."""
 
     name = "mutual_choice"
+    # the [B, d_sae] pre-activation workspace, the per-row candidates, aux_zipf's subset
+    step_arrays = 3
 
-    def __init__(self, cfg: SAEConfig) -> None:
+    def describe(self) -> str:
+        return "mutual choice (training); jumprelu thresholds (inference)"
+
+    def __init__(self, cfg) -> None:
         super().__init__(cfg)
         self.row_candidates = min(cfg.d_sae, 4 * cfg.k)  # adapted to the L0 tail as training goes
 
@@ -367,11 +355,21 @@ def batch_top_n(pre: Tensor, n: int, per_row: int) -> tuple[Tensor, Tensor, Tens
     return r_all.index_select(0, keep), c_all.index_select(0, keep), v_all.index_select(0, keep)
 
 
+@register
 class FeatureChoice(_Choice):
     """Each latent j keeps its top m_j tokens of the batch (sum_j m_j = k*B, m_j <= B)."""
 
     name = "feature_choice"
     transposed = True
+    # the transposed [d_sae, B] pre-activations, a capacity group's sorted values and int64
+    # indices, aux_zipf's subset
+    step_arrays = 4
+
+    def describe(self) -> str:
+        return (
+            f"feature choice, {self.cfg.allocation} capacities (training); "
+            "jumprelu thresholds (inference)"
+        )
 
     def capacities(self, sae, batch: int) -> Tensor:
         """m_j [d_sae] for a batch of ``batch`` tokens (uniform or Zipf over usage ranks)."""

@@ -17,20 +17,35 @@ modes. Dead latents get the same AuxK loss as TopK.
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 
-from saes.config import SAEConfig
+from saes.codes import SparseCode, TrainOutput
 from saes.kernels import pre_acts, sparse_decode, sparse_select_encode, topk_select
-from saes.variants import TrainOutput, fvu_loss
-from saes.variants.topk import TopK, aux_k_loss
+from saes.losses import aux_k_loss, fvu_loss
+from saes.variants.base import register
+from saes.variants.topk import TopK, TopKKnobs
 
 
+class GradientTopKKnobs(TopKKnobs):
+    """Keys of g-SAEs (TopK's, plus the gradient weight)."""
+
+    beta: float = Field(1.0, ge=0)
+    """Gradient weight of the selection score z_i * (1 + beta * |d_i . dL/dx|); 0 is TopK."""
+
+
+@register
 class GradientTopK(TopK):
     name = "gtopk"
+    Knobs = GradientTopKKnobs
     needs_grads = True
+    step_arrays = 4
 
-    def __init__(self, cfg: SAEConfig) -> None:
+    def __init__(self, cfg) -> None:
         super().__init__(cfg)
         self.beta = cfg.beta
+
+    def describe(self) -> str:
+        return f"gradient topk, beta={self.beta}"
 
     def _select(
         self, sae, x_in: torch.Tensor, grad: torch.Tensor
@@ -49,8 +64,6 @@ class GradientTopK(TopK):
             return topk_select(score, self.cfg.k)[1], pre
 
     def encode(self, sae, x_in: torch.Tensor, grad: torch.Tensor | None = None):
-        from saes.sae import SparseCode
-
         if grad is None or self.beta == 0:
             return super().encode(sae, x_in)
         indices, pre = self._select(sae, x_in, grad)
@@ -62,8 +75,6 @@ class GradientTopK(TopK):
     ) -> TrainOutput:
         if grad is None or self.beta == 0:
             return super().train_forward(sae, x, grad, dead_mask)
-        from saes.sae import SparseCode
-
         x_in = x - sae.b_dec
         indices, pre = self._select(sae, x_in, grad)
         values = sparse_select_encode(x_in, sae.W_enc, sae.b_enc, indices, pre=pre)

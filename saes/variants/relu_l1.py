@@ -10,18 +10,34 @@ shrink z by growing W_dec (Anthropic's April 2024 update).
 from __future__ import annotations
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
-from saes.config import SAEConfig
-from saes.variants import TrainOutput, fvu_loss
+from saes.codes import TrainOutput
+from saes.distributed import loss_mean, row_mean_of_data
+from saes.losses import fvu_loss
+from saes.variants.base import Variant, register
 
 
-class ReLUL1:
+class ReLUL1Knobs(BaseModel):
+    """Keys of ReLU/L1 SAEs."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    l1_coefficient: float = Field(5.0, ge=0)
+    """Weight of the decoder-norm-weighted L1 penalty sum_i z_i ||W_dec[i]|| (scale-free)."""
+
+
+@register
+class ReLUL1(Variant):
     name = "relu_l1"
+    Knobs = ReLUL1Knobs
+    uses_k = False
     unit_norm_decoder = False
-    needs_grads = False
+    saelens_architecture = "standard"
+    step_arrays = 4
 
-    def __init__(self, cfg: SAEConfig) -> None:
-        self.cfg = cfg
+    def describe(self) -> str:
+        return "relu"
 
     def encode(self, sae, x_in: torch.Tensor, grad: torch.Tensor | None = None) -> torch.Tensor:
         return torch.relu(torch.addmm(sae.b_enc, x_in, sae.W_enc))
@@ -31,8 +47,6 @@ class ReLUL1:
     ) -> TrainOutput:
         z = self.encode(sae, x - sae.b_dec)
         x_hat = torch.addmm(sae.b_dec, z, sae.W_dec)
-        from saes.distributed import loss_mean, row_mean_of_data
-
         # batch means over the global batch under data-parallel training (identity otherwise)
         scale = (
             row_mean_of_data((x - row_mean_of_data(x)).norm(dim=-1, keepdim=True))

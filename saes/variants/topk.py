@@ -9,32 +9,41 @@ residual error x - x_hat, normalised by that error's variance, weighted by ``aux
 from __future__ import annotations
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
-from saes.config import SAEConfig
+from saes.codes import SparseCode, TrainOutput
 from saes.kernels import sparse_decode, topk_encode, topk_encode_with_aux
-from saes.variants import TrainOutput, fvu_loss
+from saes.losses import aux_k_loss, fvu_loss
+from saes.variants.base import Variant, register
 
 
-class TopK:
+class TopKKnobs(BaseModel):
+    """Keys of TopK SAEs."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    aux_k_coef: float = Field(1 / 32, ge=0)
+    """Weight of the AuxK dead-latent loss (1/32: OpenAI, Gao et al. 2024); 0 turns it off."""
+
+
+@register
+class TopK(Variant):
     name = "topk"
-    unit_norm_decoder = True
-    needs_grads = False
+    Knobs = TopKKnobs
+    saelens_architecture = "topk"
+    step_arrays = 3
 
-    def __init__(self, cfg: SAEConfig) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
         self.gemm_dtype = torch.bfloat16 if cfg.encoder_dtype == "bfloat16" else None
 
-    def encode(self, sae, x_in: torch.Tensor, grad: torch.Tensor | None = None):
-        from saes.sae import SparseCode
-
+    def encode(self, sae, x_in: torch.Tensor, grad: torch.Tensor | None = None) -> SparseCode:
         values, indices = topk_encode(x_in, sae.W_enc, sae.b_enc, self.cfg.k, dtype=self.gemm_dtype)
         return SparseCode(values, indices)
 
     def train_forward(
         self, sae, x: torch.Tensor, grad: torch.Tensor | None, dead_mask: torch.Tensor | None
     ) -> TrainOutput:
-        from saes.sae import SparseCode
-
         if self.cfg.aux_k_coef == 0:
             dead_mask = None
         # centring by b_dec happens inside the kernel (cheaper b_dec gradient than centring here)
@@ -55,16 +64,3 @@ class TopK:
                 x, x_hat, aux_values, aux_indices, sae.W_dec
             )
         return TrainOutput(x_hat, SparseCode(values, indices), losses)
-
-
-def aux_k_loss(
-    x: torch.Tensor,
-    x_hat: torch.Tensor,
-    aux_values: torch.Tensor,
-    aux_indices: torch.Tensor,
-    W_dec: torch.Tensor,
-) -> torch.Tensor:
-    """Normalised MSE of the dead latents' reconstruction of the (detached) residual error."""
-    error = (x - x_hat).detach()
-    error_hat = sparse_decode(aux_values, aux_indices, W_dec)
-    return fvu_loss(error, error_hat).nan_to_num(0.0)

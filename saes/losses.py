@@ -1,4 +1,14 @@
-"""Zipf usage targets and ``aux_zipf_loss`` (Ayonrinde 2024, "Adaptive Sparse Allocation with
+"""The SAE training losses: FVU, AuxK, and aux_zipf with its Zipf helpers.
+
+**FVU** (the reconstruction loss of every variant): sum_n ||x_n - x_hat_n||^2 / sum_n ||x_n -
+mean(x)||^2 over the batch, scale-free. Under data-parallel training the denominator is the whole
+global batch's (:func:`saes.distributed.centred_sum_sq`).
+
+**AuxK** (Gao et al. 2024, dead latents): the top ``k_aux`` pre-activations among dead latents
+reconstruct the detached residual error e = x - x_hat, and the loss is that reconstruction's FVU
+of e (0 when there is nothing to reconstruct); variants weight it by ``aux_k_coef``.
+
+**aux_zipf** (Ayonrinde 2024, "Adaptive Sparse Allocation with
 Mutual Choice & Feature Choice Sparse Autoencoders"): an auxiliary loss for dead *and* under-used
 latents.
 
@@ -40,11 +50,36 @@ the push proportional to the relative shortfall (a latent at 90% of its target i
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from saes.kernels import sparse_select_encode, topk_select
+from saes.distributed import centred_sum_sq
+from saes.kernels import sparse_decode, sparse_select_encode, topk_select
 
-__all__ = ["aux_zipf_loss", "capped_allocation", "underused_weights", "usage_ranks", "zipf_shares"]
+__all__ = [
+    "aux_k_loss",
+    "aux_zipf_loss",
+    "capped_allocation",
+    "fvu_loss",
+    "underused_weights",
+    "usage_ranks",
+    "zipf_shares",
+]
+
+
+def fvu_loss(x: Tensor, x_hat: Tensor) -> Tensor:
+    """sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 over the (global) batch."""
+    total = centred_sum_sq(x).clamp_min(1e-12)
+    return F.mse_loss(x_hat, x, reduction="sum") / total  # fused forward and backward
+
+
+def aux_k_loss(
+    x: Tensor, x_hat: Tensor, aux_values: Tensor, aux_indices: Tensor, W_dec: Tensor
+) -> Tensor:
+    """FVU of the selected (dead) latents' reconstruction of the detached residual error."""
+    error = (x - x_hat).detach()
+    error_hat = sparse_decode(aux_values, aux_indices, W_dec)
+    return fvu_loss(error, error_hat).nan_to_num(0.0)
 
 
 def zipf_shares(
@@ -126,8 +161,6 @@ def aux_zipf_loss(
     batch's pre-activations without autograd ([B, F], or [F, B] with ``pre_is_transposed``),
     ``weights`` [F] from :func:`underused_weights`.
     """
-    from saes.variants.topk import aux_k_loss
-
     under = weights.nonzero().squeeze(1)
     if under.numel() == 0:
         return None
