@@ -6,7 +6,7 @@ Launched by ``torchrun`` (which sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, 
 Data parallel (default): every rank holds every SAE. Each global batch of ``batch_tokens`` rows is
 cut into one contiguous slice per rank. The batch-level statistics of the losses (the FVU
 denominator sum ||x - mean||^2 and row means) are all-reduced while the loss is built
-(:func:`reducing`), each rank's loss is its share of the *global* loss, and gradients are summed
+(the trainer passes its :class:`Comm` to the variant, which passes it to the loss helpers below), each rank's loss is its share of the *global* loss, and gradients are summed
 across ranks; so the update is the one a single process would make on the whole batch (tested
 against one process). Decoder renormalisation then runs on identical weights on every rank, and the
 dead-latent counters use the union of the latents that fired on any rank.
@@ -17,10 +17,9 @@ activations from the other ranks (each rank captures its own windows); no gradie
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
@@ -150,67 +149,58 @@ def rank_device(device: str, comm: Comm | None) -> str:
 
 
 # ---- batch-level statistics inside a loss ---------------------------------------------------
-_ACTIVE: Comm | None = None
+# Each takes the communicator explicitly: None (one process) computes on the local rows; a Comm
+# reduces over the global batch of all ranks. The trainer passes its comm to the variant's
+# ``train_forward``, which passes it to these.
 
 
-@contextlib.contextmanager
-def reducing(comm: Comm | None) -> Iterator[None]:
-    """While active, :func:`centred_sum_sq` and friends reduce over the global batch of all ranks."""
-    global _ACTIVE
-    old, _ACTIVE = _ACTIVE, comm
-    try:
-        yield
-    finally:
-        _ACTIVE = old
-
-
-def centred_sum_sq(x: torch.Tensor) -> torch.Tensor:
-    """sum_n ||x_n - mean(x)||^2 over the batch (over all ranks' rows inside :func:`reducing`).
+def centred_sum_sq(x: torch.Tensor, comm: Comm | None = None) -> torch.Tensor:
+    """sum_n ||x_n - mean(x)||^2 over the batch (over all ranks' rows under ``comm``).
 
     Single process: exactly ``(x - x.mean(0)).pow(2).sum()``. Distributed: the statistics
     (n, sum x, sum ||x||^2) of the data x are all-reduced in float64; no gradient flows through.
     """
-    if _ACTIVE is None:
+    if comm is None:
         return torch.linalg.vector_norm(
             x - x.mean(0)
         ).square()  # = ((x - x.mean(0))**2).sum(), faster
     xd = x.detach().double()
     pack = torch.cat([xd.new_tensor([x.shape[0]]), xd.sum(0), (xd * xd).sum().reshape(1)])
-    _ACTIVE.all_reduce_sum_([pack])
+    comm.all_reduce_sum_([pack])
     n, s1, s2 = pack[0], pack[1:-1], pack[-1]
     return (s2 - s1.dot(s1) / n).to(x.dtype)
 
 
-def global_sum(values: Sequence[float]) -> list[float]:
-    """Plain numbers summed over all ranks inside :func:`reducing` (themselves outside it)."""
-    if _ACTIVE is None:
+def global_sum(values: Sequence[float], comm: Comm | None = None) -> list[float]:
+    """Plain numbers summed over all ranks under ``comm`` (themselves without one)."""
+    if comm is None:
         return [float(v) for v in values]
-    return _ACTIVE.sum(values)
+    return comm.sum(values)
 
 
-def global_rows(n_local: int) -> int:
-    """Rows in the whole batch (all ranks inside :func:`reducing`)."""
-    if _ACTIVE is None:
+def global_rows(n_local: int, comm: Comm | None = None) -> int:
+    """Rows in the whole batch (all ranks under ``comm``)."""
+    if comm is None:
         return n_local
-    return int(_ACTIVE.sum([n_local])[0])
+    return int(comm.sum([n_local])[0])
 
 
-def row_mean_of_data(x: torch.Tensor) -> torch.Tensor:
+def row_mean_of_data(x: torch.Tensor, comm: Comm | None = None) -> torch.Tensor:
     """Mean over the rows of the global batch of a data tensor (no gradient flows through)."""
-    if _ACTIVE is None:
+    if comm is None:
         return x.mean(0)
     pack = torch.cat(
         [x.detach().double().sum(0).reshape(-1), x.new_tensor([x.shape[0]], dtype=torch.float64)]
     )
-    _ACTIVE.all_reduce_sum_([pack])
+    comm.all_reduce_sum_([pack])
     return (pack[:-1] / pack[-1]).to(x.dtype).reshape(x.shape[1:])
 
 
-def loss_mean(per_row: torch.Tensor) -> torch.Tensor:
+def loss_mean(per_row: torch.Tensor, comm: Comm | None = None) -> torch.Tensor:
     """This rank's share of the global-batch mean of a per-row loss term: sum(local) / N_global.
 
     Summing the shares' gradients over ranks (what the trainer does) gives the mean's gradient.
     """
-    if _ACTIVE is None:
+    if comm is None:
         return per_row.mean()
-    return per_row.sum() / global_rows(per_row.shape[0])
+    return per_row.sum() / global_rows(per_row.shape[0], comm)

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from saes.distributed import centred_sum_sq
+from saes.distributed import Comm, centred_sum_sq
 from saes.kernels import sparse_decode, sparse_select_encode, topk_select
 
 __all__ = [
@@ -67,19 +67,24 @@ __all__ = [
 ]
 
 
-def fvu_loss(x: Tensor, x_hat: Tensor) -> Tensor:
-    """sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 over the (global) batch."""
-    total = centred_sum_sq(x).clamp_min(1e-12)
+def fvu_loss(x: Tensor, x_hat: Tensor, comm: Comm | None = None) -> Tensor:
+    """sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 over the batch (the global batch under comm)."""
+    total = centred_sum_sq(x, comm).clamp_min(1e-12)
     return F.mse_loss(x_hat, x, reduction="sum") / total  # fused forward and backward
 
 
 def aux_k_loss(
-    x: Tensor, x_hat: Tensor, aux_values: Tensor, aux_indices: Tensor, W_dec: Tensor
+    x: Tensor,
+    x_hat: Tensor,
+    aux_values: Tensor,
+    aux_indices: Tensor,
+    W_dec: Tensor,
+    comm: Comm | None = None,
 ) -> Tensor:
     """FVU of the selected (dead) latents' reconstruction of the detached residual error."""
     error = (x - x_hat).detach()
     error_hat = sparse_decode(aux_values, aux_indices, W_dec)
-    return fvu_loss(error, error_hat).nan_to_num(0.0)
+    return fvu_loss(error, error_hat, comm).nan_to_num(0.0)
 
 
 def zipf_shares(
@@ -154,6 +159,7 @@ def aux_zipf_loss(
     k_aux: int,
     sae,
     pre_is_transposed: bool = False,
+    comm: Comm | None = None,
 ) -> Tensor | None:
     """The aux_zipf term (unweighted by its coefficient) for one batch, or None when U is empty.
 
@@ -174,4 +180,4 @@ def aux_zipf_loss(
     )
     w = weights[idx].to(values.dtype)
     scaled = values.detach() + w * (values - values.detach())  # same values, gradient times w_j
-    return aux_k_loss(x, x_hat, scaled, idx, sae.W_dec)
+    return aux_k_loss(x, x_hat, scaled, idx, sae.W_dec, comm)

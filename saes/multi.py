@@ -202,7 +202,7 @@ def job_batches(
 ) -> Iterator[tuple[int, int, ActivationBatch]]:
     """(block, batch index, batch) for a job: the global shuffled batches, this rank's slice of
     each under data parallel, or the whole batches of this rank's hooks under hook sharding."""
-    live = not getattr(source, "cache", None)
+    live = source.live
     if comm is not None and live:
         blocks = rank_live_blocks(source, comm, start_block, owners)
     else:

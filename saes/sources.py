@@ -1,13 +1,15 @@
 """Activation sources for training: live capture from a model, or an on-disk activation cache.
 
-Both serve the same thing: buffer blocks of rows, shuffled into fixed-size batches by
-``interp.activations.shuffled_batches``, resumable at (block, batch) without replaying the stream.
+Both implement :class:`ActivationSource`: buffer blocks of rows, shuffled into fixed-size batches
+by ``interp.activations.shuffled_batches``, resumable at (block, batch) without replaying the
+stream. The trainer asks the protocol, never which kind of source it has.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import cached_property
+from typing import Any, Protocol
 
 import torch
 
@@ -24,6 +26,37 @@ from interp.models import load_model
 from saes.train_config import RunConfig
 
 
+class ActivationSource(Protocol):
+    """What the training loop reads activations through."""
+
+    hooks: list[str]
+    dims: dict[str, int]  # each hook's width
+    live: bool  # True: a model forward per block (the model shares the rank's memory)
+    with_grads: bool  # batches carry dL/dx
+
+    @property
+    def rows_per_block(self) -> int: ...  # rows of one buffer block (the memory plan's unit)
+
+    @property
+    def forward_model(self) -> Any: ...  # the model run during training, or None
+
+    @property
+    def stop_at_layer(self) -> int | None: ...  # blocks a forward runs (None: all, or no model)
+
+    @property
+    def model(self) -> Any: ...  # the model, loaded when first asked (for evaluation)
+
+    def check_width(self, hook: str, d_in: int | None, model_name: str) -> None: ...
+
+    def blocks(self, start_block: int = 0) -> Iterator[ActivationBatch]: ...
+
+    def sample_batch(self, n_tokens: int) -> ActivationBatch: ...
+
+    def batches(
+        self, batch_tokens: int, start_block: int = 0, skip_batches: int = 0
+    ) -> Iterator[tuple[int, int, ActivationBatch]]: ...
+
+
 class LiveSource:
     """Activations captured from the model as training goes (one forward per batch of windows)."""
 
@@ -38,6 +71,31 @@ class LiveSource:
         )
         self.dims = {h: hook_dim(self.model, h) for h in self.hooks}
         self.d_in = self.dims.get(cfg.data.hook) or self.dims[self.hooks[0]]
+
+    live = True
+
+    @property
+    def with_grads(self) -> bool:
+        return self.capture.with_grads
+
+    @property
+    def rows_per_block(self) -> int:
+        return self.cfg.data.windows_per_block * (self.cfg.data.context_size - 1)
+
+    @property
+    def forward_model(self):
+        return self.model
+
+    @property
+    def stop_at_layer(self) -> int | None:
+        return self.capture.stop_at_layer
+
+    def check_width(self, hook: str, d_in: int | None, model_name: str) -> None:
+        if d_in is not None and hook in self.dims and d_in != self.dims[hook]:
+            raise ValueError(
+                f"d_in mismatch: hook {hook!r} of {model_name!r} has d_in={self.dims[hook]}, "
+                f"the config asks for d_in={d_in}"
+            )
 
     def windows(self, split: str = "train") -> Iterator[torch.Tensor]:
         return token_windows(
@@ -98,9 +156,21 @@ class CacheSource:
         self.dims = {h: self.cache.d_in(h) for h in self.hooks}
         self.d_in = self.dims.get(cfg.data.hook) or self.dims[self.hooks[0]]
 
+    live = False
+    forward_model = None
+    stop_at_layer = None
+
     @cached_property
     def model(self):
         return load_model(self.cfg.data.model, device=self.cfg.device)
+
+    @property
+    def rows_per_block(self) -> int:
+        return self.cfg.data.buffer_tokens
+
+    def check_width(self, hook: str, d_in: int | None, model_name: str) -> None:
+        if hook in self.dims:
+            self.cache.check_hook(hook, d_in=d_in)
 
     def blocks(self, start_block: int = 0) -> Iterator[ActivationBatch]:
         rows = self.cfg.data.buffer_tokens

@@ -38,7 +38,7 @@ from saes.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from saes.distributed import init_from_env, rank_device, reducing
+from saes.distributed import init_from_env, rank_device
 from saes.evals import evaluate_run
 from saes.geometric_median import geometric_median
 from saes.kernels import selection_kernel
@@ -48,7 +48,7 @@ from saes.optim import SAEAdam
 from saes.run_status import RunStatus, records_status
 from saes.rundir import MEMORY_PLAN_FILE, RunDir
 from saes.sae import SAE, SparseCode
-from saes.sources import CacheSource, LiveSource
+from saes.sources import ActivationSource, CacheSource, LiveSource
 from saes.train_config import RunConfig
 from saes.variants import variant_class
 
@@ -117,10 +117,8 @@ class TrainStep:
         sae, comm = self.sae, self.comm
         x = sae.scale_input(x.to(sae.device))
         dead = self.dead_mask
-        with reducing(comm):
-            out = sae.variant.train_forward(
-                sae, x, None if grad is None else grad.to(sae.device), dead if dead.any() else None
-            )
+        g = None if grad is None else grad.to(sae.device)
+        out = sae.variant.train_forward(sae, x, g, dead if dead.any() else None, comm)
         loss = out.loss
         names = list(out.losses)
         l0 = self._l0(out.code)
@@ -341,31 +339,19 @@ def _common_checkpoint(run_dirs: Sequence[Path]) -> int | None:
     return max(steps) if steps else None
 
 
-def _open_job_source(cfgs: Sequence[RunConfig], hooks: list[str], model, comm):
+def _open_job_source(cfgs: Sequence[RunConfig], hooks: list[str], model, comm) -> ActivationSource:
     """One source for all of a job's hooks (validates hooks, widths, the cache, before any work)."""
-
     grads_cfg = next((c for c in cfgs if variant_class(c.sae.variant).needs_grads), None)
     first = cfgs[0]
+    src_cfg = grads_cfg or first
+    with_grads = grads_cfg is not None
     if first.data.cache:
-        src_cfg = grads_cfg or first
-        source = CacheSource(src_cfg, with_grads=grads_cfg is not None, hooks=hooks)
-        for c in cfgs:
-            if c.data.hook in source.dims:
-                source.cache.check_hook(c.data.hook, d_in=c.sae.d_in)
-        return source
-    device = rank_device(first.device, comm)
-    src_cfg = (grads_cfg or first).model_copy(update={"device": device})
-    source = LiveSource(src_cfg, model=model, with_grads=grads_cfg is not None, hooks=hooks)
+        source: ActivationSource = CacheSource(src_cfg, with_grads=with_grads, hooks=hooks)
+    else:
+        src_cfg = src_cfg.model_copy(update={"device": rank_device(first.device, comm)})
+        source = LiveSource(src_cfg, model=model, with_grads=with_grads, hooks=hooks)
     for c in cfgs:
-        if (
-            c.sae.d_in is not None
-            and c.data.hook in source.dims
-            and c.sae.d_in != source.dims[c.data.hook]
-        ):
-            raise ValueError(
-                f"d_in mismatch: hook {c.data.hook!r} of {c.data.model!r} has d_in={source.dims[c.data.hook]}, "
-                f"the config asks for d_in={c.sae.d_in}"
-            )
+        source.check_width(c.data.hook, c.sae.d_in, c.data.model)
     return source
 
 
@@ -383,7 +369,7 @@ def train_runs(
 ) -> list[Path]:
     """Train several SAEs from one activation stream (one forward or cache read per batch).
 
-    The runs must share the stream settings (``saes.multi.STREAM_KEYS``); each has its own hook,
+    The runs must share the stream settings (``saes.multi.check_shared``); each has its own hook,
     variant, width, k, learning rate, ... and run folder. Data parallel under ``comm`` unless
     ``shard_hooks`` (each rank owns the SAEs of some hooks). Returns the run folders.
     """
@@ -413,11 +399,6 @@ def train_runs(
 
     device = rank_device(first.device, comm)
     sae_cfgs = [c.sae_config(source.dims[c.data.hook]) for c in mine]  # validates every SAE config
-    rows_per_block = (
-        first.data.buffer_tokens
-        if first.data.cache
-        else first.data.windows_per_block * (first.data.context_size - 1)
-    )
     plan = plan_memory(
         [
             SAEItem(str(c.log.out_dir), s.d_in, s.d_sae, s.variant, s.encoder_dtype)
@@ -425,16 +406,16 @@ def train_runs(
         ],
         {h: source.dims[h] for h in source_hooks},
         first.data.batch_tokens,
-        rows_per_block,
+        source.rows_per_block,
         device=device,
-        with_grads=source.capture.with_grads if not first.data.cache else source.with_grads,
+        with_grads=source.with_grads,
         activation_bytes=torch.empty(
             (), dtype=getattr(torch, first.data.activation_dtype)
         ).element_size(),
-        model=None if first.data.cache else source.model,
+        model=source.forward_model,
         batch_windows=first.data.batch_windows,
         context_size=first.data.context_size,
-        n_layers_run=None if first.data.cache else source.capture.stop_at_layer,
+        n_layers_run=source.stop_at_layer,
     )
     if main and (len(cfgs) > 1 or plan_only):
         (job_dir or run_dirs[0]).mkdir(parents=True, exist_ok=True)

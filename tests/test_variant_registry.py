@@ -53,11 +53,11 @@ class ShrinkTopK(Variant):
     def encode(self, sae, x_in, grad=None):
         return self._code(sae, x_in)
 
-    def train_forward(self, sae, x, grad, dead_mask):
+    def train_forward(self, sae, x, grad, dead_mask, comm=None):
         sae.calls += 1
         code = self._code(sae, x - sae.b_dec)
         x_hat = torch.addmm(sae.b_dec, code.to_dense(self.cfg.d_sae), sae.W_dec)
-        return TrainOutput(x_hat, code, {"fvu": fvu_loss(x, x_hat)})
+        return TrainOutput(x_hat, code, {"fvu": fvu_loss(x, x_hat, comm)})
 
 
 @pytest.fixture

@@ -16,7 +16,10 @@ A variant is one class, registered with :func:`register`, that carries every per
     init_module(sae)                 # register variant state (buffers) on a new SAE
     describe() -> str                # the selection rule in words (written into cfg.json)
     encode(sae, x_in, grad) -> Code  # inference; x_in is the scaled, b_dec-centred input [N, d_in]
-    train_forward(sae, x, grad, dead_mask) -> TrainOutput   # x: scaled, uncentred [B, d_in]
+    train_forward(sae, x, grad, dead_mask, comm) -> TrainOutput
+                                     # x: scaled, uncentred [B, d_in]; comm: the data-parallel
+                                     # saes.distributed.Comm (None: one process), passed to the
+                                     # losses' batch statistics
 
 ``SAEConfig`` reads ``Knobs`` to validate a config's variant-specific keys, so adding a variant is
 one file: subclass :class:`Variant`, decorate it with ``@register``, import the module.
@@ -30,6 +33,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 from saes.codes import Code, TrainOutput
+from saes.distributed import Comm
 
 
 class NoKnobs(BaseModel):
@@ -64,7 +68,12 @@ class Variant:
         raise NotImplementedError(f"variant {self.name!r} must define encode()")
 
     def train_forward(
-        self, sae, x: Tensor, grad: Tensor | None, dead_mask: Tensor | None
+        self,
+        sae,
+        x: Tensor,
+        grad: Tensor | None,
+        dead_mask: Tensor | None,
+        comm: Comm | None = None,
     ) -> TrainOutput:
         raise NotImplementedError(f"variant {self.name!r} must define train_forward()")
 

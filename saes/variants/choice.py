@@ -54,7 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from saes.codes import SparseCode, TrainOutput
-from saes.distributed import global_sum
+from saes.distributed import Comm, global_sum
 from saes.kernels import _workspace, pre_acts, sparse_decode, sparse_select_encode, topk_select
 from saes.losses import (
     aux_zipf_loss,
@@ -211,7 +211,12 @@ class _Choice(Variant):
 
     # ---- training -----------------------------------------------------------------------------
     def train_forward(
-        self, sae, x: Tensor, grad: Tensor | None, dead_mask: Tensor | None
+        self,
+        sae,
+        x: Tensor,
+        grad: Tensor | None,
+        dead_mask: Tensor | None,
+        comm: Comm | None = None,
     ) -> TrainOutput:
         B = x.shape[0]
         if self.budget(B) > B * self.cfg.d_sae:
@@ -220,7 +225,7 @@ class _Choice(Variant):
             )
         with torch.no_grad():
             sel = self.select(sae, x.detach() - sae.b_dec.detach())
-            if float(sae.ema_steps) == 0 and self._rescale_encoder(sae, x, sel):
+            if float(sae.ema_steps) == 0 and self._rescale_encoder(sae, x, sel, comm):
                 sel = self.select(sae, x.detach() - sae.b_dec.detach())
         values = sparse_select_encode(
             x,
@@ -232,19 +237,26 @@ class _Choice(Variant):
             b_dec=sae.b_dec,
         )
         x_hat = sparse_decode(values, sel.cols, sae.W_dec, sae.b_dec, rows=sel.rows, n_rows=B)
-        losses = {"fvu": fvu_loss(x, x_hat)}
+        losses = {"fvu": fvu_loss(x, x_hat, comm)}
         with torch.no_grad():
             weights = self._update_state(sae, sel, values.detach())
         if self.cfg.aux_zipf_coef > 0 and bool((weights > 0).any()):
             aux = aux_zipf_loss(
-                x, x_hat, sel.dense, weights, self.cfg.k_aux, sae, pre_is_transposed=sel.transposed
+                x,
+                x_hat,
+                sel.dense,
+                weights,
+                self.cfg.k_aux,
+                sae,
+                pre_is_transposed=sel.transposed,
+                comm=comm,
             )
             if aux is not None:
                 losses["aux_zipf"] = self.cfg.aux_zipf_coef * aux
         return TrainOutput(x_hat, SparseCode.flat(sel.rows, sel.cols, values.detach(), B), losses)
 
     @staticmethod
-    def _rescale_encoder(sae, x: Tensor, sel: ChoiceSelection) -> bool:
+    def _rescale_encoder(sae, x: Tensor, sel: ChoiceSelection, comm: Comm | None = None) -> bool:
         """First step only: scale W_enc (and b_enc) by the least-squares optimal c for this batch.
 
         Batch-level selection hands a large-norm token many latents; with the tied init each adds
@@ -262,7 +274,7 @@ class _Choice(Variant):
             rows=sel.rows,
             n_rows=x.shape[0],
         )
-        num, den = global_sum([float((x - sae.b_dec).mul_(x0).sum()), float(x0.pow(2).sum())])
+        num, den = global_sum([float((x - sae.b_dec).mul_(x0).sum()), float(x0.pow(2).sum())], comm)
         c = num / max(den, 1e-30)
         if not 0 < c < float("inf"):
             return False

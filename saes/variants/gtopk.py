@@ -20,6 +20,7 @@ import torch
 from pydantic import Field
 
 from saes.codes import SparseCode, TrainOutput
+from saes.distributed import Comm
 from saes.kernels import pre_acts, sparse_decode, sparse_select_encode, topk_select
 from saes.losses import aux_k_loss, fvu_loss
 from saes.variants.base import register
@@ -71,21 +72,26 @@ class GradientTopK(TopK):
         return SparseCode(values, indices)
 
     def train_forward(
-        self, sae, x: torch.Tensor, grad: torch.Tensor | None, dead_mask: torch.Tensor | None
+        self,
+        sae,
+        x: torch.Tensor,
+        grad: torch.Tensor | None,
+        dead_mask: torch.Tensor | None,
+        comm: Comm | None = None,
     ) -> TrainOutput:
         if grad is None or self.beta == 0:
-            return super().train_forward(sae, x, grad, dead_mask)
+            return super().train_forward(sae, x, grad, dead_mask, comm)
         x_in = x - sae.b_dec
         indices, pre = self._select(sae, x_in, grad)
         values = sparse_select_encode(x_in, sae.W_enc, sae.b_enc, indices, pre=pre)
         x_hat = sparse_decode(values, indices, sae.W_dec, sae.b_dec)
-        losses = {"fvu": fvu_loss(x, x_hat)}
+        losses = {"fvu": fvu_loss(x, x_hat, comm)}
         if dead_mask is not None and self.cfg.aux_k_coef > 0:
             with torch.no_grad():
                 k_aux = min(self.cfg.k_aux, int(dead_mask.sum()))
                 aux_idx = pre.masked_fill_(~dead_mask, float("-inf")).topk(k_aux, dim=-1).indices
             aux_values = sparse_select_encode(x_in, sae.W_enc, sae.b_enc, aux_idx)
             losses["aux_k"] = self.cfg.aux_k_coef * aux_k_loss(
-                x, x_hat, aux_values, aux_idx, sae.W_dec
+                x, x_hat, aux_values, aux_idx, sae.W_dec, comm
             )
         return TrainOutput(x_hat, SparseCode(values, indices), losses)

@@ -13,7 +13,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from saes.codes import TrainOutput
-from saes.distributed import loss_mean, row_mean_of_data
+from saes.distributed import Comm, loss_mean, row_mean_of_data
 from saes.losses import fvu_loss
 from saes.variants.base import Variant, register
 
@@ -43,17 +43,22 @@ class ReLUL1(Variant):
         return torch.relu(torch.addmm(sae.b_enc, x_in, sae.W_enc))
 
     def train_forward(
-        self, sae, x: torch.Tensor, grad: torch.Tensor | None, dead_mask: torch.Tensor | None
+        self,
+        sae,
+        x: torch.Tensor,
+        grad: torch.Tensor | None,
+        dead_mask: torch.Tensor | None,
+        comm: Comm | None = None,
     ) -> TrainOutput:
         z = self.encode(sae, x - sae.b_dec)
         x_hat = torch.addmm(sae.b_dec, z, sae.W_dec)
         # batch means over the global batch under data-parallel training (identity otherwise)
         scale = (
-            row_mean_of_data((x - row_mean_of_data(x)).norm(dim=-1, keepdim=True))
+            row_mean_of_data((x - row_mean_of_data(x, comm)).norm(dim=-1, keepdim=True), comm)
             .squeeze()
             .clamp_min(1e-12)
         )
-        l1 = loss_mean((z * sae.W_dec.norm(dim=-1)).sum(-1)) / scale
+        l1 = loss_mean((z * sae.W_dec.norm(dim=-1)).sum(-1), comm) / scale
         return TrainOutput(
-            x_hat, z, {"fvu": fvu_loss(x, x_hat), "l1": self.cfg.l1_coefficient * l1}
+            x_hat, z, {"fvu": fvu_loss(x, x_hat, comm), "l1": self.cfg.l1_coefficient * l1}
         )

@@ -12,6 +12,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from saes.codes import SparseCode, TrainOutput
+from saes.distributed import Comm
 from saes.kernels import sparse_decode, topk_encode, topk_encode_with_aux
 from saes.losses import aux_k_loss, fvu_loss
 from saes.variants.base import Variant, register
@@ -42,7 +43,12 @@ class TopK(Variant):
         return SparseCode(values, indices)
 
     def train_forward(
-        self, sae, x: torch.Tensor, grad: torch.Tensor | None, dead_mask: torch.Tensor | None
+        self,
+        sae,
+        x: torch.Tensor,
+        grad: torch.Tensor | None,
+        dead_mask: torch.Tensor | None,
+        comm: Comm | None = None,
     ) -> TrainOutput:
         if self.cfg.aux_k_coef == 0:
             dead_mask = None
@@ -58,9 +64,9 @@ class TopK(Variant):
             dtype=self.gemm_dtype,
         )
         x_hat = sparse_decode(values, indices, sae.W_dec, sae.b_dec)
-        losses = {"fvu": fvu_loss(x, x_hat)}
+        losses = {"fvu": fvu_loss(x, x_hat, comm)}
         if aux_values is not None:
             losses["aux_k"] = self.cfg.aux_k_coef * aux_k_loss(
-                x, x_hat, aux_values, aux_indices, sae.W_dec
+                x, x_hat, aux_values, aux_indices, sae.W_dec, comm
             )
         return TrainOutput(x_hat, SparseCode(values, indices), losses)
