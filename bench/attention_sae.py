@@ -4,7 +4,7 @@ For each layer: train a TopK SAE on ``blocks.L.attn.hook_z`` (d_in = 9 heads x 6
 real trainer (live capture, stdlib train split), evaluate it on held-out tokens (FVU, L0, dead
 fraction, spliced CE loss recovered, KL), then analyse it: weight-based head attribution (share of
 each feature's decoder norm per head: histogram, features dominated per head), the automated
-head-role study (fraction of polysemantic heads, see ``saes.attention.head_roles``), and the
+head-role study (fraction of polysemantic heads, see ``saes.analysis.head_roles``), and the
 induction-feature search on repeated random tokens (which heads, how many features, short- vs
 long-prefix). Layer 17 holds SmolLM2's strongest induction heads (17.3-17.5, 18.6-18.7 by induction
 score); layer 5 has none (a negative control for the search).
@@ -34,15 +34,14 @@ from interp.data import token_windows  # noqa: E402
 from interp.hooks import head_layout  # noqa: E402
 from interp.io import atomic_write_json  # noqa: E402
 from interp.models import load_model  # noqa: E402
-from saes.artifacts import load_sae  # noqa: E402
-from saes.attention import (  # noqa: E402
+from saes.analysis.attention_heads import dfa_head_attribution, head_attribution  # noqa: E402
+from saes.analysis.head_roles import head_roles  # noqa: E402
+from saes.analysis.induction import (  # noqa: E402
     InductionSearchConfig,
-    dfa_head_attribution,
     find_induction_features,
     format_induction_report,
-    head_attribution,
-    head_roles,
 )
+from saes.artifacts import load_sae  # noqa: E402
 from saes.rundir import RunDir  # noqa: E402
 from saes.train import train  # noqa: E402
 from saes.train_config import RunConfig  # noqa: E402

@@ -10,8 +10,8 @@
 4. Each SAE is evaluated on held-out tokens: FVU, L0, dead fraction, and CE loss recovered / KL
    with the SAE spliced in; g-SAEs in both inference modes (with dL/dx, and without: plain TopK
    on the same weights).
-5. Steering (saes.steering): the same number of randomly chosen live latents per SAE, the same
-   prompts and alphas; KL from clean and the target tokens' log-prob change per unit alpha.
+5. Steering (saes.analysis.steering): the same number of randomly chosen live latents per SAE,
+   the same prompts and alphas; KL from clean and the target tokens' log-prob change per unit alpha.
 
 Prints a table, saves bench/results/gsae_vs_topk.json and a plotly figure gsae_vs_topk.html.
 
@@ -32,11 +32,11 @@ from interp.activations import ActivationCapture
 from interp.cache import ActivationCache, CacheWriter
 from interp.data import token_windows
 from interp.models import load_model
+from saes.analysis.steering import mean_activation_norm, steer_latents, summarize
 from saes.config import SAEConfig
 from saes.evals import reconstruction_metrics, spliced_metrics
 from saes.geometric_median import geometric_median
 from saes.sae import SAE
-from saes.steering import mean_activation_norm, steer_latents, summarize
 from saes.train import TrainStep, default_lr
 
 

@@ -359,8 +359,8 @@ def steer_cmd(
 
     from interp.data import token_windows
     from interp.models import load_model
+    from saes.analysis.steering import mean_activation_norm, steer_latents
     from saes.artifacts import load_sae
-    from saes.steering import mean_activation_norm, steer_latents
 
     try:
         sae = load_sae(sae_dir)
@@ -439,13 +439,13 @@ def induction_cmd(
     """Find induction features of an attention-output SAE, the heads behind them, short vs long prefix."""
     from interp.hooks import hook_z_layer
     from interp.models import load_model
-    from saes.artifacts import load_sae
-    from saes.attention import (
+    from saes.analysis.induction import (
         InductionSearchConfig,
         find_induction_features,
         format_induction_report,
         save_report,
     )
+    from saes.artifacts import load_sae
 
     try:
         sae = load_sae(sae_dir)

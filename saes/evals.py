@@ -22,6 +22,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from interp.activations import ActivationCapture, capture_stream
+from interp.data import token_windows
+from interp.interventions import Intervention, replace_with, run_with_interventions, zero_ablate
 from interp.io import atomic_write_json
 from interp.models import load_model
 from saes.artifacts import load_sae
@@ -125,8 +128,6 @@ def spliced_metrics(
 
     With ``use_grads`` (gradient-aware SAEs) the clean pass's dL/dx is handed to the SAE's encoder.
     """
-    from interp.activations import ActivationCapture
-
     totals = {"clean": 0.0, "spliced": 0.0, "zero": 0.0, "kl": 0.0}
     n_pred = 0
     for start in range(0, windows.shape[0], batch_size):
@@ -137,23 +138,17 @@ def spliced_metrics(
             grad = cap(tokens).grads[hook].reshape(tokens.shape[0], tokens.shape[1], -1)
         clean = model(tokens)
         lp_clean = clean.log_softmax(-1)[:, :-1]
-
-        def splice(act: torch.Tensor, hook_point, mode: str, grad=grad):  # noqa: ARG001
-            shape = act.shape
-            flat = act.reshape(shape[0], shape[1], -1)
-            if mode == "zero":
-                new = torch.zeros_like(flat)
-            else:
-                g = None if grad is None else grad.reshape(-1, grad.shape[-1])
-                new = sae(flat.reshape(-1, flat.shape[-1]), g)[0].reshape_as(flat).to(flat.dtype)
-            new[:, 0] = flat[:, 0]  # keep the window's BOS position as it is
-            return new.reshape(shape)
-
+        g = None if grad is None else grad.reshape(-1, grad.shape[-1])
+        ops = {
+            "spliced": replace_with(lambda x, g=g: sae(x, g)[0]),
+            "zero": zero_ablate(),
+        }
         target = tokens[:, 1:]
         totals["clean"] += -lp_clean.gather(-1, target[..., None]).sum().item()
         for mode in ("spliced", "zero"):
-            logits = model.run_with_hooks(
-                tokens, fwd_hooks=[(hook, lambda a, hook, m=mode: splice(a, hook, m))]
+            # every position but the window's BOS, which is kept as it is
+            logits = run_with_interventions(
+                model, tokens, Intervention(hook, ops[mode], keep_bos=True)
             )
             lp = logits.log_softmax(-1)[:, :-1]
             totals[mode] += -lp.gather(-1, target[..., None]).sum().item()
@@ -187,9 +182,6 @@ def evaluate_sae(
     progress: bool = False,
 ) -> dict[str, Any]:
     """All metrics of ``sae`` on the validation split of ``source`` (held-out files)."""
-    from interp.activations import ActivationCapture, capture_stream
-    from interp.data import token_windows
-
     wins = token_windows(
         model.tokenizer, source=source, context_size=context_size, split="validation", seed=seed
     )

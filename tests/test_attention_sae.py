@@ -10,19 +10,22 @@ import torch
 from _configs import flat_config
 
 from interp.hooks import HeadLayout, head_layout, layout_for_spec
-from saes.attention import (
-    InductionSearchConfig,
+from saes.analysis.attention_heads import (
     attention_inputs,
+    dfa_head_attribution,
     direct_feature_attribution,
     direct_logit_effect,
     encode_z,
-    explore_prompt,
-    find_induction_features,
     head_attribution,
-    head_roles,
     reconstruct_z,
+)
+from saes.analysis.head_roles import head_roles
+from saes.analysis.induction import (
+    InductionSearchConfig,
+    find_induction_features,
     repeated_random_tokens,
 )
+from saes.analysis.prompts import explore_prompt
 from saes.config import SAEConfig
 from saes.sae import SAE
 
@@ -493,8 +496,6 @@ def test_spliced_metrics_at_hook_z_exact_sae():
 
 def test_dfa_head_attribution_planted(planted):
     """Data-based attribution agrees with the planted heads, and ignores decoder noise in unused heads."""
-    from saes.attention import dfa_head_attribution
-
     model, _ = planted
     lay = HeadLayout(1, 4, D_HEAD, 4)
     noisy = _planted_sae()

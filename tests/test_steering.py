@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
+from interp.logit_lens import direct_logit_effect
+from saes.analysis.steering import mean_activation_norm, steer_latents, summarize
 from saes.config import SAEConfig
 from saes.sae import SAE
-from saes.steering import direct_logit_effect, mean_activation_norm, steer_latents, summarize
 
 
 def _prompts(model, n=4, t=12, seed=0):

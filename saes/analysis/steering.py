@@ -7,7 +7,8 @@ gets x <- x + alpha * d_i. Two things are measured per alpha, averaged over pred
 - ``kl``: KL(clean || steered) of the next-token distributions (how much the output moved);
 - ``target_logprob_change``: the change in log-probability of the ``n_targets`` tokens that the
   decoder direction itself predicts, i.e. the top tokens of its direct path to the logits
-  (``d_i`` -> (W_O or W_out for attention/MLP hooks) -> W_U, centred over the vocabulary).
+  (``d_i`` -> (W_O or W_out for attention/MLP hooks) -> W_U, centred over the vocabulary:
+  ``interp.logit_lens.direct_logit_effect``).
 
 Summaries per latent: least-squares slopes through the origin, effect per unit alpha and KL per
 unit alpha, and ``effect_per_kl`` (how much of the output change goes where the latent says it
@@ -16,13 +17,17 @@ should: the "steering efficacy" compared across SAEs in bench/gsae_vs_topk.py).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
-from interp.hooks import hook_layer
+from interp.activations import ActivationCapture
+from interp.interventions import Intervention, add_direction, run_with_interventions
+from interp.logit_lens import direct_logit_effect
 
 
 @dataclass
@@ -74,45 +79,6 @@ def decoder_direction(sae, latent: int) -> torch.Tensor:
     return d / d.norm().clamp_min(1e-12)
 
 
-def unembedded_direction(model, hook: str, direction: torch.Tensor) -> torch.Tensor:
-    """Logits [d_vocab] that ``direction`` written at ``hook`` adds along the direct path (uncentred).
-
-    Residual-stream hooks go straight to the final norm and W_U; ``attn.hook_z`` goes through W_O
-    first and ``mlp.hook_post`` through W_out. The final norm's gain is applied (and LayerNorm's
-    centring); its per-position scale is left out, as in direct logit attribution (it does not
-    change which tokens rank first). ``load_model`` folds the gain into W_U, so there it is a no-op.
-    """
-    layer = hook_layer(hook)
-    d = direction.detach().to(model.W_U.device, torch.float32)
-    if hook.endswith("attn.hook_z"):
-        W_O = model.blocks[layer].attn.W_O.detach().float()  # [n_heads, d_head, d_model]
-        resid = torch.einsum("hd,hdm->m", d.reshape(W_O.shape[0], W_O.shape[1]), W_O)
-    elif hook.endswith("mlp.hook_post"):
-        resid = d @ model.blocks[layer].mlp.W_out.detach().float()
-    elif hook.endswith(
-        ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out")
-    ):
-        resid = d
-    else:
-        raise ValueError(
-            f"no direct path to the logits is known for hook {hook!r}; steering supports residual-stream "
-            "hooks, attn.hook_z and mlp.hook_post"
-        )
-    ln = getattr(model, "ln_final", None)
-    if type(ln).__name__.startswith("LayerNorm"):
-        resid = resid - resid.mean()  # LayerNorm centres its input
-    w = getattr(ln, "w", None)
-    if w is not None:
-        resid = resid * w.detach().float()
-    return resid @ model.W_U.detach().float()
-
-
-def direct_logit_effect(model, hook: str, direction: torch.Tensor) -> torch.Tensor:
-    """:func:`unembedded_direction`, centred over the vocabulary (logits are shift-invariant)."""
-    logits = unembedded_direction(model, hook, direction)
-    return logits - logits.mean()
-
-
 @torch.no_grad()
 def steer_latents(
     model,
@@ -126,7 +92,6 @@ def steer_latents(
     progress: bool = False,
 ) -> list[SteeringResult]:
     """Steer each latent at each alpha over prompts ``tokens`` [n, t] (position 0 = BOS, left untouched)."""
-    from tqdm.auto import tqdm
 
     hook = hook or sae.cfg.hook_name
     if not hook:
@@ -156,19 +121,9 @@ def steer_latents(
         for start in range(0, rows_tokens.shape[0], batch_rows):
             chunk = rows_tokens[start : start + batch_rows]
             a = rows_alpha[start : start + batch_rows].to(device)
-
-            def add(act: torch.Tensor, hook=None, a=a, direction=direction):  # noqa: ARG001
-                flat = act.reshape(act.shape[0], act.shape[1], -1)
-                shift = (a[:, None, None] * direction.to(act.dtype)).expand_as(flat).clone()
-                shift[:, 0] = 0  # the BOS position stays as it is
-                return (flat + shift).reshape(act.shape)
-
-            lp = (
-                model.run_with_hooks(chunk, fwd_hooks=[(hook, add)])
-                .log_softmax(-1)[:, 1:]
-                .float()
-                .cpu()
-            )
+            # each row gets its own alpha; the BOS position stays as it is
+            steer = Intervention(hook, add_direction(direction, scale=a), keep_bos=True)
+            lp = run_with_interventions(model, chunk, steer).log_softmax(-1)[:, 1:].float().cpu()
             ref = clean_lp[(torch.arange(start, start + chunk.shape[0]) % n)]
             kl = (ref.exp() * (ref - lp)).sum(-1).mean(-1)  # per row
             eff = (lp[..., targets.cpu()] - ref[..., targets.cpu()]).mean((-1, -2))
@@ -194,16 +149,12 @@ def steer_latents(
 @torch.no_grad()
 def mean_activation_norm(model, hook: str, tokens: torch.Tensor) -> float:
     """Mean ||x|| at ``hook`` over the non-BOS positions of ``tokens`` (a natural unit for alpha)."""
-    from interp.activations import ActivationCapture
-
     acts = ActivationCapture(model, [hook])(tokens).acts[hook]
     return acts.norm(dim=-1).mean().item()
 
 
 def summarize(results: Sequence[SteeringResult]) -> dict[str, float]:
     """Means over latents of the per-latent summaries."""
-    import math
-
     out = {}
     for key in ("effect_per_alpha", "kl_per_alpha", "effect_per_kl"):
         vals = [getattr(r, key) for r in results if not math.isnan(getattr(r, key))]
