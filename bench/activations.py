@@ -13,7 +13,14 @@ source, ``--batch`` windows per forward; 16 x 128 is the trainer's default):
   ``capture_L{L}_stop_at_layer_tl_original``: as the first, on a model loaded with ``fast=False``
   (TransformerLens's own forwards), for comparison;
 * ``capture_4_hooks``: ``blocks.{3,7,11,15}.hook_resid_post`` at once, against
-  ``capture_L15_stop_at_layer`` (the deepest of them alone).
+  ``capture_L15_stop_at_layer`` (the deepest of them alone);
+* ``capture_L{L}_stop_at_layer_bf16``: the first row with the model in bf16
+  (``load_model(dtype="bfloat16")``, ``data.model_dtype``), in the same rounds; the ratio to fp32
+  is ``capture_L{L}_bf16_speedup_vs_fp32`` (target >= 2 on a CPU with bf16 matrix units).
+
+What bf16 costs (``bf16_vs_fp32``): on ``--quality-windows`` held-out (validation split) windows,
+the mean KL(fp32 || bf16) of the next-token distributions, the CE of each model and their
+difference, and the relative error of the captured layer-L residuals.
 
 Timing: every implementation is warmed up, then ``--repeats`` rounds run; in each round every
 implementation does one sweep over all batches, the implementations taking turns batch by batch
@@ -47,7 +54,7 @@ import torch
 
 from interp.activations import ActivationCapture
 from interp.data import token_windows
-from interp.models import load_model, smollm2_gguf_path
+from interp.models import cpu_bf16_flags, load_model, smollm2_gguf_path
 
 LAYERS = (5, 15)
 FOUR_HOOK_LAYERS = (3, 7, 11, 15)
@@ -114,6 +121,43 @@ def back_to_back(
     return statistics.median(ratios)
 
 
+@torch.inference_mode()
+def bf16_quality(model, model16, n_windows: int, context: int, batch: int) -> dict[str, float]:
+    """KL(fp32 || bf16) of next-token distributions, both CEs, and residual error at each layer."""
+    wins = token_windows(
+        model.tokenizer, source="stdlib", context_size=context, split="validation", seed=0
+    )
+    windows = torch.stack([w for _, w in zip(range(n_windows), wins)])
+    kl_sum = ce32 = ce16 = 0.0
+    n = 0
+    rel = {L: [] for L in LAYERS}
+    hooks = [f"blocks.{L}.hook_resid_post" for L in LAYERS]
+    for b in windows.split(batch):
+        out32, c32 = model.run_with_cache(b, names_filter=hooks)
+        out16, c16 = model16.run_with_cache(b, names_filter=hooks)
+        lp32 = out32[:, :-1].float().log_softmax(-1)
+        lp16 = out16[:, :-1].float().log_softmax(-1)
+        target = b[:, 1:]
+        kl_sum += (lp32.exp() * (lp32 - lp16)).sum(-1).sum().item()
+        ce32 -= lp32.gather(-1, target[..., None]).sum().item()
+        ce16 -= lp16.gather(-1, target[..., None]).sum().item()
+        n += target.numel()
+        for L, h in zip(LAYERS, hooks):
+            a, a16 = c32[h][:, 1:].float(), c16[h][:, 1:].float()  # BOS excluded (its norm is huge)
+            rel[L].append(((a16 - a).norm(dim=-1) / a.norm(dim=-1)).mean().item())
+    out = {
+        "windows": n_windows,
+        "predicted_tokens": n,
+        "mean_kl_fp32_to_bf16": kl_sum / n,
+        "ce_fp32": ce32 / n,
+        "ce_bf16": ce16 / n,
+        "ce_bf16_minus_fp32": (ce16 - ce32) / n,
+    }
+    for L in LAYERS:
+        out[f"L{L}_resid_mean_rel_err"] = statistics.mean(rel[L])
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--windows", type=int, default=32)
@@ -122,6 +166,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--pairs", type=int, default=8, help="back-to-back pairs per key comparison")
     ap.add_argument("--max-seconds", type=float, default=300.0, help="soft wall-time budget")
+    ap.add_argument(
+        "--quality-windows", type=int, default=64, help="held-out windows for bf16 vs fp32"
+    )
     ap.add_argument("--out", default="bench/results/activations.json")
     args = ap.parse_args()
     t_start = time.perf_counter()
@@ -131,6 +178,7 @@ def main() -> None:
 
     model = load_model("smollm2-135m")  # fast forward installed (the default)
     slow = load_model("smollm2-135m", fast=False)  # TransformerLens's own forwards
+    model16 = load_model("smollm2-135m", dtype=torch.bfloat16)
     gguf = smollm2_gguf_path()
     hf = AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32
@@ -180,6 +228,7 @@ def main() -> None:
         full.stop_at_layer = None
         caps[f"capture_L{L}_full_forward"] = full
         caps[f"capture_L{L}_stop_at_layer_tl_original"] = ActivationCapture(slow, [hook])
+        caps[f"capture_L{L}_stop_at_layer_bf16"] = ActivationCapture(model16, [hook])
         impls[f"hf_truncated_L{L}"] = hf_truncated(L)
     caps["capture_4_hooks"] = ActivationCapture(
         model, [f"blocks.{L}.hook_resid_post" for L in FOUR_HOOK_LAYERS]
@@ -200,6 +249,8 @@ def main() -> None:
         checks[f"L{L}_fast_vs_tl_original_max_rel_err"] = (
             fast_acts - orig_acts
         ).abs().max().item() / scale
+    quality = bf16_quality(model, model16, args.quality_windows, args.context, args.batch)
+    print("bf16 vs fp32:", json.dumps(quality))
 
     print(
         f"timing {len(impls)} implementations x {args.repeats} rounds on {len(batches)} "
@@ -215,6 +266,10 @@ def main() -> None:
         results[f"capture_L{L}_fast_speedup_vs_tl_original"] = paired_ratio(cap_r, orig_r)
         results[f"capture_L{L}_stop_at_layer_speedup_vs_full_forward"] = paired_ratio(
             cap_r, rates[f"capture_L{L}_full_forward"]
+        )
+    for L in LAYERS:
+        results[f"capture_L{L}_bf16_speedup_vs_fp32"] = paired_ratio(
+            rates[f"capture_L{L}_stop_at_layer_bf16"], rates[f"capture_L{L}_stop_at_layer"]
         )
     results["capture_4_hooks_overhead_vs_deepest"] = (
         paired_ratio(rates["capture_L15_stop_at_layer"], rates["capture_4_hooks"]) - 1
@@ -243,8 +298,19 @@ def main() -> None:
         "back_to_back_pairs": pairs,
         "per_round_tokens_per_s": rates,
         "numerical_checks": checks,
-        "targets": {"capture_vs_hf_truncated": ">= 0.95", "4_hooks_overhead": "<= 0.05"},
+        "bf16_vs_fp32": quality,
+        "cpu_bf16_flags": list(cpu_bf16_flags()),
+        "targets": {
+            "capture_vs_hf_truncated": ">= 0.95",
+            "4_hooks_overhead": "<= 0.05",
+            "bf16_speedup_vs_fp32": ">= 2",
+        },
         "met": {
+            **{
+                f"capture_L{L}_bf16_speedup_vs_fp32": results[f"capture_L{L}_bf16_speedup_vs_fp32"]
+                >= 2.0
+                for L in LAYERS
+            },
             **{
                 f"capture_L{L}_vs_hf_truncated": results[f"capture_L{L}_vs_hf_truncated"] >= 0.95
                 for L in LAYERS

@@ -246,6 +246,14 @@ def render_activations(d: dict) -> str:
         [f"capture at layer {ls} without `stop_at_layer`", both("capture_L{L}_full_forward")],
         ["4 hooks (layers 3, 7, 11, 15) in one pass", num(r.get("capture_4_hooks"))],
     ]
+    if any(f"capture_L{L}_stop_at_layer_bf16" in r for L in layers):
+        rows.insert(
+            3,
+            [
+                f"**capture at layer {ls}, model in bf16** (`data.model_dtype`)",
+                "**" + both("capture_L{L}_stop_at_layer_bf16") + "**",
+            ],
+        )
     met = d.get("met") or {}
     targets = d.get("targets") or {}
 
@@ -264,6 +272,28 @@ def render_activations(d: dict) -> str:
         f"(back-to-back pairs {pct(pairs.get('capture_4_hooks_overhead_vs_deepest'), 1)}); "
         f"target {targets.get('4_hooks_overhead', NM)}: {verdict('capture_4_hooks_overhead')}.",
     )
+    q = d.get("bf16_vs_fp32")
+    if q:
+        speed = ", ".join(
+            f"{times(r.get(f'capture_L{L}_bf16_speedup_vs_fp32'), 2)} at L = {L} "
+            f"({verdict(f'capture_L{L}_bf16_speedup_vs_fp32')})"
+            for L in layers
+        )
+        flags = ", ".join(d.get("cpu_bf16_flags") or []) or "none"
+        findings = join_nonempty(
+            findings,
+            para(
+                f"bf16 model vs fp32 (paired, same rounds): {speed}; target "
+                f"{targets.get('bf16_speedup_vs_fp32', NM)} (CPU bf16 flags: {flags}).",
+                f"What it costs, on {num(q.get('windows'))} held-out windows "
+                f"({num(q.get('predicted_tokens'))} predicted tokens): mean KL(fp32 || bf16) "
+                f"{fix(q.get('mean_kl_fp32_to_bf16'), 4)} nats; CE {fix(q.get('ce_fp32'), 4)} (fp32) "
+                f"vs {fix(q.get('ce_bf16'), 4)} (bf16), a difference of "
+                f"{fix(q.get('ce_bf16_minus_fp32'), 4)}; the captured residuals' mean relative error "
+                + " / ".join(f"{pct(q.get(f'L{L}_resid_mean_rel_err'), 2)}" for L in layers)
+                + f" at L = {ls}.",
+            ),
+        )
     return join_nonempty(setup, table(["what", "tokens/s"], rows), findings)
 
 

@@ -2,8 +2,8 @@
 
 Folder layout (documented in the README so activations from anywhere can be handed in)::
 
-    manifest.json                 format, model, hooks {name: d_in}, dtype, has_grads, source,
-                                  seed, context_size, windows_per_shard, total_tokens, complete,
+    manifest.json                 format, version, model, hooks {name: d_in}, dtype, has_grads,
+                                  source, seed, context_size, windows_per_shard, tokens, complete,
                                   shards [{file, tokens, bytes, sha256}]
     shard_00000.safetensors       one tensor per hook "<hook>" [n, d_in]; "<hook>.grad" when
                                   gradients were captured; "tokens" [n] int64 (optional)
@@ -12,6 +12,13 @@ Writing is resumable: shard ``i`` always holds token windows ``[i*W, (i+1)*W)`` 
 deterministic window stream, each shard is written to a temporary name, fsynced and renamed,
 and the manifest is rewritten atomically after every shard. A crashed run resumes after the last
 shard the manifest lists, so no token is duplicated or missing.
+
+Opening a cache (:class:`ActivationCache`) checks it against its manifest from the manifest and
+the shards' safetensors headers only (no tensor is read): required keys, format and version, the
+dtype (one of :data:`CACHE_DTYPES`), ``complete``, each shard's tensors (every hook present with
+``d_in`` columns and the manifest's dtype, equal rows across hooks, grads when ``has_grads``, the
+row count the manifest lists for it) and the total row count. Each failure is a
+:class:`CacheError` naming the file, the key and both values.
 """
 
 from __future__ import annotations
@@ -44,6 +51,13 @@ _ST_DTYPES = {
 }
 
 
+# manifest "dtype" -> the safetensors dtype its activation (and gradient) tensors must have
+CACHE_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
+REQUIRED_KEYS = ("format", "version", "hooks", "dtype", "shards")
+_ST_ITEMSIZE = {"F32": 4, "BF16": 2, "F16": 2, "I64": 8, "I32": 4}
+_ST_NAMES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float64"}
+
+
 class CacheError(ValueError):
     """A cache folder or shard is missing, truncated, corrupt or inconsistent."""
 
@@ -56,6 +70,36 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def _parse_header(path: Path, head: bytes, size: int) -> tuple[dict[str, Any], int]:
+    """A safetensors file's JSON header (from its first bytes) and where its data starts."""
+    if size < 8:
+        raise CacheError(f"shard {path} is truncated ({size} bytes)")
+    (n,) = struct.unpack("<Q", head[:8])
+    if 8 + n > size:
+        raise CacheError(f"shard {path} is truncated or corrupt (header of {n} bytes, file {size})")
+    try:
+        header = json.loads(head[8 : 8 + n])
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CacheError(f"shard {path} has a corrupt header: {e}") from None
+    if not isinstance(header, dict):
+        raise CacheError(f"shard {path} has a corrupt header: not a JSON object")
+    return header, 8 + n
+
+
+def read_shard_header(path: Path) -> tuple[dict[str, Any], int]:
+    """The tensor entries {name: {dtype, shape, data_offsets}} of a safetensors file and the offset
+    its data starts at, read from its header alone (a few KiB, however large the shard)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) == 8:
+            (n,) = struct.unpack("<Q", head)
+            if 8 + n <= size:
+                head += f.read(n)
+    header, base = _parse_header(path, head, size)
+    return {k: v for k, v in header.items() if k != "__metadata__"}, base
+
+
 def _mmap_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """Zero-copy read-only tensors over a memory-mapped safetensors file."""
     size = path.stat().st_size
@@ -63,14 +107,7 @@ def _mmap_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise CacheError(f"shard {path} is truncated ({size} bytes)")
     with open(path, "rb") as f:
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    (n,) = struct.unpack("<Q", mm[:8])
-    if 8 + n > size:
-        raise CacheError(f"shard {path} is truncated or corrupt (header of {n} bytes, file {size})")
-    try:
-        header = json.loads(mm[8 : 8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CacheError(f"shard {path} has a corrupt header: {e}") from None
-    base = 8 + n
+    header, base = _parse_header(path, mm, size)
     out: dict[str, torch.Tensor] = {}
     for name, info in header.items():
         if name == "__metadata__":
@@ -122,10 +159,144 @@ def read_manifest(folder: str | Path) -> CacheManifest:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise CacheError(f"corrupt cache manifest {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise CacheError(f"corrupt cache manifest {path}: not a JSON object")
     for key in ("hooks", "shards"):
         if key not in data:
-            raise CacheError(f"cache manifest {path} lacks the field {key!r}")
+            raise CacheError(f"{path} lacks the required key {key!r} (see the README's format)")
     return CacheManifest(data)
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def check_manifest(manifest: CacheManifest, folder: Path, allow_incomplete: bool = False) -> None:
+    """The manifest's own keys and values (no shard is opened)."""
+    data, where = manifest.data, folder / MANIFEST
+    for key in REQUIRED_KEYS:
+        if key not in data:
+            raise CacheError(f"{where} lacks the required key {key!r} (see the README's format)")
+    if data["format"] != FORMAT:
+        raise CacheError(f"{where}: 'format' is {data['format']!r}, expected {FORMAT!r}")
+    if data["version"] != VERSION:
+        raise CacheError(f"{where}: 'version' is {data['version']!r}, this reader reads {VERSION}")
+    hooks = data["hooks"]
+    if not isinstance(hooks, dict) or not hooks:
+        raise CacheError(f"{where}: 'hooks' must be a non-empty {{hook_name: d_in}}, got {hooks!r}")
+    for h, d in hooks.items():
+        if not _is_count(d) or d == 0:
+            raise CacheError(f"{where}: 'hooks' gives d_in {d!r} for {h!r}; d_in is a positive int")
+    if data["dtype"] not in CACHE_DTYPES:
+        raise CacheError(
+            f"{where}: 'dtype' is {data['dtype']!r}, which is not an accepted cache dtype; "
+            f"accepted: {', '.join(map(repr, CACHE_DTYPES))}"
+        )
+    shards = data["shards"]
+    if not isinstance(shards, list):
+        raise CacheError(f"{where}: 'shards' must be a list of {{file, tokens, ...}}")
+    for i, s in enumerate(shards):
+        for key in ("file", "tokens"):
+            if not isinstance(s, dict) or key not in s:
+                raise CacheError(f"{where}: shards[{i}] lacks the required key {key!r}")
+        if not _is_count(s["tokens"]):
+            raise CacheError(f"{where}: shards[{i}] 'tokens' is {s['tokens']!r}, not a row count")
+    if data.get("complete", True) is not True and not allow_incomplete:
+        raise CacheError(
+            f"{where}: 'complete' is {data.get('complete')!r}: the cache is incomplete (a writer is "
+            f"still running, or crashed, after {len(shards)} shards / {manifest.total_tokens} "
+            "tokens). Wait for the writer to finish, resume it by running the same `interp cache` "
+            "command again, or read what is there with data.cache_allow_incomplete=true "
+            "(ActivationCache(..., allow_incomplete=True))"
+        )
+
+
+def check_shard(manifest: CacheManifest, folder: Path, index: int) -> int:
+    """Shard ``index``'s tensor names, shapes and dtypes against the manifest, from its header
+    only; returns its row count."""
+    entry = manifest.shards[index]
+    path = folder / entry["file"]
+    header, base = read_shard_header(path)
+    size = path.stat().st_size
+    want_dtype = CACHE_DTYPES[manifest.data["dtype"]]
+    names = list(manifest.hooks) + [f"{h}.grad" for h in manifest.hooks if manifest.has_grads]
+    rows: tuple[str, int] | None = None
+    for name in [*names, "tokens"]:
+        info = header.get(name)
+        if info is None:
+            if name == "tokens":
+                continue
+            what = "gradient" if name.endswith(".grad") else "activation"
+            why = " ('has_grads' is true)" if name.endswith(".grad") else ""
+            raise CacheError(
+                f"shard {path}: no tensor {name!r}, but {MANIFEST} lists it{why}; the shard holds "
+                f"{sorted(header)} (one {what} tensor per hook)"
+            )
+        try:
+            dtype, shape = info["dtype"], [int(x) for x in info["shape"]]
+            start, end = (int(x) for x in info["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise CacheError(f"shard {path} has a corrupt header entry for {name!r}") from None
+        if name == "tokens":
+            if shape != [rows[1] if rows else 0] or dtype not in ("I64", "I32"):
+                raise CacheError(
+                    f"shard {path}: tensor 'tokens' is {dtype} {shape}; expected int64 "
+                    f"[{rows[1] if rows else 0}] (one token id per row)"
+                )
+        else:
+            hook = name.removesuffix(".grad")
+            if len(shape) != 2 or shape[1] != manifest.hooks[hook]:
+                cols = f"{shape[1]} columns" if len(shape) == 2 else f"shape {shape}"
+                raise CacheError(
+                    f"shard {path}: tensor {name!r} has {cols} but {MANIFEST} says d_in "
+                    f"{manifest.hooks[hook]} for that hook (expected [rows, {manifest.hooks[hook]}])"
+                )
+            if dtype != want_dtype:
+                raise CacheError(
+                    f"shard {path}: tensor {name!r} is {dtype} ({_ST_NAMES.get(dtype, dtype)}) "
+                    f"but {MANIFEST} says dtype {manifest.data['dtype']!r} (stored as {want_dtype})"
+                )
+            if rows is None:
+                rows = (name, shape[0])
+            elif shape[0] != rows[1]:
+                raise CacheError(
+                    f"shard {path}: tensor {name!r} has {shape[0]} rows but tensor {rows[0]!r} has "
+                    f"{rows[1]}; every tensor of a shard holds the same rows"
+                )
+        n_bytes = _ST_ITEMSIZE.get(dtype, 0) * (shape[0] * (shape[1] if len(shape) > 1 else 1))
+        if end - start != n_bytes or end < start or base + end > size:
+            raise CacheError(
+                f"shard {path} is truncated or corrupt: tensor {name!r} {dtype} {shape} needs "
+                f"{n_bytes} bytes, its header gives bytes [{start}, {end}) of a {size}-byte file"
+            )
+    assert rows is not None
+    if rows[1] != entry["tokens"]:
+        raise CacheError(
+            f"shard {path}: holds {rows[1]} rows but {MANIFEST} says tokens {entry['tokens']} for "
+            f"it (shards[{index}])"
+        )
+    return rows[1]
+
+
+def check_cache(manifest: CacheManifest, folder: Path, allow_incomplete: bool = False) -> None:
+    """Everything :class:`ActivationCache` checks on open: the manifest, then each shard's file
+    size and header, then the total row count (manifest and headers only: cheap at any size)."""
+    check_manifest(manifest, folder, allow_incomplete)
+    for s in manifest.shards:
+        path = folder / s["file"]
+        if not path.exists():
+            raise CacheError(f"cache shard {path} listed in the manifest is missing")
+        if "bytes" in s and path.stat().st_size != s["bytes"]:
+            raise CacheError(
+                f"cache shard {path} is truncated or altered: {path.stat().st_size} bytes, "
+                f"manifest says {s['bytes']}"
+            )
+    total = sum(check_shard(manifest, folder, i) for i in range(len(manifest.shards)))
+    if "tokens" in manifest.data and manifest.data["tokens"] != total:
+        raise CacheError(
+            f"{folder / MANIFEST}: 'tokens' is {manifest.data['tokens']!r} but its "
+            f"{len(manifest.shards)} shards hold {total} rows"
+        )
 
 
 class CacheWriter:
@@ -153,6 +324,7 @@ class CacheWriter:
             "windows_per_shard": windows_per_shard,
             **meta,
             "complete": False,
+            "tokens": 0,
             "shards": [],
         }
         if (self.folder / MANIFEST).exists():
@@ -166,7 +338,10 @@ class CacheWriter:
                 "source",
                 "seed",
                 "context_size",
+                "model_dtype",
             ):
+                if key == "model_dtype" and key not in old:
+                    continue  # written before the key existed (fp32)
                 if key in fresh and old.get(key) != fresh.get(key):
                     raise CacheError(
                         f"cannot resume {self.folder}: its {key} is {old.get(key)!r} but this run "
@@ -253,24 +428,22 @@ class CacheWriter:
                 "sha256": sha256_file(self.folder / name),
             }
         )
+        self.manifest["tokens"] = CacheManifest(self.manifest).total_tokens
         atomic_write_json(self.folder / MANIFEST, self.manifest)
 
 
 class ActivationCache:
     """Reads a cache folder: memory-mapped shards served as ActivationBatch streams."""
 
-    def __init__(self, folder: str | Path, verify: bool = False) -> None:
+    def __init__(
+        self, folder: str | Path, verify: bool = False, allow_incomplete: bool = False
+    ) -> None:
+        """Open and check a cache (see :func:`check_cache`); ``verify`` also checks each shard's
+        sha256 (reads every byte); ``allow_incomplete`` reads a cache a writer is still writing
+        (``complete: false``): the shards listed so far."""
         self.folder = Path(folder)
         self.manifest = read_manifest(self.folder)
-        for s in self.manifest.shards:
-            path = self.folder / s["file"]
-            if not path.exists():
-                raise CacheError(f"cache shard {path} listed in the manifest is missing")
-            if "bytes" in s and path.stat().st_size != s["bytes"]:
-                raise CacheError(
-                    f"cache shard {path} is truncated or altered: {path.stat().st_size} bytes, "
-                    f"manifest says {s['bytes']}"
-                )
+        check_cache(self.manifest, self.folder, allow_incomplete)
         if verify:
             self.verify()
 

@@ -80,7 +80,10 @@ def cache_cmd(
     windows_per_shard: int = typer.Option(256),
     tokens: int = typer.Option(1_000_000, help="approximate number of tokens to cache"),
     grads: bool = typer.Option(False, help="also store dL/dx (for gradient SAEs)"),
-    dtype: str = typer.Option("float32", help="float32 or bfloat16"),
+    dtype: str = typer.Option("float32", help="stored dtype: float32, bfloat16 or float16"),
+    model_dtype: str = typer.Option(
+        "float32", help="dtype the model runs in: float32, bfloat16, or auto (bf16 where native)"
+    ),
     seed: int = typer.Option(0),
 ) -> None:
     """Write (or resume) an on-disk activation cache: safetensors shards + manifest.json."""
@@ -90,7 +93,7 @@ def cache_cmd(
     from interp.models import load_model
 
     try:
-        m = load_model(model)
+        m = load_model(model, dtype=model_dtype)
         capture = ActivationCapture(m, hook, with_grads=grads, dtype=dtype)
         if windows_per_shard % batch_windows:
             raise ValueError(
@@ -98,6 +101,7 @@ def cache_cmd(
             )
         meta = {
             "model": model,
+            "model_dtype": str(next(m.parameters()).dtype).removeprefix("torch."),
             "source": source,
             "split": split,
             "seed": seed,
@@ -219,12 +223,18 @@ def sweep_cmd(
 @app.command("eval")
 def eval_cmd(
     run_dir: Path = typer.Argument(..., help="a run folder written by `interp train`"),
+    no_model: bool = typer.Option(
+        False, "--no-model", help="do not load the run's model: cached held-out rows only, no CE/KL"
+    ),
+    eval_cache: Path | None = typer.Option(
+        None, "--eval-cache", help="a cache of held-out activations for FVU, L0, ... (eval.cache)"
+    ),
 ) -> None:
     """Evaluate a trained SAE on held-out tokens (and spliced into the model); writes metrics.json."""
     from saes.evals import evaluate_run
 
     try:
-        evaluate_run(run_dir)
+        evaluate_run(run_dir, use_model=not no_model, eval_cache=eval_cache)
     except (ValueError, FileNotFoundError) as e:
         _fail(e)
     _print_metrics(run_dir)
@@ -296,6 +306,20 @@ def _print_metrics(run_dir: Path) -> None:
             v = metrics[key]
             table.add_row(key, f"{v:,.4f}" if isinstance(v, float) else str(v))
     Console().print(table)
+    rows = metrics.get("eval_rows")
+    if rows:
+        typer.echo(f"evaluated on rows {rows['rows'][0]}..{rows['rows'][1] - 1} of {rows['cache']}")
+    sl = metrics.get("saelens")
+    if sl:
+        typer.echo(
+            f"SAELens convention: ce_loss_score {sl['ce_loss_score']:.4f}, "
+            f"kl_div_score {sl['kl_div_score']:.4f}"
+        )
+    reasons: dict[str, list[str]] = {}
+    for key, why in (metrics.get("skipped") or {}).items():
+        reasons.setdefault(why, []).append(key)
+    for why, keys in reasons.items():
+        typer.echo(f"skipped {', '.join(keys)}: {why}")
 
 
 @app.command("demo")

@@ -25,6 +25,7 @@ import torch
 
 from interp.activations import ActivationBatch
 from interp.io import atomic_write_json
+from interp.models import resolve_spec
 from saes.artifacts import save_sae
 from saes.checkpoint import (
     CheckpointWarning,
@@ -44,7 +45,7 @@ from saes.multi import check_shared, hook_owners, job_batches
 from saes.run_status import RunStatus
 from saes.rundir import MEMORY_PLAN_FILE, RunDir
 from saes.sae import SAE
-from saes.sources import ActivationSource, CacheSource, LiveSource
+from saes.sources import ActivationSource, CacheSource, LiveSource, holdout_range
 from saes.step import TrainStep, initial_statistics
 from saes.train_config import RunConfig
 from saes.variants import variant_class
@@ -324,7 +325,9 @@ class Job:
         if evaluate:
             for m in self.members:
                 if m.writer:
-                    evaluate_run(m.run_dir, cfg=m.cfg, model=self.source.model)
+                    # a model-free run (data.model null) is evaluated on cached rows only
+                    model = self.source.model if m.cfg.data.model is not None else None
+                    evaluate_run(m.run_dir, cfg=m.cfg, model=model)
 
 
 class StopFlag:
@@ -382,7 +385,29 @@ def _open_source(cfgs: Sequence[RunConfig], hooks: list[str], model, comm) -> Ac
     src_cfg = grads_cfg or first
     with_grads = grads_cfg is not None
     if first.data.cache:
+        if first.data.model is not None:  # loaded only to evaluate: a bad spec fails now, not then
+            try:
+                resolve_spec(first.data.model)
+            except (ValueError, FileNotFoundError) as e:
+                raise ValueError(
+                    f"data.model {first.data.model!r} is not a model spec: a run from cache "
+                    f"{first.data.cache} needs its model only for the CE/KL evaluation; set "
+                    f"data.model: null to train and evaluate without one. ({e})"
+                ) from None
+        holdouts = sorted({c.resolved_holdout_tokens for c in cfgs})
+        if len(holdouts) > 1:
+            raise ValueError(
+                f"the job's runs hold out different numbers of rows {holdouts} of one stream: "
+                "set the same eval.holdout_tokens (and eval.cache) for all"
+            )
         source: ActivationSource = CacheSource(src_cfg, with_grads=with_grads, hooks=hooks)
+        held = holdout_range(src_cfg, source.cache)
+        if held is not None and (comm is None or comm.is_main):
+            print(
+                f"held out for evaluation: rows {held[0]}..{held[1] - 1} of cache "
+                f"{first.data.cache} (the last {held[1] - held[0]}); training reads rows "
+                f"0..{held[0] - 1} only"
+            )
     else:
         src_cfg = src_cfg.model_copy(update={"device": rank_device(first.device, comm)})
         source = LiveSource(src_cfg, model=model, with_grads=with_grads, hooks=hooks)

@@ -7,7 +7,7 @@ stream. The trainer asks the protocol, never which kind of source it has.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
 from typing import Any, Protocol
 
@@ -46,7 +46,7 @@ class ActivationSource(Protocol):
     @property
     def model(self) -> Any: ...  # the model, loaded when first asked (for evaluation)
 
-    def check_width(self, hook: str, d_in: int | None, model_name: str) -> None: ...
+    def check_width(self, hook: str, d_in: int | None, model_name: str | None) -> None: ...
 
     def blocks(self, start_block: int = 0) -> Iterator[ActivationBatch]: ...
 
@@ -65,7 +65,11 @@ class LiveSource:
     ) -> None:
         self.cfg = cfg
         self.hooks = list(hooks or [cfg.data.hook])  # several hooks: one forward serves them all
-        self.model = model if model is not None else load_model(cfg.data.model, device=cfg.device)
+        self.model = (
+            model
+            if model is not None
+            else load_model(cfg.data.model, device=cfg.device, dtype=cfg.data.model_dtype)
+        )
         self.capture = ActivationCapture(
             self.model, self.hooks, with_grads=with_grads, dtype=cfg.data.activation_dtype
         )
@@ -90,7 +94,7 @@ class LiveSource:
     def stop_at_layer(self) -> int | None:
         return self.capture.stop_at_layer
 
-    def check_width(self, hook: str, d_in: int | None, model_name: str) -> None:
+    def check_width(self, hook: str, d_in: int | None, model_name: str | None) -> None:
         if d_in is not None and hook in self.dims and d_in != self.dims[hook]:
             raise ValueError(
                 f"d_in mismatch: hook {hook!r} of {model_name!r} has d_in={self.dims[hook]}, "
@@ -145,7 +149,10 @@ class CacheSource:
     ) -> None:
         self.cfg = cfg
         self.hooks = list(hooks or [cfg.data.hook])
-        self.cache = ActivationCache(cfg.data.cache)  # type: ignore[arg-type]
+        self.cache = ActivationCache(
+            cfg.data.cache,  # type: ignore[arg-type]
+            allow_incomplete=cfg.data.cache_allow_incomplete,
+        )
         for h in self.hooks:
             self.cache.check_hook(h)
         if with_grads and not self.cache.manifest.has_grads:
@@ -155,6 +162,7 @@ class CacheSource:
         self.with_grads = with_grads
         self.dims = {h: self.cache.d_in(h) for h in self.hooks}
         self.d_in = self.dims.get(cfg.data.hook) or self.dims[self.hooks[0]]
+        self.train_rows = training_rows(cfg, self.cache)  # None: all; else before the held-out tail
 
     live = False
     forward_model = None
@@ -162,13 +170,15 @@ class CacheSource:
 
     @cached_property
     def model(self):
-        return load_model(self.cfg.data.model, device=self.cfg.device)
+        return load_model(
+            self.cfg.data.model, device=self.cfg.device, dtype=self.cfg.data.model_dtype
+        )
 
     @property
     def rows_per_block(self) -> int:
         return self.cfg.data.buffer_tokens
 
-    def check_width(self, hook: str, d_in: int | None, model_name: str) -> None:
+    def check_width(self, hook: str, d_in: int | None, model_name: str | None) -> None:
         if hook in self.dims:
             self.cache.check_hook(hook, d_in=d_in)
 
@@ -177,7 +187,8 @@ class CacheSource:
         skip = start_block * rows
         pending: list[ActivationBatch] = []
         have = 0
-        for part in self.cache.batches(self.hooks, with_grads=self.with_grads):
+        parts = self.cache.batches(self.hooks, with_grads=self.with_grads)
+        for part in take_rows(parts, self.train_rows):
             if skip >= len(part):
                 skip -= len(part)
                 continue
@@ -200,3 +211,90 @@ class CacheSource:
         return shuffled_batches(
             self.blocks(start_block), batch_tokens, self.cfg.data.seed, start_block, skip_batches
         )
+
+
+# ---- held-out rows of a cache ------------------------------------------------------------------
+def take_rows(parts: Iterable[ActivationBatch], n: int | None) -> Iterator[ActivationBatch]:
+    """The first ``n`` rows of a stream of batches (None: all of them)."""
+    left = n
+    for part in parts:
+        if left is not None:
+            if left <= 0:
+                return
+            if len(part) > left:
+                part = part.select(slice(0, left))
+            left -= len(part)
+        yield part
+
+
+def cache_rows(
+    cache: ActivationCache,
+    hooks: Sequence[str],
+    start: int = 0,
+    stop: int | None = None,
+    with_grads: bool = False,
+) -> Iterator[ActivationBatch]:
+    """Rows ``[start, stop)`` of a cache in stream order (shards wholly before ``start`` are not
+    read)."""
+    stop = len(cache) if stop is None else min(stop, len(cache))
+    offset, first = 0, None
+    for i, s in enumerate(cache.manifest.shards):
+        if offset + s["tokens"] > start:
+            first = i
+            break
+        offset += s["tokens"]
+    if first is None or start >= stop:
+        return
+    shards = range(first, len(cache.manifest.shards))
+    for part in cache.batches(hooks, with_grads=with_grads, shard_indices=shards):
+        n = len(part)
+        a, b = max(start - offset, 0), min(stop - offset, n)
+        offset += n
+        if a < b:
+            yield part if (a, b) == (0, n) else part.select(slice(a, b))
+        if offset >= stop:
+            return
+
+
+def usable_rows(rows: int, buffer_tokens: int, batch_tokens: int) -> int:
+    """Rows of a stream of ``rows`` that training batches use (each block's remainder under one
+    batch is dropped, and a last block under one batch is not served)."""
+    full, rest = divmod(rows, buffer_tokens)
+    per_block = buffer_tokens // batch_tokens * batch_tokens
+    return full * per_block + (rest // batch_tokens * batch_tokens)
+
+
+def holdout_range(cfg: RunConfig, cache: ActivationCache) -> tuple[int, int] | None:
+    """The rows ``[start, stop)`` at the end of ``data.cache`` held out of training for evaluation
+    (``eval.holdout_tokens``), or None when none are."""
+    n = cfg.resolved_holdout_tokens
+    if not n:
+        return None
+    total = len(cache)
+    if n >= total:
+        raise ValueError(
+            f"eval.holdout_tokens ({n}) holds out all of cache {cache.folder} ({total} rows): "
+            "nothing is left to train on; lower it or pass a separate eval.cache"
+        )
+    return total - n, total
+
+
+def training_rows(cfg: RunConfig, cache: ActivationCache) -> int | None:
+    """How many leading rows of ``data.cache`` training may read: those before the held-out tail
+    (None: all). ``data.train_tokens`` more than the batches can take from them is an error."""
+    held = holdout_range(cfg, cache)
+    if held is None:
+        return None
+    rows = held[0]
+    d = cfg.data
+    usable = usable_rows(rows, d.buffer_tokens, d.batch_tokens)
+    if d.train_tokens > usable:
+        raise ValueError(
+            f"data.train_tokens ({d.train_tokens}) is more than the {usable} rows training can read "
+            f"from cache {cache.folder}: it holds {held[1]} rows, of which the last "
+            f"{held[1] - rows} (rows {rows}..{held[1] - 1}) are held out for evaluation "
+            f"(eval.holdout_tokens), leaving {rows} (in whole batches of {d.batch_tokens} per "
+            f"buffer block of {d.buffer_tokens}: {usable}). Lower data.train_tokens to at most "
+            f"{usable}, lower eval.holdout_tokens, or pass a separate eval.cache"
+        )
+    return rows

@@ -191,10 +191,10 @@ def ensure_cache(
 ) -> tuple[str, list[str]]:
     """The sweep's shared activation cache (written once, resumably, if not given) and its hooks."""
     if sweep.cache:
-        cache = ActivationCache(sweep.cache)
+        cache = ActivationCache(sweep.cache, allow_incomplete=base.data.cache_allow_incomplete)
         return sweep.cache, _hooks(base, list(cache.hooks), f"cache {sweep.cache}")
     d = base.data
-    model = load_model(d.model, device=base.device)
+    model = load_model(d.model, device=base.device, dtype=d.model_dtype)
     hooks = _hooks(base, list(model.hook_dict), f"model {d.model!r}")
     variants = {
         base.sae.variant,
@@ -300,7 +300,9 @@ def as_override(combo: dict[str, Any]) -> SAEOverride:
 
 def _together_runs(job: RunConfig) -> list[RunConfig]:
     if job.data.cache:
-        available = list(ActivationCache(job.data.cache).hooks)
+        available = list(
+            ActivationCache(job.data.cache, allow_incomplete=job.data.cache_allow_incomplete).hooks
+        )
     else:
         available = list(load_model(job.data.model).hook_dict)
     return expand_job(job, available)

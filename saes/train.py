@@ -78,10 +78,21 @@ def train(
         )
         return runs[0] if runs else Path(cfg.log.out_dir)
     if cfg.data.cache:
-        available, where = list(ActivationCache(cfg.data.cache).hooks), f"cache {cfg.data.cache}"
+        available, where = (
+            list(
+                ActivationCache(
+                    cfg.data.cache, allow_incomplete=cfg.data.cache_allow_incomplete
+                ).hooks
+            ),
+            f"cache {cfg.data.cache}",
+        )
     else:
         if model is None:
-            model = load_model(cfg.data.model, device=rank_device(cfg.device, comm))
+            model = load_model(
+                cfg.data.model,
+                device=rank_device(cfg.device, comm),
+                dtype=cfg.data.model_dtype,
+            )
         available, where = list(model.hook_dict), f"model {cfg.data.model!r}"
     runs = expand_job(cfg, available, where)
     train_runs(

@@ -6,7 +6,7 @@ A config file (JSON or YAML) is a mapping of sections::
     sae:   {variant, d_sae, k, ...}        # the SAE's own config (saes.config.SAEConfig)
     optim: {lr, warmup_steps, decay_fraction, dead_tokens, normalize_input}
     log:   {out_dir, checkpoint_every_tokens, keep_checkpoints, log_every, wandb, ...}
-    eval:  {tokens, ce_windows}
+    eval:  {tokens, ce_windows, cache, holdout_tokens}
     device: cpu
     saes:  [{name, sae: {...}, optim: {...}}, ...]   # multi-SAE jobs: per-SAE sections
 
@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from interp.models.dtypes import ModelDtype
 from saes.config import SAEConfig
 from saes.variants import knob_owners, variant_class, variant_names
 
@@ -37,8 +38,11 @@ class DataConfig(BaseModel):
 
     model_config = SECTION_CONFIG
 
-    model: str = "smollm2-135m"
-    """Model spec: a name (``interp models`` lists them), "tiny", a GGUF file or an HF folder."""
+    model: str | None = "smollm2-135m"
+    """Model spec: a name (``interp models`` lists them), "tiny", a GGUF file or an HF folder.
+    null (also when absent while ``cache`` is set): no model; the run trains from ``cache`` and is
+    evaluated on held-out cached rows only (``eval.cache`` or ``eval.holdout_tokens``; CE/KL
+    skipped)."""
     hook: str = "blocks.15.hook_resid_post"
     """The TransformerLens hook the SAE reads."""
     hooks: list[str] | None = None
@@ -50,6 +54,9 @@ class DataConfig(BaseModel):
     """Text: "stdlib" (the Python standard library), a file, folder or glob, or hf:NAME."""
     cache: str | None = None
     """An activation-cache folder; when set, training runs no model forward."""
+    cache_allow_incomplete: bool = False
+    """Train on a cache whose manifest says ``complete: false`` (a writer still running, or one that
+    crashed): only the shards written so far. Off: such a cache is an error."""
     context_size: int = Field(128, ge=2)
     """Tokens per window (the first, BOS, position is not trained on)."""
     batch_windows: int = Field(16, ge=1)
@@ -58,6 +65,11 @@ class DataConfig(BaseModel):
     """Shuffling-buffer block size (rows)."""
     activation_dtype: str = "float32"
     """Dtype activations are stored and shuffled in ("float32", "bfloat16", "float16")."""
+    model_dtype: ModelDtype = "float32"
+    """Dtype the model runs in for capture, caching and evaluation: "float32", "bfloat16", or
+    "auto" (bf16 where the CPU has bf16 matrix units, amx_bf16/avx512_bf16, or on a bf16 GPU; fp32
+    otherwise). Evaluation's clean, spliced and ablated runs all use this one dtype, stated in
+    metrics.json."""
     train_tokens: int = Field(2_000_000, ge=1)
     """Tokens (activation rows) each SAE trains on."""
     batch_tokens: int = Field(4096, ge=1)
@@ -67,8 +79,21 @@ class DataConfig(BaseModel):
     init_sample_tokens: int = Field(4096, ge=1)
     """Rows used to set the input scale and the decoder bias (geometric median) before step 1."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_model_with_cache(cls, data: Any) -> Any:
+        # a cache with no model named trains model-free (the default model is for live capture)
+        if isinstance(data, dict) and data.get("cache") and "model" not in data:
+            data = {**data, "model": None}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
+        if self.model is None and not self.cache:
+            raise ValueError(
+                "data.model is null and data.cache is not set: a run needs a model (data.model) "
+                "or an activation cache (data.cache) to train from"
+            )
         if self.train_tokens < self.batch_tokens:
             raise ValueError(
                 f"train_tokens ({self.train_tokens}) must be at least one batch "
@@ -134,6 +159,14 @@ class EvalConfig(BaseModel):
     """Validation rows for FVU, L0 and dead/dense fractions."""
     ce_windows: int = Field(32, ge=0)
     """Validation windows for the spliced CE/KL evaluation (0: skip it)."""
+    cache: str | None = None
+    """An activation-cache folder of held-out rows (the SAE's hook): FVU, L0, dead/dense, cosine
+    and the norm ratio are computed on its first ``tokens`` rows instead of the model's validation
+    text; needed for a model-free run unless ``holdout_tokens`` holds rows out of ``data.cache``."""
+    holdout_tokens: int | None = Field(None, ge=0)
+    """Rows at the end of ``data.cache`` never trained on, evaluated instead (training reads only
+    the rows before them; ``data.train_tokens`` must fit there). None: ``tokens`` for a run with
+    no model and no ``eval.cache``, else 0."""
 
 
 class SAEOverride(BaseModel):
@@ -205,6 +238,39 @@ class RunConfig(BaseModel):
             data["sae"] = SAEConfig.from_saved(data["sae"]).model_dump()
         return cls(**data)
 
+    @model_validator(mode="after")
+    def _check_trainable(self) -> RunConfig:
+        variants = [self.sae.variant] + [o.sae.get("variant") for o in self.saes or []]
+        for v in dict.fromkeys(v for v in variants if v):
+            if v in variant_names() and not variant_class(v).trainable:
+                trainable = [n for n in variant_names() if variant_class(n).trainable]
+                raise ValueError(
+                    f"sae.variant {v!r} is inference-only (it opens other libraries' SAEs) and "
+                    f"cannot be trained; trainable variants: {trainable}"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _check_holdout(self) -> RunConfig:
+        if self.eval.holdout_tokens and not self.data.cache:
+            raise ValueError(
+                f"eval.holdout_tokens ({self.eval.holdout_tokens}) holds rows out of data.cache, "
+                "which is not set"
+            )
+        if self.data.model is None and not self.eval.cache and self.resolved_holdout_tokens == 0:
+            raise ValueError(
+                "a run without a model (data.model null) is evaluated on held-out cached rows: "
+                "set eval.cache to a cache of held-out activations, or eval.holdout_tokens > 0"
+            )
+        return self
+
+    @property
+    def resolved_holdout_tokens(self) -> int:
+        """Rows at the end of ``data.cache`` kept out of training and evaluated instead."""
+        if self.eval.holdout_tokens is not None:
+            return self.eval.holdout_tokens
+        return self.eval.tokens if self.data.model is None and not self.eval.cache else 0
+
     @property
     def resolved_dead_tokens(self) -> int:
         if self.optim.dead_tokens is not None:
@@ -222,7 +288,7 @@ class RunConfig(BaseModel):
         if self.sae.d_in is not None and self.sae.d_in != d_in:
             raise ValueError(f"sae.d_in is {self.sae.d_in} but {self.data.hook} has width {d_in}")
         return self.sae.model_copy(
-            update={"d_in": d_in, "hook_name": self.data.hook, "model_name": self.data.model}
+            update={"d_in": d_in, "hook_name": self.data.hook, "model_name": self.data.model or ""}
         )
 
     def with_overrides(self, override: SAEOverride | dict[str, Any], **top: Any) -> RunConfig:

@@ -3,13 +3,24 @@ perfect and the zero SAE, and the dead / dense / under-used latent definitions."
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from saes.config import SAEConfig
-from saes.evals import DENSE_THRESHOLD, UNDERUSED_RATIO, ReconstructionStats, spliced_metrics
+from saes.evals import (
+    DENSE_THRESHOLD,
+    UNDERUSED_RATIO,
+    ReconstructionStats,
+    evaluate_sae,
+    held_out_rows,
+    spliced_metrics,
+)
 from saes.sae import SAE
+from saes.train_config import RunConfig
 
 HOOK = "blocks.0.hook_resid_post"
 
@@ -127,3 +138,34 @@ def test_dead_dense_underused_definitions_on_hand_made_codes():
     assert m["fvu"] == pytest.approx(
         0.25 * (x**2).sum().item() / ((x - x.mean(0)) ** 2).sum().item()
     )
+
+
+def test_cached_rows_with_a_model_and_no_ce_windows(tiny, tmp_path, one_thread):
+    """Reconstruction metrics on an eval cache's rows while CE/KL (ours and SAELens's) run on the
+    model's validation windows; ``ce_windows`` 0 skips the spliced metrics with the reason."""
+    x = torch.randn(300, tiny.cfg.d_model, generator=torch.Generator().manual_seed(2))
+    (tmp_path / "c").mkdir()
+    save_file({HOOK: x}, str(tmp_path / "c" / "shard_00000.safetensors"))
+    manifest = {
+        "format": "interp-activations",
+        "version": 1,
+        "hooks": {HOOK: tiny.cfg.d_model},
+        "dtype": "float32",
+        "shards": [{"file": "shard_00000.safetensors", "tokens": 300}],
+    }
+    (tmp_path / "c" / "manifest.json").write_text(json.dumps(manifest))
+    cfg = RunConfig(data={"model": "tiny", "hook": HOOK}, eval={"cache": str(tmp_path / "c")})
+    rows = held_out_rows(cfg)
+    assert (rows.start, rows.stop, rows.kind) == (0, 300, "eval_cache")
+    sae = SAE(SAEConfig(d_in=tiny.cfg.d_model, d_sae=96, k=6), seed=3)
+    kw = dict(source="stdlib", context_size=17, rows=rows)
+    m = evaluate_sae(sae, tiny, HOOK, ce_windows=3, **kw)
+    with torch.no_grad():
+        x_hat = sae(x)[0].double()
+    hand = ((x.double() - x_hat) ** 2).sum() / ((x.double() - x.double().mean(0)) ** 2).sum()
+    assert m["n_tokens"] == 300 and m["fvu"] == pytest.approx(hand.item(), rel=1e-6)
+    assert m["n_predicted_tokens"] == 3 * 16 and m["saelens"]["n_windows"] == 3
+    assert "skipped" not in m and m["eval_split"] == "eval_cache"
+    m0 = evaluate_sae(sae, tiny, HOOK, ce_windows=0, **kw)
+    assert m0["skipped"]["ce_loss_recovered"] == "eval.ce_windows is 0"
+    assert "ce_clean" not in m0 and "saelens" not in m0 and m0["fvu"] == m["fvu"]

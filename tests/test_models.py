@@ -219,8 +219,8 @@ def test_tiny_gqa_and_variants():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="act_fn 'swish'"):
         tiny_model(act_fn="swish")
-    with pytest.raises(ValueError, match="dtype"):
-        load_model("tiny", dtype="float32")
+    with pytest.raises(ValueError, match="dtype 'float64x' is not one of"):
+        load_model("tiny", dtype="float64x")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             load_model("tiny", device="cuda")

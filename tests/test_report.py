@@ -113,12 +113,17 @@ def test_a_doctored_json_value_fails_the_check(copy, name, edit, expected):
 
 def test_a_hand_edited_region_fails_the_check(copy):
     readme = copy / "README.md"
-    readme.write_text(readme.read_text().replace("| 605 |", "| 650 |"))
+    d = json.loads((copy / "results" / "activations.json").read_text())
+    shown = report.num(d["results_tokens_per_s"]["hf_full_forward"])
+    wrong = report.num(d["results_tokens_per_s"]["hf_full_forward"] + 45)
+    row = f"| transformers, full forward | {shown} |"
+    assert row in readme.read_text()
+    readme.write_text(readme.read_text().replace(row, row.replace(shown, wrong)))
     problems = report.check(readme, copy / "results")
     assert (
         len(problems) == 1
         and "report:activations" in problems[0]
-        and "-| transformers, full forward | 650 |" in problems[0]
+        and f"-| transformers, full forward | {wrong} |" in problems[0]
     )
 
 

@@ -114,18 +114,29 @@ def test_lr_schedule_warmup_and_decay():
 
 
 def test_default_lr_formula_and_documented_values():
-    """default_lr = 2e-4 / sqrt(d_sae / 2^14): 2e-4 at 16,384 latents, 3.8e-4 at the demo's 4,608
-    (README), halved for every 4x wider; TrainStep and RunConfig(lr=None) use it."""
+    """Without a length: the width rule 2e-4 / sqrt(d_sae / 2^14) (2e-4 at 16,384 latents, halved
+    for every 4x wider). With one: max(width rule, min(cap, budget / effective steps)), where the
+    effective steps are the schedule's area (warm-up counts half, the decay half)."""
+    from saes.step import LR_CAP, LR_STEP_BUDGET, effective_steps, legacy_lr
     from saes.train import default_lr
 
-    assert default_lr(2**14) == pytest.approx(2e-4, rel=1e-12)
+    assert default_lr(2**14) == pytest.approx(2e-4, rel=1e-12) == legacy_lr(2**14)
     assert default_lr(4608) == pytest.approx(2e-4 * (2**14 / 4608) ** 0.5, rel=1e-12)
-    assert round(default_lr(4608), 5) == 3.8e-4
     assert default_lr(4 * 2**14) == pytest.approx(1e-4, rel=1e-12)
-    assert default_lr(2**12) == pytest.approx(4e-4, rel=1e-12)
+    # the schedule's area, by hand and as the sum of lr_factor over the run
+    assert effective_steps(440, 50, 0.2) == pytest.approx(440 - 25 - 44)
+    area = sum(lr_factor(i, 440, 50, 0.2) for i in range(440))
+    assert area == pytest.approx(effective_steps(440, 50, 0.2), abs=1.5)  # (the +1 of each ramp)
+    # a short run: the budget; a very short one: the cap; a long one: the width rule
+    assert default_lr(1536, 440, 50, 0.2) == pytest.approx(LR_STEP_BUDGET / 371)
+    assert default_lr(4608, 20, 10, 0.2) == LR_CAP
+    assert default_lr(2**14, 10**6, 50, 0.2) == pytest.approx(2e-4)
+    assert default_lr(2**14, 10**6, 50, 0.2) > LR_STEP_BUDGET / effective_steps(10**6, 50, 0.2)
     sae = _sae(d_sae=64)
     assert TrainStep(sae).lr == default_lr(64)
     assert TrainStep(sae).optimizer.param_groups[0]["lr"] == default_lr(64)
+    step = TrainStep(sae, total_steps=440, warmup_steps=50, decay_fraction=0.2)
+    assert step.lr == default_lr(64, 440, 50, 0.2) == pytest.approx(LR_STEP_BUDGET / 371)
     assert TrainStep(sae, lr=1e-3).lr == 1e-3
 
 

@@ -14,7 +14,7 @@
 
 The package's rooms: ``specs`` (what a spec names), ``convert`` (HF -> TransformerLens, and the
 weight processing every loader applies, with the reasons), ``cache`` (the converted-weights cache),
-``tiny`` (tiny random models and the byte tokenizer), ``hooked`` (building and placing
+``tiny`` (tiny random models and the byte tokenizer), ``dtypes`` (the dtype a model runs in), ``hooked`` (building and placing
 HookedTransformers), ``loading`` (:func:`load_model`), ``listing`` (``interp models``).
 
 TransformerLens is imported lazily (it takes seconds), so ``import interp.models`` is cheap.
@@ -22,6 +22,13 @@ TransformerLens is imported lazily (it takes seconds), so ``import interp.models
 
 from interp.models.cache import cache_root, model_cache_dir
 from interp.models.convert import hf_config_to_tl_config, hf_to_hooked
+from interp.models.dtypes import (
+    MODEL_DTYPES,
+    ModelDtype,
+    cpu_bf16_flags,
+    dtype_name,
+    resolve_model_dtype,
+)
 from interp.models.listing import format_models_table, list_models
 from interp.models.loading import load_model
 from interp.models.specs import (
@@ -35,9 +42,13 @@ from interp.models.tiny import byte_tokenizer, parse_tiny_spec, tiny_model
 
 __all__ = [
     "DEFAULT_MODEL",
+    "MODEL_DTYPES",
+    "ModelDtype",
     "SMOLLM2_INSTALL_COMMAND",
     "ModelSpec",
     "byte_tokenizer",
+    "cpu_bf16_flags",
+    "dtype_name",
     "cache_root",
     "format_models_table",
     "hf_config_to_tl_config",
@@ -46,6 +57,7 @@ __all__ = [
     "load_model",
     "model_cache_dir",
     "parse_tiny_spec",
+    "resolve_model_dtype",
     "resolve_spec",
     "smollm2_gguf_path",
     "tiny_model",

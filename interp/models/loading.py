@@ -23,6 +23,7 @@ from interp.models.cache import (
     source_fingerprint,
 )
 from interp.models.convert import PROCESSING, hf_to_hooked
+from interp.models.dtypes import resolve_model_dtype
 from interp.models.hooked import check_device, default_device, fast_layout, place, quiet_tl
 from interp.models.specs import DEFAULT_MODEL, resolve_spec, smollm2_gguf_path
 from interp.models.tiny import tiny_model
@@ -115,7 +116,7 @@ def _build_from_folder(path: Path) -> Callable[[], tuple[Any, Any]]:
 def load_model(
     spec: str = DEFAULT_MODEL,
     device: str | torch.device | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = torch.float32,
     fast: bool = True,
 ) -> HookedTransformer:
     """Load a model as a TransformerLens ``HookedTransformer`` with ``.tokenizer`` set.
@@ -126,8 +127,10 @@ def load_model(
     :func:`model_cache_dir`); the first SmolLM2 load takes ~20-30 s, later ones a few seconds.
     ``fast`` (default) installs :func:`interp.fast_forward.install_fast_forward` (fused attention
     etc., same hooks and activations); ``fast=False`` keeps TransformerLens's own forwards.
+    ``dtype``: a torch dtype or ``"float32"`` / ``"bfloat16"`` / ``"auto"`` (bf16 where the CPU or
+    GPU multiplies bf16 natively, see :mod:`interp.models.dtypes`).
     """
-    model = _load_model(spec, device, dtype)
+    model = _load_model(spec, device, resolve_model_dtype(dtype, device))
     if fast:
         install_fast_forward(model)
     return model

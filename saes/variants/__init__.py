@@ -4,7 +4,14 @@ Importing this package registers the built-in variants; a new one is a module wi
 ``@register``-decorated :class:`Variant` subclass, imported once (here, or by the user's code).
 """
 
-from saes.variants import choice, gtopk, relu_l1, topk  # noqa: E402,F401  (registers them)
+from saes.variants import (  # noqa: E402,F401  (registers them)
+    choice,
+    gated,
+    gtopk,
+    jumprelu,
+    relu_l1,
+    topk,
+)
 from saes.variants.base import (
     NoKnobs,
     Variant,

@@ -53,6 +53,9 @@ class Variant:
     training_buffers: ClassVar[tuple[str, ...]] = ()
     saelens_architecture: ClassVar[str | None] = None
     step_arrays: ClassVar[int] = 4
+    # False: the variant only encodes (loaded from other libraries' artifacts); a run config that
+    # trains it is refused (saes.train_config.RunConfig)
+    trainable: ClassVar[bool] = True
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg  # the SAE's SAEConfig (saes.config, which imports this module)
