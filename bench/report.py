@@ -1251,6 +1251,159 @@ def render_scale(d: dict) -> str:
 
 
 # (renderer, the command that produced the file, for files without provenance)
+
+
+def _lr_of(rows: list[dict], setting: str, label: str):
+    return next(
+        (r["lr"] for r in rows if r.get("setting") == setting and r["label"] == label), None
+    )
+
+
+def render_lr(d: dict) -> str:
+    """bench/lr.py: the default learning rate against a sweep (synthetic dictionaries, SmolLM2)."""
+    summ = d.get("summary") or {}
+    synth = d.get("synthetic") or []
+    if not summ:
+        return para(f"Learning-rate sweep: {NM}.")
+    rows = []
+    for name, sm in summ.items():
+        if name == "smollm2_L15":
+            continue
+        r0 = next((r for r in synth if r.get("setting") == name), {})
+        rows.append(
+            [
+                f"synthetic {name}",
+                f"{num(r0.get('steps'))} x {num(r0.get('batch'))}",
+                sci(_lr_of(synth, name, "legacy")),
+                pct(sm.get("legacy_recovery"), 1),
+                sci(sm.get("default_lr")),
+                "**" + pct(sm.get("default_recovery"), 1) + "**",
+                f"{pct(sm.get('best_sweep_recovery'), 1)} at {sci(sm.get('best_sweep_lr'))}",
+            ]
+        )
+    table1 = table(
+        [
+            "setting",
+            "steps x batch",
+            "old default lr",
+            "recovered",
+            "new default lr",
+            "recovered",
+            "best of the sweep",
+        ],
+        rows,
+    )
+    sm = summ.get("smollm2_L15")
+    smol = ""
+    if sm:
+        setup = d.get("smollm2_setup") or {}
+        s0 = (d.get("smollm2") or [{}])[0]
+        srows = [
+            [
+                r["label"],
+                sci(r["lr"]),
+                fix(r["fvu"], 4),
+                fix(r.get("fvu_typical_tokens"), 4),
+            ]
+            for r in d.get("smollm2") or []
+        ]
+        smol = join_nonempty(
+            para(
+                f"SmolLM2 layer 15, {num(setup.get('train_tokens'))} training tokens "
+                f"({num(s0.get('steps'))} steps of "
+                f"{num(s0.get('batch'))}), d_sae 4,608, k 32; held-out FVU "
+                f"on {num(setup.get('eval_tokens'))} validation tokens, and without the "
+                f"{num(setup.get('eval_tokens_over_10x_median_norm'))} whose norm is over 10x the median:"
+            ),
+            table(["lr", "value", "held-out FVU", "FVU, typical tokens"], srows),
+            para(
+                f"The default ({sci(sm.get('default_lr'))}) is {pct(sm.get('default_vs_best'), 1)} "
+                f"from the best of the sweep ({sci(sm.get('best_sweep_lr'))}, FVU "
+                f"{fix(sm.get('best_sweep_fvu'), 4)}); target within 3%: "
+                f"{'met' if sm.get('default_within_3pct_of_best') else 'not met'}. The old default "
+                f"gave {fix(sm.get('legacy_fvu'), 4)}."
+            ),
+        )
+    return join_nonempty(table1, smol)
+
+
+def render_bf16_model(d: dict) -> str:
+    """bench/bf16_model.py: an SAE trained on bf16-model activations vs on fp32 ones."""
+    runs = d.get("runs") or {}
+    rows = [
+        [
+            name,
+            fix((runs.get(name) or {}).get("heldout_fvu_on_fp32"), 4),
+            sci((runs.get(name) or {}).get("lr")),
+        ]
+        for name in ("fp32", "bf16")
+    ]
+    return join_nonempty(
+        para(
+            f"SmolLM2 {d.get('hook', NM)}, {num(d.get('train_tokens'))} training tokens captured "
+            f"twice from the same windows (model in fp32, model in bf16; stored in fp32), d_sae "
+            f"{num(d.get('d_sae'))}, k {num(d.get('k'))}, the same seed and batch order; held-out "
+            f"FVU on {num(d.get('eval_tokens'))} fp32 validation activations."
+        ),
+        table(["activations from the model in", "held-out FVU (on fp32)", "lr"], rows),
+        para(
+            f"bf16 vs fp32: {pct(d.get('bf16_vs_fp32_fvu_relative'), 2)} relative; target within "
+            f"2%: {'met' if d.get('met') else 'not met' if d.get('met') is False else NM}. The bf16 "
+            f"activations differ from the fp32 ones by {pct(d.get('bf16_activation_mean_rel_err'), 2)} "
+            f"(mean relative L2); the bf16 capture ran at {num(d.get('bf16_capture_tokens_per_s'))} "
+            "tokens/s."
+        ),
+    )
+
+
+POSITION_LABELS = {
+    "all_but_bos": "every position but BOS (`skip_positions: 0`, `max_norm_ratio: null`)",
+    "skip_first": "also the first after BOS (`skip_positions: 1`)",
+    "norm_limit_10x": "also rows over 10x the median norm (`max_norm_ratio: 10`, now the default)",
+}
+
+
+def render_positions(d: dict) -> str:
+    """bench/positions.py: which positions the demo's SAE should train on."""
+    summ = d.get("summary") or {}
+    if not summ:
+        return para(f"Positions: {NM}.")
+    rows = [
+        [
+            ("**" + POSITION_LABELS.get(n, n) + "**")
+            if n == d.get("best_by_ce_loss_recovered")
+            else POSITION_LABELS.get(n, n),
+            fix(m.get("ce_loss_recovered"), 4),
+            fix(m.get("saelens_ce_loss_score"), 4),
+            fix(m.get("kl_div"), 4),
+            fix(m.get("fvu"), 4),
+            fix(m.get("fvu_without_massive"), 4),
+        ]
+        for n, m in summ.items()
+    ]
+    runs = d.get("runs") or []
+    massive = sorted({r.get("massive_tokens") for r in runs if r.get("massive_tokens") is not None})
+    return join_nonempty(
+        para(
+            f"The demo's SAE ({d.get('config', NM)}, {num(d.get('train_tokens'))} tokens), trained on "
+            f"three choices of positions, means over seeds {d.get('seeds', NM)}; every run is "
+            "evaluated the same way, on every position but BOS (the massive-norm tokens included: "
+            f"{', '.join(str(m) for m in massive) or NM} of them among the held-out tokens)."
+        ),
+        table(
+            [
+                "trained on",
+                "CE loss recovered",
+                "SAELens ce_loss_score",
+                "KL",
+                "FVU",
+                "FVU without massive-norm tokens",
+            ],
+            rows,
+        ),
+    )
+
+
 RENDERERS = {
     "activations": (render_activations, "python bench/activations.py"),
     "sae_step": (render_sae_step, "python bench/sae_step.py"),
@@ -1264,6 +1417,9 @@ RENDERERS = {
         "python bench/choice_saes.py --lm-tokens {args[lm_tokens]}",
     ),
     "scale": (render_scale, "python bench/scale.py"),
+    "lr": (render_lr, "python bench/lr.py"),
+    "bf16_model": (render_bf16_model, "python bench/bf16_model.py"),
+    "positions": (render_positions, "python bench/positions.py --seeds {seeds}"),
 }
 
 

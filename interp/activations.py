@@ -74,8 +74,15 @@ class ActivationBatch:
 class ActivationCapture:
     """Capture several hooks (and optionally their loss gradients) in one forward pass.
 
-    Positions are flattened to rows. BOS positions (and, given an attention mask, padding) are
-    dropped by default. Activations are stored in ``dtype`` (fp32 or bf16).
+    Positions are flattened to rows. Which are kept is a stated choice:
+
+    * ``drop_bos`` (default): the window's BOS position (and, given an attention mask, padding);
+    * ``skip_positions``: also the first n positions after it (SmolLM2's first token after BOS has
+      a residual norm 10-100x the median in the middle layers, an attention sink);
+    * ``max_norm_ratio``: also any row whose norm, at any captured hook, exceeds this multiple of
+      that hook's median row norm in the batch.
+
+    Activations are stored in ``dtype`` (fp32, bf16 or fp16).
     """
 
     def __init__(
@@ -85,11 +92,21 @@ class ActivationCapture:
         with_grads: bool = False,
         drop_bos: bool = True,
         dtype: str | torch.dtype = "float32",
+        skip_positions: int = 0,
+        max_norm_ratio: float | None = None,
     ) -> None:
+        if skip_positions < 0:
+            raise ValueError(f"skip_positions must be >= 0, got {skip_positions}")
+        if max_norm_ratio is not None and max_norm_ratio <= 1:
+            raise ValueError(
+                f"max_norm_ratio must be > 1 (a multiple of the median), got {max_norm_ratio}"
+            )
         self.model = model
         self.hooks = validate_hooks(model, hooks)
         self.with_grads = with_grads
         self.drop_bos = drop_bos
+        self.skip_positions = skip_positions
+        self.max_norm_ratio = max_norm_ratio
         self.dtype = storage_dtype(dtype)
         stop = stop_at_layer_for(self.hooks)
         self.stop_at_layer: int | None = (
@@ -110,8 +127,17 @@ class ActivationCapture:
     def keep_mask(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """Boolean [B, T] of positions whose activations are kept."""
         keep = torch.ones_like(tokens, dtype=torch.bool)
-        if self.drop_bos and self.bos_id is not None:
-            keep[:, 0] &= tokens[:, 0] != self.bos_id  # the window's own BOS, not EOS separators
+        has_bos = (
+            tokens[:, 0] == self.bos_id
+            if self.bos_id is not None
+            else torch.zeros_like(tokens[:, 0], dtype=torch.bool)
+        )
+        if self.drop_bos:
+            keep[:, 0] &= ~has_bos  # the window's own BOS, not EOS separators
+        if self.skip_positions:
+            n = self.skip_positions
+            keep[has_bos, 1 : 1 + n] = False  # the first n after the window's BOS
+            keep[~has_bos, :n] = False  # (no BOS: the window's first n)
         if attention_mask is not None:
             keep &= attention_mask.bool()
         return keep
@@ -156,8 +182,10 @@ class ActivationCapture:
         keep = self.keep_mask(
             tokens, attention_mask.to(device) if attention_mask is not None else None
         )
-        flat_keep = keep.reshape(-1)
         B, T = tokens.shape
+        if self.max_norm_ratio is not None:
+            keep = keep & self._typical_norm(stored, keep)
+        flat_keep = keep.reshape(-1)
 
         def rows(t: torch.Tensor) -> torch.Tensor:
             return t.detach().reshape(B * T, -1)[flat_keep].to(self.dtype)
@@ -167,6 +195,16 @@ class ActivationCapture:
             grads=None if grads is None else {h: rows(grads[h]) for h in self.hooks},
             tokens=tokens.reshape(-1)[flat_keep].cpu(),
         )
+
+    def _typical_norm(self, stored: dict[str, torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
+        """[B, T]: rows whose norm is within ``max_norm_ratio`` x the median at every hook."""
+        ok = torch.ones_like(keep)
+        for h in self.hooks:
+            a = stored[h].detach()
+            norms = a.reshape(*keep.shape, -1).float().norm(dim=-1)
+            median = norms[keep].median() if keep.any() else norms.median()
+            ok &= norms <= self.max_norm_ratio * median
+        return ok
 
     def _run(self, tokens: torch.Tensor, save, **kwargs):
         """Forward with ``save`` on each hooked HookPoint. The hooks go straight onto the hook points

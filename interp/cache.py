@@ -321,6 +321,8 @@ class CacheWriter:
             "dtype": str(capture.dtype).replace("torch.", ""),
             "has_grads": capture.with_grads,
             "drop_bos": capture.drop_bos,
+            "skip_positions": capture.skip_positions,
+            "max_norm_ratio": capture.max_norm_ratio,
             "windows_per_shard": windows_per_shard,
             **meta,
             "complete": False,
@@ -339,9 +341,12 @@ class CacheWriter:
                 "seed",
                 "context_size",
                 "model_dtype",
+                "drop_bos",
+                "skip_positions",
+                "max_norm_ratio",
             ):
-                if key == "model_dtype" and key not in old:
-                    continue  # written before the key existed (fp32)
+                if key not in old and key in ("model_dtype", "skip_positions", "max_norm_ratio"):
+                    continue  # written before the key existed (fp32, every position kept)
                 if key in fresh and old.get(key) != fresh.get(key):
                     raise CacheError(
                         f"cannot resume {self.folder}: its {key} is {old.get(key)!r} but this run "

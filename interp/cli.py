@@ -84,6 +84,10 @@ def cache_cmd(
     model_dtype: str = typer.Option(
         "float32", help="dtype the model runs in: float32, bfloat16, or auto (bf16 where native)"
     ),
+    skip_positions: int = typer.Option(0, help="positions left out after each window's BOS"),
+    max_norm_ratio: float | None = typer.Option(
+        None, help="leave out rows whose norm exceeds this multiple of the batch median"
+    ),
     seed: int = typer.Option(0),
 ) -> None:
     """Write (or resume) an on-disk activation cache: safetensors shards + manifest.json."""
@@ -94,7 +98,14 @@ def cache_cmd(
 
     try:
         m = load_model(model, dtype=model_dtype)
-        capture = ActivationCapture(m, hook, with_grads=grads, dtype=dtype)
+        capture = ActivationCapture(
+            m,
+            hook,
+            with_grads=grads,
+            dtype=dtype,
+            skip_positions=skip_positions,
+            max_norm_ratio=max_norm_ratio,
+        )
         if windows_per_shard % batch_windows:
             raise ValueError(
                 f"windows_per_shard ({windows_per_shard}) must be a multiple of batch_windows ({batch_windows})"

@@ -5,7 +5,10 @@ Reconstruction metrics (streamed over batches, exact):
     fvu = sum_n ||x_n - x_hat_n||^2 / sum_n ||x_n - mean(x)||^2   (mean over tokens, per dimension)
     explained_variance = 1 - fvu
 plus L0 (mean and histogram), dead / dense fractions, feature densities, cosine(x_hat, x) and
-||x_hat|| / ||x||.
+||x_hat|| / ||x||, and ``massive_norm_tokens``: the count of tokens with ||x|| > 10x the median
+norm (of the first batch) and the FVU without them. At SmolLM2's layer 15 the first token after
+BOS has norms of 2,000-18,000 against a median of 175; a few such tokens carry much of the total
+variance, so two FVUs compare on the same footing only with their counts (or with fvu_without).
 
 Spliced metrics, ours (:func:`spliced_metrics`): next-token cross-entropy clean, with the hook's
 activation replaced by the SAE reconstruction (spliced), and replaced by zeros (zero-ablated), at
@@ -38,6 +41,8 @@ import torch.nn.functional as F
 from interp.activations import ActivationCapture
 from interp.interventions import Intervention, replace_with, run_with_interventions, zero_ablate
 
+# a token whose norm exceeds this multiple of the median is reported apart (massive_norm_tokens)
+MASSIVE_NORM_RATIO = 10.0
 DENSE_THRESHOLD = 0.1  # a latent firing on more than 10% of tokens counts as dense
 # a latent firing on fewer than this fraction of the mean density (l0_mean / d_sae) is under-used
 # (dead ones included); 0.1 is about where a Zipf(1) usage curve over a few thousand latents ends
@@ -68,8 +73,43 @@ class ReconstructionStats:
     l0_counts: list[int] = field(default_factory=list)
     fires: torch.Tensor | None = None
 
+    # tokens with ||x|| above MASSIVE_NORM_RATIO x the median norm of the first batch (the first
+    # token after BOS in SmolLM2's middle layers: norms 10-100x the median) and the FVU without them
+    norm_limit: float | None = None
+    massive: int = 0
+    massive_max_norm: float = 0.0
+    typical: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # n, sq_err, sum_sq
+    typical_sum_x: torch.Tensor | None = None
+
+    def _update_typical(self, x: torch.Tensor, x_hat: torch.Tensor) -> None:
+        norms = x.norm(dim=-1)
+        if self.norm_limit is None:
+            self.norm_limit = MASSIVE_NORM_RATIO * norms.median().item()
+        big = norms > self.norm_limit
+        self.massive += int(big.sum())
+        self.massive_max_norm = max(self.massive_max_norm, norms.max().item())
+        keep = ~big
+        xk = x[keep]
+        self.typical[0] += xk.shape[0]
+        self.typical[1] += (xk - x_hat[keep]).pow(2).sum().item()
+        self.typical[2] += xk.pow(2).sum().item()
+        sx = xk.sum(0)
+        self.typical_sum_x = sx if self.typical_sum_x is None else self.typical_sum_x + sx
+
+    def _massive_metrics(self) -> dict[str, Any]:
+        n, sq_err, sum_sq = self.typical
+        var = sum_sq - self.typical_sum_x.pow(2).sum().item() / max(n, 1)
+        return {
+            "ratio_to_median_norm": MASSIVE_NORM_RATIO,
+            "norm_limit": self.norm_limit,
+            "count": self.massive,
+            "max_norm": self.massive_max_norm,
+            "fvu_without": sq_err / max(var, 1e-30),
+        }
+
     def update(self, x: torch.Tensor, x_hat: torch.Tensor, z: torch.Tensor) -> None:
         x, x_hat = x.double(), x_hat.double()
+        self._update_typical(x, x_hat)
         self.n += x.shape[0]
         self.sq_err += (x - x_hat).pow(2).sum().item()
         self.sum_x = x.sum(0) if self.sum_x is None else self.sum_x + x.sum(0)
@@ -113,6 +153,7 @@ class ReconstructionStats:
             },
             "cosine_mean": self.cos_sum / self.n,
             "norm_ratio_mean": self.norm_ratio_sum / self.n,
+            "massive_norm_tokens": self._massive_metrics(),
         }
 
 

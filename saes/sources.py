@@ -71,7 +71,12 @@ class LiveSource:
             else load_model(cfg.data.model, device=cfg.device, dtype=cfg.data.model_dtype)
         )
         self.capture = ActivationCapture(
-            self.model, self.hooks, with_grads=with_grads, dtype=cfg.data.activation_dtype
+            self.model,
+            self.hooks,
+            with_grads=with_grads,
+            dtype=cfg.data.activation_dtype,
+            skip_positions=cfg.data.skip_positions,
+            max_norm_ratio=cfg.data.max_norm_ratio,
         )
         self.dims = {h: hook_dim(self.model, h) for h in self.hooks}
         self.d_in = self.dims.get(cfg.data.hook) or self.dims[self.hooks[0]]

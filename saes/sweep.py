@@ -190,9 +190,10 @@ def ensure_cache(
     sweep: SweepConfig, base: RunConfig, progress: bool = True
 ) -> tuple[str, list[str]]:
     """The sweep's shared activation cache (written once, resumably, if not given) and its hooks."""
-    if sweep.cache:
-        cache = ActivationCache(sweep.cache, allow_incomplete=base.data.cache_allow_incomplete)
-        return sweep.cache, _hooks(base, list(cache.hooks), f"cache {sweep.cache}")
+    given = sweep.cache or base.data.cache  # the sweep's, else the base run's (model-free runs)
+    if given:
+        cache = ActivationCache(given, allow_incomplete=base.data.cache_allow_incomplete)
+        return given, _hooks(base, list(cache.hooks), f"cache {given}")
     d = base.data
     model = load_model(d.model, device=base.device, dtype=d.model_dtype)
     hooks = _hooks(base, list(model.hook_dict), f"model {d.model!r}")
@@ -211,7 +212,14 @@ def ensure_cache(
     )
     tokens = sweep.cache_tokens or longest + d.buffer_tokens + d.init_sample_tokens
     folder = Path(sweep.out_dir) / "cache"
-    capture = ActivationCapture(model, hooks, with_grads=grads, dtype=d.activation_dtype)
+    capture = ActivationCapture(
+        model,
+        hooks,
+        with_grads=grads,
+        dtype=d.activation_dtype,
+        skip_positions=d.skip_positions,
+        max_norm_ratio=d.max_norm_ratio,
+    )
     meta = {
         "model": d.model,
         "source": d.source,

@@ -183,3 +183,31 @@ def test_capture_blocks_skip_without_forward(tiny):
     torch.testing.assert_close(
         later[0].acts["blocks.0.hook_resid_post"], all_blocks[2].acts["blocks.0.hook_resid_post"]
     )
+
+
+def test_skip_positions_leaves_out_the_first_after_bos(tiny):
+    hook = "blocks.0.hook_resid_post"
+    toks = _tokens(tiny, b=3, t=10)
+    toks[2, 0] = 7 if tiny.tokenizer.bos_token_id != 7 else 8  # a window without BOS
+    full = ActivationCapture(tiny, [hook], drop_bos=False)(toks).acts[hook].reshape(3, 10, -1)
+    got = ActivationCapture(tiny, [hook], skip_positions=2)(toks).acts[hook]
+    want = torch.cat([full[0, 3:], full[1, 3:], full[2, 2:]])  # BOS + 2 after it; no BOS: first 2
+    assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="skip_positions"):
+        ActivationCapture(tiny, [hook], skip_positions=-1)
+
+
+def test_max_norm_ratio_leaves_out_rows_at_every_hook(tiny):
+    hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    toks = _tokens(tiny, b=4, t=16)
+    full = ActivationCapture(tiny, hooks)(toks)
+    norms = torch.stack([full.acts[h].norm(dim=-1) for h in hooks])
+    ratio = 1.2  # tight enough that some rows of this random model go
+    within = (norms <= ratio * norms.median(dim=1, keepdim=True).values).all(0)
+    assert 0 < int((~within).sum()) < len(within)
+    got = ActivationCapture(tiny, hooks, max_norm_ratio=ratio)(toks)
+    for h in hooks:  # the same rows at both hooks, exactly those within the limit at both
+        assert torch.equal(got.acts[h], full.acts[h][within])
+    assert torch.equal(got.tokens, full.tokens[within])
+    with pytest.raises(ValueError, match="max_norm_ratio"):
+        ActivationCapture(tiny, hooks, max_norm_ratio=0.5)

@@ -169,3 +169,25 @@ def test_cached_rows_with_a_model_and_no_ce_windows(tiny, tmp_path, one_thread):
     m0 = evaluate_sae(sae, tiny, HOOK, ce_windows=0, **kw)
     assert m0["skipped"]["ce_loss_recovered"] == "eval.ce_windows is 0"
     assert "ce_clean" not in m0 and "saelens" not in m0 and m0["fvu"] == m["fvu"]
+
+
+def test_massive_norm_tokens_are_counted_and_fvu_reported_without_them():
+    """A few planted huge-norm rows: counted exactly; fvu_without equals FVU on the other rows."""
+    from saes.eval_metrics import ReconstructionStats
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2000, 16, generator=g)
+    x[[5, 700, 1900]] *= 80.0  # norms ~80x the median
+    x_hat = x + 0.3 * torch.randn(2000, 16, generator=g)
+    x_hat[[5, 700, 1900]] = 0.0  # the SAE misses them entirely
+    stats = ReconstructionStats(d_sae=8)
+    for a, b in zip(x.split(500), x_hat.split(500)):
+        stats.update(a, b, torch.ones(a.shape[0], 8))
+    m = stats.metrics()
+    keep = torch.ones(2000, dtype=torch.bool)
+    keep[[5, 700, 1900]] = False
+    xk, hk = x[keep].double(), x_hat[keep].double()
+    want = ((xk - hk).pow(2).sum() / (xk - xk.mean(0)).pow(2).sum()).item()
+    assert m["massive_norm_tokens"]["count"] == 3
+    assert m["massive_norm_tokens"]["fvu_without"] == pytest.approx(want, rel=1e-9)
+    assert m["fvu"] > 5 * want  # the three rows dominate the plain FVU

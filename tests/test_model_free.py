@@ -286,3 +286,23 @@ def test_interp_train_with_no_model_key_in_the_config(synthetic, tmp_path):
     assert "skipped ce_clean" in res.output
     res = runner.invoke(app, ["train", "--set", "data.model=null"])
     assert res.exit_code == 2 and "needs a model (data.model) or an activation cache" in res.output
+
+
+@pytest.mark.parametrize("mode", ["sequential", "together"])
+def test_a_model_free_sweep_trains_from_the_base_cache(synthetic, tmp_path, mode):
+    """A sweep whose base run has no model reads the base's cache (no sweep-level cache needed)."""
+    from saes.sweep import SweepConfig, run_sweep
+
+    root, _ = synthetic
+    base = _cfg(tmp_path, root / "cache").model_dump()
+    base["log"].pop("out_dir")
+    sweep = SweepConfig(
+        base=base,
+        grid={"sae.k": [4, 8]},
+        mode=mode,
+        out_dir=str(tmp_path / "sweep"),
+    )
+    with contextlib.redirect_stdout(io.StringIO()):
+        rows = run_sweep(sweep, progress=False)
+    assert sorted(r["k"] for r in rows) == [4, 8]
+    assert all(r["fvu"] < 1.0 for r in rows)
