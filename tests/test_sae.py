@@ -128,15 +128,15 @@ def test_default_lr_formula_and_documented_values():
     area = sum(lr_factor(i, 440, 50, 0.2) for i in range(440))
     assert area == pytest.approx(effective_steps(440, 50, 0.2), abs=1.5)  # (the +1 of each ramp)
     # a short run: the budget; a very short one: the cap; a long one: the width rule
-    assert default_lr(1536, 440, 50, 0.2) == pytest.approx(LR_STEP_BUDGET / 371)
+    assert default_lr(1536, 1000, 50, 0.2) == pytest.approx(LR_STEP_BUDGET / 875)
     assert default_lr(4608, 20, 10, 0.2) == LR_CAP
     assert default_lr(2**14, 10**6, 50, 0.2) == pytest.approx(2e-4)
     assert default_lr(2**14, 10**6, 50, 0.2) > LR_STEP_BUDGET / effective_steps(10**6, 50, 0.2)
     sae = _sae(d_sae=64)
     assert TrainStep(sae).lr == default_lr(64)
     assert TrainStep(sae).optimizer.param_groups[0]["lr"] == default_lr(64)
-    step = TrainStep(sae, total_steps=440, warmup_steps=50, decay_fraction=0.2)
-    assert step.lr == default_lr(64, 440, 50, 0.2) == pytest.approx(LR_STEP_BUDGET / 371)
+    step = TrainStep(sae, total_steps=1000, warmup_steps=50, decay_fraction=0.2)
+    assert step.lr == default_lr(64, 1000, 50, 0.2) == pytest.approx(LR_STEP_BUDGET / 875)
     assert TrainStep(sae, lr=1e-3).lr == 1e-3
 
 
