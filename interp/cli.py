@@ -94,7 +94,7 @@ def cache_cmd(
     from interp.activations import ActivationCapture
     from interp.cache import CacheWriter
     from interp.data import token_windows
-    from interp.models import load_model
+    from interp.models import dtype_name, load_model
 
     try:
         m = load_model(model, dtype=model_dtype)
@@ -112,7 +112,7 @@ def cache_cmd(
             )
         meta = {
             "model": model,
-            "model_dtype": str(next(m.parameters()).dtype).removeprefix("torch."),
+            "model_dtype": dtype_name(next(m.parameters()).dtype),
             "source": source,
             "split": split,
             "seed": seed,

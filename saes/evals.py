@@ -22,7 +22,7 @@ from interp.activations import ActivationBatch, ActivationCapture, capture_strea
 from interp.cache import ActivationCache
 from interp.data import token_windows
 from interp.io import atomic_write_json
-from interp.models import load_model
+from interp.models import dtype_name, load_model
 from saes.artifacts import load_sae
 from saes.eval_metrics import (
     DENSE_THRESHOLD,
@@ -241,9 +241,7 @@ def evaluate_run(
     metrics["model"] = cfg.data.model
     # the one dtype the clean, spliced and ablated forwards all ran in (None: no model)
     params = getattr(model, "parameters", None)
-    metrics["model_dtype"] = (
-        str(next(params()).dtype).removeprefix("torch.") if params is not None else None
-    )
+    metrics["model_dtype"] = dtype_name(next(params()).dtype) if params is not None else None
     last = folder.last_log_record()
     if last is not None:
         metrics["train_tokens_per_s"] = last.get("tokens_per_s")
