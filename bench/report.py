@@ -1278,6 +1278,17 @@ def render_lr(d: dict) -> str:
                 pct(sm.get("legacy_recovery"), 1),
                 sci(sm.get("default_lr")),
                 "**" + pct(sm.get("default_recovery"), 1) + "**",
+                pct(
+                    next(
+                        (
+                            r.get("dead_fraction")
+                            for r in synth
+                            if r.get("setting") == name and r["label"] == "default"
+                        ),
+                        None,
+                    ),
+                    1,
+                ),
                 f"{pct(sm.get('best_sweep_recovery'), 1)} at {sci(sm.get('best_sweep_lr'))}",
             ]
         )
@@ -1289,6 +1300,7 @@ def render_lr(d: dict) -> str:
             "recovered",
             "new default lr",
             "recovered",
+            "dead (new default)",
             "best of the sweep",
         ],
         rows,
@@ -1304,6 +1316,7 @@ def render_lr(d: dict) -> str:
                 sci(r["lr"]),
                 fix(r["fvu"], 4),
                 fix(r.get("fvu_typical_tokens"), 4),
+                pct(r.get("dead_fraction"), 1),
             ]
             for r in d.get("smollm2") or []
         ]
@@ -1311,11 +1324,16 @@ def render_lr(d: dict) -> str:
             para(
                 f"SmolLM2 layer 15, {num(setup.get('train_tokens'))} training tokens "
                 f"({num(s0.get('steps'))} steps of "
-                f"{num(s0.get('batch'))}), d_sae 4,608, k 32; held-out FVU "
+                f"{num(s0.get('batch'))}; the "
+                f"{num(setup.get('train_tokens_left_out_over_max_norm_ratio'))} of "
+                f"{num(setup.get('train_tokens_captured'))} captured whose norm is over "
+                f"{setup.get('max_norm_ratio', 10):g}x the median left out, as training does by "
+                f"default), d_sae 4,608, k 32; held-out FVU "
                 f"on {num(setup.get('eval_tokens'))} validation tokens, and without the "
-                f"{num(setup.get('eval_tokens_over_10x_median_norm'))} whose norm is over 10x the median:"
+                f"{num(setup.get('eval_tokens_over_10x_median_norm'))} whose norm is over 10x the "
+                "median; dead: latents that fire on none of the held-out tokens:"
             ),
-            table(["lr", "value", "held-out FVU", "FVU, typical tokens"], srows),
+            table(["lr", "value", "held-out FVU", "FVU, typical tokens", "dead"], srows),
             para(
                 f"The default ({sci(sm.get('default_lr'))}) is {pct(sm.get('default_vs_best'), 1)} "
                 f"from the best of the sweep ({sci(sm.get('best_sweep_lr'))}, FVU "

@@ -28,9 +28,10 @@ def legacy_lr(d_sae: int) -> float:
     return 2e-4 / math.sqrt(d_sae / 2**14)
 
 
-# the default's constants, measured by bench/lr.py (bench/results/lr.json; README "Training")
-LR_STEP_BUDGET = 3.0  # lr x (the schedule's effective steps) a run needs to reach its directions
-LR_CAP = 8e-3  # the largest default (1.6e-2 left 47% of the demo SAE's latents dead)
+# the default's constants, measured by bench/lr.py (bench/results/lr.json; README "Training"),
+# stated for a decoder entry of size 1 / sqrt(d_in) (unit-norm rows): see default_lr
+LR_STEP_BUDGET = 32.0  # sqrt(d_in) x lr x (the schedule's effective steps) a run needs
+LR_CAP = 0.096  # sqrt(d_in) x the largest default (4e-3 at d_in 576; 1.2e-2 at d_in 64)
 
 
 def effective_steps(total_steps: int, warmup_steps: int = 0, decay_fraction: float = 0.0) -> float:
@@ -44,22 +45,29 @@ def default_lr(
     total_steps: int | None = None,
     warmup_steps: int = 0,
     decay_fraction: float = 0.0,
+    d_in: int | None = None,
 ) -> float:
-    """max(legacy_lr(d_sae), min(LR_CAP, LR_STEP_BUDGET / effective_steps)).
+    """max(legacy_lr(d_sae), min(LR_CAP, LR_STEP_BUDGET / effective_steps) / sqrt(d_in)).
 
-    Adam moves every weight by about lr per step, so a run must take lr x (effective steps) of
-    order one or more before its decoder rows reach the dictionary's directions: a short run needs
-    a larger rate than the width rule gives (that rule, 2e-4 / sqrt(d_sae / 2^14), is Gao et al.
-    2024's for runs of 10^5+ steps, and stays the floor). Measured in bench/lr.py: on synthetic
-    dictionaries (d_in 64-128, 250-1,760 steps) the old rule recovered 0-94% of the true directions
-    and this one >= 90%; on SmolLM2 layer 15 (97 steps) see the README's table.
-    ``total_steps`` None: the width rule alone.
+    Adam moves every weight by about lr per step, and a unit-norm decoder row of d_in entries has
+    entries of about 1 / sqrt(d_in): a step changes a row by about lr x sqrt(d_in) of its own size.
+    A run must take sqrt(d_in) x lr x (effective steps) of order LR_STEP_BUDGET before its decoder
+    rows reach the dictionary's directions, so a short run needs a larger rate than the width rule
+    gives (that rule, 2e-4 / sqrt(d_sae / 2^14), is Gao et al. 2024's for runs of 10^5+ steps, and
+    stays the floor); and no step may move a row by more than about LR_CAP of itself (SmolLM2 layer
+    15 at lr 8e-3, 0.19 of a row per step, left 7% of its latents dead on held-out tokens and a 60%
+    worse FVU than 4e-3). Measured in bench/lr.py: on synthetic dictionaries (d_in 64-128, 250-1,760
+    steps) the width rule recovered 0-94% of the true directions and this one >= 90%; on SmolLM2
+    layer 15 (97 steps) see the README's table. ``total_steps`` None: the width rule alone.
     """
     width = legacy_lr(d_sae)
     if total_steps is None:
         return width
+    if d_in is None:
+        raise TypeError("default_lr: a run's length (total_steps) needs its d_in as well")
+    root = math.sqrt(d_in)
     budget = LR_STEP_BUDGET / effective_steps(total_steps, warmup_steps, decay_fraction)
-    return max(width, min(LR_CAP, budget))
+    return max(width, min(LR_CAP, budget) / root)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, decay_fraction: float) -> float:
@@ -101,7 +109,9 @@ class TrainStep:
         self.lr = (
             lr
             if lr is not None
-            else default_lr(sae.cfg.d_sae, total_steps, warmup_steps, decay_fraction)
+            else default_lr(
+                sae.cfg.d_sae, total_steps, warmup_steps, decay_fraction, d_in=sae.cfg.d_in
+            )
         )
         self.total_steps = total_steps
         self.warmup_steps = warmup_steps

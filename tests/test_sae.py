@@ -115,8 +115,8 @@ def test_lr_schedule_warmup_and_decay():
 
 def test_default_lr_formula_and_documented_values():
     """Without a length: the width rule 2e-4 / sqrt(d_sae / 2^14) (2e-4 at 16,384 latents, halved
-    for every 4x wider). With one: max(width rule, min(cap, budget / effective steps)), where the
-    effective steps are the schedule's area (warm-up counts half, the decay half)."""
+    for every 4x wider). With one: max(width rule, min(cap, budget / effective steps) / sqrt(d_in)),
+    where the effective steps are the schedule's area (warm-up counts half, the decay half)."""
     from saes.step import LR_CAP, LR_STEP_BUDGET, effective_steps, legacy_lr
     from saes.train import default_lr
 
@@ -127,16 +127,24 @@ def test_default_lr_formula_and_documented_values():
     assert effective_steps(440, 50, 0.2) == pytest.approx(440 - 25 - 44)
     area = sum(lr_factor(i, 440, 50, 0.2) for i in range(440))
     assert area == pytest.approx(effective_steps(440, 50, 0.2), abs=1.5)  # (the +1 of each ramp)
-    # a short run: the budget; a very short one: the cap; a long one: the width rule
-    assert default_lr(1536, 1000, 50, 0.2) == pytest.approx(LR_STEP_BUDGET / 875)
-    assert default_lr(4608, 20, 10, 0.2) == LR_CAP
-    assert default_lr(2**14, 10**6, 50, 0.2) == pytest.approx(2e-4)
-    assert default_lr(2**14, 10**6, 50, 0.2) > LR_STEP_BUDGET / effective_steps(10**6, 50, 0.2)
+    # a short run: the budget; a very short one: the cap; a long one: the width rule; all per
+    # sqrt(d_in) (a decoder entry of a unit-norm row is about 1 / sqrt(d_in))
+    assert default_lr(1536, 1000, 50, 0.2, d_in=64) == pytest.approx(LR_STEP_BUDGET / 875 / 8)
+    assert default_lr(1536, 1000, 50, 0.2, d_in=256) == pytest.approx(LR_STEP_BUDGET / 875 / 16)
+    assert default_lr(4608, 20, 10, 0.2, d_in=576) == pytest.approx(LR_CAP / 24)
+    assert default_lr(4608, 20, 10, 0.2, d_in=576) == pytest.approx(4e-3)  # (the README's value)
+    assert default_lr(2**14, 10**6, 50, 0.2, d_in=576) == pytest.approx(2e-4)
+    long_budget = LR_STEP_BUDGET / effective_steps(10**6, 50, 0.2) / 24
+    assert default_lr(2**14, 10**6, 50, 0.2, d_in=576) > long_budget
+    with pytest.raises(TypeError, match="d_in"):
+        default_lr(1536, 1000)
     sae = _sae(d_sae=64)
+    d_in = sae.cfg.d_in
     assert TrainStep(sae).lr == default_lr(64)
     assert TrainStep(sae).optimizer.param_groups[0]["lr"] == default_lr(64)
     step = TrainStep(sae, total_steps=1000, warmup_steps=50, decay_fraction=0.2)
-    assert step.lr == default_lr(64, 1000, 50, 0.2) == pytest.approx(LR_STEP_BUDGET / 875)
+    assert step.lr == default_lr(64, 1000, 50, 0.2, d_in=d_in)
+    assert step.lr == pytest.approx(min(LR_CAP, LR_STEP_BUDGET / 875) / d_in**0.5)
     assert TrainStep(sae, lr=1e-3).lr == 1e-3
 
 
