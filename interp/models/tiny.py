@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from interp.models.hooked import attach_tokenizer, check_device, new_hooked, place
+from interp.text import byte_to_char
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformer_lens import HookedTransformer
@@ -22,27 +23,11 @@ BYTE_BOS = "<|endoftext|>"
 BYTE_PAD = "<|pad|>"
 
 
-def _byte_to_char() -> dict[int, str]:
-    """The usual byte-level BPE alphabet: each byte value -> one printable unicode character.
-
-    Printable latin-1 bytes map to themselves; the rest (control chars, space, ...) are shifted
-    to code points from 256 upwards, so every byte has a visible, unique symbol.
-    """
-    keep = [b for b in range(256) if (33 <= b <= 126) or (161 <= b <= 172) or (174 <= b <= 255)]
-    mapping = {b: chr(b) for b in keep}
-    shift = 0
-    for b in range(256):
-        if b not in mapping:
-            mapping[b] = chr(256 + shift)
-            shift += 1
-    return mapping
-
-
 @functools.lru_cache(maxsize=1)
 def _byte_tokenizer_json() -> str:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    b2c = _byte_to_char()
+    b2c = byte_to_char()
     vocab = {b2c[b]: b for b in range(256)}  # token id == byte value
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], fuse_unk=False))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
