@@ -1,0 +1,63 @@
+"""Token highlighting as HTML: one function the explorer and the notebooks share.
+
+A context is shown as the exact text of its tokens (``Vocab.token_texts``: joined, the pieces are
+exactly the decoded span, so multi-byte characters split across byte-level BPE tokens show
+whole), each token a ``<span>`` whose background is the activation scaled by the largest one
+shown, whose ``title`` (the hover) gives the token's bytes and its value, and whose whitespace is
+made visible (space ·, tab →, newline ↵ followed by a real line break), since code is most of
+the default corpus. The token the example is centred on is outlined.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+from interp.text import show_whitespace
+from saes.features.store import Example
+
+# the highlight colour (an orange, as in Anthropic's feature visualiser); alpha carries the value
+_RGB = "255, 140, 0"
+
+
+def _span(text: str, value: float, scale: float, title: str, center: bool) -> str:
+    alpha = 0.0 if scale <= 0 or value <= 0 else min(1.0, value / scale)
+    shown = html.escape(show_whitespace(text)).replace("\n", "<br>")
+    style = f"background: rgba({_RGB}, {alpha:.3f});"
+    if center:
+        style += " outline: 1px solid #333;"
+    return f'<span class="tok" style="{style}" title="{html.escape(title)}">{shown}</span>'
+
+
+def tokens_html(
+    texts: Sequence[str],
+    values: Sequence[float],
+    scale: float | None = None,
+    center: int | None = None,
+    labels: Sequence[str] | None = None,
+) -> str:
+    """One line of highlighted tokens. ``scale``: the value drawn at full colour (default: the
+    largest value); ``labels``: the hover text's token names (default: the texts)."""
+    scale = max(values, default=0.0) if scale is None else scale
+    labels = labels if labels is not None else texts
+    spans = [
+        _span(t, v, scale, f"{lab!r}: {v:.3g}", i == center)
+        for i, (t, v, lab) in enumerate(zip(texts, values, labels))
+    ]
+    return (
+        '<div class="ctx" style="font-family: monospace; white-space: pre-wrap; '
+        'line-height: 1.6; margin: 2px 0;">' + "".join(spans) + "</div>"
+    )
+
+
+def example_html(ex: Example, scale: float | None = None) -> str:
+    """An :class:`Example` as highlighted tokens, prefixed by its activation."""
+    head = f'<span style="color:#666; font-size: 0.85em;">{ex.value:.3g}&nbsp;</span>'
+    return head + tokens_html(ex.texts, ex.acts, scale=scale, center=ex.center)
+
+
+def examples_html(examples: Sequence[Example], scale: float | None = None) -> str:
+    """Several examples on one shared colour scale (default: the largest activation among them)."""
+    if scale is None:
+        scale = max((max(e.acts, default=0.0) for e in examples), default=0.0)
+    return "".join(example_html(e, scale) for e in examples)

@@ -1,0 +1,159 @@
+"""Plotly figures of SAEs and their features: the one set the explorer and the notebooks share.
+
+Each function takes plain data (a :class:`~saes.features.Feature`, run-log records, summary rows)
+and returns a ``plotly.graph_objects.Figure``; nothing here reads files or knows about Streamlit.
+The FVU-vs-L0 frontier is :func:`saes.sweep.frontier_figure`, re-exported.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import plotly.graph_objects as go
+
+from saes.features.store import Feature
+from saes.sweep import frontier_figure
+
+__all__ = [
+    "activation_histogram",
+    "density_histogram",
+    "frontier_figure",
+    "head_attribution_bar",
+    "logit_effects_bar",
+    "prompt_heatmap",
+    "training_curves",
+]
+
+TEMPLATE = "plotly_white"
+
+
+def activation_histogram(f: Feature, log_counts: bool | None = None) -> go.Figure:
+    """The latent's nonzero activations per log-spaced bin (x on a log axis). ``log_counts``:
+    counts on a log axis too (default: when the latent is dense, over 1% of tokens)."""
+    edges, counts = f.hist_edges, f.hist_counts
+    # counts[0] is below edges[0], counts[-1] at or above edges[-1]; inner bin j is [e_j, e_j+1)
+    xs, ys, widths = [], [], []
+    for j in range(len(edges) - 1):
+        c = counts[j + 1]
+        if c:
+            lo, hi = edges[j], edges[j + 1]
+            xs.append(math.sqrt(lo * hi))
+            ys.append(c)
+            widths.append(hi - lo)
+    fig = go.Figure(go.Bar(x=xs, y=ys, width=widths, marker_color="darkorange", name="tokens"))
+    dense = f.density > 0.01 if log_counts is None else log_counts
+    fig.update_layout(
+        title=f"latent {f.index}: activations ({f.count:,} tokens, density {f.density:.3%})",
+        xaxis_title="activation",
+        yaxis_title="tokens",
+        template=TEMPLATE,
+        bargap=0.02,
+        height=300,
+        margin=dict(l=40, r=10, t=40, b=40),
+    )
+    fig.update_xaxes(type="log")
+    if dense:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def logit_effects_bar(f: Feature) -> go.Figure:
+    """The decoder row's largest positive and negative direct logit effects."""
+    top = list(reversed(f.logit_top))
+    bottom = f.logit_bottom
+    fig = go.Figure()
+    fig.add_trace(
+        go.Bar(
+            y=[repr(t) for _, t, _ in bottom] + [repr(t) for _, t, _ in top],
+            x=[v for _, _, v in bottom] + [v for _, _, v in top],
+            orientation="h",
+            marker_color=["steelblue"] * len(bottom) + ["darkorange"] * len(top),
+        )
+    )
+    fig.update_layout(
+        title="direct logit effect of the decoder direction",
+        template=TEMPLATE,
+        height=max(250, 22 * (len(top) + len(bottom)) + 60),
+        margin=dict(l=10, r=10, t=40, b=30),
+        yaxis=dict(automargin=True),
+    )
+    return fig
+
+
+def head_attribution_bar(shares: Sequence[float], layer: int | None = None) -> go.Figure:
+    """A hook_z latent's decoder norm share per head."""
+    name = f"L{layer}H" if layer is not None else "H"
+    fig = go.Figure(go.Bar(x=[f"{name}{h}" for h in range(len(shares))], y=list(shares)))
+    fig.update_layout(
+        title="share of the decoder row per head",
+        yaxis_title="share",
+        template=TEMPLATE,
+        height=280,
+        margin=dict(l=40, r=10, t=40, b=30),
+    )
+    return fig
+
+
+def density_histogram(densities: Sequence[float]) -> go.Figure:
+    """How many latents fire at each log10 density (dead latents counted in the title)."""
+    live = [d for d in densities if d > 0]
+    dead = len(densities) - len(live)
+    fig = go.Figure(go.Histogram(x=[math.log10(d) for d in live], nbinsx=40))
+    fig.update_layout(
+        title=f"latent densities ({len(live):,} live, {dead:,} dead)",
+        xaxis_title="log10 density",
+        yaxis_title="latents",
+        template=TEMPLATE,
+        height=280,
+        margin=dict(l=40, r=10, t=40, b=40),
+    )
+    return fig
+
+
+def training_curves(
+    records: Sequence[dict[str, Any]], keys: Sequence[str] = ("loss", "fvu", "l0", "dead_fraction")
+) -> go.Figure:
+    """The training log's curves against tokens, one row per key present in the records."""
+    from plotly.subplots import make_subplots
+
+    present = [k for k in keys if any(k in r for r in records)]
+    fig = make_subplots(
+        rows=max(1, len(present)), cols=1, shared_xaxes=True, subplot_titles=present
+    )
+    for row, k in enumerate(present, 1):
+        pts = [(r.get("tokens", r.get("step")), r[k]) for r in records if k in r]
+        fig.add_trace(
+            go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines", name=k),
+            row=row,
+            col=1,
+        )
+    fig.update_layout(
+        template=TEMPLATE,
+        height=180 * max(1, len(present)) + 40,
+        showlegend=False,
+        margin=dict(l=40, r=10, t=30, b=30),
+    )
+    fig.update_xaxes(title_text="tokens", row=max(1, len(present)), col=1)
+    return fig
+
+
+def prompt_heatmap(texts: Sequence[str], latents: Sequence[int], acts: Sequence[Sequence[float]]):
+    """Latents (rows) x tokens (columns): each latent's activation at each token of a prompt."""
+    fig = go.Figure(
+        go.Heatmap(
+            z=[list(a) for a in acts],
+            x=[f"{i}:{t!r}" for i, t in enumerate(texts)],
+            y=[f"latent {i}" for i in latents],
+            colorscale="Oranges",
+            hovertemplate="%{y} at %{x}: %{z:.3g}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        template=TEMPLATE,
+        height=120 + 22 * len(latents),
+        margin=dict(l=10, r=10, t=30, b=10),
+        xaxis=dict(showticklabels=len(texts) <= 48),
+    )
+    return fig
