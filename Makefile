@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean constraints versions
+.PHONY: setup demo test lint bench clean constraints versions browser
 
 setup: $(STAMP)
 
@@ -33,7 +33,12 @@ constraints: setup
 demo: setup
 	$(BIN)/interp demo
 
-test: setup lint
+# the explorer's browser test needs a real Chromium: Debian's package (as root; never a download of
+# its own). Without it the browser test fails rather than skips.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+test: setup lint browser
 	# pytest exits 5 when nothing was collected; that is not a failure.
 	# INTERP_NO_SKIPS=1 (set by .ci/run) turns any skipped test into a failure of the run
 	$(BIN)/python -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc

@@ -501,10 +501,6 @@ def main() -> None:  # pragma: no cover
     app()
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
 # ---------------------------------------------------------------------------------------------
 # the feature explorer
 
@@ -571,6 +567,10 @@ def dashboard_serve_cmd(
     env = {**os.environ, "INTERP_DASHBOARD_TARGET": str(target.resolve())}
     cmd = [sys.executable, "-m", "streamlit", "run", str(app_py), "--server.port", str(port),
            "--server.address", host, "--server.headless", "true",
-           "--browser.gatherUsageStats", "false"]  # fmt: skip
+           "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"]  # fmt: skip
     typer.echo(f"serving {target} at http://{host}:{port}")
     raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

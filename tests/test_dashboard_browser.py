@@ -1,0 +1,209 @@
+"""The explorer in a real browser: `interp dashboard serve` on a free local port, each page opened
+in headless Chromium (Debian's package; `make test` installs it), its content waited for, a
+screenshot taken, and the page checked to show the store's values and no error box.
+
+A missing Chromium fails this test; it never skips. The feature page's render time (a click on
+"next" until the next latent's numbers are shown) is measured and printed, not asserted.
+
+Environment (for the README's screenshots and timings; CI uses the defaults):
+  INTERP_BROWSER_TARGET   a folder of runs with stores (default: tiny runs built here)
+  INTERP_SCREENSHOTS_DIR  where the PNGs go (default: the test's temporary folder)
+  INTERP_BROWSER_TIMINGS  a JSON file to write the measured timings to
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from _dashboard_runs import tiny_run
+
+from saes.features import FeatureStore, store_dir
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.usefixtures("one_thread_module")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory, tiny) -> Path:
+    if os.environ.get("INTERP_BROWSER_TARGET"):
+        return Path(os.environ["INTERP_BROWSER_TARGET"]).resolve()
+    root = tmp_path_factory.mktemp("browser")
+    tiny_run(root, tiny, "resid", "blocks.0.hook_resid_post")
+    tiny_run(root, tiny, "attnz", "blocks.0.attn.hook_z")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(target, tmp_path_factory):
+    port = _free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "interp.cli",
+        "dashboard",
+        "serve",
+        str(target),
+        "--port",
+        str(port),
+    ]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + 90
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"the server did not start:\n{log.read_text()}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert CHROMIUM, "Chromium is not installed: `make test` installs Debian's chromium package"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    d = os.environ.get("INTERP_SCREENSHOTS_DIR")
+    out = Path(d) if d else tmp_path_factory.mktemp("shots")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _runs_with_stores(target: Path) -> dict[str, Path]:
+    found = {}
+    for manifest in sorted(target.rglob("features/manifest.json")):
+        run = manifest.parent.parent
+        found[str(run.relative_to(target))] = run
+    return found
+
+
+def _open(page, url: str, wait_text: str, timeout_ms: int = 120_000) -> float:
+    t0 = time.perf_counter()
+    page.goto(url)
+    page.get_by_text(wait_text, exact=False).first.wait_for(timeout=timeout_ms)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms
+    )
+    return time.perf_counter() - t0
+
+
+def _plots(page, n: int) -> None:
+    """Wait until n plotly charts have drawn (their SVG exists)."""
+    page.wait_for_function(
+        "(n) => document.querySelectorAll('.js-plotly-plot .main-svg').length >= n",
+        arg=n,
+        timeout=60_000,
+    )
+
+
+def _no_error(page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0, page.inner_text("body")
+    errors = page.locator('[data-testid="stAlertContentError"]')
+    assert errors.count() == 0, errors.first.inner_text()
+
+
+def test_every_page_in_chromium(server, browser, target, shots):
+    stores = _runs_with_stores(target)
+    assert stores, f"no feature store under {target}"
+    name, run = next(iter(stores.items()))
+    store = FeatureStore.open(store_dir(run))
+    alive = store.alive.tolist()
+    i = alive[0]
+    f = store.feature(i)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    timings = {}
+
+    # Feature: the numbers and the top example of latent i
+    timings["feature_open_s"] = _open(
+        page, f"{server}/?page=feature&run={name}&feature={i}", "Top activations"
+    )
+    for value in (f"{f.count:,}", f"{f.max:.3g}", f"{f.density:.4%}"):
+        page.get_by_text(value, exact=True).first.wait_for(timeout=30_000)  # the metrics
+    assert f.top[0].texts[f.top[0].center].strip() in page.inner_text("body")
+    _plots(page, 2)
+    _no_error(page)
+    page.screenshot(path=str(shots / "feature.png"), full_page=True)
+
+    # "next": time until the next live latent's count is on screen
+    g = store.feature(alive[1])
+    t0 = time.perf_counter()
+    page.get_by_role("button", name="next ▶").click()
+    page.wait_for_function(
+        "(n) => document.querySelector('input[aria-label=\"latent\"]')?.value === n",
+        arg=str(alive[1]),
+        timeout=60_000,
+    )
+    page.get_by_text(f"{g.count:,}", exact=True).first.wait_for(timeout=60_000)
+    timings["feature_next_s"] = time.perf_counter() - t0
+    _no_error(page)
+
+    # Prompt: the typed text, its tokens shown exactly
+    prompt = "import os\nprint(os.getcwd())"
+    url = f"{server}/?page=prompt&run={name}&text={urllib.request.quote(prompt)}"
+    timings["prompt_open_s"] = _open(page, url, "Top latents per token")
+    assert "os.getcwd()" in page.inner_text("body")
+    _plots(page, 1)
+    _no_error(page)
+    page.screenshot(path=str(shots / "prompt.png"), full_page=True)
+
+    # Heads: an attention-output run if there is one
+    z_runs = [n for n, r in stores.items() if "hook_z" in json.dumps(_manifest(r))]
+    if z_runs:
+        _open(page, f"{server}/?page=heads&run={z_runs[0]}", "Direct feature attribution")
+        _plots(page, 3)
+        _no_error(page)
+        page.screenshot(path=str(shots / "heads.png"), full_page=True)
+
+    # Runs: every run's name, and the training curves
+    _open(page, f"{server}/?page=runs&run={name}", "Training curves")
+    for other in stores:
+        assert other in page.inner_text("body")
+    _plots(page, 2)
+    _no_error(page)
+    page.screenshot(path=str(shots / "runs.png"), full_page=True)
+
+    print("browser timings:", json.dumps(timings))
+    if os.environ.get("INTERP_BROWSER_TIMINGS"):
+        out = {"timings_s": timings, "store": str(store_dir(run)), "d_sae": store.d_sae}
+        Path(os.environ["INTERP_BROWSER_TIMINGS"]).write_text(json.dumps(out, indent=1) + "\n")
+    for png in ("feature.png", "prompt.png", "runs.png"):
+        assert (shots / png).stat().st_size > 10_000  # a rendered page, not a blank one
+
+
+def _manifest(run: Path) -> dict:
+    return json.loads((store_dir(run) / "manifest.json").read_text())
