@@ -339,8 +339,13 @@ def demo_cmd(
     train_tokens: int = typer.Option(
         400_000, help="training tokens (bench/results/demo.json records how long the default takes)"
     ),
+    store_tokens: int = typer.Option(
+        200_000, help="held-out tokens of the feature store built after training (0: none)"
+    ),
 ) -> None:
-    """The main job on the embedded defaults: TopK SAE (k=32, d_sae=4608) on SmolLM2 layer 15 over stdlib."""
+    """The main job on the embedded defaults: TopK SAE (k=32, d_sae=4608) on SmolLM2 layer 15 over
+    stdlib, evaluated, then its feature store for the explorer."""
+    from saes.features import build_store
     from saes.rundir import RunDir
     from saes.train import train
     from saes.train_config import load_run_config
@@ -359,6 +364,15 @@ def demo_cmd(
         resume = False
     run_dir = train(cfg, resume=resume)
     _print_metrics(run_dir)
+    if store_tokens > 0:
+        typer.echo(f"building the feature store over {store_tokens:,} held-out tokens ...")
+        store = build_store(run_dir, tokens=store_tokens, progress=True)
+        m = json.loads((store / "manifest.json").read_text())
+        typer.echo(
+            f"feature store: {store} ({m['alive_latents']:,} live latents, "
+            f"{m['dead_latents']:,} dead)"
+        )
+        typer.echo(f"open the explorer: interp dashboard serve {run_dir}")
 
 
 @app.command("steer")
@@ -556,7 +570,6 @@ def dashboard_serve_cmd(
 ) -> None:
     """Serve the explorer (Streamlit) over TARGET at http://HOST:PORT."""
     import importlib.util
-    import subprocess
 
     spec = importlib.util.find_spec("dashboards")
     if spec is None or not spec.submodule_search_locations:
@@ -568,8 +581,9 @@ def dashboard_serve_cmd(
     cmd = [sys.executable, "-m", "streamlit", "run", str(app_py), "--server.port", str(port),
            "--server.address", host, "--server.headless", "true",
            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"]  # fmt: skip
-    typer.echo(f"serving {target} at http://{host}:{port}")
-    raise typer.Exit(subprocess.call(cmd, env=env))
+    typer.echo(f"serving {target} at http://{host}:{port}", err=True)
+    sys.stdout.flush()
+    os.execve(sys.executable, cmd, env)  # streamlit replaces this process (signals reach it)
 
 
 if __name__ == "__main__":  # pragma: no cover

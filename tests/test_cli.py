@@ -123,7 +123,8 @@ def test_demo_command_runs_resumes_and_reruns(tmp_path, monkeypatch, one_thread)
         return orig_step(self, x, grad)
 
     monkeypatch.setattr(TrainStep, "__call__", step)
-    args = ["demo", "--out-dir", str(out), "--train-tokens", "4096"]  # one batch of the real config
+    args = ["demo", "--out-dir", str(out), "--train-tokens", "4096", "--store-tokens", "300"]
+    # (one batch of the real config; a small feature store)
 
     res = runner.invoke(app, args)
     assert isinstance(res.exception, (KeyboardInterrupt, SystemExit)), (res.output, res.exception)
@@ -151,6 +152,9 @@ def test_demo_command_runs_resumes_and_reruns(tmp_path, monkeypatch, one_thread)
     assert read_status(out)["resumed_from"] == "step_000000003"
     assert "fvu" in res.output and "ce_loss_recovered" in res.output  # the summary table
     assert json.loads((out / "metrics.json").read_text())["train_tokens"] == 4096
+    store = json.loads((out / "features" / "manifest.json").read_text())
+    assert store["complete"] and store["n_tokens"] >= 300
+    assert f"open the explorer: interp dashboard serve {out}" in res.output
 
     (out / "marker").write_text("from the finished run")
     calls["n"] = 0
