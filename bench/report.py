@@ -1422,6 +1422,76 @@ def render_positions(d: dict) -> str:
     )
 
 
+def render_dashboard_build(d: dict | None) -> str:
+    """From bench/results/dashboard_build.json: forward-only vs store build at each size."""
+    if d is None:
+        return para("Not measured: no `bench/results/dashboard_build.json`.")
+    rows = []
+    summ = {s["tokens"]: s for s in d.get("summary", [])}
+    for r in d.get("rows", []):
+        s = summ.get(r["tokens"], {})
+        rows.append(
+            [
+                num(r["tokens"]),
+                "model forward only" if r["kind"] == "forward" else "feature store build",
+                f"{r['wall_s']:.1f} s",
+                num(r.get("tokens_per_s")),
+                f"{num(r.get('peak_rss_mib'))} MiB",
+                times(s.get("store_over_forward"), 2) if r["kind"] == "store" else "",
+            ]
+        )
+    first = d["rows"][0] if d.get("rows") else {}
+    return "\n\n".join(
+        [
+            para(
+                f"The cost of a store (`python bench/dashboard_build.py`, run `{d.get('run')}`, "
+                f"model dtype {first.get('model_dtype', NM)}): the same held-out windows in the "
+                "same batches, once through the model to the hook only and once through the whole "
+                "build (model load excluded); each in a fresh process, so peak RSS is its own. "
+                "Target: the build at most 1.3x the forward."
+            ),
+            table(["tokens", "pass", "wall", "tokens/s", "peak RSS", "build / forward"], rows),
+        ]
+    )
+
+
+def render_dashboard_browser(d: dict | None) -> str:
+    """From bench/results/dashboard_browser.json: page timings in headless Chromium."""
+    if d is None:
+        return para("Not measured: no `bench/results/dashboard_browser.json`.")
+    t = d.get("timings_s", {})
+    m = d.get("store_manifest", {})
+    rows = [
+        [
+            "Feature page opened (a fresh session: connect, run, draw)",
+            f"{fix(t.get('feature_open_s'), 2)} s",
+        ],
+        [
+            "Feature page: next latent rendered after a click",
+            f"{fix(t.get('feature_next_s'), 2)} s",
+        ],
+        [
+            "Prompt page opened (first: loads the model and SAE)",
+            f"{fix(t.get('prompt_open_s'), 2)} s",
+        ],
+        [
+            f"Prompt page: a {num(t.get('prompt_answer_tokens'))}-token prompt answered (warm)",
+            f"{fix(t.get('prompt_answer_s'), 2)} s",
+        ],
+    ]
+    return "\n\n".join(
+        [
+            para(
+                f"Measured in headless Chromium by the browser test on the store of "
+                f"{m.get('model', NM)} `{m.get('hook', NM)}`, {num(m.get('d_sae'))} latents, "
+                f"{num(m.get('n_tokens'))} tokens (targets: the feature page under 1 s, a 64-token "
+                "prompt under 3 s):"
+            ),
+            table(["what", "time"], rows),
+        ]
+    )
+
+
 RENDERERS = {
     "activations": (render_activations, "python bench/activations.py"),
     "sae_step": (render_sae_step, "python bench/sae_step.py"),
@@ -1438,6 +1508,8 @@ RENDERERS = {
     "lr": (render_lr, "python bench/lr.py"),
     "bf16_model": (render_bf16_model, "python bench/bf16_model.py"),
     "positions": (render_positions, "python bench/positions.py --seeds {seeds}"),
+    "dashboard_build": (render_dashboard_build, "python bench/dashboard_build.py"),
+    "dashboard_browser": (render_dashboard_browser, "python bench/dashboard_browser.py"),
 }
 
 

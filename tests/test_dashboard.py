@@ -16,8 +16,10 @@ from streamlit.testing.v1 import AppTest
 
 from dashboards.registry import pages
 from interp.text import Vocab
+from saes.artifacts import load_sae
 from saes.config import SAEConfig
 from saes.features import FeatureStore, store_dir
+from saes.features.dfa import example_dfa
 from saes.features.prompt import prompt_features
 from saes.sae import SAE
 
@@ -133,3 +135,31 @@ def test_prompt_text_is_exact_for_smollm2(smollm2):
     assert "\ufffd" not in "".join(view.texts)
     assert any(t == "" for t in view.texts)  # some character spans tokens
     assert all(len(ids) <= 3 for ids in view.top_ids)
+
+
+def test_example_dfa_sums_to_the_pre_activation(root, tiny):
+    """DFA over (source, head) plus the bias is the encoder's pre-activation at the example's
+    centre, which for a live TopK latent there is its stored activation (the pre-activation of a
+    kept TopK latent is its value)."""
+    store = FeatureStore.open(store_dir(root / "attnz"))
+    sae = load_sae(root / "attnz")
+    i = int(store.alive[0])
+    f = store.feature(i)
+    res = example_dfa(store, tiny, sae, i, f.top[:3])
+    assert len(res) == min(3, len(f.top))
+    for r in res:
+        full = sum(r.by_source) + r.bias
+        assert full == pytest.approx(r.pre_activation, abs=1e-4)
+        assert sum(r.by_head) == pytest.approx(sum(r.by_source), abs=1e-4)
+        assert r.pre_activation == pytest.approx(r.example.value, rel=1e-3, abs=1e-4)
+        assert all(v == 0 for v in r.by_source[r.example.center + 1 :])  # causal: no later source
+
+
+def test_feature_page_dfa_for_hook_z(root, monkeypatch):
+    store = FeatureStore.open(store_dir(root / "attnz"))
+    i = int(store.alive[0])
+    at = _app(root, monkeypatch, page="feature", run="attnz", feature=i)
+    [go] = [b for b in at.button if b.label == "compute DFA"]
+    go.click().run()
+    assert not at.exception
+    assert any("top heads: H" in m.value for m in at.markdown)

@@ -178,6 +178,22 @@ def test_every_page_in_chromium(server, browser, target, shots):
     timings["prompt_open_s"] = _open(page, url, "Top latents per token")
     assert "os.getcwd()" in page.inner_text("body")
     _plots(page, 1)
+    # a new 64-token prompt on the warm server (model and SAE cached): time to the new tokens
+    marker = "zebra_marker_42"
+    words = " ".join(f"x{j} = {j}" for j in range(18))
+    text = f"{marker} = [{words}]"
+    box = page.get_by_label("text")
+    box.fill(text)
+    t0 = time.perf_counter()
+    box.press("Control+Enter")
+    page.wait_for_function(
+        "(m) => [...document.querySelectorAll('.ctx')].some(e => e.innerText.includes(m))",
+        arg=marker,
+        timeout=60_000,
+    )
+    timings["prompt_answer_s"] = time.perf_counter() - t0
+    timings["prompt_answer_tokens"] = _count_tokens(page)
+    _no_error(page)
     _no_error(page)
     page.screenshot(path=str(shots / "prompt.png"), full_page=True)
 
@@ -203,6 +219,11 @@ def test_every_page_in_chromium(server, browser, target, shots):
         Path(os.environ["INTERP_BROWSER_TIMINGS"]).write_text(json.dumps(out, indent=1) + "\n")
     for png in ("feature.png", "prompt.png", "runs.png"):
         assert (shots / png).stat().st_size > 10_000  # a rendered page, not a blank one
+
+
+def _count_tokens(page) -> int:
+    """Tokens shown in the prompt page's first highlighted line (BOS included)."""
+    return page.locator(".ctx").first.locator("span.tok").count()
 
 
 def _manifest(run: Path) -> dict:

@@ -10,7 +10,8 @@ import streamlit as st
 
 from saes import figures
 from saes.analysis.steering import steer_latents
-from saes.features.render import examples_html
+from saes.features.dfa import example_dfa
+from saes.features.render import examples_html, tokens_html
 
 TITLE = "Feature"
 ORDER = 10
@@ -128,4 +129,24 @@ def render(ctx) -> None:
                     f"[{j}]({ctx.link('feature', feature=j)}) ({n:,})" for j, n in f.coactivation
                 )
             )
+    if f.head_attribution is not None:
+        _dfa(ctx, store, f)
     _steer(ctx, i)
+
+
+def _dfa(ctx, store, f) -> None:
+    """hook_z latents: DFA of the top examples over source tokens and heads (computed on demand)."""
+    with st.expander("DFA of the top examples: which source tokens and heads drive the latent"):
+        n = st.slider("examples", 1, min(10, len(f.top)), min(3, len(f.top)), key="dfa_n")
+        if st.button("compute DFA", key="dfa_go"):
+            for r in example_dfa(store, ctx.model(), ctx.sae(), f.index, f.top[:n]):
+                heads = ", ".join(
+                    f"H{h} {v:+.2f}"
+                    for h, v in sorted(enumerate(r.by_head), key=lambda p: -p[1])[:3]
+                )
+                st.markdown(f"activation {r.example.value:.3g}; top heads: {heads}")
+                st.html(
+                    tokens_html(
+                        r.example.texts, [max(0.0, v) for v in r.by_source], center=r.example.center
+                    )
+                )
