@@ -586,5 +586,34 @@ def dashboard_serve_cmd(
     os.execve(sys.executable, cmd, env)  # streamlit replaces this process (signals reach it)
 
 
+# ---------------------------------------------------------------------------------------------
+# analyses with their own command groups: forwarded, so `interp --help` imports none of them
+
+ANALYSES = {
+    "darkmatter": (
+        "saes.analysis.dark_matter.cli",
+        "Split SAE errors into linear and nonlinear dark matter.",
+    ),
+}
+
+
+def _forward(name: str, module: str, help_text: str) -> None:
+    @app.command(
+        name,
+        help=f"{help_text} (`interp {name} --help` for its options)",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        add_help_option=False,
+    )
+    def forwarded(ctx: typer.Context) -> None:
+        import importlib
+
+        sub = importlib.import_module(module).app
+        sub(args=list(ctx.args), prog_name=f"interp {name}")
+
+
+for _name, (_module, _help) in ANALYSES.items():
+    _forward(_name, _module, _help)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -1,0 +1,295 @@
+"""Benchmark: the dark matter of SmolLM2 SAEs (Engels, Riggs, Tegmark 2024) at one layer.
+
+1. Trains TopK SAEs of three widths (2,304 / 4,608 / 9,216, k 32) on ``blocks.15.hook_resid_post``
+   from one forward per batch (a multi-SAE job), and one 4,608-wide SAE on layer 14 (for the
+   previous-layer maps), with the demo's settings (400k stdlib tokens, model dtype auto).
+2. Captures fit tokens (train split) and held-out tokens (validation split) at layers 14 and 15.
+3. Per width (``saes.analysis.dark_matter.pipeline.analyse_sae``): the linear / nonlinear split of
+   the error, the error-norm probe, CE with x_hat / x_hat + e_lin / x_hat + e_nl spliced from
+   position 32 of 128-token windows, gradient pursuit at each token's L0.
+4. Width scaling (cross-width norm R^2, FVU power laws), previous-layer maps (from layer 14's
+   residual and from its SAE's reconstruction), and SAEs trained on e_lin and e_nl at equal k.
+
+Saves bench/results/dark_matter.json (with provenance) and plotly figures under
+bench/results/dark_matter/.
+
+    flock /tmp/interp-heavy.lock python bench/dark_matter.py
+    python bench/dark_matter.py --quick      # smoke run (small numbers, minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (ROOT, ROOT / "bench"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from _provenance import provenance  # noqa: E402
+
+from interp.io import atomic_write_json  # noqa: E402
+from interp.models import load_model  # noqa: E402
+from saes.analysis.dark_matter.cli import format_table  # noqa: E402
+from saes.analysis.dark_matter.error_saes import error_parts, train_error_saes  # noqa: E402
+from saes.analysis.dark_matter.figures import all_figures  # noqa: E402
+from saes.analysis.dark_matter.pipeline import (  # noqa: E402
+    DarkMatterConfig,
+    analyse_sae,
+    capture_rows,
+    chunks,
+    reconstruct,
+    scaling_report,
+    validation_windows,
+)
+from saes.analysis.dark_matter.previous_layer import nonlinear_error_removed  # noqa: E402
+from saes.artifacts import load_sae  # noqa: E402
+from saes.rundir import RunDir  # noqa: E402
+from saes.train import train  # noqa: E402
+from saes.train_config import RunConfig  # noqa: E402
+
+LAYER = 15
+HOOK = f"blocks.{LAYER}.hook_resid_post"
+PREV_HOOK = f"blocks.{LAYER - 1}.hook_resid_post"
+MODEL = "smollm2-135m"
+PAPER = {
+    "setting": "Gemma Scope SAEs on Gemma 2 9B, layer 20 residual stream (Engels et al. 2024)",
+    "error_vector_linearly_predictable": "about half (R^2 of a* from x to e)",
+    "error_norm_r2": "> 0.9 (linear probe from x to the error norm)",
+    "pursuit": "a very slight decrease of nonlinear error",
+    "previous_layer": "a larger reduction than pursuit",
+    "error_saes": "SAEs trained on e_nl are quantitatively worse (higher FVU) than on e_lin",
+}
+
+
+def _base(args, out_dir: str, hook: str) -> dict[str, Any]:
+    return {
+        "data": {
+            "model": MODEL,
+            "model_dtype": "auto",
+            "hook": hook,
+            "source": "stdlib",
+            "context_size": 128,
+            "batch_windows": 16,
+            "train_tokens": args.train_tokens,
+            "batch_tokens": 4096,
+            "buffer_tokens": 65536,
+        },
+        "sae": {"variant": "topk", "d_sae": 4608, "k": args.k},
+        "optim": {"warmup_steps": 10},
+        "log": {"out_dir": out_dir, "checkpoint_every_tokens": max(args.train_tokens, 100_000)},
+        "eval": {"tokens": 16384, "ce_windows": 16},
+    }
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def _trained(folder: Path) -> bool:
+    return RunDir(folder).has_artifact and RunDir(folder).metrics() is not None
+
+
+def train_saes(args, model) -> dict[str, Any]:
+    """The layer-15 width family (one job) and the layer-14 SAE; reuses finished runs."""
+    runs = Path(args.runs)
+    job = _base(args, str(runs / "widths"), HOOK)
+    job["saes"] = [{"name": f"w{w}", "sae": {"d_sae": w}} for w in args.widths]
+    folders = {w: runs / "widths" / HOOK / f"w{w}" for w in args.widths}
+    timings = {}
+    if not all(_trained(f) for f in folders.values()):
+        t = time.perf_counter()
+        train(RunConfig(**job), model=model)
+        timings["train_widths_s"] = time.perf_counter() - t
+    prev = runs / "prev"
+    if not _trained(prev):
+        t = time.perf_counter()
+        train(RunConfig(**_base(args, str(prev), PREV_HOOK)), model=model)
+        timings["train_prev_s"] = time.perf_counter() - t
+    return {"widths": folders, "prev": prev, "timings": timings}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--train-tokens", type=int, default=400_000)
+    ap.add_argument("--fit-tokens", type=int, default=150_000)
+    ap.add_argument("--test-tokens", type=int, default=50_000)
+    ap.add_argument("--widths", type=str, default="2304,4608,9216")
+    ap.add_argument("--k", type=int, default=32)
+    ap.add_argument("--ce-windows", type=int, default=64)
+    ap.add_argument("--pursuit-tokens", type=int, default=4096)
+    ap.add_argument(
+        "--error-sae-tokens",
+        type=int,
+        default=400_000,
+        help="rows of e_lin / e_nl the two error SAEs train on (as many as the SAEs themselves)",
+    )
+    ap.add_argument("--pursuit-fit-tokens", type=int, default=16384)
+    ap.add_argument("--runs", default=str(ROOT / "runs" / "dark_matter"))
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "dark_matter.json"))
+    ap.add_argument("--quick", action="store_true", help="smoke run: small numbers")
+    args = ap.parse_args(argv)
+    args.widths = [int(w) for w in args.widths.split(",")]
+    if args.quick:
+        args.train_tokens, args.fit_tokens, args.test_tokens = 65536, 20000, 8192
+        args.widths, args.ce_windows = [576, 1152, 2304], 8
+        args.pursuit_tokens, args.pursuit_fit_tokens = 512, 2048
+        args.error_sae_tokens = 40000
+        args.runs = str(ROOT / "runs" / "dark_matter_quick")
+        args.out = "/tmp/dark_matter_quick/dark_matter_quick.json"
+    record: dict[str, Any] = {"provenance": provenance()}
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    torch.manual_seed(0)
+    t = time.perf_counter()
+    model = load_model(MODEL, dtype="auto")
+    timings["load_model_s"] = time.perf_counter() - t
+    trained = train_saes(args, model)
+    timings.update(trained["timings"])
+    cfg = DarkMatterConfig(
+        fit_tokens=args.fit_tokens,
+        test_tokens=args.test_tokens,
+        ce_windows=args.ce_windows,
+        ce_start=32,
+        pursuit_tokens=args.pursuit_tokens,
+        pursuit_fit_tokens=args.pursuit_fit_tokens,
+        seed=1,  # another document order than training's (seed 0)
+    )
+    t = time.perf_counter()
+    fit = capture_rows(model, [PREV_HOOK, HOOK], "train", cfg.fit_tokens, cfg, progress=True)
+    test = capture_rows(model, [PREV_HOOK, HOOK], "validation", cfg.test_tokens, cfg, progress=True)
+    windows = validation_windows(model, cfg)
+    timings["capture_s"] = time.perf_counter() - t
+
+    result: dict[str, Any] = {"saes": {}, "runs": {}}
+    reports, inters, saes = {}, {}, {}
+    for w, folder in trained["widths"].items():
+        t = time.perf_counter()
+        sae = load_sae(folder)
+        rep, inter = analyse_sae(
+            sae, fit[HOOK], test[HOOK], cfg, model=model, windows=windows, progress=True
+        )
+        rep["metrics"] = {
+            k: RunDir(folder).metrics().get(k)
+            for k in ("fvu", "ce_loss_recovered", "dead_fraction")
+        }
+        label = f"topk d_sae={w}"
+        result["saes"][label] = rep
+        result["runs"][label] = _rel(folder)
+        reports[w], inters[w], saes[w] = rep, inter, sae
+        timings[f"analyse_{w}_s"] = time.perf_counter() - t
+        print(format_table({"saes": {label: rep}}), flush=True)
+    t = time.perf_counter()
+    result["scaling"] = scaling_report(reports, inters)
+    timings["scaling_s"] = time.perf_counter() - t
+
+    # previous layer: layer 14's residual, and layer 14's SAE reconstruction
+    t = time.perf_counter()
+    prev_sae = load_sae(trained["prev"])
+    xh14 = {
+        "fit": reconstruct(prev_sae, fit[PREV_HOOK]),
+        "test": reconstruct(prev_sae, test[PREV_HOOK]),
+    }
+    result["previous_layer_sae"] = {
+        "hook": PREV_HOOK,
+        "d_sae": prev_sae.cfg.d_sae,
+        "fvu": RunDir(trained["prev"]).metrics().get("fvu"),
+    }
+    result["previous_layer"] = {}
+    for w in args.widths:
+        e_fit = fit[HOOK] - inters[w]["x_hat_fit"]
+        e_test = test[HOOK] - inters[w]["x_hat_test"]
+        block = {}
+        for source, (z_fit, z_test) in {
+            "layer 14 residual": (fit[PREV_HOOK], test[PREV_HOOK]),
+            "layer 14 SAE reconstruction": (xh14["fit"], xh14["test"]),
+        }.items():
+            block[source] = nonlinear_error_removed(
+                chunks(fit[HOOK], z_fit, e_fit), chunks(test[HOOK], z_test, e_test)
+            )
+        result["previous_layer"][f"topk d_sae={w}"] = block
+    timings["previous_layer_s"] = time.perf_counter() - t
+
+    # SAEs on e_lin and e_nl of the middle width, at equal k
+    t = time.perf_counter()
+    mid = args.widths[len(args.widths) // 2]
+    if args.error_sae_tokens > cfg.fit_tokens:  # more rows than the fit set: capture them
+        more = cfg.model_copy(update={"seed": 2})
+        x_err = capture_rows(model, [HOOK], "train", args.error_sae_tokens, more, progress=True)[
+            HOOK
+        ]
+        pairs = chunks(x_err, reconstruct(saes[mid], x_err))
+    else:
+        pairs = chunks(fit[HOOK], inters[mid]["x_hat_fit"])
+    parts = error_parts(pairs, inters[mid]["lmap"])  # a* from the fit tokens
+    del pairs
+    rows = parts["e_lin"].shape[0]
+    holdout = min(16384, rows // 8)
+    trained_err = train_error_saes(
+        parts, HOOK, Path(args.runs) / "error_saes", d_sae=mid, k=args.k, holdout_tokens=holdout
+    )
+    for v in trained_err.values():
+        v["run"] = _rel(Path(v["run"]))
+    result["error_saes"] = {
+        "of": f"topk d_sae={mid}",
+        "d_sae": mid,
+        "k": args.k,
+        "rows": rows,
+        "parts_sq_mean": {k: float((v.double() ** 2).sum(1).mean()) for k, v in parts.items()},
+        **trained_err,
+    }
+    del parts
+    timings["error_saes_s"] = time.perf_counter() - t
+
+    timings["total_s"] = time.perf_counter() - t0
+    record.update(
+        {
+            "setting": {
+                "model": MODEL,
+                "model_dtype": "auto",
+                "hook": HOOK,
+                "previous_hook": PREV_HOOK,
+                "train_tokens": args.train_tokens,
+                "widths": args.widths,
+                "k": args.k,
+                "analysis": cfg.model_dump(),
+            },
+            "paper": PAPER,
+            **result,
+            "timings": timings,
+        }
+    )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, record)
+    fig_dir = out.with_suffix("")
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    for name, fig in all_figures(record).items():
+        fig.write_json(fig_dir / f"{name}.json")
+    print(format_table(record))
+    print(
+        json.dumps(
+            {
+                "scaling": record["scaling"]["power_laws"],
+                "previous_layer": record["previous_layer"],
+                "error_saes": record["error_saes"],
+                "timings": timings,
+            },
+            indent=1,
+            default=str,
+        )
+    )
+    return record
+
+
+if __name__ == "__main__":
+    main()
