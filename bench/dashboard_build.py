@@ -66,6 +66,7 @@ def child(kind: str, run: str, tokens: int, out: str) -> dict:
             "build": m["build"],
             "alive_latents": m["alive_latents"],
             "n_tokens": m["n_tokens"],
+            "d_sae": m["d_sae"],
         }
         extra["store_bytes"] = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     wall = time.perf_counter() - t0
@@ -85,6 +86,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default="runs/demo-topk")
     ap.add_argument("--sizes", type=int, nargs="+", default=[200_000, 2_000_000])
+    ap.add_argument(
+        "--forward-sizes",
+        type=int,
+        nargs="*",
+        default=None,
+        help="sizes to time the forward-only pass at (default: every size)",
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "dashboard_build.json"))
     ap.add_argument("--child", nargs=3, metavar=("KIND", "TOKENS", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -93,8 +101,9 @@ def main() -> None:
         print(json.dumps(child(kind, args.run, int(tokens), out)))
         return
     record = {"provenance": provenance(), "run": args.run, "rows": []}
+    fwd = set(args.sizes if args.forward_sizes is None else args.forward_sizes)
     for tokens in args.sizes:
-        for kind in ("forward", "store"):
+        for kind in ("forward", "store") if tokens in fwd else ("store",):
             with tempfile.TemporaryDirectory() as tmp:
                 cmd = [
                     sys.executable,
@@ -119,14 +128,19 @@ def main() -> None:
     record["summary"] = [
         {
             "tokens": t,
-            "store_over_forward": by[("store", t)]["wall_s"] / by[("forward", t)]["wall_s"],
+            "store_over_forward": by[("store", t)]["wall_s"] / by[("forward", t)]["wall_s"]
+            if ("forward", t) in by
+            else None,
             "store_peak_rss_mib": by[("store", t)]["peak_rss_mib"],
-            "forward_peak_rss_mib": by[("forward", t)]["peak_rss_mib"],
+            "forward_peak_rss_mib": by[("forward", t)]["peak_rss_mib"]
+            if ("forward", t) in by
+            else None,
         }
         for t in args.sizes
     ]
     for s in record["summary"]:
-        print(f"{s['tokens']:>9,} tokens: store / forward = {s['store_over_forward']:.2f}x")
+        if s["store_over_forward"] is not None:
+            print(f"{s['tokens']:>9,} tokens: store / forward = {s['store_over_forward']:.2f}x")
     Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
     print(f"saved {args.out}")
 

@@ -1451,6 +1451,16 @@ def render_dashboard_build(d: dict | None) -> str:
                 "Target: the build at most 1.3x the forward."
             ),
             table(["tokens", "pass", "wall", "tokens/s", "peak RSS", "build / forward"], rows),
+            para(
+                *[
+                    f"On {num(r.get('n_tokens'))} held-out tokens {num(r.get('alive_latents'))} "
+                    f"latents fire at least once ({num(d_sae - r['alive_latents'])} never do)."
+                    for r in d.get("rows", [])
+                    if r["kind"] == "store"
+                    and isnum(r.get("alive_latents"))
+                    and isnum(d_sae := r.get("d_sae"))
+                ]
+            ),
         ]
     )
 
@@ -1490,6 +1500,22 @@ def render_dashboard_browser(d: dict | None) -> str:
             table(["what", "time"], rows),
         ]
     )
+
+
+def bench_renderer(module: str):
+    """The renderer a bench script defines itself: ``readme(d: dict | None) -> str`` in
+    ``bench/<module>.py`` (imported when the region is rendered, not before), so an analysis keeps
+    its README tables next to the code that measures them."""
+
+    def render_it(d: dict | None) -> str:
+        import importlib
+
+        bench = str(Path(__file__).resolve().parent)
+        if bench not in sys.path:
+            sys.path.insert(0, bench)
+        return importlib.import_module(module).readme(d)
+
+    return render_it
 
 
 RENDERERS = {
