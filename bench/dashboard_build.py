@@ -40,9 +40,10 @@ def child(kind: str, run: str, tokens: int, out: str) -> dict:
     from saes.artifacts import load_sae
     from saes.features import StoreConfig, build_store
     from saes.features.build import batches_of
+    from saes.rundir import RunDir
     from saes.train_config import RunConfig
 
-    cfg = RunConfig.from_saved(json.loads((Path(run) / "config.json").read_text()))
+    cfg = RunConfig.from_saved(RunDir(run).config(required=True))
     model = load_model(cfg.data.model, dtype=cfg.data.model_dtype)
     sae = load_sae(run)
     store_cfg = StoreConfig(tokens=tokens)
