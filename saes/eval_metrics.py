@@ -180,7 +180,7 @@ def reconstruction_metrics(
 
 def _ce(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy per prediction [batch, pos - 1] (prediction t is of token t+1)."""
-    lp = logits.log_softmax(-1)[:, :-1]
+    lp = logits.float().log_softmax(-1)[:, :-1]  # float32: a bf16 model's sums would round
     return -lp.gather(-1, tokens[:, 1:, None])[..., 0]
 
 
@@ -202,7 +202,7 @@ def spliced_metrics(
             cap = ActivationCapture(model, [hook], with_grads=True, drop_bos=False)
             grad = cap(tokens).grads[hook].reshape(tokens.shape[0], tokens.shape[1], -1)
         clean = model(tokens)
-        lp_clean = clean.log_softmax(-1)[:, :-1]
+        lp_clean = clean.float().log_softmax(-1)[:, :-1]
         g = None if grad is None else grad.reshape(-1, grad.shape[-1])
         ops = {
             "spliced": replace_with(lambda x, g=g: sae(x, g)[0]),
@@ -216,7 +216,7 @@ def spliced_metrics(
             )
             totals[mode] += _ce(logits, tokens).sum().item()
             if mode == "spliced":
-                lp = logits.log_softmax(-1)[:, :-1]
+                lp = logits.float().log_softmax(-1)[:, :-1]
                 totals["kl"] += (lp_clean.exp() * (lp_clean - lp)).sum().item()
         n_pred += tokens[:, 1:].numel()
     if n_pred == 0:
@@ -244,7 +244,7 @@ def special_token_ids(tokenizer) -> list[int]:
 
 def _kl_per_position(lp_clean: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """KL(clean || new) at every position [batch, pos]."""
-    lp = logits.log_softmax(-1)
+    lp = logits.float().log_softmax(-1)
     return (lp_clean.exp() * (lp_clean - lp)).sum(-1)
 
 
@@ -290,7 +290,7 @@ def saelens_metrics(
         add("ce_loss_with_ablation", _ce(ablated, tokens)[pred_keep])
         n_pred += int(pred_keep.sum())
         # KL: every kept position
-        lp_clean = clean.log_softmax(-1)
+        lp_clean = clean.float().log_softmax(-1)
         add("kl_div_with_sae", _kl_per_position(lp_clean, with_sae)[keep])
         add("kl_div_with_ablation", _kl_per_position(lp_clean, ablated)[keep])
         n_pos += int(keep.sum())

@@ -94,3 +94,21 @@ def test_a_run_in_bf16_states_its_model_dtype(tmp_path):
     # the same seed and windows: clean CE differs only by the model's rounding
     a, b = metrics["float32"]["ce_clean"], metrics["bfloat16"]["ce_clean"]
     assert a != b and abs(a - b) < 0.05 * a
+
+
+def test_ce_and_kl_are_summed_in_float32_for_a_bf16_model():
+    """A bf16 model's logits are turned into log-probabilities in float32: the per-prediction CE
+    is not rounded to bf16 (whose step near 3 is 1/64), so sums over many predictions keep their
+    digits. Checked against float64 on random logits."""
+    from saes.eval_metrics import _ce, _kl_per_position
+
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(4, 33, 50, generator=g) * 3).to(torch.bfloat16)
+    tokens = torch.randint(0, 50, (4, 33), generator=g)
+    ce = _ce(logits, tokens)
+    assert ce.dtype == torch.float32
+    exact = -logits.double().log_softmax(-1)[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]
+    assert torch.allclose(ce.double(), exact, atol=1e-5)
+    other = (torch.randn(4, 33, 50, generator=g) * 3).to(torch.bfloat16)
+    kl = _kl_per_position(logits.double().log_softmax(-1), other)
+    assert kl.dtype == torch.float64 and bool((kl >= -1e-6).all())
