@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean constraints versions browser
+.PHONY: setup demo test lint bench clean constraints versions browser notebooks
 
 setup: $(STAMP)
 
@@ -42,6 +42,15 @@ test: setup lint browser
 	# pytest exits 5 when nothing was collected; that is not a failure.
 	# INTERP_NO_SKIPS=1 (set by .ci/run) turns any skipped test into a failure of the run
 	$(BIN)/python -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
+
+NB_SIZE ?= small
+# every notebook executed, as HTML with its outputs, in build/notebooks/ (not tracked; the runs the
+# notebooks train go to build/notebooks/runs/). NB_SIZE=full runs them at full size.
+notebooks: setup
+	mkdir -p build/notebooks
+	INTERP_NB_SIZE=$(NB_SIZE) INTERP_NB_OUT=$(CURDIR)/build/notebooks/runs $(BIN)/jupyter nbconvert \
+		--to html --execute --ExecutePreprocessor.kernel_name=python3 \
+		--ExecutePreprocessor.timeout=7200 --output-dir build/notebooks notebooks/*.ipynb
 
 # the house style, checked (pyproject.toml [tool.ruff]); `ruff format .` and `ruff check --fix .` apply it
 lint: setup
