@@ -1536,6 +1536,7 @@ RENDERERS = {
     "positions": (render_positions, "python bench/positions.py --seeds {seeds}"),
     "dashboard_build": (render_dashboard_build, "python bench/dashboard_build.py"),
     "dashboard_browser": (render_dashboard_browser, "python bench/dashboard_browser.py"),
+    "dark_matter": (bench_renderer("dark_matter"), "python bench/dark_matter.py"),
 }
 
 

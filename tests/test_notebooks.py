@@ -25,6 +25,7 @@ EXPECTED = [
     "03_variants.ipynb",
     "04_attention.ipynb",
     "05_bring_your_own.ipynb",
+    "06_dark_matter.ipynb",
 ]
 PATHS = notebook_paths()
 IDS = [p.stem for p in PATHS]

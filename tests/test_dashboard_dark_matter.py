@@ -1,0 +1,90 @@
+"""The explorer's Dark matter page under Streamlit's AppTest: a tiny run analysed by
+``interp darkmatter`` (its CLI, so the page reads exactly what the command writes) shows that
+report's numbers in its table and figures, and links every run that has a report; a run without
+one names the command that builds it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from _dashboard_runs import tiny_run
+from streamlit.testing.v1 import AppTest
+from typer.testing import CliRunner
+
+from dashboards.registry import pages
+from dashboards.views.dark_matter import HEADLINE
+from saes.analysis.dark_matter.cli import app as darkmatter_app
+
+APP = str(Path(__file__).resolve().parents[1] / "dashboards" / "app.py")
+pytestmark = pytest.mark.usefixtures("one_thread_module")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory, tiny):
+    root = tmp_path_factory.mktemp("dm_dash")
+    run = tiny_run(root, tiny, "resid", "blocks.0.hook_resid_post", with_store=False)
+    tiny_run(root, tiny, "plain", "blocks.0.hook_resid_post", with_store=False)
+    args = [str(run), "--tokens", "1200", "--test-tokens", "600", "--ce-windows", "2"]
+    args += ["--ce-start", "100", "--pursuit-tokens", "64", "--model-dtype", "float32"]
+    res = CliRunner().invoke(darkmatter_app, [*args, "--out", str(root / "combined.json")])
+    assert res.exit_code == 0, res.output
+    return root
+
+
+def _app(root: Path, monkeypatch, **params) -> AppTest:
+    monkeypatch.setenv("INTERP_DASHBOARD_TARGET", str(root))
+    at = AppTest.from_file(APP, default_timeout=120)
+    for k, v in params.items():
+        at.query_params[k] = str(v)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def _at(d: dict, path: tuple[str, ...]):
+    for key in path:
+        d = d[key]
+    return d
+
+
+def test_page_is_registered():
+    page = {p.key: p for p in pages()}["dark_matter"]
+    assert (page.title, page.order) == ("Dark matter", 50)
+
+
+def test_page_shows_the_runs_report(root, monkeypatch):
+    rep = json.loads((root / "resid" / "dark_matter.json").read_text())
+    at = _app(root, monkeypatch, page="dark_matter", run="resid")
+    table = at.dataframe[0].value
+    shown = dict(zip(table["quantity"], table["value"]))
+    # every headline number of the report, exactly (the CLI wrote all parts: CE and pursuit too)
+    assert len(shown) == len(HEADLINE)
+    for label, path in HEADLINE:
+        assert shown[label] == pytest.approx(_at(rep, path), rel=1e-12), label
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    titles = [c["layout"]["title"]["text"] for c in charts]
+    assert len(charts) == 4  # decomposition, norms, downstream, pursuit (one run: no scaling)
+    dec = charts[titles.index(next(t for t in titles if t.startswith("SAE error (FVU)")))]
+    lin, nl = (trace["y"][0] for trace in dec["data"])
+    d = rep["decomposition"]
+    assert nl == pytest.approx(d["fvu_sae_plus_linear"])
+    assert lin + nl == pytest.approx(d["fvu_sae"])
+    down = charts[titles.index(next(t for t in titles if t.startswith("CE increase")))]
+    ce = [trace["y"][0] for trace in down["data"]]
+    assert ce == pytest.approx(list(rep["downstream"]["ce_increase"].values()))
+    # the runs with a report are linked (and only those)
+    md = " ".join(m.value for m in at.markdown)
+    assert "(?page=dark_matter&run=resid)" in md
+    assert "run=plain" not in md
+
+
+def test_run_without_a_report_names_the_command(root, monkeypatch):
+    at = _app(root, monkeypatch, page="dark_matter", run="plain")
+    info = at.info[0].value
+    assert "No dark-matter report" in info
+    assert f"interp darkmatter {(root / 'plain').resolve()} --tokens 100000" in info
+    md = " ".join(m.value for m in at.markdown)
+    assert "(?page=dark_matter&run=resid)" in md  # the link to the run that has one
