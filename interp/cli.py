@@ -594,6 +594,7 @@ ANALYSES = {
         "saes.analysis.dark_matter.cli",
         "Split SAE errors into linear and nonlinear dark matter.",
     ),
+    "circuits": ("circuits.cli", "Circuit discovery from discrete SAE codes, against patching."),
 }
 
 
