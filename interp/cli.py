@@ -595,6 +595,10 @@ ANALYSES = {
         "Split SAE errors into linear and nonlinear dark matter.",
     ),
     "circuits": ("circuits.cli", "Circuit discovery from discrete SAE codes, against patching."),
+    "sparsity": (
+        "interp.sparsity.cli",
+        "Activation sparsity: measure (CETT, PPL-p%), fit the laws.",
+    ),
 }
 
 
