@@ -297,3 +297,23 @@ def test_smollm2_token_bytes_round_trip(smollm2):
         ids = smollm2.tokenizer.encode(text, add_special_tokens=False)
         assert "".join(vocab.token_texts(ids)) == text
         assert vocab.span_bytes(ids) == text.encode()
+
+
+def test_a_source_smaller_than_asked_gives_the_store_it_holds(run, tiny, tmp_path):
+    """Asking for more tokens than the held-out split holds: a warning that says both numbers,
+    and a complete store of every window the split has (no missing shard)."""
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for i in range(24):
+        (texts / f"f{i}.txt").write_text(f"file {i}: " + "some words here. " * (20 + i))
+    source = str(texts / "*.txt")
+    have = sum(1 for _ in token_windows(tiny.tokenizer, source=source, context_size=33,
+                                        split="validation", seed=0))  # fmt: skip
+    assert have > 0
+    cfg = StoreConfig(**{**SETTINGS, "source": source, "tokens": 32 * (have + 50)})
+    with pytest.warns(UserWarning, match=f"holds {have:,} windows"):
+        out = build_store(run, out=tmp_path / "st", model=tiny, config=cfg)
+    store = FeatureStore.open(out)
+    assert store.n_windows == have
+    assert store.manifest["build"]["source_exhausted"] is True
+    assert store.all_tokens.shape[0] == have

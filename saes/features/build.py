@@ -22,6 +22,7 @@ import hashlib
 import json
 import shutil
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -173,8 +174,10 @@ def build_store_for_sae(
     windows = token_windows(
         model.tokenizer, source=source, context_size=T, split="validation", seed=seed
     )
+    seen = 0  # windows the source gave (fewer than n_windows when it runs out)
     with torch.no_grad():
         for b, tokens in batches_of(windows, cfg.batch_windows, n_windows):
+            seen = b * cfg.batch_windows + tokens.shape[0]
             if b % world != rank or b in state.done:
                 continue
             tf = time.perf_counter()
@@ -193,6 +196,14 @@ def build_store_for_sae(
     bar.close()
     state.save()
     pass_s = time.perf_counter() - t0
+    exhausted = seen < n_windows
+    if exhausted:  # the held-out split is smaller than asked: the store is what it holds
+        warnings.warn(
+            f"{source!r} (validation split) holds {seen:,} windows of {T} tokens, fewer than the "
+            f"{n_windows:,} that {cfg.tokens:,} tokens need: the store covers {seen:,} windows",
+            stacklevel=2,
+        )
+        n_windows, n_batches = seen, -(-seen // cfg.batch_windows)
     if comm is not None:
         comm.barrier()
     if comm is not None and not comm.is_main:
@@ -217,6 +228,8 @@ def build_store_for_sae(
         "batches_this_process": new,
         "resumed": resumed,
         "world": world,
+        "tokens_requested": cfg.tokens,
+        "source_exhausted": exhausted,
     }
     _write_manifest(
         out,
