@@ -1518,6 +1518,22 @@ def bench_renderer(module: str):
     return render_it
 
 
+def bench_file_renderer(name: str, module: str):
+    """Like :func:`bench_renderer`, for a bench script whose name is also a package's
+    (``bench/circuits.py`` and ``circuits/``): the file is loaded under another module name."""
+
+    def render_it(d: dict | None) -> str:
+        import importlib.util
+
+        path = Path(__file__).resolve().parent / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(module, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod.readme(d)
+
+    return render_it
+
+
 RENDERERS = {
     "activations": (render_activations, "python bench/activations.py"),
     "sae_step": (render_sae_step, "python bench/sae_step.py"),
@@ -1537,6 +1553,10 @@ RENDERERS = {
     "dashboard_build": (render_dashboard_build, "python bench/dashboard_build.py"),
     "dashboard_browser": (render_dashboard_browser, "python bench/dashboard_browser.py"),
     "dark_matter": (bench_renderer("dark_matter"), "python bench/dark_matter.py"),
+    "circuits": (
+        bench_file_renderer("circuits", "bench_circuits"),
+        "python bench/circuits.py --sweep-seeds 1",
+    ),
 }
 
 

@@ -43,6 +43,7 @@ from __future__ import annotations
 import torch
 
 from circuits.discrete_codes import head_vectors
+from interp.models.hooked import new_hooked
 
 __all__ = ["INDUCTION", "PLANTED", "PREV", "induction_accuracy", "planted_model", "planted_prompts"]
 
@@ -67,7 +68,7 @@ def planted_model(
     """The planted-circuit HookedTransformer (2 layers x 4 heads, attention only).
     ``content_distractors``: the two random distractors read the tokens too (their outputs then
     vary from prompt to prompt, with the same distribution on positives and negatives)."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformer_lens import HookedTransformerConfig
 
     v, p, j = d_vocab, n_ctx, d_junk
     tok, prev, out, pos, junk = 0, v, 2 * v, 3 * v, 3 * v + p
@@ -87,7 +88,7 @@ def planted_model(
         seed=seed,
         default_prepend_bos=False,
     )
-    model = HookedTransformer(cfg)
+    model = new_hooked(cfg)  # (TransformerLens's deprecation warning silenced, as everywhere)
     gen = torch.Generator().manual_seed(seed)
     eye_v, eye_p = torch.eye(v), torch.eye(p)
     with torch.no_grad():

@@ -26,6 +26,7 @@ EXPECTED = [
     "04_attention.ipynb",
     "05_bring_your_own.ipynb",
     "06_dark_matter.ipynb",
+    "07_circuits.ipynb",
 ]
 PATHS = notebook_paths()
 IDS = [p.stem for p in PATHS]

@@ -1,0 +1,302 @@
+"""Benchmark: circuit discovery from discrete SAE codes on SmolLM2 (30 layers x 9 heads = 270),
+judged against the head-patching ground truth (``circuits/fixtures/<task>.json``).
+
+For each task (IOI, greater-than, docstring): the discrete-code method (node and edge scores; one
+SAE per seed trained on ``--n-train`` prompts, the paper's defaults otherwise), attribution
+patching, random scores and the patching effects themselves, each as ROC AUC and best balanced
+F1 against the ground-truth circuit, with wall times (mean and spread over ``--seeds``); then
+(``--sweep``) AUC against the number of SAE training prompts (5, 10, 25, 50: ``--sweep-seeds``
+seeds; 250: one seed, for ``--big-sweep-tasks`` only, since SAE training cost grows linearly with
+the prompts: 250 prompts are 67,500 rows x 500 full-batch epochs, ~7 min here). The prompt set is
+fixed (``--n-prompts`` positives + as many negatives, the same for every seed and the sweep).
+
+Also the same codes from an SAE trained for 5 epochs instead of 500 (``node_5ep`` /
+``edge_5ep``: still near its tied random initialisation, i.e. argmax codes of a random ReLU
+projection): on SmolLM2 the fully trained SAE at lambda 0.02 leaves most head vectors with no
+active latent (their argmax code is latent 0 for all of them), which the short one does not.
+
+Prints a table; saves ``bench/results/circuits.json`` (after each task) and the figures under
+``bench/results/circuits/``. Not a test.
+
+    flock /tmp/interp-heavy.lock python bench/circuits.py [--tasks ioi,greater-than,docstring]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+# this file is bench/circuits.py: the package ``circuits`` at ROOT must come before bench/ on the
+# path (python puts the script's folder first), bench/ only serves ``_provenance``
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT / "bench"))
+
+from _provenance import provenance  # noqa: E402
+
+from circuits.experiment import auc_vs_n_train, prepare, run_experiment  # noqa: E402
+from circuits.figures import auc_vs_prompts_figure, heatmap_figure  # noqa: E402
+from circuits.ground_truth import fixture_path, load_ground_truth  # noqa: E402
+from interp.models import load_model  # noqa: E402
+
+# the paper's numbers (O'Neill & Bui 2024, GPT-2 small / attn-only-4l, 10 trials)
+PAPER = {
+    "ioi": {"node": 0.868, "edge": 0.840},
+    "greater-than": {"node": 0.855, "edge": 0.873},
+    "docstring": {"node": 0.869, "edge": 0.896},
+}
+METHODS = ("node", "edge", "node_5ep", "edge_5ep", "attribution", "random", "patching")
+
+
+def table(result: dict) -> str:
+    lines = [
+        "| task | method | ROC AUC | balanced F1 | wall s | paper AUC |",
+        "|---|---|---|---|---|---|",
+    ]
+    for task, res in result["tasks"].items():
+        for m in METHODS:
+            s = res["summary"][m]
+            paper = PAPER.get(task, {}).get(m)
+            lines.append(
+                f"| {task} | {m} | {s['auc_mean']:.3f} ± {s['auc_std']:.3f} | "
+                f"{s['f1_mean']:.3f} ± {s['f1_std']:.3f} | {s['seconds_mean']:.1f} | "
+                f"{paper if paper is not None else ''} |"
+            )
+    return "\n".join(lines)
+
+
+def sweep_table(result: dict) -> str:
+    sizes = sorted({int(n) for r in result["tasks"].values() for n in r["auc_vs_n_train"]})
+    if not sizes:
+        return ""
+    lines = [
+        "| task | score | " + " | ".join(str(n) for n in sizes) + " |",
+        "|---|---|" + "---|" * len(sizes),
+    ]
+    for task, res in result["tasks"].items():
+        sw = res["auc_vs_n_train"]
+        for kind in ("node", "edge"):
+            cells = [
+                f"{sw[str(n)][kind + '_mean']:.3f} ± {sw[str(n)][kind + '_std']:.3f}"
+                if str(n) in sw
+                else ""
+                for n in sizes
+            ]
+            lines.append(f"| {task} | {kind} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+LABELS = {
+    "node": "discrete codes, node",
+    "edge": "discrete codes, edge",
+    "node_5ep": "codes from a 5-epoch SAE, node",
+    "edge_5ep": "codes from a 5-epoch SAE, edge",
+    "attribution": "attribution patching",
+    "random": "random",
+    "patching": "activation patching (reference)",
+}
+NOT_MEASURED = (
+    "Circuit discovery: not measured yet (run "
+    "`flock /tmp/interp-heavy.lock python bench/circuits.py --sweep-seeds 1`)."
+)
+
+
+def _pm(s: dict, key: str) -> str:
+    return f"{s[key + '_mean']:.3f} ± {s[key + '_std']:.3f}"
+
+
+def _top_heads(res: dict, n: int = 5) -> str:
+    eff = res["scores"]["patching"]
+    order = sorted(range(len(eff)), key=lambda i: (-eff[i], i))[:n]
+    return ", ".join(f"{res['labels'][i]} {eff[i]:.2f}" for i in order)
+
+
+def readme(d: dict | None) -> str:
+    """The README's circuit tables (markdown) from ``bench/results/circuits.json``."""
+    if not d or not d.get("tasks"):
+        return NOT_MEASURED
+    tasks = d["tasks"]
+    cfg = d.get("config", {})
+    prov = d.get("provenance", {})
+    mach = prov.get("machine", {})
+    paper = d.get("paper", PAPER)
+    out = []
+    # 1. prompt counts
+    out += [
+        f"Prompt counts (the benchmark's fixed prompt set; {cfg.get('n_prompts', '?')} positives "
+        'kept per task, each with its negative; "negatives right" = the negative\'s metric > 0 '
+        "with the positive's answer):",
+        "",
+        "| task | tokens | generated | same length | right | kept | positives right "
+        '| negatives "right" | mean metric pos / neg (kept) |',
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for task, res in tasks.items():
+        c = res["counts"]
+        out.append(
+            f"| {task} | {c['length']} | {c['generated']} | {c['aligned']} | {c['correct']} | "
+            f"{c['kept']} | {c['pos_accuracy']:.2f} | {c['neg_accuracy']:.2f} | "
+            f"{c['kept_pos_metric_mean']:.2f} / {c['kept_neg_metric_mean']:.2f} |"
+        )
+    # 2. ground truth
+    out += [
+        "",
+        "Ground truth (head-level activation patching, `circuits/fixtures/<task>.json`):",
+        "",
+        "| task | prompts | circuit | share | joint effect | top heads (single-head effect) "
+        "| wall s | command |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for task, res in tasks.items():
+        gt = res["ground_truth"]
+        out.append(
+            f"| {task} | {gt['n_prompts']} | {gt['k']} heads | {gt['share']:.0%} | "
+            f"{gt['joint_effect']:.3f} | {_top_heads(res)} | "
+            f"{res.get('ground_truth_seconds', float('nan')):.0f} | "
+            f"`{res.get('ground_truth_command', '')}` |"
+        )
+    # 3. the benchmark table
+    seeds = cfg.get("seeds", next(iter(tasks.values())).get("seeds"))
+    out += [
+        "",
+        f"Results on {next(iter(tasks.values()))['model']} (`{prov.get('command', '')}`, "
+        f"{mach.get('cores', '?')} CPU cores, torch {d.get('torch_threads', '?')} threads, "
+        f"{prov.get('date', '')}; mean ± std over {seeds} seeds of the SAE's initialisation and "
+        f"its {cfg.get('n_train', '?')} training prompts; the patching row's time is the "
+        "ground truth's):",
+        "",
+        "| task | method | ROC AUC | balanced F1 | wall s | paper AUC |",
+        "|---|---|---|---|---|---|",
+    ]
+    for task, res in tasks.items():
+        for m in METHODS:
+            if m not in res["summary"]:
+                continue
+            s = res["summary"][m]
+            p = paper.get(task, {}).get(m)
+            out.append(
+                f"| {task} | {LABELS[m]} | {_pm(s, 'auc')} | {_pm(s, 'f1')} | "
+                f"{s['seconds_mean']:.1f} | {'' if p is None else f'{p:.3f}'} |"
+            )
+    # 4. against the paper
+    out += [
+        "",
+        "Against the paper (O'Neill & Bui 2024, GPT-2 small / attn-only-4l, their hand-made "
+        "circuits; ours: SmolLM2 against our patching ground truth, so two footings, not two "
+        "models alone):",
+        "",
+        "| task | node AUC (ours) | node AUC (paper) | edge AUC (ours) | edge AUC (paper) "
+        "| attribution AUC (ours) | method wall s (node / edge) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for task, res in tasks.items():
+        s, p = res["summary"], paper.get(task, {})
+        out.append(
+            f"| {task} | {_pm(s['node'], 'auc')} | {p.get('node', float('nan')):.3f} | "
+            f"{_pm(s['edge'], 'auc')} | {p.get('edge', float('nan')):.3f} | "
+            f"{_pm(s['attribution'], 'auc')} | "
+            f"{s['node']['seconds_mean']:.1f} / {s['edge']['seconds_mean']:.1f} |"
+        )
+    # 5. AUC against the number of prompts
+    sizes = sorted({int(n) for r in tasks.values() for n in r.get("auc_vs_n_train", {})})
+    if sizes:
+        per = sorted(
+            {p["seeds"] for r in tasks.values() for p in r.get("auc_vs_n_train", {}).values()}
+        )
+        out += [
+            "",
+            "ROC AUC against the number of SAE training prompts (seeds per point: "
+            f"{', '.join(map(str, per))}; a blank cell was not run):",
+            "",
+            "| task | score | " + " | ".join(str(n) for n in sizes) + " |",
+            "|---|---|" + "---|" * len(sizes),
+        ]
+        for task, res in tasks.items():
+            sw = res.get("auc_vs_n_train", {})
+            for kind in ("node", "edge"):
+                cells = [f"{sw[str(n)][kind + '_mean']:.3f}" if str(n) in sw else "" for n in sizes]
+                out.append(f"| {task} | {kind} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tasks", default="ioi,docstring,greater-than")
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--n-prompts", type=int, default=125)
+    ap.add_argument("--n-train", type=int, default=10)
+    ap.add_argument("--sweep", default="5,10,25,50,250", help="training-prompt counts ('' = none)")
+    ap.add_argument("--sweep-seeds", type=int, default=2, help="seeds per sweep point up to 50")
+    ap.add_argument(
+        "--big-sweep-tasks",
+        default="greater-than",
+        help="tasks that also get the 250-prompt point (1 seed: ~7 min of SAE training each)",
+    )
+    ap.add_argument("--out", default=str(ROOT / "bench/results/circuits.json"))
+    args = ap.parse_args()
+
+    out = Path(args.out)
+    fig_dir = out.parent / "circuits"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    result = {
+        "provenance": provenance(sys.argv),
+        "config": vars(args),
+        "paper": PAPER,
+        "torch_threads": torch.get_num_threads(),
+        "tasks": {},
+    }
+    model = load_model(args.model)
+    sweep_all = tuple(int(s) for s in args.sweep.split(",") if s.strip())
+    big = set(args.big_sweep_tasks.split(","))
+    tasks = args.tasks.split(",")
+    contexts = {}
+    # 1. every method on every task (saved after each task)
+    for task in tasks:
+        t0 = time.perf_counter()
+        gt = load_ground_truth(fixture_path(task))
+        ctx = prepare(model, task, model_name=args.model, n_prompts=args.n_prompts, gt=gt)
+        res = run_experiment(
+            model,
+            task,
+            model_name=args.model,
+            seeds=args.seeds,
+            n_train=args.n_train,
+            ctx=ctx,
+            variants={"5ep": replace(ctx["cfg"], epochs=5)},
+            progress=False,
+        )
+        res["ground_truth_command"] = gt["command"]
+        res["bench_seconds"] = time.perf_counter() - t0
+        result["tasks"][task] = res
+        contexts[task] = ctx
+        heatmap_figure(res).write_json(fig_dir / f"{task}_heatmap.json")
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"{task}: methods done in {res['bench_seconds']:.0f} s", flush=True)
+    print(table(result), flush=True)
+    # 2. AUC against the number of SAE training prompts
+    for task in tasks:
+        t0 = time.perf_counter()
+        sweep = tuple(n for n in sweep_all if n <= 50 or task in big)
+        seeds = {n: (args.sweep_seeds if n <= 50 else 1) for n in sweep}
+        for n in sweep:  # saved after every point: the 250-prompt point takes minutes
+            point = auc_vs_n_train(contexts[task], (n,), seeds)
+            result["tasks"][task]["auc_vs_n_train"].update(point)
+            out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"{task}: sweep done in {time.perf_counter() - t0:.0f} s", flush=True)
+    auc_vs_prompts_figure(result).write_json(fig_dir / "auc_vs_prompts.json")
+    print(table(result))
+    print()
+    print(sweep_table(result))
+    out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
