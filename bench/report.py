@@ -1553,6 +1553,7 @@ RENDERERS = {
     "dashboard_build": (render_dashboard_build, "python bench/dashboard_build.py"),
     "dashboard_browser": (render_dashboard_browser, "python bench/dashboard_browser.py"),
     "dark_matter": (bench_renderer("dark_matter"), "python bench/dark_matter.py"),
+    "sparsity": (bench_renderer("sparsity"), "python bench/sparsity.py"),
     "circuits": (
         bench_file_renderer("circuits", "bench_circuits"),
         "python bench/circuits.py --sweep-seeds 1",

@@ -27,6 +27,7 @@ EXPECTED = [
     "05_bring_your_own.ipynb",
     "06_dark_matter.ipynb",
     "07_circuits.ipynb",
+    "08_sparsity_laws.ipynb",
 ]
 PATHS = notebook_paths()
 IDS = [p.stem for p in PATHS]

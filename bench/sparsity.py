@@ -1,0 +1,355 @@
+"""Activation-sparsity laws: the reproduction of "Sparsing Law" on its published data, SmolLM2's
+PPL-1% activation ratio on 100k tokens, and our own training-dynamics series.
+
+    flock /tmp/interp-heavy.lock .venv/bin/python bench/sparsity.py                # all parts
+    flock /tmp/interp-heavy.lock .venv/bin/python bench/sparsity.py --part smollm2
+
+Parts (each stored under its key of ``bench/results/sparsity.json`` with its own provenance;
+running one part keeps the others' stored results; figures go to ``bench/results/sparsity/``):
+
+* ``reproduce``: our bounded multi-start fits of the 11 published series against the paper's
+  Table 2 constants (MAE on the same points, A0), the log baseline, the A0 profile's 10% interval.
+* ``smollm2``: PPL-1% on 100k stdlib-validation tokens (bf16 forwards where the CPU has them):
+  the global CETT, per-layer activation ratio and thresholds, perplexities, wall time (the target
+  is < 15 min), then the lazy-neuron metrics on the same tokens (timed separately).
+* ``dynamics``: small ReLU / SiLU models at four width/depth ratios (resumable in
+  ``runs/sparsity_dynamics``), the PPL-1% ratio at checkpoints, the laws fitted to each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+for _p in (ROOT, ROOT / "bench"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+from _provenance import provenance  # noqa: E402
+
+from interp.models import load_model  # noqa: E402
+from interp.sparsity.dynamics import DynamicsConfig, run_experiment  # noqa: E402
+from interp.sparsity.figures import (  # noqa: E402
+    layers_figure,
+    linearised_figure,
+    profile_figure,
+    series_figure,
+)
+from interp.sparsity.laws import PAPER_CONSTANTS, fit_series, load_published  # noqa: E402
+from interp.sparsity.measure import (  # noqa: E402
+    MeasureConfig,
+    lazy_metrics,
+    ppl_sparsity,
+    windows_for,
+)
+
+OUT = ROOT / "bench" / "results" / "sparsity.json"
+FIGS = ROOT / "bench" / "results" / "sparsity"
+
+
+def reproduce() -> dict:
+    fits = fit_series(load_published(), None, PAPER_CONSTANTS, profile_n=41, tol=0.1)
+    rows = []
+    for name, r in fits.items():
+        lo, hi = r["profile"]["interval"]
+        rows.append(
+            {
+                "series": name,
+                "n": len(r["D"]),
+                "paper_mae": r["paper"]["mae"],
+                "our_mae": r["fit"]["mae"],
+                "mae_ratio": r["mae_ratio"],
+                "paper_A0": r["paper"]["params"]["A0"],
+                "our_A0": r["fit"]["params"]["A0"],
+                "A0_rel_diff": r["a0_rel_diff"],
+                "A0_interval_10pct": [lo, hi],
+                "log_mae": r["log_fit"]["mae"],
+                "valid": r["fit"]["valid"],
+            }
+        )
+    print(
+        "\n| series | n | paper MAE | our MAE | ratio | paper A0 | our A0 | diff | A0 within 10% MAE | log MAE |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        lo, hi = r["A0_interval_10pct"]
+        print(
+            f"| {r['series']} | {r['n']} | {r['paper_mae']:.2e} | {r['our_mae']:.2e} | {r['mae_ratio']:.2f} | "
+            f"{r['paper_A0']:.4f} | {r['our_A0']:.4f} | {100 * r['A0_rel_diff']:.1f}% | "
+            f"[{lo:.4f}, {hi:.4f}] | {r['log_mae']:.2e} |"
+        )
+    FIGS.mkdir(parents=True, exist_ok=True)
+    series_figure(
+        fits, "Sparsing Law published series: our fits (solid), paper (dashed)"
+    ).write_json(FIGS / "reproduce_series.fig.json")
+    linearised_figure(fits).write_json(FIGS / "reproduce_linearised.fig.json")
+    profile_figure(fits).write_json(FIGS / "reproduce_profile.fig.json")
+    relu = [r for r in rows if "relu" in r["series"]]
+    silu = [r for r in rows if "silu" in r["series"]]
+    return {
+        "rows": rows,
+        "fits": fits,
+        "criteria": {
+            "mae_ratio_max": max(r["mae_ratio"] for r in rows),
+            "all_valid": all(r["valid"] for r in rows),
+            "silu_A0_within_10pct": sum(r["A0_rel_diff"] <= 0.1 for r in silu),
+            "relu_A0_within_10pct": sum(r["A0_rel_diff"] <= 0.1 for r in relu),
+        },
+    }
+
+
+def smollm2(n_tokens: int) -> dict:
+    cfg = MeasureConfig(n_tokens=n_tokens, context_size=256, batch_size=8)
+    t0 = time.perf_counter()
+    model = load_model("smollm2-135m", dtype="auto")
+    load_s = time.perf_counter() - t0
+    tokens = windows_for(model, cfg)
+    res = ppl_sparsity(model, cfg, tokens)
+    res["load_s"] = load_s
+    res["measure_s"] = time.perf_counter() - t0  # load + tokenize + PPL-1% search + measurement
+    t1 = time.perf_counter()
+    res["lazy"] = lazy_metrics(model, tokens, cfg, progress=True)
+    res["lazy_s"] = time.perf_counter() - t1
+    FIGS.mkdir(parents=True, exist_ok=True)
+    layers_figure(res).write_json(FIGS / "smollm2_layers.fig.json")
+    print(
+        f"\nSmolLM2-135M ({res['dtype']}), PPL-1% on {res['tokens']} tokens: activation ratio "
+        f"{res['activation_ratio']:.4f}, CETT {res['cett']:.4f}, PPL {res['ppl_dense']:.4f} -> "
+        f"{res['ppl_sparse']:.4f} (+{100 * res['ppl_increase']:.3f}%), {res['measure_s']:.0f} s "
+        f"(lazy metrics {res['lazy_s']:.0f} s more)"
+    )
+    print("| layer | activation ratio | threshold | dead | frac nonzero |")
+    print("|---|---|---|---|---|")
+    for r, lz in zip(res["layers"], res["lazy"]["layers"], strict=True):
+        print(
+            f"| {r['layer']} | {r['activation_ratio']:.4f} | {r['threshold']:.4g} | {r['dead']} | "
+            f"{lz['frac_nonzero']:.4f} |"
+        )
+    return res
+
+
+def dynamics(run_dir: Path) -> dict:
+    cfg = DynamicsConfig()
+    res = run_experiment(cfg, run_dir)
+    FIGS.mkdir(parents=True, exist_ok=True)
+    if res["fits"]:
+        series_figure(
+            res["fits"], "Our runs: PPL-1% activation ratio vs tokens (millions)"
+        ).write_json(FIGS / "dynamics_series.fig.json")
+    print(
+        "\n| run | width/depth | tokens | ratio first -> last | last-3 mean | Spearman vs tokens | "
+        "1st half change | 2nd half change | fit A0 | fit MAE | final PPL |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in res["summary"]:
+        f = res["fits"].get(r["run"], {}).get("fit")
+        fit = f"{f['params']['A0']:.3f} | {f['mae']:.1e}" if f else "- | -"
+        print(
+            f"| {r['run']} | {r['width_depth']:.0f} | {r['tokens'] / 1e6:.2f}M | {r['first_ratio']:.3f} -> "
+            f"{r['final_ratio']:.3f} | {r['late_mean_ratio']:.3f} | {r['spearman']:+.2f} | "
+            f"{r['first_half_change']:+.3f} | {r['second_half_change']:+.3f} | {fit} | {r['final_ppl']:.2f} |"
+        )
+    print("\ndirections:", json.dumps(res["directions"]))
+    return res
+
+
+# ------------------------------------------------------------------------------------------------
+# README tables (rendered by bench/report.py from bench/results/sparsity.json)
+# ------------------------------------------------------------------------------------------------
+NOT_MEASURED = (
+    "Activation-sparsity laws: not measured yet (run "
+    "`flock /tmp/interp-heavy.lock .venv/bin/python bench/sparsity.py`)."
+)
+
+
+def _measured_at(part: dict) -> str:
+    p = part.get("provenance") or {}
+    commit = (p.get("commit") or "")[:7] or "an unrecorded commit"
+    dirty = " (uncommitted changes)" if p.get("dirty") else ""
+    return (
+        f"Measured at {commit}{dirty} on {(p.get('date') or '?')[:10]}: "
+        f"`{p.get('command', '?')}`, {part.get('wall_s', float('nan')):.0f} s."
+    )
+
+
+def _readme_reproduce(r: dict) -> list[str]:
+    rows, c = r["rows"], r.get("criteria", {})
+    out = [
+        'Our fit vs the paper\'s Table 2 constants, MAE on the same points; "A0 within 10% MAE" '
+        "is the range of A0 whose best MAE (other parameters refitted) is within 10% of the optimum:",
+        "",
+        "| series | n | paper MAE | our MAE | ratio | paper A0 | our A0 | diff | A0 within 10% MAE "
+        "| log MAE |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for x in rows:
+        lo, hi = x["A0_interval_10pct"]
+        out.append(
+            f"| {x['series']} | {x['n']} | {x['paper_mae']:.2e} | {x['our_mae']:.2e} | "
+            f"{x['mae_ratio']:.2f} | {x['paper_A0']:.4f} | {x['our_A0']:.4f} | "
+            f"{100 * x['A0_rel_diff']:.1f}% | [{lo:.4f}, {hi:.4f}] | {x['log_mae']:.2e} |"
+        )
+    n_relu = sum(x["series"].endswith("relu") for x in rows)
+    n_silu = len(rows) - n_relu
+    if c:
+        out += [
+            "",
+            f"Worst MAE ratio (ours / paper's constants) {c['mae_ratio_max']:.2f} (criterion <= 1.5); "
+            f"all fits physically valid: {'yes' if c['all_valid'] else 'no'}; A0 within 10% of the "
+            f"paper's on {c['silu_A0_within_10pct']}/{n_silu} SiLU and "
+            f"{c['relu_A0_within_10pct']}/{n_relu} ReLU series.",
+        ]
+    return out + ["", _measured_at(r)]
+
+
+def _readme_smollm2(s: dict) -> list[str]:
+    mach = (s.get("provenance") or {}).get("machine") or {}
+    lazy = s.get("lazy") or {}
+    trace = ", ".join(f"{t['cett']:.3g}" for t in s.get("trace", []))
+    out = [
+        f"{s['tokens']:,} stdlib-validation tokens, {s['dtype']} forwards, "
+        f"{mach.get('cores', '?')} CPU cores ({mach.get('cpu', '?')}):",
+        "",
+        "| quantity | value |",
+        "|---|---|",
+        f"| activation ratio (mean over tokens and {s['n_layers']} layers) | "
+        f"**{s['activation_ratio']:.3f}** |",
+        f"| global CETT | {s['cett']:.4f} |",
+        f"| perplexity dense -> sparse | {s['ppl_dense']:.3f} -> {s['ppl_sparse']:.3f} "
+        f"(+{100 * s['ppl_increase']:.3f}%) |",
+        f"| perplexity evaluations in the search | {len(s.get('trace', []))} (+1 dense): CETT "
+        f"{trace} |",
+        f"| wall time, load + search + measurement | **{s['measure_s']:.0f} s** "
+        "(target < 15 min) |",
+    ]
+    if lazy.get("layers"):
+        ll = lazy["layers"]
+        dead = sum(x["dead"] for x in ll)
+        out += [
+            f"| lazy-neuron metrics (one more pass) | {s.get('lazy_s', float('nan')):.0f} s |",
+            f"| dead neurons (< {100 * lazy['dead_fraction']:g}% of tokens), all layers | {dead} |",
+            f"| fraction of exactly nonzero activations (min over layers) | "
+            f"{min(x['frac_nonzero'] for x in ll):.4f}; \\|h\\| > {lazy['eps']:g}: >= "
+            f"{min(x['frac_above_eps'] for x in ll):.4f} |",
+        ]
+        fracs = [t["frac"] for t in ll[0]["topk"]]
+        means = [sum(x["topk"][i]["cett"] for x in ll) / len(ll) for i in range(len(fracs))]
+        out.append(
+            "| top-k CETT (keep the k largest per token; mean over layers) | "
+            + ", ".join(f"k = {100 * f:.0f}%: {m:.3f}" for f, m in zip(fracs, means, strict=True))
+            + " |"
+        )
+    out += ["", "| layer | activation ratio | threshold | dead |", "|---|---|---|---|"]
+    for x in s["layers"]:
+        out.append(
+            f"| {x['layer']} | {x['activation_ratio']:.3f} | {x['threshold']:.3g} | {x['dead']} |"
+        )
+    return out + ["", _measured_at(s)]
+
+
+def _readme_dynamics(dy: dict) -> list[str]:
+    cfg = dy.get("config", {})
+    out = [
+        f"{len(dy['summary'])} byte-level models (gated MLP, d_mlp = {cfg.get('mlp_ratio', '?')} "
+        f"d_model) on stdlib, AdamW lr {cfg.get('lr', '?')}, batch {cfg.get('batch_size', '?')} x "
+        f"{cfg.get('context_size', '?')} tokens, {cfg.get('steps', '?')} steps; PPL-1% measured on "
+        f"{cfg.get('eval_tokens', '?')} validation tokens at {len(cfg.get('checkpoints', []))} "
+        "checkpoints:",
+        "",
+        "| run | width/depth | tokens | ratio first -> last | last-3 mean | Spearman vs tokens "
+        "| 1st half change | 2nd half change | fit A0 | fit MAE | final PPL |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in dy["summary"]:
+        f = (dy.get("fits", {}).get(r["run"]) or {}).get("fit")
+        fit = f"{f['params']['A0']:.3f} | {f['mae']:.1e}" if f else "- | -"
+        out.append(
+            f"| {r['run']} | {r['width_depth']:.0f} | {r['tokens'] / 1e6:.2f}M | "
+            f"{r['first_ratio']:.3f} -> {r['final_ratio']:.3f} | {r['late_mean_ratio']:.3f} | "
+            f"{r['spearman']:+.2f} | {r['first_half_change']:+.3f} | "
+            f"{r['second_half_change']:+.3f} | {fit} | {r['final_ppl']:.2f} |"
+        )
+    d = dy.get("directions")
+    if d:
+        relu = [r["late_mean_ratio"] for r in dy["summary"] if r["act_fn"] == "relu"]
+        silu = [r["late_mean_ratio"] for r in dy["summary"] if r["act_fn"] == "silu"]
+        out += [
+            "",
+            "| paper's finding | here |",
+            "|---|---|",
+            f"| ReLU ratio falls with data | {d['relu_falling']} of {d['relu_runs']} ReLU runs fall "
+            f"(negative Spearman vs tokens), {d['relu_rising']} rise |",
+            f"| SiLU ratio rises and converges | {d['silu_rising']} of {d['silu_runs']} rise, "
+            f"{d['silu_converging']} of {d['silu_runs']} move less in their second half |",
+            "| ratio grows with width/depth | Spearman of the late ratio vs width/depth: ReLU "
+            f"{d['relu_ratio_vs_width_depth_spearman']:+.2f}, SiLU "
+            f"{d['silu_ratio_vs_width_depth_spearman']:+.2f} |",
+        ]
+        if relu and silu:
+            out.append(
+                f"| ReLU sparser than SiLU | last-3 mean ratio ReLU {min(relu):.3f}-{max(relu):.3f}, "
+                f"SiLU {min(silu):.3f}-{max(silu):.3f} |"
+            )
+    return out + ["", _measured_at(dy)]
+
+
+def readme(d: dict | None) -> str:
+    """The README's sparsity tables (markdown) from ``bench/results/sparsity.json``: the 11-series
+    reproduction, SmolLM2 at PPL-1%, our dynamics runs; "not measured" for a missing part."""
+    if not d or not any(d.get(k) for k in ("reproduce", "smollm2", "dynamics")):
+        return NOT_MEASURED
+    parts = [
+        ("Reproducing Sparsing Law on its published data", "reproduce", _readme_reproduce),
+        ("SmolLM2-135M (SiLU, gated) at PPL-1%", "smollm2", _readme_smollm2),
+        ("Our own dynamics", "dynamics", _readme_dynamics),
+    ]
+    out: list[str] = []
+    for title, key, fn in parts:
+        cmd = f"`python bench/sparsity.py --part {key}`"
+        out += [f"**{title}** ({cmd}):", ""]
+        out += fn(d[key]) if d.get(key) else [f"Not measured (run {cmd})."]
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
+def readme_dynamics_v1(d: dict | None) -> str:
+    """The README's table of the superseded first dynamics pass
+    (``bench/results/sparsity_dynamics_v1.json``, lr 2e-3, batch 8, 1500 steps)."""
+    if not d or not d.get("summary"):
+        return "First dynamics pass: not measured (no `bench/results/sparsity_dynamics_v1.json`)."
+    note = d.get("note") or "first pass"
+    note = f"{note[0].upper()}{note[1:]}:"
+    return "\n".join([note, "", *_readme_dynamics(d)])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--part", choices=["all", "reproduce", "smollm2", "dynamics"], default="all")
+    ap.add_argument("--tokens", type=int, default=100_000, help="SmolLM2 measurement tokens")
+    ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "sparsity_dynamics")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    parts = ["reproduce", "smollm2", "dynamics"] if args.part == "all" else [args.part]
+    for part in parts:
+        prov = provenance(sys.argv)
+        t0 = time.perf_counter()
+        if part == "reproduce":
+            res = reproduce()
+        elif part == "smollm2":
+            res = smollm2(args.tokens)
+        else:
+            res = dynamics(args.runs)
+        # re-read just before writing: another part may have been saved meanwhile
+        result = json.loads(args.out.read_text()) if args.out.exists() else {}
+        result[part] = {"provenance": prov, "wall_s": time.perf_counter() - t0, **res}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1))
+    print(f"\nsaved {args.out}")
+
+
+if __name__ == "__main__":
+    main()

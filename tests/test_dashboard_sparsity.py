@@ -1,0 +1,77 @@
+"""The explorer's Sparsity page under Streamlit's AppTest: a root holding a tiny model's
+``interp sparsity measure`` result (written by the CLI itself, so the page reads exactly what the
+command writes) shows that result's per-layer ratios and headline numbers, and the published
+series with the fits of the committed benchmark; a root without a measurement names the
+command that builds it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+from typer.testing import CliRunner
+
+from dashboards.registry import pages
+from dashboards.views.sparsity import BENCH, MEASURE_COMMAND
+from interp.sparsity.cli import app as sparsity_app
+
+APP = str(Path(__file__).resolve().parents[1] / "dashboards" / "app.py")
+pytestmark = pytest.mark.usefixtures("one_thread_module")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sparsity_dash")
+    args = ["measure", "--model", "tiny", "--dtype", "float32", "--n-tokens", "1024"]
+    args += ["--context-size", "64", "--calib-tokens", "256", "--out", str(root / "sparsity")]
+    res = CliRunner().invoke(sparsity_app, args)
+    assert res.exit_code == 0, res.output
+    return root
+
+
+def _app(root: Path, monkeypatch, **params) -> AppTest:
+    monkeypatch.setenv("INTERP_DASHBOARD_TARGET", str(root))
+    at = AppTest.from_file(APP, default_timeout=120)
+    for k, v in params.items():
+        at.query_params[k] = str(v)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def _specs(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def test_page_is_registered():
+    page = {p.key: p for p in pages()}["sparsity"]
+    assert (page.title, page.order) == ("Sparsity", 70)
+
+
+def test_page_shows_the_measurement_and_the_published_fits(root, monkeypatch):
+    m = json.loads((root / "sparsity" / "measure.json").read_text())
+    at = _app(root, monkeypatch, page="sparsity")
+    specs = _specs(at)
+    # the per-layer figure is the last one: its bars are the measurement's per-layer ratios
+    bars = [t for t in specs[-1]["data"] if t["type"] == "bar"]
+    assert [float(y) for y in bars[0]["y"]] == [r["activation_ratio"] for r in m["layers"]]
+    table = {r["quantity"]: r["value"] for r in at.dataframe[0].value.to_dict("records")}
+    assert table["activation ratio (mean over tokens and layers)"] == str(m["activation_ratio"])
+    assert table["global CETT"] == str(m["cett"])
+    # the published series: every series' points appear as one marker trace in the first figure
+    fits = json.loads(BENCH.read_text())["reproduce"]["fits"]
+    markers = {t["name"]: t for t in specs[0]["data"] if t.get("mode") == "markers"}
+    assert set(markers) == set(fits)
+    for name, row in fits.items():
+        assert [float(y) for y in markers[name]["y"]] == pytest.approx(row["A"], rel=1e-12)
+
+
+def test_missing_measurement_names_the_command(tmp_path, monkeypatch):
+    at = _app(tmp_path, monkeypatch, page="sparsity")
+    assert "measure.json" in at.info[-1].value
+    assert MEASURE_COMMAND in at.info[-1].value
+    # the published fits still show above it
+    assert len(at.get("plotly_chart")) >= 2
