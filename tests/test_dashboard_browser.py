@@ -206,10 +206,8 @@ def test_every_page_in_chromium(server, browser, target, shots):
         page.screenshot(path=str(shots / "heads.png"), full_page=True)
 
     # Runs: every run's name, and the training curves
-    _open(page, f"{server}/?page=runs&run={name}", "Training curves")
-    for other in stores:
-        assert other in page.inner_text("body")
-    _plots(page, 2)
+    _open(page, f"{server}/?page=runs&run={name}", f"Training curves: {name}")
+    _plots(page, 2)  # the frontier and the run's curves (the run table is a canvas grid)
     _no_error(page)
     page.screenshot(path=str(shots / "runs.png"), full_page=True)
 

@@ -88,9 +88,10 @@ _B_RELU = (-40.0, 10.0)
 
 
 def default_published_dir() -> Path:
-    """``<workspace>/shared/anchors/sparsing_law`` (next to the repository), where the authors'
-    data (Raincleared-Song/SparsingLawData, ``data/``) is kept."""
-    return Path(__file__).resolve().parents[3] / "shared" / "anchors" / "sparsing_law"
+    """The authors' published data (Raincleared-Song/SparsingLawData, ``data/``), shipped with the
+    package in ``interp/sparsity/published/`` (its README names the source and the paper's
+    constants), so the reproduction runs on any machine."""
+    return Path(__file__).resolve().parent / "published"
 
 
 def law_for(name: str) -> str:
