@@ -23,3 +23,21 @@ def tiny_run(root: Path, model, name: str, hook: str, with_store: bool = True) -
     if with_store:
         build_store(root / name, model=model, config=STORE)
     return root / name
+
+
+APP = str(Path(__file__).resolve().parents[1] / "dashboards" / "app.py")
+
+
+def open_page(root: Path, monkeypatch, **params):
+    """The explorer over ``root`` in Streamlit's AppTest, run once with ``params`` as the URL's
+    query (``page=...``, ``run=...``), failing on any exception or error box."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("INTERP_DASHBOARD_TARGET", str(root))
+    at = AppTest.from_file(APP, default_timeout=120)
+    for k, v in params.items():
+        at.query_params[k] = str(v)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at

@@ -7,12 +7,10 @@ from __future__ import annotations
 import html
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
-from _dashboard_runs import tiny_run
-from streamlit.testing.v1 import AppTest
+from _dashboard_runs import open_page, tiny_run
 
 from dashboards.registry import pages
 from interp.text import Vocab
@@ -23,7 +21,6 @@ from saes.features.dfa import example_dfa
 from saes.features.prompt import prompt_features
 from saes.sae import SAE
 
-APP = str(Path(__file__).resolve().parents[1] / "dashboards" / "app.py")
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 UNICODE_PROMPT = 'def café(x):\n    """Naïve — 🙂🦜 漢字 ok."""\n\treturn x  # ünïcode\n'
 
@@ -35,17 +32,6 @@ def root(tmp_path_factory, tiny):
     tiny_run(root, tiny, "attnz", "blocks.0.attn.hook_z")
     tiny_run(root, tiny, "nostore", "blocks.0.hook_resid_post", with_store=False)
     return root
-
-
-def _app(root: Path, monkeypatch, **params) -> AppTest:
-    monkeypatch.setenv("INTERP_DASHBOARD_TARGET", str(root))
-    at = AppTest.from_file(APP, default_timeout=120)
-    for k, v in params.items():
-        at.query_params[k] = str(v)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-    return at
 
 
 def _shown_text(fragment: str) -> str:
@@ -64,7 +50,7 @@ def test_feature_page_shows_the_store(root, monkeypatch):
     store = FeatureStore.open(store_dir(root / "resid"))
     i = int(store.alive[len(store.alive) // 2])
     f = store.feature(i)
-    at = _app(root, monkeypatch, page="feature", run="resid", feature=i)
+    at = open_page(root, monkeypatch, page="feature", run="resid", feature=i)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["tokens"] == f"{f.count:,}"
     assert metrics["max activation"] == f"{f.max:.3g}"
@@ -82,14 +68,14 @@ def test_feature_page_shows_the_store(root, monkeypatch):
 def test_feature_page_next_steps_to_the_next_live_latent(root, monkeypatch):
     store = FeatureStore.open(store_dir(root / "resid"))
     alive = store.alive.tolist()
-    at = _app(root, monkeypatch, page="feature", run="resid", feature=alive[0])
+    at = open_page(root, monkeypatch, page="feature", run="resid", feature=alive[0])
     at.button[1].click().run()  # "next ▶"
     assert at.query_params["feature"] in (str(alive[1]), [str(alive[1])])
     assert {m.label: m.value for m in at.metric}["tokens"] == f"{store.feature(alive[1]).count:,}"
 
 
 def test_prompt_page_text_is_exactly_the_input(root, monkeypatch):
-    at = _app(root, monkeypatch, page="prompt", run="resid")
+    at = open_page(root, monkeypatch, page="prompt", run="resid")
     at.text_area[0].set_value(UNICODE_PROMPT).run()
     assert not at.exception
     first = _shown_text(at.get("html")[0].proto.body)
@@ -98,18 +84,18 @@ def test_prompt_page_text_is_exactly_the_input(root, monkeypatch):
 
 def test_heads_page_for_hook_z_and_its_absence(root, monkeypatch):
     store = FeatureStore.open(store_dir(root / "attnz"))
-    at = _app(root, monkeypatch, page="heads", run="attnz")
+    at = open_page(root, monkeypatch, page="heads", run="attnz")
     bars = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]
     shares = store.array("head_attribution")[store.alive]
     expect = torch.bincount(shares.argmax(-1), minlength=shares.shape[1]).tolist()
     assert bars["y"] == expect  # live latents per main head, from the store
     assert len(at.get("plotly_chart")) >= 3  # + the share heatmap and a DFA bar for the prompt
-    at = _app(root, monkeypatch, page="heads", run="resid")
+    at = open_page(root, monkeypatch, page="heads", run="resid")
     assert "attn.hook_z" in at.info[0].value
 
 
 def test_runs_page_lists_runs_with_their_metrics(root, monkeypatch):
-    at = _app(root, monkeypatch, page="runs", run="resid")
+    at = open_page(root, monkeypatch, page="runs", run="resid")
     table = at.dataframe[0].value
     assert set(table["run"]) == {"attnz", "nostore", "resid"}
     fvu = json.loads((root / "resid" / "metrics.json").read_text())["fvu"]
@@ -119,7 +105,7 @@ def test_runs_page_lists_runs_with_their_metrics(root, monkeypatch):
 
 def test_missing_store_names_the_command(root, monkeypatch):
     for page in ("feature", "prompt", "heads"):
-        at = _app(root, monkeypatch, page=page, run="nostore")
+        at = open_page(root, monkeypatch, page=page, run="nostore")
         assert "interp dashboard build" in at.info[0].value
         assert str(root / "nostore") in at.info[0].value
 
@@ -158,7 +144,7 @@ def test_example_dfa_sums_to_the_pre_activation(root, tiny):
 def test_feature_page_dfa_for_hook_z(root, monkeypatch):
     store = FeatureStore.open(store_dir(root / "attnz"))
     i = int(store.alive[0])
-    at = _app(root, monkeypatch, page="feature", run="attnz", feature=i)
+    at = open_page(root, monkeypatch, page="feature", run="attnz", feature=i)
     [go] = [b for b in at.button if b.label == "compute DFA"]
     go.click().run()
     assert not at.exception

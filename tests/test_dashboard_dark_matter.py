@@ -6,18 +6,15 @@ one names the command that builds it."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from _dashboard_runs import tiny_run
-from streamlit.testing.v1 import AppTest
+from _dashboard_runs import open_page, tiny_run
 from typer.testing import CliRunner
 
 from dashboards.registry import pages
 from dashboards.views.dark_matter import HEADLINE
 from saes.analysis.dark_matter.cli import app as darkmatter_app
 
-APP = str(Path(__file__).resolve().parents[1] / "dashboards" / "app.py")
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
@@ -33,17 +30,6 @@ def root(tmp_path_factory, tiny):
     return root
 
 
-def _app(root: Path, monkeypatch, **params) -> AppTest:
-    monkeypatch.setenv("INTERP_DASHBOARD_TARGET", str(root))
-    at = AppTest.from_file(APP, default_timeout=120)
-    for k, v in params.items():
-        at.query_params[k] = str(v)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-    return at
-
-
 def _at(d: dict, path: tuple[str, ...]):
     for key in path:
         d = d[key]
@@ -57,7 +43,7 @@ def test_page_is_registered():
 
 def test_page_shows_the_runs_report(root, monkeypatch):
     rep = json.loads((root / "resid" / "dark_matter.json").read_text())
-    at = _app(root, monkeypatch, page="dark_matter", run="resid")
+    at = open_page(root, monkeypatch, page="dark_matter", run="resid")
     table = at.dataframe[0].value
     shown = dict(zip(table["quantity"], table["value"]))
     # every headline number of the report, exactly (the CLI wrote all parts: CE and pursuit too)
@@ -82,7 +68,7 @@ def test_page_shows_the_runs_report(root, monkeypatch):
 
 
 def test_run_without_a_report_names_the_command(root, monkeypatch):
-    at = _app(root, monkeypatch, page="dark_matter", run="plain")
+    at = open_page(root, monkeypatch, page="dark_matter", run="plain")
     info = at.info[0].value
     assert "No dark-matter report" in info
     assert f"interp darkmatter {(root / 'plain').resolve()} --tokens 100000" in info

@@ -7,9 +7,9 @@ command that builds it."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from _dashboard_runs import open_page
 from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
@@ -17,7 +17,6 @@ from dashboards.registry import pages
 from dashboards.views.sparsity import BENCH, MEASURE_COMMAND
 from interp.sparsity.cli import app as sparsity_app
 
-APP = str(Path(__file__).resolve().parents[1] / "dashboards" / "app.py")
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
@@ -31,17 +30,6 @@ def root(tmp_path_factory):
     return root
 
 
-def _app(root: Path, monkeypatch, **params) -> AppTest:
-    monkeypatch.setenv("INTERP_DASHBOARD_TARGET", str(root))
-    at = AppTest.from_file(APP, default_timeout=120)
-    for k, v in params.items():
-        at.query_params[k] = str(v)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-    return at
-
-
 def _specs(at: AppTest) -> list[dict]:
     return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
 
@@ -53,7 +41,7 @@ def test_page_is_registered():
 
 def test_page_shows_the_measurement_and_the_published_fits(root, monkeypatch):
     m = json.loads((root / "sparsity" / "measure.json").read_text())
-    at = _app(root, monkeypatch, page="sparsity")
+    at = open_page(root, monkeypatch, page="sparsity")
     specs = _specs(at)
     # the per-layer figure is the last one: its bars are the measurement's per-layer ratios
     bars = [t for t in specs[-1]["data"] if t["type"] == "bar"]
@@ -70,7 +58,7 @@ def test_page_shows_the_measurement_and_the_published_fits(root, monkeypatch):
 
 
 def test_missing_measurement_names_the_command(tmp_path, monkeypatch):
-    at = _app(tmp_path, monkeypatch, page="sparsity")
+    at = open_page(tmp_path, monkeypatch, page="sparsity")
     assert "measure.json" in at.info[-1].value
     assert MEASURE_COMMAND in at.info[-1].value
     # the published fits still show above it
