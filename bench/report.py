@@ -1453,6 +1453,16 @@ def render_dashboard_build(d: dict | None) -> str:
             table(["tokens", "pass", "wall", "tokens/s", "peak RSS", "build / forward"], rows),
             para(
                 *[
+                    f"Inside the build at {num(r['tokens'])} tokens: the model forward "
+                    f"{fix(r['build'].get('forward_s'), 1)} s of a {fix(r['build'].get('pass_s'), 1)} s "
+                    f"pass (the rest: the SAE's encoder and the per-batch bookkeeping), then "
+                    f"{fix(r['build'].get('finish_s'), 1)} s to finish (logit effects, neighbours)."
+                    for r in d.get("rows", [])
+                    if r["kind"] == "store" and isinstance(r.get("build"), dict)
+                ]
+            ),
+            para(
+                *[
                     f"On {num(r.get('n_tokens'))} held-out tokens {num(r.get('alive_latents'))} "
                     f"latents fire at least once ({num(d_sae - r['alive_latents'])} never do)."
                     for r in d.get("rows", [])
