@@ -68,6 +68,14 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
+def _load_tensor(path: Path, name: str) -> torch.Tensor:
+    """One tensor of a safetensors file, without reading the others (a shard's codes)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as h:
+        return h.get_tensor(name)
+
+
 class _Pass:
     """The state of one rank's pass: statistics, finished batches, where they are saved."""
 
@@ -148,24 +156,21 @@ def build_store_for_sae(
         "sae": _sae_digest(sae),
         "world": world,
     }
-    acc = Accumulators(F, cfg.top_k, cfg.sample, edges.float(), coact, cfg.coact_per_token)
+
+    def new_acc() -> Accumulators:
+        return Accumulators(F, cfg.top_k, cfg.sample, edges.float(), coact, cfg.coact_per_token)
+
+    def manifest(windows: int, complete: bool, extra: dict[str, Any]) -> None:
+        described = {"describe": describe or {}, **extra}
+        _write_manifest(
+            out, cfg, sae, model, source, T, seed, windows, F, edges, complete, described
+        )
+
+    acc = new_acc()
     state = _Pass(out, settings, acc, rank)
     resumed = state.resume()
     if comm is None or comm.is_main:
-        _write_manifest(
-            out,
-            cfg,
-            sae,
-            model,
-            source,
-            T,
-            seed,
-            n_windows,
-            F,
-            edges,
-            complete=False,
-            extra={"describe": describe or {}},
-        )
+        manifest(n_windows, complete=False, extra={})
     capture = ActivationCapture(model, [hook], drop_bos=False)
     bos = capture.bos_id
     mine = [b for b in range(n_batches) if b % world == rank and b not in state.done]
@@ -211,14 +216,12 @@ def build_store_for_sae(
         return out
     if comm is not None:  # rank 0 merges every rank's statistics (exact)
         for r in range(1, world):
-            other = Accumulators(
-                F, cfg.top_k, cfg.sample, edges.float(), coact, cfg.coact_per_token
-            )
+            other = new_acc()
             other.load(_load_tensors(out / ".build" / f"state.rank{r}.safetensors"))
             acc.merge(other)
     t1 = time.perf_counter()
     _save_tensors(out / "features.safetensors", per_latent_arrays(sae, model, acc, cfg))
-    tokens = torch.cat([_load_tensors(out / shard_name(b))["tokens"] for b in range(n_batches)])
+    tokens = torch.cat([_load_tensor(out / shard_name(b), "tokens") for b in range(n_batches)])
     _save_tensors(out / "tokens.safetensors", {"tokens": tokens[:n_windows]})
     _save_tensors(out / "vocab.safetensors", Vocab.from_tokenizer(model.tokenizer).to_tensors())
     build = {
@@ -231,20 +234,7 @@ def build_store_for_sae(
         "tokens_requested": cfg.tokens,
         "source_exhausted": exhausted,
     }
-    _write_manifest(
-        out,
-        cfg,
-        sae,
-        model,
-        source,
-        T,
-        seed,
-        n_windows,
-        F,
-        edges,
-        complete=True,
-        extra={"describe": describe or {}, "build": build, **_facts(acc, coact, cfg)},
-    )
+    manifest(n_windows, complete=True, extra={"build": build, **_facts(acc, coact, cfg)})
     shutil.rmtree(out / ".build", ignore_errors=True)
     if comm is not None:
         comm.barrier()
