@@ -1,17 +1,22 @@
 """What a feature store costs: the store's build against the model forward over the same tokens.
 
-For each size (held-out tokens), two fresh processes on the same run folder (default: the demo's):
+For each size (held-out tokens), fresh processes on the same run folder (default: the demo's):
 
 * ``forward``: the model in the run's dtype, run to the SAE's hook (``stop_at_layer``) over the
   same windows in the same batches as the build reads them, and nothing else;
-* ``store``: ``interp dashboard build`` (``saes.features.build_store``) into a temporary folder.
+* ``store``: ``interp dashboard build`` (``saes.features.build_store``) into a temporary folder,
+  with each ``--encoders`` setting of ``StoreConfig.encoder_gemm`` ("auto": the SAE's encoder GEMM
+  in bf16 when the model runs in bf16, the kept values recomputed in float32; "float32").
 
 Each reports its wall time (model load excluded) and its peak RSS (``ru_maxrss``), so the ratio
 store / forward is what the SAE and the bookkeeping add, and the RSS at two sizes shows whether
-memory grows with the tokens (it should not: the pass streams). Prints a table and saves
-``--out`` (JSON). Not a test.
+memory grows with the tokens (it should not: the pass streams). The forward and the default store
+are repeated ``--repeats`` times, interleaved, and the ratio is of medians (one run of a 25 s
+forward varies by several seconds on a shared machine). Where two encoder settings ran, their
+stores are compared array by array (how many latents have exactly the same count, top examples
+and sample). Prints a table and saves ``--out`` (JSON). Not a test.
 
-    python bench/dashboard_build.py [--run runs/demo-topk] [--sizes 200000 2000000]
+    python bench/dashboard_build.py [--run runs/demo-topk] [--sizes 200000 420000] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,7 +37,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from _provenance import provenance  # noqa: E402
 
 
-def child(kind: str, run: str, tokens: int, out: str) -> dict:
+def child(kind: str, run: str, tokens: int, out: str, encoder: str) -> dict:
     import torch
 
     from interp.activations import ActivationCapture
@@ -46,7 +52,7 @@ def child(kind: str, run: str, tokens: int, out: str) -> dict:
     cfg = RunConfig.from_saved(RunDir(run).config(required=True))
     model = load_model(cfg.data.model, dtype=cfg.data.model_dtype)
     sae = load_sae(run)
-    store_cfg = StoreConfig(tokens=tokens)
+    store_cfg = StoreConfig(tokens=tokens, encoder_gemm=encoder)
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
     if kind == "forward":
@@ -59,11 +65,13 @@ def child(kind: str, run: str, tokens: int, out: str) -> dict:
         with torch.no_grad():
             for _, batch in batches_of(windows, store_cfg.batch_windows, n_windows):
                 capture(batch)
-        extra = {}
+        extra: dict = {}
     else:
         path = build_store(run, out=Path(out) / "features", model=model, config=store_cfg)
         m = json.loads((path / "manifest.json").read_text())
         extra = {
+            "encoder": encoder,
+            "encoder_gemm": m["encoder_gemm"],
             "build": m["build"],
             "alive_latents": m["alive_latents"],
             "n_tokens": m["n_tokens"],
@@ -83,67 +91,196 @@ def child(kind: str, run: str, tokens: int, out: str) -> dict:
     }
 
 
+def agreement(a: Path, b: Path) -> dict:
+    """How two stores of the same tokens differ: latents with exactly equal arrays."""
+    from safetensors.torch import load_file
+
+    x, y = load_file(str(a / "features.safetensors")), load_file(str(b / "features.safetensors"))
+    out: dict = {"latents": int(x["count"].numel())}
+    for name in ("count", "top_index", "sample_index"):
+        same = (x[name] == y[name]).reshape(x[name].shape[0], -1).all(1)
+        out[f"{name}_equal"] = int(same.sum())
+    out["top_value_max_abs_diff"] = float((x["top_value"] - y["top_value"]).abs().max())
+    out["count_total_diff"] = int((x["count"] - y["count"]).abs().sum())
+    out["count_total"] = int(x["count"].sum())
+    return out
+
+
+def _run_child(args, kind: str, tokens: int, tmp: str, encoder: str) -> dict:
+    cmd = [sys.executable, __file__, "--run", args.run]
+    cmd += ["--child", kind, str(tokens), tmp, encoder]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise SystemExit(f"{kind} ({encoder}) at {tokens} failed:\n{res.stderr[-3000:]}")
+    row = json.loads(res.stdout.strip().splitlines()[-1])
+    label = kind if kind == "forward" else f"store ({encoder})"
+    print(
+        f"{label:18s} {tokens:>9,} tokens: {row['wall_s']:7.1f} s "
+        f"({row['tokens_per_s']:,.0f} tok/s), peak RSS {row['peak_rss_mib']:,.0f} MiB",
+        flush=True,
+    )
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default="runs/demo-topk")
-    ap.add_argument("--sizes", type=int, nargs="+", default=[200_000, 2_000_000])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[200_000, 420_000])
+    ap.add_argument("--repeats", type=int, default=3, help="runs of forward and default store")
     ap.add_argument(
-        "--forward-sizes",
-        type=int,
-        nargs="*",
-        default=None,
-        help="sizes to time the forward-only pass at (default: every size)",
+        "--encoders",
+        nargs="+",
+        default=["auto", "float32"],
+        help="StoreConfig.encoder_gemm settings (the first is repeated; the others run once)",
     )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "dashboard_build.json"))
-    ap.add_argument("--child", nargs=3, metavar=("KIND", "TOKENS", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--child", nargs=4, metavar=("KIND", "TOKENS", "OUT", "ENC"), help=argparse.SUPPRESS
+    )
     args = ap.parse_args()
     if args.child:
-        kind, tokens, out = args.child
-        print(json.dumps(child(kind, args.run, int(tokens), out)))
+        kind, tokens, out, enc = args.child
+        print(json.dumps(child(kind, args.run, int(tokens), out, enc)))
         return
-    record = {"provenance": provenance(), "run": args.run, "rows": []}
-    fwd = set(args.sizes if args.forward_sizes is None else args.forward_sizes)
+    record: dict = {
+        "provenance": provenance(),
+        "run": args.run,
+        "repeats": args.repeats,
+        "rows": [],
+    }
+    record["agreement"] = []
+    first, others = args.encoders[0], args.encoders[1:]
     for tokens in args.sizes:
-        for kind in ("forward", "store") if tokens in fwd else ("store",):
-            with tempfile.TemporaryDirectory() as tmp:
-                cmd = [
-                    sys.executable,
-                    __file__,
-                    "--run",
-                    args.run,
-                    "--child",
-                    kind,
-                    str(tokens),
-                    tmp,
-                ]
-                res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-                if res.returncode != 0:
-                    raise SystemExit(f"{kind} at {tokens} failed:\n{res.stderr[-3000:]}")
-                row = json.loads(res.stdout.strip().splitlines()[-1])
-            record["rows"].append(row)
-            print(
-                f"{kind:8s} {tokens:>9,} tokens: {row['wall_s']:7.1f} s "
-                f"({row['tokens_per_s']:,.0f} tok/s), peak RSS {row['peak_rss_mib']:,.0f} MiB"
-            )
-    by = {(r["kind"], r["tokens"]): r for r in record["rows"]}
-    record["summary"] = [
-        {
-            "tokens": t,
-            "store_over_forward": by[("store", t)]["wall_s"] / by[("forward", t)]["wall_s"]
-            if ("forward", t) in by
-            else None,
-            "store_peak_rss_mib": by[("store", t)]["peak_rss_mib"],
-            "forward_peak_rss_mib": by[("forward", t)]["peak_rss_mib"]
-            if ("forward", t) in by
-            else None,
-        }
-        for t in args.sizes
-    ]
+        with tempfile.TemporaryDirectory() as tmp:
+            for rep in range(args.repeats):
+                record["rows"].append(_run_child(args, "forward", tokens, tmp, first))
+                sub = f"{tmp}/{first}" if rep == 0 else f"{tmp}/rep{rep}"
+                record["rows"].append(_run_child(args, "store", tokens, sub, first))
+            for enc in others:
+                record["rows"].append(_run_child(args, "store", tokens, f"{tmp}/{enc}", enc))
+                a, b = Path(tmp, first, "features"), Path(tmp, enc, "features")
+                record["agreement"].append(
+                    {"tokens": tokens, "a": first, "b": enc, **agreement(a, b)}
+                )
+    record["summary"] = summarize(record["rows"], args.sizes)
     for s in record["summary"]:
-        if s["store_over_forward"] is not None:
-            print(f"{s['tokens']:>9,} tokens: store / forward = {s['store_over_forward']:.2f}x")
+        print(
+            f"{s['tokens']:>9,} tokens, store ({s['encoder']}): median {s['store_median_s']:.1f} s "
+            f"/ forward median {s['forward_median_s']:.1f} s = {s['store_over_forward']:.2f}x; "
+            f"over the forward inside it: {s['store_over_own_forward']:.2f}x"
+        )
     Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
     print(f"saved {args.out}")
+
+
+def summarize(rows: list[dict], sizes: list[int]) -> list[dict]:
+    """Per size and encoder setting: the median store over the median forward."""
+    out = []
+    for t in sizes:
+        fwd = [r["wall_s"] for r in rows if r["kind"] == "forward" and r["tokens"] == t]
+        encs = dict.fromkeys(
+            r["encoder"] for r in rows if r["kind"] == "store" and r["tokens"] == t
+        )
+        for enc in encs:
+            st = [
+                r for r in rows if r["kind"] == "store" and r["tokens"] == t and r["encoder"] == enc
+            ]
+            med = statistics.median(r["wall_s"] for r in st)
+            out.append(
+                {
+                    "tokens": t,
+                    "encoder": enc,
+                    "encoder_gemm": st[0]["encoder_gemm"],
+                    "runs": len(st),
+                    "store_median_s": med,
+                    "forward_median_s": statistics.median(fwd),
+                    "store_over_forward": med / statistics.median(fwd),
+                    # each build against the forward inside it (same process, same minutes:
+                    # robust to the machine's speed drifting between runs)
+                    "store_over_own_forward": statistics.median(
+                        r["wall_s"] / r["build"]["forward_s"] for r in st
+                    ),
+                    "own_forward_s": [r["build"]["forward_s"] for r in st],
+                    "store_peak_rss_mib": max(r["peak_rss_mib"] for r in st),
+                    "forward_peak_rss_mib": max(
+                        r["peak_rss_mib"]
+                        for r in rows
+                        if r["kind"] == "forward" and r["tokens"] == t
+                    ),
+                    "store_wall_s": [r["wall_s"] for r in st],
+                    "forward_wall_s": fwd,
+                    "build": [r["build"] for r in st],
+                }
+            )
+    return out
+
+
+def readme(d: dict | None) -> str:
+    """The README's build-cost region from ``bench/results/dashboard_build.json``."""
+    from report import NM, fix, num, para, table, times
+
+    if not d or not d.get("summary"):
+        return para("Not measured: no `bench/results/dashboard_build.json`.")
+    rows = []
+    for s in d["summary"]:
+        b = s["build"][0]
+        own = s.get("own_forward_s") or [b["forward_s"]]
+        rows.append(
+            [
+                num(s["tokens"]),
+                f"`{s['encoder']}` ({s['encoder_gemm']})",
+                f"{fix(s['store_median_s'], 1)} s ({', '.join(fix(x, 1) for x in s['store_wall_s'])})",
+                f"{', '.join(fix(x, 1) for x in own)} s",
+                f"**{times(s.get('store_over_own_forward'), 2)}**",
+                f"{fix(s['forward_median_s'], 1)} s ({', '.join(fix(x, 1) for x in s['forward_wall_s'])})",
+                times(s["store_over_forward"], 2),
+                f"{num(s['forward_peak_rss_mib'])} / {num(s['store_peak_rss_mib'])} MiB",
+            ]
+        )
+    first = d["rows"][0] if d.get("rows") else {}
+    agree = [
+        f"At {num(a['tokens'])} tokens the `{a['a']}` and `{a['b']}` stores agree exactly on "
+        f"{num(a['count_equal'])} of {num(a['latents'])} latents' counts, "
+        f"{num(a['top_index_equal'])} top-example lists and {num(a['sample_index_equal'])} samples "
+        f"(counts differ by {num(a['count_total_diff'])} of {num(a['count_total'])} activations; "
+        f"top values by at most {a['top_value_max_abs_diff']:.1e})."
+        for a in d.get("agreement", [])
+    ]
+    stores = [r for r in d.get("rows", []) if r["kind"] == "store" and r.get("alive_latents")]
+    alive = [
+        f"On {num(r['n_tokens'])} held-out tokens {num(r['alive_latents'])} latents fire at "
+        f"least once ({num(r['d_sae'] - r['alive_latents'])} never do)."
+        for r in {r["tokens"]: r for r in stores}.values()
+    ]
+    parts = [
+        para(
+            f"The cost of a store (`python bench/dashboard_build.py`, run `{d.get('run')}`, "
+            f"model dtype {first.get('model_dtype', NM)}): the same held-out windows in the "
+            "same batches, once through the model to the hook only and once through the whole "
+            "build (model load excluded), each in a fresh process (peak RSS is its own); "
+            f"forward and default store {d.get('repeats', 1)} times each, interleaved. "
+            "Target: the build at most 1.3x the forward. Two ratios: each build's wall time "
+            "over the model forward timed inside it (same process, same minutes; median of "
+            "the runs), and the median build over the median forward-only run; the second "
+            "moves with the shared machine's speed between runs, the first does not."
+        ),
+        table(
+            [
+                "tokens",
+                "encoder GEMM",
+                "build (runs)",
+                "its forward",
+                "build / its forward",
+                "forward alone (runs)",
+                "build / forward alone",
+                "peak RSS forward / build",
+            ],
+            rows,
+        ),
+        para(*agree) if agree else "",
+        para(*alive) if alive else "",
+    ]
+    return "\n\n".join(p for p in parts if p)
 
 
 if __name__ == "__main__":

@@ -1422,59 +1422,6 @@ def render_positions(d: dict) -> str:
     )
 
 
-def render_dashboard_build(d: dict | None) -> str:
-    """From bench/results/dashboard_build.json: forward-only vs store build at each size."""
-    if d is None:
-        return para("Not measured: no `bench/results/dashboard_build.json`.")
-    rows = []
-    summ = {s["tokens"]: s for s in d.get("summary", [])}
-    for r in d.get("rows", []):
-        s = summ.get(r["tokens"], {})
-        rows.append(
-            [
-                num(r["tokens"]),
-                "model forward only" if r["kind"] == "forward" else "feature store build",
-                f"{r['wall_s']:.1f} s",
-                num(r.get("tokens_per_s")),
-                f"{num(r.get('peak_rss_mib'))} MiB",
-                times(s.get("store_over_forward"), 2) if r["kind"] == "store" else "",
-            ]
-        )
-    first = d["rows"][0] if d.get("rows") else {}
-    return "\n\n".join(
-        [
-            para(
-                f"The cost of a store (`python bench/dashboard_build.py`, run `{d.get('run')}`, "
-                f"model dtype {first.get('model_dtype', NM)}): the same held-out windows in the "
-                "same batches, once through the model to the hook only and once through the whole "
-                "build (model load excluded); each in a fresh process, so peak RSS is its own. "
-                "Target: the build at most 1.3x the forward."
-            ),
-            table(["tokens", "pass", "wall", "tokens/s", "peak RSS", "build / forward"], rows),
-            para(
-                *[
-                    f"Inside the build at {num(r['tokens'])} tokens: the model forward "
-                    f"{fix(r['build'].get('forward_s'), 1)} s of a {fix(r['build'].get('pass_s'), 1)} s "
-                    f"pass (the rest: the SAE's encoder and the per-batch bookkeeping), then "
-                    f"{fix(r['build'].get('finish_s'), 1)} s to finish (logit effects, neighbours)."
-                    for r in d.get("rows", [])
-                    if r["kind"] == "store" and isinstance(r.get("build"), dict)
-                ]
-            ),
-            para(
-                *[
-                    f"On {num(r.get('n_tokens'))} held-out tokens {num(r.get('alive_latents'))} "
-                    f"latents fire at least once ({num(d_sae - r['alive_latents'])} never do)."
-                    for r in d.get("rows", [])
-                    if r["kind"] == "store"
-                    and isnum(r.get("alive_latents"))
-                    and isnum(d_sae := r.get("d_sae"))
-                ]
-            ),
-        ]
-    )
-
-
 def render_dashboard_browser(d: dict | None) -> str:
     """From bench/results/dashboard_browser.json: page timings in headless Chromium."""
     if d is None:
@@ -1560,7 +1507,7 @@ RENDERERS = {
     "lr": (render_lr, "python bench/lr.py"),
     "bf16_model": (render_bf16_model, "python bench/bf16_model.py"),
     "positions": (render_positions, "python bench/positions.py --seeds {seeds}"),
-    "dashboard_build": (render_dashboard_build, "python bench/dashboard_build.py"),
+    "dashboard_build": (bench_renderer("dashboard_build"), "python bench/dashboard_build.py"),
     "dashboard_browser": (render_dashboard_browser, "python bench/dashboard_browser.py"),
     "dark_matter": (bench_renderer("dark_matter"), "python bench/dark_matter.py"),
     "sparsity": (bench_renderer("sparsity"), "python bench/sparsity.py"),

@@ -25,25 +25,39 @@ def fsync_dir(folder: str | Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+def atomic_write(path: str | Path, write: Callable[[str], None], sync: bool = True) -> None:
     """Call ``write(tmp_path)``, fsync the file, then rename it onto ``path``.
 
     A crash leaves either the old file or the new one, never a partial file under ``path``;
-    the temporary file is removed if ``write`` fails.
+    the temporary file is removed if ``write`` fails. ``sync=False`` skips both fsyncs (the
+    rename is still atomic for a process crash): for many small files that the caller makes
+    durable together with :func:`fsync_files` before anything refers to them.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        if sync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    if sync:
+        fsync_dir(path.parent)
+
+
+def fsync_files(paths: list[Path]) -> None:
+    """Make files written with ``atomic_write(..., sync=False)`` and their renames durable."""
+    for folder in {Path(p).parent for p in paths}:
+        for p in paths:
+            if Path(p).parent == folder:
+                with open(p, "rb") as f:
+                    os.fsync(f.fileno())
+        fsync_dir(folder)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -78,9 +78,22 @@ class SAE(nn.Module):
         self.check_input(x)
         return self.variant.encode(self, self.scale_input(x) - self.b_dec, grad)
 
-    def encode_sparse(self, x: torch.Tensor, grad: torch.Tensor | None = None) -> SparseCode:
-        """Sparse code of raw inputs; dense-coded variants are converted (k = max L0 of the batch)."""
-        code = self.encode_code(x, grad)
+    def encode_sparse(
+        self,
+        x: torch.Tensor,
+        grad: torch.Tensor | None = None,
+        gemm_dtype: torch.dtype | None = None,
+    ) -> SparseCode:
+        """Sparse code of raw inputs; dense-coded variants are converted (k = max L0 of the batch).
+
+        ``gemm_dtype`` (inference only, e.g. bf16): the variant selects with its encoder GEMM in
+        that dtype where it can recompute the kept values exactly (:meth:`Variant.encode_in`).
+        """
+        if gemm_dtype is not None and grad is None and gemm_dtype != self.W_enc.dtype:
+            self.check_input(x)
+            code = self.variant.encode_in(self, self.scale_input(x) - self.b_dec, gemm_dtype)
+        else:
+            code = self.encode_code(x, grad)
         if isinstance(code, SparseCode):
             return code
         k = max(1, int((code != 0).sum(-1).max()))

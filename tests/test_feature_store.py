@@ -18,12 +18,12 @@ from interp.activations import ActivationCapture
 from interp.data import token_windows
 from interp.text import Vocab
 from saes.features import FeatureStore, StoreConfig, StoreError, build_store
-from saes.features.accumulate import Accumulators, mix64
+from saes.features.accumulate import Accumulators, sample_key
 from saes.train import train
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("one_thread_module")
-SETTINGS = dict(batch_windows=4, checkpoint_every=2, sample=32, examples_per_band=3, top_k=6)
+SETTINGS = dict(batch_windows=4, checkpoint_every_s=0, sample=32, examples_per_band=3, top_k=6)
 TOKENS = 32 * 22  # 22 windows of 33 tokens: 6 batches, the last one partial
 
 
@@ -100,8 +100,8 @@ def test_store_equals_brute_force(store, brute):
         edges = torch.tensor(feat.hist_edges, dtype=torch.float64)
         bins = torch.bucketize(col[nz].double(), edges, right=True)
         assert feat.hist_counts == torch.bincount(bins, minlength=len(edges) + 1).tolist()
-        # the uniform sample: the R smallest hashes of (token, latent)
-        keys = mix64(g[nz] * F + f)
+        # the uniform sample: the R smallest hashes of (token, latent), ties by token
+        keys = sample_key(g[nz], torch.full_like(nz, f), F)
         R = store.manifest["bands"]["sample"]
         want = nz[torch.argsort(keys)[:R]]
         sample = store.row("sample_index", f)
@@ -143,16 +143,20 @@ def test_neighbours_and_logits_match_the_weights(store, run, tiny):
     assert [t for t, _, _ in feat.logit_bottom] == (-eff).topk(10).indices.tolist()
 
 
-def test_resume_after_a_crash_gives_the_same_store(run, tiny, store, tmp_path):
+@pytest.mark.parametrize("every_s", [0.0, 1e9])
+def test_resume_after_a_crash_gives_the_same_store(run, tiny, store, tmp_path, every_s):
     out = tmp_path / "features"
-    cfg = StoreConfig(**SETTINGS)
-    # a crash after 3 batches: 2 are in the saved state (checkpoint_every 2), the 3rd is lost
+    cfg = StoreConfig(**{**SETTINGS, "checkpoint_every_s": every_s})
+    # a crash after 3 batches: their state saved after each (0 s), or never (their shards are
+    # on disk but not in any saved state, so the rerun redoes them)
     build_store(run, out=out, tokens=TOKENS, model=tiny, config=cfg, stop_after_batches=3)
     assert not json.loads((out / "manifest.json").read_text())["complete"]
     with pytest.raises(StoreError, match="did not finish"):
         FeatureStore.open(out)
     build_store(run, out=out, tokens=TOKENS, model=tiny, config=cfg)
-    assert json.loads((out / "manifest.json").read_text())["build"]["resumed"]
+    build = json.loads((out / "manifest.json").read_text())["build"]
+    assert build["resumed"] == (every_s == 0)
+    assert build["batches_this_process"] == (3 if every_s == 0 else 6)
     a, b = _tensors(out), _tensors(store.folder)
     assert a.keys() == b.keys()
     for k in a:
@@ -228,14 +232,27 @@ def test_accumulators_merge_exactly_in_any_split():
     parts[0].update(values[N // 2 :], indices[N // 2 :], rows[N // 2 :], N - N // 2)
     parts[1].update(values[: N // 2], indices[: N // 2], rows[: N // 2], N // 2)
     parts[0].merge(parts[1])
+    # and in uneven chunks fed in a shuffled order (merges into partly filled rows)
+    cuts = torch.cat([torch.tensor([0]), torch.randperm(N - 1, generator=gen)[:9].sort().values
+                      + 1, torch.tensor([N])])  # fmt: skip
+    chunks = acc()
+    for c in torch.randperm(10, generator=gen).tolist():
+        sl = slice(int(cuts[c]), int(cuts[c + 1]))
+        chunks.update(values[sl], indices[sl], rows[sl], sl.stop - sl.start)
     for key, t in one.state().items():
         assert torch.equal(t, parts[0].state()[key]), key
+        assert torch.equal(t, chunks.state()[key]), key
     # the top 4 by hand for one latent (value descending, ties by the earlier token)
     f = 7
     hits = [(values[n, j].item(), n) for n in range(N) for j in range(k)
             if indices[n, j] == f and values[n, j] > 0]  # fmt: skip
     want = [n for _, n in sorted(hits, key=lambda p: (-p[0], p[1]))[:4]]
     assert one.top.index[f].tolist() == want
+    # every latent's sample: its 8 smallest sample keys, in key order
+    for f in range(F):
+        n, j = torch.nonzero((indices == f) & (values > 0), as_tuple=True)
+        keys = sample_key(n, torch.full_like(n, f), F)
+        assert one.sample.index[f][: n.numel()].tolist() == n[keys.argsort()][:8].tolist()
 
 
 def test_quantile_bands_are_true_quantiles():

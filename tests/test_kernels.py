@@ -320,6 +320,40 @@ def test_bf16_gemm_gives_exact_values_for_selected_entries():
     assert (v.sort(-1).values - ref.sort(-1).values).abs().max() < 0.05
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bf16_selection_with_a_margin_is_the_float32_top_k(seed):
+    """Near-ties at the k-th place: exact-k selection in bf16 swaps some entries; selecting
+    k + margin in bf16 and keeping the top k of their exact values gives the float32 top-k."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(512, 64, generator=gen)
+    W = torch.randn(64, 1024, generator=gen) / 8
+    b = torch.randn(1024, generator=gen) * 0.1
+    ref_v, ref_i = torch.relu(x @ W + b).topk(16, dim=-1)
+    v0, i0 = topk_encode(x, W, b, 16, dtype=torch.bfloat16)
+    v, i = topk_encode(x, W, b, 16, dtype=torch.bfloat16, margin=8)
+
+    def sets(idx):
+        return idx.sort(-1).values
+
+    assert (sets(i0) != sets(ref_i)).any()  # the case exists without the margin
+    assert torch.equal(sets(i), sets(ref_i))
+    torch.testing.assert_close(v.sort(-1).values, ref_v.sort(-1).values, rtol=1e-5, atol=1e-5)
+
+
+def test_sae_encode_sparse_in_bf16_matches_float32():
+    from saes.config import SAEConfig
+    from saes.sae import SAE
+
+    sae = SAE(SAEConfig(d_in=64, d_sae=1024, variant="topk", k=16), seed=0)
+    x = torch.randn(256, 64, generator=torch.Generator().manual_seed(3)) * 4
+    with torch.no_grad():
+        a = sae.encode_sparse(x)
+        c = sae.encode_sparse(x, gemm_dtype=torch.bfloat16)
+        d = torch.zeros(256, 1024).scatter_(1, a.indices, a.values)
+        e = torch.zeros(256, 1024).scatter_(1, c.indices, c.values)
+    torch.testing.assert_close(d, e, rtol=1e-5, atol=1e-5)
+
+
 def test_return_pre_and_workspace_do_not_alias():
     x = torch.randn(16, 8)
     W = torch.randn(8, 40)

@@ -6,7 +6,7 @@ layer (``stop_at_layer``), the SAE's sparse code, the code written to its shard,
 statistics updated (:mod:`saes.features.accumulate`). Nothing the size of tokens x latents is
 ever held: memory is the model, one batch, and the statistics (``coactivation`` adds F^2 int32).
 
-* **Resumable**: every ``checkpoint_every`` batches the statistics and the list of finished
+* **Resumable**: every ``checkpoint_every_s`` seconds the statistics and the list of finished
   batches are saved atomically under ``OUT/.build/``; a rerun with the same settings skips them.
   A batch is either in the saved statistics or redone (its shard is rewritten identically).
 * **Distributed** (torchrun): rank r takes the batches b with b mod world = r, and rank 0 merges
@@ -31,7 +31,7 @@ import torch
 
 from interp.activations import ActivationCapture
 from interp.data import token_windows
-from interp.io import atomic_write, atomic_write_json
+from interp.io import atomic_write, atomic_write_json, fsync_files
 from interp.models import dtype_name, load_model
 from interp.text import Vocab
 from saes.artifacts import load_sae
@@ -54,12 +54,14 @@ def _sae_digest(sae) -> str:
     return h.hexdigest()[:16]
 
 
-def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> None:
+def _save_tensors(
+    path: Path, tensors: dict[str, torch.Tensor], meta: dict | None = None, sync: bool = True
+) -> None:
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(clean, tmp, metadata=meta))
+    atomic_write(path, lambda tmp: save_file(clean, tmp, metadata=meta), sync=sync)
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -84,6 +86,7 @@ class _Pass:
         self.settings = settings
         self.acc = acc
         self.done: set[int] = set()
+        self.unsynced: list[Path] = []  # code shards written since the last save
 
     def resume(self) -> bool:
         if not self.path.is_file():
@@ -99,6 +102,8 @@ class _Pass:
         return True
 
     def save(self) -> None:
+        fsync_files(self.unsynced)  # the shards the state will count as done, durable first
+        self.unsynced = []
         meta = {"settings": json.dumps(self.settings), "done": json.dumps(sorted(self.done))}
         _save_tensors(self.path, self.acc.state(), meta)
 
@@ -147,6 +152,7 @@ def build_store_for_sae(
     F = sae.cfg.d_sae
     edges = hist_edges(cfg.hist_lo, cfg.hist_hi, cfg.hist_per_decade)
     coact = cfg.coactivation > 0 and F <= cfg.coact_max_latents
+    gemm = encoder_gemm(cfg, model)
     settings = {
         **cfg.model_dump(),
         "source": source,
@@ -155,6 +161,8 @@ def build_store_for_sae(
         "hook": hook,
         "sae": _sae_digest(sae),
         "world": world,
+        "state_format": 2,  # the statistics' layout (saes.features.accumulate)
+        "encoder_gemm_resolved": gemm,
     }
 
     def new_acc() -> Accumulators:
@@ -176,6 +184,8 @@ def build_store_for_sae(
     mine = [b for b in range(n_batches) if b % world == rank and b not in state.done]
     bar = _progress(progress, len(mine), f"feature store ({'resumed' if resumed else 'new'})")
     t0, forward_s, new = time.perf_counter(), 0.0, 0
+    saved = t0
+    gemm_dtype = torch.bfloat16 if gemm == "bfloat16" else None
     windows = token_windows(
         model.tokenizer, source=source, context_size=T, split="validation", seed=seed
     )
@@ -188,15 +198,17 @@ def build_store_for_sae(
             tf = time.perf_counter()
             x = capture(tokens).acts[hook]
             forward_s += time.perf_counter() - tf
-            _one_batch(sae, acc, out, b, tokens, x, cfg.batch_windows, bos)
+            state.unsynced.append(
+                _one_batch(sae, acc, out, b, tokens, x, cfg.batch_windows, bos, gemm_dtype)
+            )
             state.done.add(b)
             new += 1
             bar.update(1)
-            if len(state.done) % cfg.checkpoint_every == 0:
+            if time.perf_counter() - saved >= cfg.checkpoint_every_s:
                 state.save()
+                saved = time.perf_counter()
             if stop_after_batches is not None and new >= stop_after_batches:
-                state.save()
-                bar.close()
+                bar.close()  # a crash: what was saved is what a rerun resumes from
                 return out
     bar.close()
     state.save()
@@ -250,9 +262,13 @@ def _one_batch(
     x: torch.Tensor,
     batch_windows: int,
     bos: int | None,
-) -> None:
+    gemm_dtype: torch.dtype | None = None,
+) -> Path:
+    """One batch's codes: into the statistics, and written to its shard (returned; not yet
+    fsynced: :meth:`_Pass.save` makes the shards durable before the state counts them).
+    A shard's row holds its token's entries in the encoder's order (readers sort)."""
     B, T = tokens.shape
-    code = sae.encode_sparse(x.to(sae.device, sae.W_enc.dtype))
+    code = sae.encode_sparse(x.to(sae.device, sae.W_enc.dtype), gemm_dtype=gemm_dtype)
     values, indices = code.values.float().cpu(), code.indices.cpu()
     g = torch.arange(B * T, dtype=torch.int64) + b * batch_windows * T
     scored = torch.ones(B, T, dtype=torch.bool)
@@ -261,21 +277,26 @@ def _one_batch(
     rows = torch.where(scored.reshape(-1), g, torch.full_like(g, -1))
     values = torch.where(scored.reshape(-1, 1), values, torch.zeros_like(values))
     acc.update(values, indices, rows, int(scored.sum()))
-    present = values > 0
-    order = torch.argsort(values.masked_fill(~present, -1.0), dim=1, descending=True)
-    v, i = values.gather(1, order), indices.gather(1, order)
-    keep = present.gather(1, order)
+    keep = values > 0
     indptr = torch.zeros(B * T + 1, dtype=torch.int64)
     indptr[1:] = torch.cumsum(keep.sum(1), 0)
-    _save_tensors(
-        out / shard_name(b),
-        {
-            "indptr": indptr,
-            "indices": i[keep].to(torch.int32),
-            "values": v[keep],
-            "tokens": tokens.to(torch.int32),
-        },
-    )
+    path = out / shard_name(b)
+    tensors = {
+        "indptr": indptr,
+        "indices": indices[keep].to(torch.int32),
+        "values": values[keep],
+        "tokens": tokens.to(torch.int32),
+    }
+    _save_tensors(path, tensors, sync=False)
+    return path
+
+
+def encoder_gemm(cfg: StoreConfig, model) -> str:
+    """The encoder GEMM's dtype for a pass: ``cfg.encoder_gemm``, "auto" resolved by the
+    model's dtype (bf16 model: bfloat16)."""
+    if cfg.encoder_gemm != "auto":
+        return cfg.encoder_gemm
+    return "bfloat16" if next(model.parameters()).dtype == torch.bfloat16 else "float32"
 
 
 def _progress(show: bool, total: int, desc: str):
@@ -323,6 +344,7 @@ def _write_manifest(
         "hook": sae.cfg.hook_name,
         "model": sae.cfg.model_name,
         "model_dtype": dtype_name(next(model.parameters()).dtype),
+        "encoder_gemm": encoder_gemm(cfg, model),
         "d_sae": F,
         "d_in": sae.cfg.d_in,
         "variant": sae.cfg.variant,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -42,8 +44,14 @@ class StoreConfig(BaseModel):
     coact_max_latents: int = Field(16_384, ge=1)
     """Co-activation is counted only up to this many latents (an F x F int32 matrix: 1 GiB at
     16,384); wider SAEs skip it, and the manifest says so."""
-    checkpoint_every: int = Field(8, ge=1)
-    """Batches between saves of the pass's state (resume points)."""
+    checkpoint_every_s: float = Field(60.0, ge=0)
+    """Seconds of pass between saves of its state (resume points; a crash loses at most this
+    much work); 0 saves after every batch."""
+    encoder_gemm: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Dtype of the SAE encoder's GEMM in the pass. "bfloat16": a TopK SAE selects k + 8
+    candidates in bf16 and keeps the top k of their exact float32 values (other variants encode
+    in float32); "auto": bfloat16 when the model runs in bf16, else float32. The manifest
+    records the choice."""
     source: str | None = None
     """Text source; None: the run's ``data.source``."""
     context_size: int | None = Field(None, ge=2)

@@ -8,6 +8,7 @@ Layout (``RUN_DIR/features/`` by default; README "The feature store")::
     vocab.safetensors       bytes uint8, offsets int64 [V+1]: each token id's bytes (exact text)
     codes/NNNNNN.safetensors  batch NNNNNN's codes as CSR over its windows' positions:
                               indptr int64 [rows+1], indices int32, values float32
+                              (a row's entries in no particular order)
 
 A token's global index is ``window * context + position``; batch b holds windows
 ``[b * batch_windows, (b + 1) * batch_windows)``. Every position but a window's BOS is scored.

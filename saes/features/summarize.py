@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from interp.logit_lens import direct_logit_effect
+from interp.logit_lens import top_logit_effects
 from saes.analysis.attention_heads import head_attribution, load_head_layout, raw_decoder
 from saes.features.accumulate import Accumulators
 from saes.features.config import StoreConfig
@@ -46,8 +46,7 @@ def quantile_bands(acc: Accumulators, cfg: StoreConfig) -> dict[str, torch.Tenso
 
 def logit_effects(sae, model, alive: torch.Tensor, n: int) -> dict[str, torch.Tensor]:
     """Top and bottom direct logit effects of each live latent's decoder row (the final norm's
-    gain and centring applied, as :func:`interp.logit_lens.direct_logit_effect` does)."""
-
+    gain and centring applied: :func:`interp.logit_lens.top_logit_effects`)."""
     F = alive.numel()
     out = {
         "logit_top_ids": torch.full((F, n), -1, dtype=torch.int32),
@@ -55,16 +54,15 @@ def logit_effects(sae, model, alive: torch.Tensor, n: int) -> dict[str, torch.Te
         "logit_bottom_ids": torch.full((F, n), -1, dtype=torch.int32),
         "logit_bottom_values": torch.zeros(F, n),
     }
-    W = raw_decoder(sae)
     live = torch.nonzero(alive).flatten()
-    for chunk in live.split(256):
-        eff = direct_logit_effect(model, sae.cfg.hook_name, W[chunk]).float().cpu()
-        k = min(n, eff.shape[1])
-        top, bottom = eff.topk(k, dim=1), (-eff).topk(k, dim=1)
-        out["logit_top_ids"][chunk, :k] = top.indices.int()
-        out["logit_top_values"][chunk, :k] = top.values
-        out["logit_bottom_ids"][chunk, :k] = bottom.indices.int()
-        out["logit_bottom_values"][chunk, :k] = -bottom.values
+    if live.numel() == 0:
+        return out
+    top_i, top_v, bot_i, bot_v = top_logit_effects(
+        model, sae.cfg.hook_name, raw_decoder(sae)[live], n
+    )
+    k = top_i.shape[1]
+    out["logit_top_ids"][live, :k], out["logit_top_values"][live, :k] = top_i.int(), top_v
+    out["logit_bottom_ids"][live, :k], out["logit_bottom_values"][live, :k] = bot_i.int(), bot_v
     return out
 
 
@@ -91,13 +89,12 @@ def decoder_neighbours(sae, alive: torch.Tensor, n: int) -> dict[str, torch.Tens
 
 
 def coactivation_partners(acc: Accumulators, n: int) -> dict[str, torch.Tensor]:
-    C = acc.coact
-    F = C.shape[0]
+    F = acc.n_latents
     n = min(n, F - 1)
     ids = torch.full((F, n), -1, dtype=torch.int32)
     counts = torch.zeros(F, n, dtype=torch.int64)
     for chunk in torch.arange(F).split(1024):
-        c = C[chunk].long()
+        c = acc.coactivation(chunk)
         top = c.topk(n, dim=1)
         hit = top.values > 0
         ids[chunk] = torch.where(hit, top.indices, torch.full_like(top.indices, -1)).int()

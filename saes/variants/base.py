@@ -16,6 +16,9 @@ A variant is one class, registered with :func:`register`, that carries every per
     init_module(sae)                 # register variant state (buffers) on a new SAE
     describe() -> str                # the selection rule in words (written into cfg.json)
     encode(sae, x_in, grad) -> Code  # inference; x_in is the scaled, b_dec-centred input [N, d_in]
+    encode_in(sae, x_in, dtype) -> Code  # inference with the encoder GEMM in ``dtype`` where the
+                                     # variant can select there and recompute exactly (TopK);
+                                     # by default the plain encode
     train_forward(sae, x, grad, dead_mask, comm) -> TrainOutput
                                      # x: scaled, uncentred [B, d_in]; comm: the data-parallel
                                      # saes.distributed.Comm (None: one process), passed to the
@@ -69,6 +72,11 @@ class Variant:
 
     def encode(self, sae, x_in: Tensor, grad: Tensor | None = None) -> Code:
         raise NotImplementedError(f"variant {self.name!r} must define encode()")
+
+    def encode_in(self, sae, x_in: Tensor, dtype) -> Code:
+        """Inference with the encoder GEMM in ``dtype`` (e.g. bf16) where the variant selects
+        entries and can recompute them exactly; others ignore ``dtype`` and encode as usual."""
+        return self.encode(sae, x_in)
 
     def train_forward(
         self,

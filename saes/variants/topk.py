@@ -17,6 +17,9 @@ from saes.kernels import sparse_decode, topk_encode, topk_encode_with_aux
 from saes.losses import aux_k_loss, fvu_loss
 from saes.variants.base import Variant, register
 
+#: Extra candidates a low-precision GEMM selects before the exact top k is taken (encode_in).
+SELECT_MARGIN = 8
+
 
 class TopKKnobs(BaseModel):
     """Keys of TopK SAEs."""
@@ -40,6 +43,14 @@ class TopK(Variant):
 
     def encode(self, sae, x_in: torch.Tensor, grad: torch.Tensor | None = None) -> SparseCode:
         values, indices = topk_encode(x_in, sae.W_enc, sae.b_enc, self.cfg.k, dtype=self.gemm_dtype)
+        return SparseCode(values, indices)
+
+    def encode_in(self, sae, x_in: torch.Tensor, dtype) -> SparseCode:
+        """Top k + ``SELECT_MARGIN`` chosen by a GEMM in ``dtype``, the top k of their exact
+        values kept (:func:`saes.kernels.topk_encode`)."""
+        values, indices = topk_encode(
+            x_in, sae.W_enc, sae.b_enc, self.cfg.k, dtype=dtype, margin=SELECT_MARGIN
+        )
         return SparseCode(values, indices)
 
     def train_forward(
