@@ -5,10 +5,13 @@ For each task (IOI, greater-than, docstring): the discrete-code method (node and
 SAE per seed trained on ``--n-train`` prompts, the paper's defaults otherwise), attribution
 patching, random scores and the patching effects themselves, each as ROC AUC and best balanced
 F1 against the ground-truth circuit, with wall times (mean and spread over ``--seeds``); then
-(``--sweep``) AUC against the number of SAE training prompts (5, 10, 25, 50: ``--sweep-seeds``
-seeds; 250: one seed, for ``--big-sweep-tasks`` only, since SAE training cost grows linearly with
-the prompts: 250 prompts are 67,500 rows x 500 full-batch epochs, ~7 min here). The prompt set is
-fixed (``--n-prompts`` positives + as many negatives, the same for every seed and the sweep).
+(``--l1-sweep``) AUC and the share of silent head vectors against the SAE's lambda, on raw and
+on normalised head vectors; then (``--sweep``) AUC against the number of SAE training prompts
+(5, 10, 25, 50: ``--sweep-seeds`` seeds; 250: ``--big-sweep-seeds``, since SAE training cost grows
+linearly with the prompts: 250 prompts are 67,500 rows x 500 full-batch epochs, ~4 min a seed on
+2 cores). ``--only-sweeps`` keeps the methods' results already in ``--out`` and adds the sweeps'
+missing points. The prompt set is fixed (``--n-prompts`` positives + as many negatives, the same
+for every seed and the sweep).
 
 Also the same codes from an SAE trained for 5 epochs instead of 500 (``node_5ep`` /
 ``edge_5ep``: still near its tied random initialisation, i.e. argmax codes of a random ReLU
@@ -41,7 +44,12 @@ sys.path.append(str(ROOT / "bench"))
 
 from _provenance import provenance  # noqa: E402
 
-from circuits.experiment import auc_vs_n_train, prepare, run_experiment  # noqa: E402
+from circuits.experiment import (  # noqa: E402
+    auc_vs_n_train,
+    auc_vs_sae_config,
+    prepare,
+    run_experiment,
+)
 from circuits.figures import auc_vs_prompts_figure, heatmap_figure  # noqa: E402
 from circuits.ground_truth import fixture_path, load_ground_truth  # noqa: E402
 from interp.models import load_model  # noqa: E402
@@ -124,7 +132,8 @@ def readme(d: dict | None) -> str:
         return NOT_MEASURED
     tasks = d["tasks"]
     cfg = d.get("config", {})
-    prov = d.get("provenance", {})
+    # the methods' table comes from the run that measured them (--only-sweeps keeps it)
+    prov = d.get("methods_provenance", d.get("provenance", {}))
     mach = prov.get("machine", {})
     paper = d.get("paper", PAPER)
     out = []
@@ -207,22 +216,46 @@ def readme(d: dict | None) -> str:
     # 5. AUC against the number of prompts
     sizes = sorted({int(n) for r in tasks.values() for n in r.get("auc_vs_n_train", {})})
     if sizes:
-        per = sorted(
-            {p["seeds"] for r in tasks.values() for p in r.get("auc_vs_n_train", {}).values()}
-        )
         out += [
             "",
-            "ROC AUC against the number of SAE training prompts (seeds per point: "
-            f"{', '.join(map(str, per))}; a blank cell was not run):",
+            "ROC AUC against the number of SAE training prompts, mean ± std over seeds (seeds "
+            "per point in brackets; the last row of each task: the share of head vectors with "
+            "no active latent; a blank cell was not run):",
             "",
             "| task | score | " + " | ".join(str(n) for n in sizes) + " |",
             "|---|---|" + "---|" * len(sizes),
         ]
         for task, res in tasks.items():
             sw = res.get("auc_vs_n_train", {})
-            for kind in ("node", "edge"):
-                cells = [f"{sw[str(n)][kind + '_mean']:.3f}" if str(n) in sw else "" for n in sizes]
+            for kind in ("node", "edge", "silent"):
+                cells = [
+                    f"{_pm(sw[str(n)], kind)} ({sw[str(n)]['seeds']})"
+                    if f"{kind}_mean" in sw.get(str(n), {})
+                    else ""
+                    for n in sizes
+                ]
                 out.append(f"| {task} | {kind} | " + " | ".join(cells) + " |")
+    # 6. AUC against lambda, raw and normalised head vectors
+    if any(r.get("auc_vs_l1") for r in tasks.values()):
+        out += [
+            "",
+            f"ROC AUC against the SAE's λ at {cfg.get('n_train', '?')} training prompts, on the "
+            "paper's raw head vectors and on vectors scaled to mean norm √d (the toolkit's SAE "
+            "input convention; `CodeSAEConfig.normalize`), mean ± std over seeds; silent: the "
+            "share of head vectors with no active latent (their argmax code is latent 0):",
+            "",
+            "| task | λ | inputs | node AUC | edge AUC | silent | seeds |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for task, res in tasks.items():
+            rows = sorted(
+                res.get("auc_vs_l1", {}).values(), key=lambda r: (r["normalize"], r["l1"])
+            )
+            for r in rows:
+                out.append(
+                    f"| {task} | {r['l1']:g} | {'normalised' if r['normalize'] else 'raw'} | "
+                    f"{_pm(r, 'node')} | {_pm(r, 'edge')} | {_pm(r, 'silent')} | {r['seeds']} |"
+                )
     return "\n".join(out)
 
 
@@ -234,11 +267,24 @@ def main() -> None:
     ap.add_argument("--n-prompts", type=int, default=125)
     ap.add_argument("--n-train", type=int, default=10)
     ap.add_argument("--sweep", default="5,10,25,50,250", help="training-prompt counts ('' = none)")
-    ap.add_argument("--sweep-seeds", type=int, default=2, help="seeds per sweep point up to 50")
+    ap.add_argument("--sweep-seeds", type=int, default=5, help="seeds per sweep point up to 50")
     ap.add_argument(
         "--big-sweep-tasks",
-        default="greater-than",
-        help="tasks that also get the 250-prompt point (1 seed: ~7 min of SAE training each)",
+        default="ioi,docstring,greater-than",
+        help="tasks that also get the 250-prompt point (~4 min of SAE training per seed)",
+    )
+    ap.add_argument("--big-sweep-seeds", type=int, default=1, help="seeds of the 250-prompt point")
+    ap.add_argument(
+        "--l1-sweep",
+        default="0.002,0.01,0.02,0.05",
+        help="lambdas tried at --n-train prompts, on raw and on normalised head vectors ('' = none)",
+    )
+    ap.add_argument("--l1-seeds", type=int, default=3, help="seeds per point of the lambda sweep")
+    ap.add_argument(
+        "--only-sweeps",
+        action="store_true",
+        help="keep the methods' results already in --out; run (and add) only the sweeps, "
+        "skipping points measured there with as many seeds",
     )
     ap.add_argument("--out", default=str(ROOT / "bench/results/circuits.json"))
     args = ap.parse_args()
@@ -258,8 +304,19 @@ def main() -> None:
     big = set(args.big_sweep_tasks.split(","))
     tasks = args.tasks.split(",")
     contexts = {}
+    if args.only_sweeps:
+        old = json.loads(out.read_text())
+        result["tasks"] = old["tasks"]
+        result["methods_provenance"] = old.get("methods_provenance", old["provenance"])
+        result["config"] = {**old["config"], "sweeps": vars(args)}
     # 1. every method on every task (saved after each task)
     for task in tasks:
+        if args.only_sweeps:
+            gt = load_ground_truth(fixture_path(task))
+            contexts[task] = prepare(
+                model, task, model_name=args.model, n_prompts=args.n_prompts, gt=gt
+            )
+            continue
         t0 = time.perf_counter()
         gt = load_ground_truth(fixture_path(task))
         ctx = prepare(model, task, model_name=args.model, n_prompts=args.n_prompts, gt=gt)
@@ -281,16 +338,35 @@ def main() -> None:
         out.write_text(json.dumps(result, indent=1) + "\n")
         print(f"{task}: methods done in {res['bench_seconds']:.0f} s", flush=True)
     print(table(result), flush=True)
-    # 2. AUC against the number of SAE training prompts
-    for task in tasks:
+    # 2. AUC against lambda, on raw and normalised head vectors (at --n-train prompts)
+    l1s = [float(x) for x in args.l1_sweep.split(",") if x.strip()]
+    for task in tasks if l1s else ():
         t0 = time.perf_counter()
-        sweep = tuple(n for n in sweep_all if n <= 50 or task in big)
-        seeds = {n: (args.sweep_seeds if n <= 50 else 1) for n in sweep}
-        for n in sweep:  # saved after every point: the 250-prompt point takes minutes
-            point = auc_vs_n_train(contexts[task], (n,), seeds)
-            result["tasks"][task]["auc_vs_n_train"].update(point)
-            out.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"{task}: sweep done in {time.perf_counter() - t0:.0f} s", flush=True)
+        base = contexts[task]["cfg"]
+        have = result["tasks"][task].setdefault("auc_vs_l1", {})
+        for norm in (False, True):
+            for l1 in l1s:
+                name = f"l1={l1:g}{', normalised' if norm else ''}"
+                if have.get(name, {}).get("seeds", 0) >= args.l1_seeds:
+                    continue
+                cfg = replace(base, l1=l1, normalize=norm)
+                point = auc_vs_sae_config(contexts[task], {name: cfg}, args.n_train, args.l1_seeds)
+                have.update(point)
+                out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"{task}: lambda sweep done in {time.perf_counter() - t0:.0f} s", flush=True)
+    # 3. AUC against the number of SAE training prompts (the 250 point last: minutes a seed)
+    for small in (True, False):
+        for task in tasks:
+            t0 = time.perf_counter()
+            sweep = [n for n in sweep_all if (n <= 50) == small and (small or task in big)]
+            seeds = {n: (args.sweep_seeds if n <= 50 else args.big_sweep_seeds) for n in sweep}
+            have = result["tasks"][task].setdefault("auc_vs_n_train", {})
+            for n in sweep:  # saved after every point
+                if have.get(str(n), {}).get("seeds", 0) >= seeds[n]:
+                    continue
+                have.update(auc_vs_n_train(contexts[task], (n,), seeds))
+                out.write_text(json.dumps(result, indent=1) + "\n")
+            print(f"{task}: sweep {sweep} done in {time.perf_counter() - t0:.0f} s", flush=True)
     auc_vs_prompts_figure(result).write_json(fig_dir / "auc_vs_prompts.json")
     print(table(result))
     print()

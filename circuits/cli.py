@@ -1,6 +1,7 @@
 """``interp circuits``: circuit discovery from discrete SAE codes, judged against patching.
 
     interp circuits --task ioi [--model smollm2-135m] [--seeds 5] [--out circuits_out/]
+                    [--l1 0.02] [--normalize]
     interp circuits ground-truth --task ioi [--n 40] [--share 0.8] [--mode patch|mean]
 
 (also ``python -m circuits.cli ...``). The first runs the method (node and edge scores, one SAE
@@ -13,11 +14,12 @@ task's fixture when it was made on the same model, else computed now) and writes
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import typer
 
-from circuits.experiment import run_experiment
+from circuits.experiment import run_experiment, sae_config_for
 from circuits.figures import heatmap_figure
 from circuits.ground_truth import fixture_path, ground_truth, save_ground_truth
 from circuits.tasks import TASKS
@@ -51,6 +53,13 @@ def run(
     ground_truth_file: Path = typer.Option(
         None, help="ground-truth JSON (default: circuits/fixtures/<task>.json for its model)"
     ),
+    l1: float = typer.Option(
+        None, help="the SAE's lambda (default: the paper's, 0.02; docstring 0.05)"
+    ),
+    normalize: bool = typer.Option(
+        False,
+        help="scale head vectors to mean norm sqrt(d) before the SAE (default: raw, as the paper)",
+    ),
 ) -> None:
     """Run the method on a task and compare it with the patching ground truth."""
     if ctx.invoked_subcommand is not None:
@@ -60,6 +69,8 @@ def run(
     _check_task(task)
     try:
         m = load_model(model)
+        cfg = sae_config_for(task)
+        cfg = replace(cfg, l1=cfg.l1 if l1 is None else l1, normalize=normalize)
         result = run_experiment(
             m,
             task,
@@ -68,6 +79,7 @@ def run(
             n_prompts=n_prompts,
             n_train=n_train,
             ground_truth_file=ground_truth_file or fixture_path(task),
+            sae_cfg=cfg,
         )
     except (ValueError, FileNotFoundError) as e:
         _fail(e)

@@ -119,6 +119,10 @@ class CodeSAEConfig:
     epochs: int = 500
     variant: str = "relu_l1"
     k: int = 8  # only for variants with a k
+    # scale the training rows to mean norm sqrt(d) (the toolkit's convention for SAE inputs;
+    # the scale is kept in the SAE, so codes of new rows are scaled the same), so that lambda
+    # means the same whatever the model's head-vector norms; False: the paper's raw vectors
+    normalize: bool = False
 
 
 def train_code_sae(x: torch.Tensor, cfg: CodeSAEConfig = CodeSAEConfig(), seed: int = 0) -> SAE:
@@ -128,10 +132,14 @@ def train_code_sae(x: torch.Tensor, cfg: CodeSAEConfig = CodeSAEConfig(), seed: 
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"train_code_sae needs rows [N, d] with N > 0, got {tuple(x.shape)}")
     x = x.float()
+    scale = None
+    if cfg.normalize:
+        scale = float(x.shape[1] ** 0.5 / x.norm(dim=1).mean().clamp_min(1e-12))
     sae_cfg = SAEConfig(
         d_in=x.shape[1],
         d_sae=cfg.d_sae,
         variant=cfg.variant,
+        input_scale=scale,
         **({"k": min(cfg.k, cfg.d_sae - 1)} if cfg.variant != "relu_l1" else {}),
     )
     torch.manual_seed(seed)
@@ -142,8 +150,9 @@ def train_code_sae(x: torch.Tensor, cfg: CodeSAEConfig = CodeSAEConfig(), seed: 
         opt.zero_grad(set_to_none=True)
         if paper_loss:
             _unit_norm_latents(sae)
-            z = sae.encode(x)
-            loss = torch.nn.functional.mse_loss(sae.decode(z), x) + cfg.l1 * z.abs().sum(-1).mean()
+            z = sae.encode(x)  # (in the scaled space when normalize)
+            mse = torch.nn.functional.mse_loss(sae.decode_scaled(z), sae.scale_input(x))
+            loss = mse + cfg.l1 * z.abs().sum(-1).mean()
         else:
             out = sae.variant.train_forward(sae, sae.scale_input(x), None, None)
             loss = sum(out.losses.values())
@@ -330,6 +339,7 @@ class MethodResult:
     unique_counts: np.ndarray
     seconds: dict[str, float] = field(default_factory=dict)
     n_train: int = 0
+    silent: float = 0.0  # share of all head vectors (positives and negatives) with no active latent
 
     def ranked(self, n_heads: int, which: str = "node") -> list[str]:
         scores = self.node if which == "node" else self.edge
@@ -368,6 +378,10 @@ def run_method(
     pos = discrete_codes(sae, pos_vectors, top_k).numpy()
     neg = discrete_codes(sae, neg_vectors, top_k).numpy()
     t2 = time.perf_counter()
+    with torch.no_grad():
+        silent = float(
+            (sae.encode(both.reshape(-1, both.shape[-1]).float()) == 0).all(-1).float().mean()
+        )
     counts = unique_positive_counts(pos, neg)
     node = softmax(counts)
     t3 = time.perf_counter()
@@ -379,6 +393,7 @@ def run_method(
         unique_counts=counts,
         seconds={"sae": t1 - t0, "codes": t2 - t1, "node": t3 - t2, "edge": t4 - t3},
         n_train=n_train,
+        silent=silent,
     )
 
 

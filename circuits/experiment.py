@@ -35,6 +35,7 @@ from circuits.tasks import TaskName, build_task
 __all__ = [
     "DOCSTRING_L1",
     "auc_vs_n_train",
+    "auc_vs_sae_config",
     "evaluate",
     "prepare",
     "run_experiment",
@@ -89,29 +90,55 @@ def prepare(
     }
 
 
+def _seed_stats(ctx: dict[str, Any], n: int, cfg: CodeSAEConfig, n_seeds: int) -> dict[str, Any]:
+    """Node and edge AUC (mean, std over seeds) and the share of silent head vectors of the
+    method with ``n`` training prompts and SAE config ``cfg``."""
+    rows = []
+    for seed in range(n_seeds):
+        r = run_method(ctx["xp"], ctx["xn"], n_train=n, sae_cfg=cfg, seed=seed)
+        rows.append(
+            {
+                "node": roc_auc(r.node, ctx["truth"]),
+                "edge": roc_auc(r.edge, ctx["truth"]),
+                "silent": r.silent,
+            }
+        )
+    out: dict[str, Any] = {
+        "n_train_used": min(n, 2 * len(ctx["data"])),
+        "seeds": n_seeds,
+        "sae_seconds_last": r.seconds["sae"],
+    }
+    for key in ("node", "edge", "silent"):
+        v = np.array([row[key] for row in rows])
+        out[f"{key}_mean"], out[f"{key}_std"] = float(v.mean()), float(v.std())
+    return out
+
+
 def auc_vs_n_train(
     ctx: dict[str, Any], sizes: tuple[int, ...], seeds: int | dict[int, int]
 ) -> dict[str, Any]:
     """Node and edge AUC (mean, std over seeds) for each number of SAE training prompts."""
-    sweep = {}
-    for n in sizes:
-        n_seeds = seeds.get(n, 1) if isinstance(seeds, dict) else seeds
-        aucs = []
-        for seed in range(n_seeds):
-            r = run_method(ctx["xp"], ctx["xn"], n_train=n, sae_cfg=ctx["cfg"], seed=seed)
-            aucs.append(
-                {"node": roc_auc(r.node, ctx["truth"]), "edge": roc_auc(r.edge, ctx["truth"])}
-            )
-        sweep[str(n)] = {
-            "n_train_used": min(n, 2 * len(ctx["data"])),
-            "seeds": n_seeds,
-            "sae_seconds_last": r.seconds["sae"],
-            "node_mean": float(np.mean([a["node"] for a in aucs])),
-            "node_std": float(np.std([a["node"] for a in aucs])),
-            "edge_mean": float(np.mean([a["edge"] for a in aucs])),
-            "edge_std": float(np.std([a["edge"] for a in aucs])),
+    return {
+        str(n): _seed_stats(
+            ctx, n, ctx["cfg"], seeds.get(n, 1) if isinstance(seeds, dict) else seeds
+        )
+        for n in sizes
+    }
+
+
+def auc_vs_sae_config(
+    ctx: dict[str, Any], configs: dict[str, CodeSAEConfig], n_train: int, seeds: int
+) -> dict[str, Any]:
+    """Node and edge AUC (mean, std over seeds) and the silent share for each SAE config (e.g.
+    a sweep of lambda, with and without normalised inputs), at ``n_train`` prompts."""
+    return {
+        name: {
+            "l1": cfg.l1,
+            "normalize": cfg.normalize,
+            **_seed_stats(ctx, n_train, cfg, seeds),
         }
-    return sweep
+        for name, cfg in configs.items()
+    }
 
 
 def run_experiment(
@@ -127,9 +154,11 @@ def run_experiment(
     ctx: dict[str, Any] | None = None,
     variants: dict[str, CodeSAEConfig] | None = None,
     progress: bool = True,
+    sae_cfg: CodeSAEConfig | None = None,
 ) -> dict[str, Any]:
     """Every method on ``task`` against the ground truth (see the module docstring).
-    ``variants``: further SAE configs, scored as rows ``node_<name>`` / ``edge_<name>``."""
+    ``variants``: further SAE configs, scored as rows ``node_<name>`` / ``edge_<name>``;
+    ``sae_cfg``: the method's SAE (default: the paper's, :func:`sae_config_for`)."""
     if ctx is None:
         if gt is None:
             gt = load_ground_truth(ground_truth_file) if ground_truth_file is not None else None
@@ -139,6 +168,7 @@ def run_experiment(
     gt, data, xp, xn, t_vec, truth, cfg = (
         ctx[k] for k in ("gt", "data", "xp", "xn", "t_vec", "truth", "cfg")
     )
+    cfg = sae_cfg or cfg
     nl, nh = model.cfg.n_layers, model.cfg.n_heads
     rows: dict[str, list[dict[str, float]]] = {"node": [], "edge": [], "random": []}
     node_sum, edge_sum = np.zeros(nl * nh), np.zeros(nl * nh)

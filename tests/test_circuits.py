@@ -4,6 +4,7 @@ against the paper's dense loops, the evaluation metrics, and the planted-circuit
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -299,3 +300,29 @@ def test_code_sae_trains_with_any_variant(variant):
     codes = discrete_codes(sae, x[:, None]).reshape(-1)
     for c in range(6):
         assert codes[c::6].unique().numel() == 1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_normalised_code_sae_does_not_see_the_input_scale(seed):
+    """With ``normalize`` the training rows are scaled to mean norm sqrt(d), so an SAE trained on
+    c * x gives the same codes as one trained on x (lambda means the same at any scale); without
+    it, a large enough lambda silences the small-scale copy but not the large one."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(5, 16, generator=gen)
+    x = centres[torch.arange(40) % 5] + 0.05 * torch.randn(40, 16, generator=gen)
+    cfg = CodeSAEConfig(d_sae=24, l1=0.05, lr=1e-2, epochs=150)
+    norm = replace(cfg, normalize=True)
+    small, big = train_code_sae(0.1 * x, norm, seed=seed), train_code_sae(10 * x, norm, seed=seed)
+    assert small.cfg.input_scale == pytest.approx(100 * big.cfg.input_scale, rel=1e-4)
+    with torch.no_grad():
+        zs, zb = small.encode(0.1 * x), big.encode(10 * x)
+        # mean norm sqrt(d) after scaling
+        assert (big.scale_input(10 * x)).norm(dim=1).mean() == pytest.approx(4.0, rel=1e-4)
+    torch.testing.assert_close(zs, zb, rtol=1e-3, atol=1e-4)
+    assert (zs > 0).any(1).float().mean() > 0.5  # the codes say something
+    raw_small = train_code_sae(0.1 * x, cfg, seed=seed)
+    raw_big = train_code_sae(10 * x, cfg, seed=seed)
+    with torch.no_grad():
+        silent_small = (raw_small.encode(0.1 * x) == 0).all(1).float().mean()
+        silent_big = (raw_big.encode(10 * x) == 0).all(1).float().mean()
+    assert silent_small > silent_big

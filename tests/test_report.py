@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.append(str(ROOT / "bench"))  # last: bench/circuits.py must not shadow circuits/
 
-import _provenance  # noqa: E402 (bench/ is put on the path above)
+import _provenance  # noqa: E402 (bench/ is on the path above)
 import report  # noqa: E402
 
 
