@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from _provenance import provenance  # noqa: E402
 
 
-def child(kind: str, run: str, tokens: int, out: str, encoder: str) -> dict:
+def child(kind: str, run: str, tokens: int, out: str, encoder: str, source: str) -> dict:
     import torch
 
     from interp.activations import ActivationCapture
@@ -52,16 +52,15 @@ def child(kind: str, run: str, tokens: int, out: str, encoder: str) -> dict:
     cfg = RunConfig.from_saved(RunDir(run).config(required=True))
     model = load_model(cfg.data.model, dtype=cfg.data.model_dtype)
     sae = load_sae(run)
-    store_cfg = StoreConfig(tokens=tokens, encoder_gemm=encoder)
+    source = source or cfg.data.source  # "": the run's own text
+    store_cfg = StoreConfig(tokens=tokens, encoder_gemm=encoder, source=source)
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
     if kind == "forward":
         T = cfg.data.context_size
         n_windows = -(-tokens // (T - 1))
         capture = ActivationCapture(model, [sae.cfg.hook_name], drop_bos=False)
-        windows = token_windows(
-            model.tokenizer, cfg.data.source, T, split="validation", seed=cfg.data.seed
-        )
+        windows = token_windows(model.tokenizer, source, T, split="validation", seed=cfg.data.seed)
         with torch.no_grad():
             for _, batch in batches_of(windows, store_cfg.batch_windows, n_windows):
                 capture(batch)
@@ -87,6 +86,7 @@ def child(kind: str, run: str, tokens: int, out: str, encoder: str) -> dict:
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_after_load_mib": rss_loaded,
         "model_dtype": str(next(model.parameters()).dtype),
+        "source": source,
         **extra,
     }
 
@@ -108,7 +108,7 @@ def agreement(a: Path, b: Path) -> dict:
 
 def _run_child(args, kind: str, tokens: int, tmp: str, encoder: str) -> dict:
     cmd = [sys.executable, __file__, "--run", args.run]
-    cmd += ["--child", kind, str(tokens), tmp, encoder]
+    cmd += ["--source", args.source, "--child", kind, str(tokens), tmp, encoder]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise SystemExit(f"{kind} ({encoder}) at {tokens} failed:\n{res.stderr[-3000:]}")
@@ -133,6 +133,13 @@ def main() -> None:
         default=["auto", "float32"],
         help="StoreConfig.encoder_gemm settings (the first is repeated; the others run once)",
     )
+    ap.add_argument(
+        "--source",
+        default="",
+        help="text to read (a TextSource spec; default: the run's own, the stdlib, whose held-out "
+        "split holds ~420k SmolLM2 tokens)",
+    )
+    ap.add_argument("--merge", action="store_true", help="add these rows to the rows in --out")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "dashboard_build.json"))
     ap.add_argument(
         "--child", nargs=4, metavar=("KIND", "TOKENS", "OUT", "ENC"), help=argparse.SUPPRESS
@@ -140,7 +147,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         kind, tokens, out, enc = args.child
-        print(json.dumps(child(kind, args.run, int(tokens), out, enc)))
+        print(json.dumps(child(kind, args.run, int(tokens), out, enc, args.source)))
         return
     record: dict = {
         "provenance": provenance(),
@@ -162,7 +169,14 @@ def main() -> None:
                 record["agreement"].append(
                     {"tokens": tokens, "a": first, "b": enc, **agreement(a, b)}
                 )
-    record["summary"] = summarize(record["rows"], args.sizes)
+    if args.merge:  # earlier rows first (their provenance kept beside them)
+        old = json.loads(Path(args.out).read_text())
+        record["merged"] = old.get("merged", []) + [
+            {"provenance": old["provenance"], "rows": len(old["rows"])}
+        ]
+        record["rows"] = old["rows"] + record["rows"]
+        record["agreement"] = old.get("agreement", []) + record["agreement"]
+    record["summary"] = summarize(record["rows"])
     for s in record["summary"]:
         print(
             f"{s['tokens']:>9,} tokens, store ({s['encoder']}): median {s['store_median_s']:.1f} s "
@@ -173,28 +187,27 @@ def main() -> None:
     print(f"saved {args.out}")
 
 
-def summarize(rows: list[dict], sizes: list[int]) -> list[dict]:
-    """Per size and encoder setting: the median store over the median forward."""
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per size, text and encoder setting: the median store over the median forward, and each
+    store over the forward timed inside it."""
     out = []
-    for t in sizes:
-        fwd = [r["wall_s"] for r in rows if r["kind"] == "forward" and r["tokens"] == t]
-        encs = dict.fromkeys(
-            r["encoder"] for r in rows if r["kind"] == "store" and r["tokens"] == t
-        )
-        for enc in encs:
-            st = [
-                r for r in rows if r["kind"] == "store" and r["tokens"] == t and r["encoder"] == enc
-            ]
+    groups = dict.fromkeys((r["tokens"], r.get("source", "stdlib")) for r in rows)
+    for t, src in groups:
+        same = [r for r in rows if r["tokens"] == t and r.get("source", "stdlib") == src]
+        fwd = [r["wall_s"] for r in same if r["kind"] == "forward"]
+        for enc in dict.fromkeys(r["encoder"] for r in same if r["kind"] == "store"):
+            st = [r for r in same if r["kind"] == "store" and r["encoder"] == enc]
             med = statistics.median(r["wall_s"] for r in st)
             out.append(
                 {
                     "tokens": t,
+                    "source": src,
                     "encoder": enc,
                     "encoder_gemm": st[0]["encoder_gemm"],
                     "runs": len(st),
                     "store_median_s": med,
-                    "forward_median_s": statistics.median(fwd),
-                    "store_over_forward": med / statistics.median(fwd),
+                    "forward_median_s": statistics.median(fwd) if fwd else None,
+                    "store_over_forward": med / statistics.median(fwd) if fwd else None,
                     # each build against the forward inside it (same process, same minutes:
                     # robust to the machine's speed drifting between runs)
                     "store_over_own_forward": statistics.median(
@@ -203,16 +216,24 @@ def summarize(rows: list[dict], sizes: list[int]) -> list[dict]:
                     "own_forward_s": [r["build"]["forward_s"] for r in st],
                     "store_peak_rss_mib": max(r["peak_rss_mib"] for r in st),
                     "forward_peak_rss_mib": max(
-                        r["peak_rss_mib"]
-                        for r in rows
-                        if r["kind"] == "forward" and r["tokens"] == t
+                        (r["peak_rss_mib"] for r in same if r["kind"] == "forward"), default=None
                     ),
                     "store_wall_s": [r["wall_s"] for r in st],
                     "forward_wall_s": fwd,
                     "build": [r["build"] for r in st],
+                    "n_tokens": st[0].get("n_tokens"),
                 }
             )
     return out
+
+
+def _text(src: str) -> str:
+    """A short name for a source spec in the table."""
+    if src in ("", "stdlib", None):
+        return "stdlib"
+    parts = Path(src).parts
+    first = next((i for i, x in enumerate(parts) if "*" in x), len(parts))
+    return f"`{'/'.join(parts[max(first - 1, 0) :])}`"  # the folder the files come from onward
 
 
 def readme(d: dict | None) -> str:
@@ -227,12 +248,14 @@ def readme(d: dict | None) -> str:
         own = s.get("own_forward_s") or [b["forward_s"]]
         rows.append(
             [
-                num(s["tokens"]),
+                f"{num(s['tokens'])} ({_text(s.get('source', 'stdlib'))})",
                 f"`{s['encoder']}` ({s['encoder_gemm']})",
                 f"{fix(s['store_median_s'], 1)} s ({', '.join(fix(x, 1) for x in s['store_wall_s'])})",
                 f"{', '.join(fix(x, 1) for x in own)} s",
                 f"**{times(s.get('store_over_own_forward'), 2)}**",
-                f"{fix(s['forward_median_s'], 1)} s ({', '.join(fix(x, 1) for x in s['forward_wall_s'])})",
+                f"{fix(s['forward_median_s'], 1)} s ({', '.join(fix(x, 1) for x in s['forward_wall_s'])})"
+                if s["forward_wall_s"]
+                else NM,
                 times(s["store_over_forward"], 2),
                 f"{num(s['forward_peak_rss_mib'])} / {num(s['store_peak_rss_mib'])} MiB",
             ]
@@ -258,7 +281,7 @@ def readme(d: dict | None) -> str:
             f"model dtype {first.get('model_dtype', NM)}): the same held-out windows in the "
             "same batches, once through the model to the hook only and once through the whole "
             "build (model load excluded), each in a fresh process (peak RSS is its own); "
-            f"forward and default store {d.get('repeats', 1)} times each, interleaved. "
+            "forward and default store repeated as the runs in brackets show, interleaved. "
             "Target: the build at most 1.3x the forward. Two ratios: each build's wall time "
             "over the model forward timed inside it (same process, same minutes; median of "
             "the runs), and the median build over the median forward-only run; the second "
@@ -266,7 +289,7 @@ def readme(d: dict | None) -> str:
         ),
         table(
             [
-                "tokens",
+                "tokens (text)",
                 "encoder GEMM",
                 "build (runs)",
                 "its forward",
@@ -277,6 +300,16 @@ def readme(d: dict | None) -> str:
             ],
             rows,
         ),
+        para(
+            *[
+                f"Earlier rows (the first {m['rows']}) come from `{m['provenance'].get('command')}` "
+                f"at commit {str(m['provenance'].get('commit'))[:7]} "
+                f"({m['provenance'].get('date', '')[:10]})."
+                for m in d.get("merged", [])
+            ]
+        )
+        if d.get("merged")
+        else "",
         para(*agree) if agree else "",
         para(*alive) if alive else "",
     ]
