@@ -241,7 +241,7 @@ def readme(d: dict | None) -> str:
     from report import NM, fix, num, para, table, times
 
     if not d or not d.get("summary"):
-        return para("Not measured: no `bench/results/dashboard_build.json`.")
+        return para(f"Build cost: {NM} (no `bench/results/dashboard_build.json`).")
     rows = []
     for s in d["summary"]:
         b = s["build"][0]
