@@ -63,44 +63,6 @@ PAPER = {
 METHODS = ("node", "edge", "node_5ep", "edge_5ep", "attribution", "random", "patching")
 
 
-def table(result: dict) -> str:
-    lines = [
-        "| task | method | ROC AUC | balanced F1 | wall s | paper AUC |",
-        "|---|---|---|---|---|---|",
-    ]
-    for task, res in result["tasks"].items():
-        for m in METHODS:
-            s = res["summary"][m]
-            paper = PAPER.get(task, {}).get(m)
-            lines.append(
-                f"| {task} | {m} | {s['auc_mean']:.3f} ± {s['auc_std']:.3f} | "
-                f"{s['f1_mean']:.3f} ± {s['f1_std']:.3f} | {s['seconds_mean']:.1f} | "
-                f"{paper if paper is not None else ''} |"
-            )
-    return "\n".join(lines)
-
-
-def sweep_table(result: dict) -> str:
-    sizes = sorted({int(n) for r in result["tasks"].values() for n in r["auc_vs_n_train"]})
-    if not sizes:
-        return ""
-    lines = [
-        "| task | score | " + " | ".join(str(n) for n in sizes) + " |",
-        "|---|---|" + "---|" * len(sizes),
-    ]
-    for task, res in result["tasks"].items():
-        sw = res["auc_vs_n_train"]
-        for kind in ("node", "edge"):
-            cells = [
-                f"{sw[str(n)][kind + '_mean']:.3f} ± {sw[str(n)][kind + '_std']:.3f}"
-                if str(n) in sw
-                else ""
-                for n in sizes
-            ]
-            lines.append(f"| {task} | {kind} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 LABELS = {
     "node": "discrete codes, node",
     "edge": "discrete codes, edge",
@@ -337,7 +299,7 @@ def main() -> None:
         heatmap_figure(res).write_json(fig_dir / f"{task}_heatmap.json")
         out.write_text(json.dumps(result, indent=1) + "\n")
         print(f"{task}: methods done in {res['bench_seconds']:.0f} s", flush=True)
-    print(table(result), flush=True)
+    print(readme(result), flush=True)
     # 2. AUC against lambda, on raw and normalised head vectors (at --n-train prompts)
     l1s = [float(x) for x in args.l1_sweep.split(",") if x.strip()]
     for task in tasks if l1s else ():
@@ -368,9 +330,7 @@ def main() -> None:
                 out.write_text(json.dumps(result, indent=1) + "\n")
             print(f"{task}: sweep {sweep} done in {time.perf_counter() - t0:.0f} s", flush=True)
     auc_vs_prompts_figure(result).write_json(fig_dir / "auc_vs_prompts.json")
-    print(table(result))
-    print()
-    print(sweep_table(result))
+    print(readme(result))
     out.write_text(json.dumps(result, indent=1) + "\n")
 
 

@@ -52,11 +52,10 @@ def atomic_write(path: str | Path, write: Callable[[str], None], sync: bool = Tr
 
 def fsync_files(paths: list[Path]) -> None:
     """Make files written with ``atomic_write(..., sync=False)`` and their renames durable."""
+    for p in paths:
+        with open(p, "rb") as f:
+            os.fsync(f.fileno())
     for folder in {Path(p).parent for p in paths}:
-        for p in paths:
-            if Path(p).parent == folder:
-                with open(p, "rb") as f:
-                    os.fsync(f.fileno())
         fsync_dir(folder)
 
 

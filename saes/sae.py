@@ -70,13 +70,23 @@ class SAE(nn.Module):
         self.check_input(x)
         return torch.addmm(self.b_enc, self.scale_input(x) - self.b_dec, self.W_enc)
 
-    def encode_code(self, x: torch.Tensor, grad: torch.Tensor | None = None) -> Code:
+    def encode_code(
+        self,
+        x: torch.Tensor,
+        grad: torch.Tensor | None = None,
+        gemm_dtype: torch.dtype | None = None,
+    ) -> Code:
         """The variant's native code for raw inputs [N, d_in]: sparse (values, indices) or dense.
 
         Gradient-aware variants use ``grad`` = dL/dx when given; the others ignore it.
+        ``gemm_dtype`` (inference only, e.g. bf16): the variant selects with its encoder GEMM in
+        that dtype where it can recompute the kept values exactly (:meth:`Variant.encode_in`).
         """
         self.check_input(x)
-        return self.variant.encode(self, self.scale_input(x) - self.b_dec, grad)
+        x_in = self.scale_input(x) - self.b_dec
+        if gemm_dtype is not None and grad is None and gemm_dtype != self.W_enc.dtype:
+            return self.variant.encode_in(self, x_in, gemm_dtype)
+        return self.variant.encode(self, x_in, grad)
 
     def encode_sparse(
         self,
@@ -85,15 +95,8 @@ class SAE(nn.Module):
         gemm_dtype: torch.dtype | None = None,
     ) -> SparseCode:
         """Sparse code of raw inputs; dense-coded variants are converted (k = max L0 of the batch).
-
-        ``gemm_dtype`` (inference only, e.g. bf16): the variant selects with its encoder GEMM in
-        that dtype where it can recompute the kept values exactly (:meth:`Variant.encode_in`).
-        """
-        if gemm_dtype is not None and grad is None and gemm_dtype != self.W_enc.dtype:
-            self.check_input(x)
-            code = self.variant.encode_in(self, self.scale_input(x) - self.b_dec, gemm_dtype)
-        else:
-            code = self.encode_code(x, grad)
+        ``gemm_dtype``: see :meth:`encode_code`."""
+        code = self.encode_code(x, grad, gemm_dtype)
         if isinstance(code, SparseCode):
             return code
         k = max(1, int((code != 0).sum(-1).max()))
