@@ -10,7 +10,8 @@ on normalised head vectors; then (``--sweep``) AUC against the number of SAE tra
 (5, 10, 25, 50: ``--sweep-seeds`` seeds; 250: ``--big-sweep-seeds``, since SAE training cost grows
 linearly with the prompts: 250 prompts are 67,500 rows x 500 full-batch epochs, ~4 min a seed on
 2 cores). ``--only-sweeps`` keeps the methods' results already in ``--out`` and adds the sweeps'
-missing points. The prompt set is fixed (``--n-prompts`` positives + as many negatives, the same
+missing points and seeds (each point is saved after every seed with its per-seed rows, so a
+stopped run resumes where it stopped). The prompt set is fixed (``--n-prompts`` positives + as many negatives, the same
 for every seed and the sweep).
 
 Also the same codes from an SAE trained for 5 epochs instead of 500 (``node_5ep`` /
@@ -52,6 +53,7 @@ from circuits.experiment import (  # noqa: E402
 )
 from circuits.figures import auc_vs_prompts_figure, heatmap_figure  # noqa: E402
 from circuits.ground_truth import fixture_path, load_ground_truth  # noqa: E402
+from interp.io import atomic_write_bytes  # noqa: E402
 from interp.models import load_model  # noqa: E402
 
 # the paper's numbers (O'Neill & Bui 2024, GPT-2 small / attn-only-4l, 10 trials)
@@ -221,6 +223,11 @@ def readme(d: dict | None) -> str:
     return "\n".join(out)
 
 
+def _write(out: Path, result: dict) -> None:
+    """Save the results so far; atomic, so a run stopped mid-write keeps the last save."""
+    atomic_write_bytes(out, (json.dumps(result, indent=1) + "\n").encode())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tasks", default="ioi,docstring,greater-than")
@@ -235,7 +242,7 @@ def main() -> None:
         default="ioi,docstring,greater-than",
         help="tasks that also get the 250-prompt point (~4 min of SAE training per seed)",
     )
-    ap.add_argument("--big-sweep-seeds", type=int, default=1, help="seeds of the 250-prompt point")
+    ap.add_argument("--big-sweep-seeds", type=int, default=5, help="seeds of the 250-prompt point")
     ap.add_argument(
         "--l1-sweep",
         default="0.002,0.01,0.02,0.05",
@@ -297,7 +304,7 @@ def main() -> None:
         result["tasks"][task] = res
         contexts[task] = ctx
         heatmap_figure(res).write_json(fig_dir / f"{task}_heatmap.json")
-        out.write_text(json.dumps(result, indent=1) + "\n")
+        _write(out, result)
         print(f"{task}: methods done in {res['bench_seconds']:.0f} s", flush=True)
     print(readme(result), flush=True)
     # 2. AUC against lambda, on raw and normalised head vectors (at --n-train prompts)
@@ -314,7 +321,7 @@ def main() -> None:
                 cfg = replace(base, l1=l1, normalize=norm)
                 point = auc_vs_sae_config(contexts[task], {name: cfg}, args.n_train, args.l1_seeds)
                 have.update(point)
-                out.write_text(json.dumps(result, indent=1) + "\n")
+                _write(out, result)
         print(f"{task}: lambda sweep done in {time.perf_counter() - t0:.0f} s", flush=True)
     # 3. AUC against the number of SAE training prompts (the 250 point last: minutes a seed)
     for small in (True, False):
@@ -323,15 +330,20 @@ def main() -> None:
             sweep = [n for n in sweep_all if (n <= 50) == small and (small or task in big)]
             seeds = {n: (args.sweep_seeds if n <= 50 else args.big_sweep_seeds) for n in sweep}
             have = result["tasks"][task].setdefault("auc_vs_n_train", {})
-            for n in sweep:  # saved after every point
+
+            def save(key: str, point: dict, have: dict = have) -> None:  # after every seed
+                have[key] = point
+                _write(out, result)
+
+            for n in sweep:
                 if have.get(str(n), {}).get("seeds", 0) >= seeds[n]:
                     continue
-                have.update(auc_vs_n_train(contexts[task], (n,), seeds))
-                out.write_text(json.dumps(result, indent=1) + "\n")
+                have.update(auc_vs_n_train(contexts[task], (n,), seeds, have, on_seed=save))
+                _write(out, result)
             print(f"{task}: sweep {sweep} done in {time.perf_counter() - t0:.0f} s", flush=True)
     auc_vs_prompts_figure(result).write_json(fig_dir / "auc_vs_prompts.json")
     print(readme(result))
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    _write(out, result)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ its fixture.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,40 +91,84 @@ def prepare(
     }
 
 
-def _seed_stats(ctx: dict[str, Any], n: int, cfg: CodeSAEConfig, n_seeds: int) -> dict[str, Any]:
+def _point_rows(point: dict[str, Any] | None) -> list[dict[str, float]]:
+    """The per-seed rows of a stored sweep point (seeds 0, 1, ... in order). A point saved before
+    rows were kept holds only means: with one seed its means are that seed's row; with more, the
+    seeds cannot be recovered and are recomputed."""
+    if not point:
+        return []
+    if "per_seed" in point:
+        return list(point["per_seed"])
+    if point.get("seeds") == 1:
+        return [{k: point[f"{k}_mean"] for k in ("node", "edge", "silent")} | {"seed": 0}]
+    return []
+
+
+def _seed_stats(
+    ctx: dict[str, Any],
+    n: int,
+    cfg: CodeSAEConfig,
+    n_seeds: int,
+    done: dict[str, Any] | None = None,
+    on_seed: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Node and edge AUC (mean, std over seeds) and the share of silent head vectors of the
-    method with ``n`` training prompts and SAE config ``cfg``."""
-    rows = []
-    for seed in range(n_seeds):
+    method with ``n`` training prompts and SAE config ``cfg``, with each seed's row.
+
+    ``done``: the point as stored by an earlier (perhaps interrupted) run; its seeds are kept and
+    only the missing ones run, so a seed costs its minutes once. ``on_seed`` receives the point
+    after each seed (to save it)."""
+    rows = _point_rows(done)[:n_seeds]
+    out: dict[str, Any] = dict(done or {})
+    for seed in range(len(rows), n_seeds):
         r = run_method(ctx["xp"], ctx["xn"], n_train=n, sae_cfg=cfg, seed=seed)
         rows.append(
             {
+                "seed": seed,
                 "node": roc_auc(r.node, ctx["truth"]),
                 "edge": roc_auc(r.edge, ctx["truth"]),
                 "silent": r.silent,
+                "sae_seconds": r.seconds["sae"],
             }
         )
-    out: dict[str, Any] = {
-        "n_train_used": min(n, 2 * len(ctx["data"])),
-        "seeds": n_seeds,
-        "sae_seconds_last": r.seconds["sae"],
-    }
+        out = _summarise_seeds(ctx, n, rows, out)
+        if on_seed is not None:
+            on_seed(out)
+    return _summarise_seeds(ctx, n, rows, out)
+
+
+def _summarise_seeds(
+    ctx: dict[str, Any], n: int, rows: list[dict[str, Any]], old: dict[str, Any]
+) -> dict[str, Any]:
+    out = {**old, "n_train_used": min(n, 2 * len(ctx["data"])), "seeds": len(rows)}
+    out["per_seed"] = rows
     for key in ("node", "edge", "silent"):
         v = np.array([row[key] for row in rows])
         out[f"{key}_mean"], out[f"{key}_std"] = float(v.mean()), float(v.std())
+    timed = [row["sae_seconds"] for row in rows if "sae_seconds" in row]
+    if timed:
+        out["sae_seconds_last"] = timed[-1]
     return out
 
 
 def auc_vs_n_train(
-    ctx: dict[str, Any], sizes: tuple[int, ...], seeds: int | dict[int, int]
+    ctx: dict[str, Any],
+    sizes: tuple[int, ...],
+    seeds: int | dict[int, int],
+    have: dict[str, Any] | None = None,
+    on_seed: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Node and edge AUC (mean, std over seeds) for each number of SAE training prompts."""
-    return {
-        str(n): _seed_stats(
-            ctx, n, ctx["cfg"], seeds.get(n, 1) if isinstance(seeds, dict) else seeds
-        )
-        for n in sizes
-    }
+    """Node and edge AUC (mean, std over seeds) for each number of SAE training prompts.
+
+    ``have``: points stored by an earlier run, keyed by ``str(n)``; their seeds are reused.
+    ``on_seed(key, point)`` is called after every new seed."""
+    have = have or {}
+    out = {}
+    for n in sizes:
+        k = seeds.get(n, 1) if isinstance(seeds, dict) else seeds
+        save = None if on_seed is None else (lambda p, key=str(n): on_seed(key, p))
+        out[str(n)] = _seed_stats(ctx, n, ctx["cfg"], k, done=have.get(str(n)), on_seed=save)
+    return out
 
 
 def auc_vs_sae_config(

@@ -326,3 +326,61 @@ def test_normalised_code_sae_does_not_see_the_input_scale(seed):
         silent_small = (raw_small.encode(0.1 * x) == 0).all(1).float().mean()
         silent_big = (raw_big.encode(10 * x) == 0).all(1).float().mean()
     assert silent_small > silent_big
+
+
+def test_sweep_point_resumes_seed_by_seed(planted, monkeypatch):
+    """A sweep point saved after each seed and resumed from what was saved equals the point run
+    in one go; resuming runs only the missing seeds; a point stored before rows were kept (one
+    seed, means only) counts as seed 0."""
+    import circuits.experiment as experiment
+
+    model, _ = planted
+    pos, neg = planted_prompts(12, seed=3)
+    ctx = {
+        "xp": head_vectors(model, pos),
+        "xn": head_vectors(model, neg),
+        "truth": heads_to_mask(PLANTED, 2, 4),
+        "data": pos,
+        "cfg": CodeSAEConfig(epochs=60),
+    }
+    full = experiment.auc_vs_n_train(ctx, (8,), 3)["8"]
+    assert [r["seed"] for r in full["per_seed"]] == [0, 1, 2]
+
+    saved: dict = {}
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(key, point):
+        saved[key] = point
+        if point["seeds"] == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        experiment.auc_vs_n_train(ctx, (8,), 3, on_seed=stop_after_two)
+    assert saved["8"]["seeds"] == 2
+    calls = []
+    real = experiment.run_method
+    monkeypatch.setattr(
+        experiment, "run_method", lambda *a, **k: calls.append(k["seed"]) or real(*a, **k)
+    )
+    resumed = experiment.auc_vs_n_train(ctx, (8,), 3, have=saved)["8"]
+    assert calls == [2]
+
+    def scores(point):
+        return [r[k] for r in point["per_seed"] for k in ("seed", "node", "edge", "silent")]
+
+    # the seeds differ (silent share, edge AUC), so a reused or reordered seed would show
+    assert len({r["silent"] for r in full["per_seed"]}) > 1
+    assert scores(resumed) == pytest.approx(scores(full))
+    for key in ("node", "edge", "silent"):
+        assert resumed[f"{key}_mean"] == pytest.approx(full[f"{key}_mean"])
+        assert resumed[f"{key}_std"] == pytest.approx(full[f"{key}_std"])
+
+    old = {k: v for k, v in full.items() if k != "per_seed"}
+    old.update(seeds=1, **{f"{k}_mean": full["per_seed"][0][k] for k in ("node", "edge")})
+    old["silent_mean"] = full["per_seed"][0]["silent"]
+    calls.clear()
+    again = experiment.auc_vs_n_train(ctx, (8,), 3, have={"8": old})["8"]
+    assert calls == [1, 2]
+    assert scores(again) == pytest.approx(scores(full))
