@@ -94,12 +94,12 @@ def prepare(
 def _point_rows(point: dict[str, Any] | None) -> list[dict[str, float]]:
     """The per-seed rows of a stored sweep point (seeds 0, 1, ... in order). A point saved before
     rows were kept holds only means: with one seed its means are that seed's row; with more, the
-    seeds cannot be recovered and are recomputed."""
+    seeds cannot be recovered, nor can a seed whose point lacks a score, and are recomputed."""
     if not point:
         return []
     if "per_seed" in point:
         return list(point["per_seed"])
-    if point.get("seeds") == 1:
+    if point.get("seeds") == 1 and all(f"{k}_mean" in point for k in ("node", "edge", "silent")):
         return [{k: point[f"{k}_mean"] for k in ("node", "edge", "silent")} | {"seed": 0}]
     return []
 
