@@ -80,7 +80,7 @@ def auc_vs_prompts_figure(bench: dict[str, Any]) -> go.Figure:
         sweep = res.get("auc_vs_n_train", {})
         if not sweep:
             continue
-        xs = [int(k) for k in sweep]
+        xs = sorted(int(k) for k in sweep)
         for kind, dash in (("node", "solid"), ("edge", "dot")):
             fig.add_trace(
                 go.Scatter(
