@@ -31,6 +31,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -228,6 +229,16 @@ def _write(out: Path, result: dict) -> None:
     atomic_write_bytes(out, (json.dumps(result, indent=1) + "\n").encode())
 
 
+def _saver(out: Path, result: dict, have: dict) -> Callable[[str, dict], None]:
+    """The sweeps' ``on_seed``: store the point in ``have`` (a part of ``result``) and save."""
+
+    def save(key: str, point: dict) -> None:
+        have[key] = point
+        _write(out, result)
+
+    return save
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tasks", default="ioi,docstring,greater-than")
@@ -319,8 +330,13 @@ def main() -> None:
                 if have.get(name, {}).get("seeds", 0) >= args.l1_seeds:
                     continue
                 cfg = replace(base, l1=l1, normalize=norm)
-                point = auc_vs_sae_config(contexts[task], {name: cfg}, args.n_train, args.l1_seeds)
-                have.update(point)
+                save = _saver(out, result, have)
+                configs = {name: cfg}
+                have.update(
+                    auc_vs_sae_config(
+                        contexts[task], configs, args.n_train, args.l1_seeds, have, save
+                    )
+                )
                 _write(out, result)
         print(f"{task}: lambda sweep done in {time.perf_counter() - t0:.0f} s", flush=True)
     # 3. AUC against the number of SAE training prompts (the 250 point last: minutes a seed)
@@ -330,14 +346,10 @@ def main() -> None:
             sweep = [n for n in sweep_all if (n <= 50) == small and (small or task in big)]
             seeds = {n: (args.sweep_seeds if n <= 50 else args.big_sweep_seeds) for n in sweep}
             have = result["tasks"][task].setdefault("auc_vs_n_train", {})
-
-            def save(key: str, point: dict, have: dict = have) -> None:  # after every seed
-                have[key] = point
-                _write(out, result)
-
             for n in sweep:
                 if have.get(str(n), {}).get("seeds", 0) >= seeds[n]:
                     continue
+                save = _saver(out, result, have)
                 have.update(auc_vs_n_train(contexts[task], (n,), seeds, have, on_seed=save))
                 _write(out, result)
             print(f"{task}: sweep {sweep} done in {time.perf_counter() - t0:.0f} s", flush=True)

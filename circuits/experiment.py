@@ -172,18 +172,24 @@ def auc_vs_n_train(
 
 
 def auc_vs_sae_config(
-    ctx: dict[str, Any], configs: dict[str, CodeSAEConfig], n_train: int, seeds: int
+    ctx: dict[str, Any],
+    configs: dict[str, CodeSAEConfig],
+    n_train: int,
+    seeds: int,
+    have: dict[str, Any] | None = None,
+    on_seed: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Node and edge AUC (mean, std over seeds) and the silent share for each SAE config (e.g.
-    a sweep of lambda, with and without normalised inputs), at ``n_train`` prompts."""
-    return {
-        name: {
-            "l1": cfg.l1,
-            "normalize": cfg.normalize,
-            **_seed_stats(ctx, n_train, cfg, seeds),
-        }
-        for name, cfg in configs.items()
-    }
+    a sweep of lambda, with and without normalised inputs), at ``n_train`` prompts. ``have`` and
+    ``on_seed`` as in :func:`auc_vs_n_train`, keyed by config name."""
+    have = have or {}
+    out = {}
+    for name, cfg in configs.items():
+        tag = {"l1": cfg.l1, "normalize": cfg.normalize}
+        save = None if on_seed is None else (lambda p, key=name, t=tag: on_seed(key, {**t, **p}))
+        point = _seed_stats(ctx, n_train, cfg, seeds, done=have.get(name), on_seed=save)
+        out[name] = {**tag, **point}
+    return out
 
 
 def run_experiment(

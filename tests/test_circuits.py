@@ -388,3 +388,15 @@ def test_sweep_point_resumes_seed_by_seed(planted, monkeypatch):
     calls.clear()
     experiment.auc_vs_n_train(ctx, (8,), 2, have={"8": old})
     assert calls == [0, 1]
+
+    # the lambda sweep's points resume the same way, keeping their config tags
+    cfgs = {"l1=0.05": replace(ctx["cfg"], l1=0.05)}
+    whole = experiment.auc_vs_sae_config(ctx, cfgs, 8, 2)["l1=0.05"]
+    saved.clear()
+    with pytest.raises(Stop):
+        experiment.auc_vs_sae_config(ctx, cfgs, 8, 3, on_seed=stop_after_two)
+    assert saved["l1=0.05"]["l1"] == 0.05 and saved["l1=0.05"]["seeds"] == 2
+    calls.clear()
+    part = experiment.auc_vs_sae_config(ctx, cfgs, 8, 2, have=saved)["l1=0.05"]
+    assert calls == [] and part["normalize"] is False
+    assert scores(part) == pytest.approx(scores(whole))
