@@ -42,9 +42,21 @@ def _no_build(path):
     return build
 
 
-def _state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+def _state_diff(a: torch.nn.Module, b: torch.nn.Module) -> list[str]:
+    """The state-dict entries where ``a`` and ``b`` differ, with the largest difference: empty
+    when they are equal (a failing assert then says which weights moved, and how far)."""
     sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    if sa.keys() != sb.keys():
+        return [f"keys differ: {sorted(set(sa) ^ set(sb))[:5]}"]
+    return [
+        f"{k}: max |diff| {(sa[k].float() - sb[k].float()).abs().max().item():.3g}"
+        for k in sa
+        if not torch.equal(sa[k], sb[k])
+    ]
+
+
+def _state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return not _state_diff(a, b)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -141,7 +153,7 @@ def test_smollm2_second_load_hits_cache(smollm2, monkeypatch):
     # a cache hit is what the second load must be: converting the GGUF again would fail here
     monkeypatch.setattr(model_loading, "_build_from_gguf", _no_build)
     again = load_model("smollm2-135m", device=smollm2.cfg.device)
-    assert _state_equal(again, smollm2)
+    assert not (diff := _state_diff(again, smollm2)), diff[:10]
     assert again.to_tokens(PROMPTS[0]).tolist() == smollm2.to_tokens(PROMPTS[0]).tolist()
 
 
