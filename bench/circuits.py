@@ -11,8 +11,8 @@ on normalised head vectors; then (``--sweep``) AUC against the number of SAE tra
 linearly with the prompts: 250 prompts are 67,500 rows x 500 full-batch epochs, ~4 min a seed on
 2 cores). ``--only-sweeps`` keeps the methods' results already in ``--out`` and adds the sweeps'
 missing points and seeds (each point is saved after every seed with its per-seed rows, so a
-stopped run resumes where it stopped). The prompt set is fixed (``--n-prompts`` positives + as many negatives, the same
-for every seed and the sweep).
+stopped run resumes where it stopped). The prompt set is fixed (``--n-prompts`` positives + as
+many negatives, the same for every seed and the sweep).
 
 Also the same codes from an SAE trained for 5 epochs instead of 500 (``node_5ep`` /
 ``edge_5ep``: still near its tied random initialisation, i.e. argmax codes of a random ReLU
@@ -291,15 +291,12 @@ def main() -> None:
         result["config"] = {**old["config"], "sweeps": vars(args)}
     # 1. every method on every task (saved after each task)
     for task in tasks:
-        if args.only_sweeps:
-            gt = load_ground_truth(fixture_path(task))
-            contexts[task] = prepare(
-                model, task, model_name=args.model, n_prompts=args.n_prompts, gt=gt
-            )
-            continue
         t0 = time.perf_counter()
         gt = load_ground_truth(fixture_path(task))
         ctx = prepare(model, task, model_name=args.model, n_prompts=args.n_prompts, gt=gt)
+        contexts[task] = ctx
+        if args.only_sweeps:
+            continue
         res = run_experiment(
             model,
             task,
@@ -313,7 +310,6 @@ def main() -> None:
         res["ground_truth_command"] = gt["command"]
         res["bench_seconds"] = time.perf_counter() - t0
         result["tasks"][task] = res
-        contexts[task] = ctx
         heatmap_figure(res).write_json(fig_dir / f"{task}_heatmap.json")
         _write(out, result)
         print(f"{task}: methods done in {res['bench_seconds']:.0f} s", flush=True)
@@ -329,15 +325,9 @@ def main() -> None:
                 name = f"l1={l1:g}{', normalised' if norm else ''}"
                 if have.get(name, {}).get("seeds", 0) >= args.l1_seeds:
                     continue
-                cfg = replace(base, l1=l1, normalize=norm)
-                save = _saver(out, result, have)
-                configs = {name: cfg}
-                have.update(
-                    auc_vs_sae_config(
-                        contexts[task], configs, args.n_train, args.l1_seeds, have, save
-                    )
-                )
-                _write(out, result)
+                configs = {name: replace(base, l1=l1, normalize=norm)}
+                save = _saver(out, result, have)  # stores the point and saves after every seed
+                auc_vs_sae_config(contexts[task], configs, args.n_train, args.l1_seeds, have, save)
         print(f"{task}: lambda sweep done in {time.perf_counter() - t0:.0f} s", flush=True)
     # 3. AUC against the number of SAE training prompts (the 250 point last: minutes a seed)
     for small in (True, False):
@@ -349,9 +339,8 @@ def main() -> None:
             for n in sweep:
                 if have.get(str(n), {}).get("seeds", 0) >= seeds[n]:
                     continue
-                save = _saver(out, result, have)
-                have.update(auc_vs_n_train(contexts[task], (n,), seeds, have, on_seed=save))
-                _write(out, result)
+                save = _saver(out, result, have)  # stores the point and saves after every seed
+                auc_vs_n_train(contexts[task], (n,), seeds, have, on_seed=save)
             print(f"{task}: sweep {sweep} done in {time.perf_counter() - t0:.0f} s", flush=True)
     auc_vs_prompts_figure(result).write_json(fig_dir / "auc_vs_prompts.json")
     print(readme(result))

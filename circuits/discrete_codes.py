@@ -184,11 +184,14 @@ def discrete_codes(sae: SAE, x: torch.Tensor, top_k: int = 1) -> torch.Tensor:
     (top_k = 1: the argmax code). Ties go to the lowest index, as ``np.argmax`` does in the
     paper's code: a vector with no active latent gets code 0 (top-k: 0, 1, ..)."""
     e, h, d = x.shape
-    f = sae.encode(x.reshape(e * h, d).float())
+    return _top_codes(sae.encode(x.reshape(e * h, d).float()), top_k).reshape(e, h, top_k)
+
+
+def _top_codes(f: torch.Tensor, top_k: int) -> torch.Tensor:
+    """[R, top_k] indices of the ``top_k`` largest of each row of activations ``f`` [R, F]."""
     if not 1 <= top_k <= f.shape[-1]:
         raise ValueError(f"top_k must be in [1, {f.shape[-1]}], got {top_k}")
-    order = torch.sort(f, dim=-1, descending=True, stable=True).indices
-    return order[:, :top_k].reshape(e, h, top_k)
+    return torch.sort(f, dim=-1, descending=True, stable=True).indices[:, :top_k]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,13 +378,14 @@ def run_method(
     bar.update()
     bar.close()
     t1 = time.perf_counter()
-    pos = discrete_codes(sae, pos_vectors, top_k).numpy()
-    neg = discrete_codes(sae, neg_vectors, top_k).numpy()
+    with torch.no_grad():  # one encode per set: its codes and its silent rows
+        acts = [sae.encode(v.reshape(-1, v.shape[-1]).float()) for v in (pos_vectors, neg_vectors)]
+    pos, neg = (
+        _top_codes(f, top_k).reshape(*v.shape[:2], top_k).numpy()
+        for f, v in zip(acts, (pos_vectors, neg_vectors), strict=True)
+    )
+    silent = float(torch.cat(acts).eq(0).all(-1).float().mean())
     t2 = time.perf_counter()
-    with torch.no_grad():
-        silent = float(
-            (sae.encode(both.reshape(-1, both.shape[-1]).float()) == 0).all(-1).float().mean()
-        )
     counts = unique_positive_counts(pos, neg)
     node = softmax(counts)
     t3 = time.perf_counter()

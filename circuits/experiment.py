@@ -119,7 +119,7 @@ def _seed_stats(
     only the missing ones run, so a seed costs its minutes once. ``on_seed`` receives the point
     after each seed (to save it)."""
     rows = _point_rows(done)[:n_seeds]
-    out: dict[str, Any] = dict(done or {})
+    old = done or {}
     for seed in range(len(rows), n_seeds):
         r = run_method(ctx["xp"], ctx["xn"], n_train=n, sae_cfg=cfg, seed=seed)
         rows.append(
@@ -131,10 +131,9 @@ def _seed_stats(
                 "sae_seconds": r.seconds["sae"],
             }
         )
-        out = _summarise_seeds(ctx, n, rows, out)
         if on_seed is not None:
-            on_seed(out)
-    return _summarise_seeds(ctx, n, rows, out)
+            on_seed(_summarise_seeds(ctx, n, rows, old))
+    return _summarise_seeds(ctx, n, rows, old)
 
 
 def _summarise_seeds(
