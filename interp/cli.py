@@ -135,11 +135,23 @@ def cache_cmd(
 def config_cmd(
     config: Path | None = typer.Option(None, "--config", "-c", help="show this config resolved"),
     set_: list[str] = typer.Option([], "--set", help="override by dotted key (repeatable)"),
+    variants: bool = typer.Option(
+        False, "--variants", help="list the registered selection rules (sae.variant) and stop"
+    ),
 ) -> None:
     """Every run-config field with its default and docstring (or, with --config/--set, the
-    resolved config as JSON). The text comes from the code (pydantic attribute docstrings)."""
+    resolved config as JSON; with --variants, the selection rules). The text comes from the code
+    (pydantic attribute docstrings, each variant's class docstring)."""
     from saes.train_config import describe_fields, load_run_config
 
+    if variants:
+        from saes.variants import variant_class, variant_names
+
+        for name in variant_names():
+            cls = variant_class(name)
+            doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
+            typer.echo(f"{name:<16} {doc[0] if doc else ''}")
+        return
     if config is not None or set_:
         try:
             typer.echo(load_run_config(config, set_).model_dump_json(indent=2))

@@ -28,7 +28,8 @@ class SAEConfig(BaseModel):
     d_sae: int = 4608
     """Number of latents (dictionary size)."""
     variant: str = "topk"
-    """Selection rule: one of the registered variants (``interp config --variants`` lists them)."""
+    """Selection rule: one of the registered variants (``interp config --variants`` lists them,
+    with the first line of each rule's docstring)."""
     k: int = 32
     """Latents kept per token (TopK, g-SAE) or the mean per token of a batch budget (choice SAEs).
     Ignored by variants without a k (relu_l1)."""

@@ -168,3 +168,24 @@ def test_demo_command_runs_resumes_and_reruns(tmp_path, monkeypatch, one_thread)
     assert (
         status["resumed_from"] is None and status["attempts"] == 1 and status["state"] == "finished"
     )
+
+
+def test_config_variants_lists_every_rule_the_config_accepts():
+    """The option the ``sae.variant`` docstring names exists, and lists exactly the names the
+    config accepts, each with a description."""
+    import pydantic
+    import pytest
+
+    from saes.config import SAEConfig
+    from saes.variants import variant_names
+
+    r = runner.invoke(app, ["config", "--variants"])
+    assert r.exit_code == 0, r.output
+    rows = [line.split(None, 1) for line in r.output.splitlines() if line.strip()]
+    assert [row[0] for row in rows] == variant_names() and len(rows) >= 6
+    assert all(len(row) == 2 and len(row[1]) > 10 for row in rows), r.output
+    for name, _ in rows:
+        SAEConfig(variant=name)  # every listed name is a valid sae.variant
+    assert "--variants" in (SAEConfig.model_fields["variant"].description or "")
+    with pytest.raises((pydantic.ValidationError, ValueError)):
+        SAEConfig(variant="not_a_rule")
