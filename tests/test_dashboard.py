@@ -55,7 +55,8 @@ def test_feature_page_shows_the_store(root, monkeypatch):
     assert metrics["tokens"] == f"{f.count:,}"
     assert metrics["max activation"] == f"{f.max:.3g}"
     shown = [_shown_text(h.proto.body) for h in at.get("html")]
-    assert len(shown) == 1 + len(f.bands)  # top examples, then one block per band
+    # top examples, then one block per shown band that has examples
+    assert len(shown) == 1 + sum(bool(b.examples) for b in f.shown_bands)
     for ex in f.top:
         assert ex.text in shown[0]  # every top context, exact
     assert len(at.get("plotly_chart")) >= 2  # histogram, logit effects

@@ -11,7 +11,7 @@ import streamlit as st
 from saes import figures
 from saes.analysis.steering import steer_latents
 from saes.features.dfa import example_dfa
-from saes.features.render import examples_html, tokens_html
+from saes.features.render import band_caption, examples_html, tokens_html
 
 TITLE = "Feature"
 ORDER = 10
@@ -23,6 +23,14 @@ def _go(j: int) -> None:
 
 def _typed() -> None:
     _go(st.session_state["latent_id"])
+
+
+def _html(body: str, empty: str | None = None) -> None:
+    """``st.html`` for a non-empty body (Streamlit refuses an empty one); else ``empty`` in words."""
+    if body:
+        st.html(body)
+    elif empty:
+        st.caption(empty)
 
 
 def _links(ctx, ids: list[int]) -> str:
@@ -105,14 +113,15 @@ def render(ctx) -> None:
     left, right = st.columns([3, 2])
     with left:
         st.subheader("Top activations")
-        st.html(examples_html(f.top))
+        _html(examples_html(f.top), "no top example is stored for this latent")
         st.subheader("Quantile bands")
-        for band in reversed(f.bands):
-            st.markdown(
-                f"**{band.q_lo:.0%}-{band.q_hi:.0%}** of the nonzero activations "
-                f"({band.lo:.3g} to {band.hi:.3g})"
-            )
-            st.html(examples_html(band.examples, scale=f.max))
+        st.caption(
+            f"cut from a uniform sample of {f.n_sample:,} of its {f.count:,} nonzero activations; "
+            "bands whose edges are equal (tied values) are merged into the band above"
+        )
+        for band in reversed(f.shown_bands):
+            st.markdown(band_caption(band, f.n_sample))
+            _html(examples_html(band.examples, scale=f.max))
     with right:
         st.plotly_chart(figures.activation_histogram(f), width="stretch")
         st.plotly_chart(figures.logit_effects_bar(f), width="stretch")
@@ -137,7 +146,12 @@ def render(ctx) -> None:
 def _dfa(ctx, store, f) -> None:
     """hook_z latents: DFA of the top examples over source tokens and heads (computed on demand)."""
     with st.expander("DFA of the top examples: which source tokens and heads drive the latent"):
-        n = st.slider("examples", 1, min(10, len(f.top)), min(3, len(f.top)), key="dfa_n")
+        if not f.top:
+            st.caption("no top example to attribute")
+            return
+        # a slider needs two distinct ends: one example is simply that example
+        m = min(10, len(f.top))
+        n = st.slider("examples", 1, m, min(3, m), key="dfa_n") if m > 1 else 1
         if st.button("compute DFA", key="dfa_go"):
             for r in example_dfa(store, ctx.model(), ctx.sae(), f.index, f.top[:n]):
                 heads = ", ".join(
@@ -145,7 +159,7 @@ def _dfa(ctx, store, f) -> None:
                     for h, v in sorted(enumerate(r.by_head), key=lambda p: -p[1])[:3]
                 )
                 st.markdown(f"activation {r.example.value:.3g}; top heads: {heads}")
-                st.html(
+                _html(
                     tokens_html(
                         r.example.texts, [max(0.0, v) for v in r.by_source], center=r.example.center
                     )

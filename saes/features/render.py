@@ -14,7 +14,7 @@ import html
 from collections.abc import Sequence
 
 from interp.text import show_whitespace
-from saes.features.store import Example
+from saes.features.store import Band, Example
 
 # the highlight colour (an orange, as in Anthropic's feature visualiser); alpha carries the value
 _RGB = "255, 140, 0"
@@ -61,3 +61,24 @@ def examples_html(examples: Sequence[Example], scale: float | None = None) -> st
     if scale is None:
         scale = max((max(e.acts, default=0.0) for e in examples), default=0.0)
     return "".join(example_html(e, scale) for e in examples)
+
+
+def band_caption(band: Band, n_sample: int) -> str:
+    """Markdown naming one (tie-merged) band: its quantiles and values, ties said in words, and
+    why a band has no example when it has none (``n_sample``: the latent's sampled activations)."""
+    qs = f"**{band.q_lo:.0%}-{band.q_hi:.0%}** of the nonzero activations"
+    if band.tied:
+        text = f"{qs}: all at {band.lo:.3g}"
+    elif band.tied_to is not None:
+        text = (
+            f"{qs} ({band.lo:.3g} to {band.hi:.3g}; the {band.q_lo:.0%} to {band.tied_to:.0%} "
+            f"quantiles are all {band.lo:.3g}, a tie)"
+        )
+    else:
+        text = f"{qs} ({band.lo:.3g} to {band.hi:.3g})"
+    if not band.examples:
+        text += (
+            f"  \n_no example: none of the latent's {n_sample:,} sampled activations lies here "
+            "(with few samples, the quantile edges interpolate between two neighbouring values)_"
+        )
+    return text

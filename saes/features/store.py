@@ -103,6 +103,43 @@ class Band:
     lo: float
     hi: float
     examples: list[Example]
+    tied_to: float | None = None  # merged ties: quantiles q_lo..tied_to all equal lo
+
+    @property
+    def tied(self) -> bool:
+        """Both edges are the same activation: the quantiles q_lo and q_hi fall on one tied value."""
+        return self.lo == self.hi
+
+
+def merge_tied_bands(bands: list[Band]) -> list[Band]:
+    """The bands as a reader should see them: a tied band (lo == hi) merged into the band above
+    it, and consecutive empty bands merged into one.
+
+    A band holds the sampled activations in [lo, hi) (the last one [lo, hi]), so a tied band of
+    any but the top quantiles is empty by construction: its tied values lie in the band above,
+    whose lower edge is that same value. Merging keeps each example where it is and makes the
+    quantile range cover the tie (``25%-75%`` when the 25% and 50% quantiles are equal). A band
+    can also be empty with distinct edges when the sample is small (the edges interpolate between
+    two neighbouring sampled values); a run of such bands is shown as one. The result covers the
+    same quantiles, in order, with the same examples; a latent whose sample is one value (e.g.
+    one that fired once) is one band from 0% to 100% with lo == hi.
+    """
+    out: list[Band] = []
+    pending: Band | None = None  # a tied band waiting for the band above it
+    for j, b in enumerate(bands):
+        if pending is not None:
+            b = Band(pending.q_lo, b.q_hi, pending.lo, b.hi, b.examples, tied_to=pending.q_hi)
+            pending = None
+        if b.tied and j < len(bands) - 1:
+            pending = b
+            continue
+        last = out[-1] if out else None
+        if last is not None and not last.examples and not b.examples and last.tied_to is None:
+            if b.tied_to is None:
+                out[-1] = Band(last.q_lo, b.q_hi, last.lo, b.hi, [])
+                continue
+        out.append(b)
+    return out
 
 
 @dataclass
@@ -123,7 +160,13 @@ class Feature:
     neighbours: list[tuple[int, float]]  # (latent, decoder cosine)
     coactivation: list[tuple[int, int]]  # (latent, tokens where both are nonzero)
     head_attribution: list[float] | None = None
+    n_sample: int = 0  # nonzero activations in the latent's sample (what the bands are cut from)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shown_bands(self) -> list[Band]:
+        """The bands with tied ones merged (:func:`merge_tied_bands`): what the explorer shows."""
+        return merge_tied_bands(self.bands)
 
     @property
     def density(self) -> float:
@@ -323,6 +366,7 @@ class FeatureStore:
             neighbours=self._id_list("neighbour_ids", "neighbour_cos", i),
             coactivation=[(a, int(b)) for a, b in self._id_list("coact_ids", "coact_counts", i)],
             head_attribution=head,
+            n_sample=int((self.row("sample_index", i) >= 0).sum()) if count else 0,
         )
 
     def densities(self) -> torch.Tensor:
