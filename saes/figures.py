@@ -139,12 +139,23 @@ def training_curves(
     return fig
 
 
-def prompt_heatmap(texts: Sequence[str], latents: Sequence[int], acts: Sequence[Sequence[float]]):
-    """Latents (rows) x tokens (columns): each latent's activation at each token of a prompt."""
+def prompt_heatmap(
+    texts: Sequence[str],
+    latents: Sequence[int],
+    acts: Sequence[Sequence[float]],
+    left_out: Sequence[bool] | None = None,
+):
+    """Latents (rows) x tokens (columns): each latent's activation at each token of a prompt.
+    ``left_out``: tokens drawn blank (no value, so no part of the colour scale), their column
+    labelled "(left out)", e.g. tokens over the training norm limit."""
+    out = list(left_out) if left_out is not None else [False] * len(texts)
     fig = go.Figure(
         go.Heatmap(
-            z=[list(a) for a in acts],
-            x=[f"{i}:{t!r}" for i, t in enumerate(texts)],
+            z=[[None if o else v for v, o in zip(a, out)] for a in acts],
+            x=[
+                f"{i}:{t!r}" + (" (left out)" if o else "")
+                for i, (t, o) in enumerate(zip(texts, out))
+            ],
             y=[f"latent {i}" for i in latents],
             colorscale="Oranges",
             hovertemplate="%{y} at %{x}: %{z:.3g}<extra></extra>",

@@ -20,13 +20,23 @@ from saes.features.store import Band, Example
 _RGB = "255, 140, 0"
 
 
-def _span(text: str, value: float, scale: float, title: str, center: bool) -> str:
+# a token marked as outside what the SAE was trained on (over the norm limit): hatched, dashed red
+_MARK = (
+    "outline: 2px dashed #c00; background-image: repeating-linear-gradient(135deg, "
+    "rgba(200, 0, 0, 0.18) 0 3px, transparent 3px 6px);"
+)
+
+
+def _span(text: str, value: float, scale: float, title: str, center: bool, mark: bool) -> str:
     alpha = 0.0 if scale <= 0 or value <= 0 else min(1.0, value / scale)
     shown = html.escape(show_whitespace(text)).replace("\n", "<br>")
-    style = f"background: rgba({_RGB}, {alpha:.3f});"
+    style = f"background-color: rgba({_RGB}, {alpha:.3f});"
     if center:
         style += " outline: 1px solid #333;"
-    return f'<span class="tok" style="{style}" title="{html.escape(title)}">{shown}</span>'
+    if mark:
+        style += " " + _MARK
+    cls = "tok over" if mark else "tok"
+    return f'<span class="{cls}" style="{style}" title="{html.escape(title)}">{shown}</span>'
 
 
 def tokens_html(
@@ -35,14 +45,20 @@ def tokens_html(
     scale: float | None = None,
     center: int | None = None,
     labels: Sequence[str] | None = None,
+    marked: Sequence[bool] | None = None,
+    mark_note: str = "",
 ) -> str:
     """One line of highlighted tokens. ``scale``: the value drawn at full colour (default: the
-    largest value); ``labels``: the hover text's token names (default: the texts)."""
-    scale = max(values, default=0.0) if scale is None else scale
+    largest value among the tokens not ``marked``); ``labels``: the hover text's token names
+    (default: the texts); ``marked``: tokens drawn hatched with a dashed red outline, ``mark_note``
+    added to their hover text (e.g. over the training norm limit)."""
+    marked = list(marked) if marked is not None else [False] * len(texts)
+    if scale is None:
+        scale = max((v for v, m in zip(values, marked) if not m), default=0.0)
     labels = labels if labels is not None else texts
     spans = [
-        _span(t, v, scale, f"{lab!r}: {v:.3g}", i == center)
-        for i, (t, v, lab) in enumerate(zip(texts, values, labels))
+        _span(t, v, scale, f"{lab!r}: {v:.3g}" + (f" ({mark_note})" if m else ""), i == center, m)
+        for i, (t, v, lab, m) in enumerate(zip(texts, values, labels, marked))
     ]
     return (
         '<div class="ctx" style="font-family: monospace; white-space: pre-wrap; '
