@@ -9,11 +9,15 @@ Pipeline, for P positive and N negative prompts of equal length and H = n_layers
    averaged over positions p (``position="mean"``, the paper's) or taken at the final position
    (``position="last"``); ``"z"``: the head's ``hook_z`` vector (d_head wide) instead.
 2. **One SAE shared by all heads**, trained on the H head vectors of a few examples
-   (:func:`train_code_sae`): the paper's ReLU SAE with loss MSE(x_hat, x) + lambda * mean_n
-   ||f_n||_1 (lambda 0.02; 0.05 for docstring), 200 latents, Adam lr 1e-3, 500 full-batch epochs,
-   encoder and decoder latent vectors kept at unit norm. It is a toolkit ``saes.sae.SAE`` (variant
-   ``relu_l1`` by default; any registered variant can be passed and is then trained with its own
-   ``train_forward`` loss) and is only ever used through ``sae.encode``.
+   (:func:`train_code_sae`): a ReLU SAE with the paper's loss MSE(x_hat, x) + lambda * mean_n
+   ||f_n||_1 (lambda 0.02; 0.05 for docstring), 200 latents, Adam lr 1e-3, 500 full-batch epochs.
+   Two flavours (``CodeSAEConfig.flavour``): ``"paper"``, as close to the authors' code as it can
+   be read (independent random init with a random encoder bias; the decoder weight [d, F] with
+   unit-norm rows, one per input dimension, so a latent's decoder norm is about sqrt(d/F)), and
+   ``"ours"`` (tied init, b_enc = 0, every latent's encoder and decoder vector at unit norm). It is
+   a toolkit ``saes.sae.SAE`` (variant ``relu_l1`` by default; with flavour "ours" any registered
+   variant can be passed and is then trained with its own ``train_forward`` loss) and is only ever
+   used through ``sae.encode``.
 3. **Discrete codes** c[e, h] = argmax_f encode(x[e, h])_f (:func:`discrete_codes`); ``top_k > 1``
    keeps the k largest latents as a code *set* per (prompt, head).
 4. **Node score** (:func:`node_scores`): for head h, U_h = |C+_h \\ C-_h|, the number of distinct
@@ -21,9 +25,10 @@ Pipeline, for P positive and N negative prompts of equal length and H = n_layers
 5. **Edge score** (:func:`edge_scores`): for an ordered pair of heads (h1 != h2), a code pair
    (a, b) co-occurs on prompt e when c[e, h1] = a and c[e, h2] = b; E_{h1,h2} = the number of code
    pairs co-occurring on some positive and on no negative. Reduced to heads as the paper does:
-   the pairs are sorted by E (descending; ties by flat index), each pair contributes its two heads
+   the pairs are sorted by E (descending; ties by ascending flat index), each pair contributes its two heads
    in turn to a list, the first K = H^2 // 2 entries of the list are counted per head, and the
-   counts are softmaxed. The paper's "edge ROC" is therefore a ranking of *heads*, not of edges.
+   counts are softmaxed; flavour "paper" breaks ties by descending flat index, as the paper's
+   ``np.argsort(...)[::-1]``. The paper's "edge ROC" is therefore a ranking of *heads*, not edges.
    Counts are kept sparse: only the observed (h1, h2, a, b) keys of each prompt set are stored
    (at most E * H * (H-1) per set) instead of the dense [H, H, F, F] float64 tensor (23 GB for
    SmolLM2's 270 heads and 200 latents).
@@ -42,6 +47,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
 from interp.hooks import hook_name
@@ -49,6 +55,7 @@ from saes.config import SAEConfig
 from saes.sae import SAE
 
 __all__ = [
+    "FLAVOURS",
     "CodeSAEConfig",
     "MethodResult",
     "best_balanced_f1",
@@ -109,26 +116,63 @@ def head_vectors(
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CodeSAEConfig:
-    """The SAE that turns head vectors into codes (the paper's defaults)."""
+Flavour = Literal["ours", "paper"]
+FLAVOURS = ("ours", "paper")
 
-    d_sae: int = 200
-    l1: float = 0.02
-    lr: float = 1e-3
-    epochs: int = 500
+
+class CodeSAEConfig(BaseModel):
+    """The SAE that turns head vectors into codes, and the edge reduction's tie-break (defaults:
+    the paper's hyperparameters). Unknown keys are an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    d_sae: int = Field(200, ge=2)
+    """Number of latents (the paper: 200)."""
+    l1: float = Field(0.02, ge=0)
+    """lambda of the loss MSE + lambda * mean_n ||f_n||_1 (the paper: 0.02; 0.05 for docstring)."""
+    lr: float = Field(1e-3, gt=0)
+    """Adam learning rate (the paper: 1e-3)."""
+    epochs: int = Field(500, ge=0)
+    """Full-batch training epochs (the paper: 500)."""
     variant: str = "relu_l1"
-    k: int = 8  # only for variants with a k
-    # scale the training rows to mean norm sqrt(d) (the toolkit's convention for SAE inputs;
-    # the scale is kept in the SAE, so codes of new rows are scaled the same), so that lambda
-    # means the same whatever the model's head-vector norms; False: the paper's raw vectors
+    """The toolkit SAE variant. relu_l1 trains with the paper's loss above; any other registered
+    variant trains with its own ``train_forward`` loss (only with flavour "ours")."""
+    k: int = Field(8, ge=1)
+    """Latents kept per row, for variants with a k (ignored by relu_l1)."""
     normalize: bool = False
+    """Scale the training rows to mean norm sqrt(d) (the toolkit's convention for SAE inputs; the
+    scale is kept in the SAE, so codes of new rows are scaled the same), so that lambda means the
+    same whatever the model's head-vector norms. False: the raw vectors, as the paper."""
+    flavour: Flavour = "ours"
+    """Whose choices the SAE and the edge reduction follow. "ours": encoder tied to the decoder at
+    initialisation (W_enc = W_dec^T, b_enc = 0), every latent's encoder and decoder vector kept at
+    unit norm (renormalised before each step and after training), edge pairs with equal counts
+    taken in ascending flat index. "paper": as close to charlieoneill11/sae-circuits as its code
+    can be read (``src/sae.py``, ``train.py``, ``edge.py``): encoder and decoder initialised
+    independently (normal, then unit rows), encoder bias uniform in +-1/sqrt(d); encoder latents
+    unit norm, but the decoder weight [d, F] normalised along its last dimension, so each *input
+    dimension's* row has unit norm and a latent's decoder vector has norm about sqrt(d/F); weights
+    renormalised at every forward and gradients projected off the normalised rows (their backward
+    hook); edge pairs sorted by ``np.argsort(...)[::-1]``, so equal counts go in descending flat
+    index. Only variant relu_l1."""
+
+    @model_validator(mode="after")
+    def _paper_is_relu_l1(self) -> CodeSAEConfig:
+        if self.flavour == "paper" and self.variant != "relu_l1":
+            raise ValueError(
+                f"flavour 'paper' is the paper's ReLU SAE (variant relu_l1), got {self.variant!r}"
+            )
+        return self
+
+    def with_(self, **changes) -> CodeSAEConfig:
+        """A validated copy with ``changes``."""
+        return CodeSAEConfig(**{**self.model_dump(), **changes})
 
 
 def train_code_sae(x: torch.Tensor, cfg: CodeSAEConfig = CodeSAEConfig(), seed: int = 0) -> SAE:
     """Train one SAE on rows ``x`` [N, d] (all heads of the training prompts, flattened),
-    full batch. relu_l1: the paper's loss MSE + l1 * mean ||f||_1 with unit-norm latent vectors in
-    encoder and decoder; other variants: their own ``train_forward`` losses, summed."""
+    full batch. relu_l1: the paper's loss MSE + l1 * mean ||f||_1, with the norm constraints and
+    initialisation of ``cfg.flavour``; other variants: their own ``train_forward`` losses, summed."""
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"train_code_sae needs rows [N, d] with N > 0, got {tuple(x.shape)}")
     x = x.float()
@@ -144,6 +188,8 @@ def train_code_sae(x: torch.Tensor, cfg: CodeSAEConfig = CodeSAEConfig(), seed: 
     )
     torch.manual_seed(seed)
     sae = SAE(sae_cfg, seed=seed)
+    if cfg.flavour == "paper":
+        return _train_paper(sae, x, cfg, seed)
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
     paper_loss = cfg.variant == "relu_l1"
     for _ in range(cfg.epochs):
@@ -167,10 +213,75 @@ def train_code_sae(x: torch.Tensor, cfg: CodeSAEConfig = CodeSAEConfig(), seed: 
 
 @torch.no_grad()
 def _unit_norm_latents(sae: SAE) -> None:
-    """The paper's constraint: each latent's encoder vector (a column of W_enc) and decoder
-    vector (a row of W_dec) has unit norm."""
+    """Our constraint: each latent's encoder vector (a column of W_enc) and decoder vector (a row
+    of W_dec) has unit norm."""
     sae.W_enc.div_(sae.W_enc.norm(dim=0, keepdim=True).clamp_min(1e-12))
     sae.W_dec.div_(sae.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
+
+
+@torch.no_grad()
+def paper_init(sae: SAE, seed: int) -> None:
+    """The paper's initialisation (``SparseAutoencoder.__init__``, ``ConstrainedUnitNormLinear.
+    reset_parameters``): tied pre-encoder bias (our b_dec) 0; encoder weight [F, d] normal with
+    unit rows (each latent's encoder vector), encoder bias uniform in +-1/sqrt(d); decoder weight
+    [d, F] normal with unit rows (each input dimension), drawn independently of the encoder. Our
+    W_enc [d, F] is their encoder weight transposed, our W_dec [F, d] their decoder weight
+    transposed."""
+    d, f = sae.cfg.d_in, sae.cfg.d_sae
+    gen = torch.Generator().manual_seed(seed)
+    enc = torch.randn(f, d, generator=gen)
+    sae.W_enc.copy_((enc / enc.norm(dim=1, keepdim=True).clamp_min(1e-12)).t())
+    bound = 1 / math.sqrt(d)
+    sae.b_enc.copy_(torch.rand(f, generator=gen) * 2 * bound - bound)
+    dec = torch.randn(d, f, generator=gen)
+    sae.W_dec.copy_((dec / dec.norm(dim=1, keepdim=True).clamp_min(1e-12)).t())
+    sae.b_dec.zero_()
+
+
+@torch.no_grad()
+def _paper_norms(sae: SAE) -> None:
+    """The paper's constraint (``constrain_weights_unit_norm``, at every forward): encoder weight
+    [F, d] rows (our W_enc's columns) and decoder weight [d, F] rows (our W_dec's columns, one per
+    input dimension) unit norm."""
+    sae.W_enc.div_(sae.W_enc.norm(dim=0, keepdim=True).clamp_min(1e-12))
+    sae.W_dec.div_(sae.W_dec.norm(dim=0, keepdim=True).clamp_min(1e-12))
+
+
+def _project_off_columns(weight: torch.Tensor):
+    """The paper's backward hook in our layout: remove from each column of the gradient its
+    component along the (normalised) column of ``weight``."""
+
+    def hook(grad: torch.Tensor) -> torch.Tensor:
+        w = weight.detach()
+        dot = (grad * w).sum(0, keepdim=True)
+        return grad - dot * w / w.norm(dim=0, keepdim=True).clamp_min(1e-12)
+
+    return hook
+
+
+def _train_paper(sae: SAE, x: torch.Tensor, cfg: CodeSAEConfig, seed: int) -> SAE:
+    """The paper's training (``train.py``): Adam, full batch, loss MSE + l1 * mean ||f||_1, the
+    weights renormalised at every forward and their gradients projected (``sae.py``)."""
+    paper_init(sae, seed)
+    hooks = [
+        sae.W_enc.register_hook(_project_off_columns(sae.W_enc)),
+        sae.W_dec.register_hook(_project_off_columns(sae.W_dec)),
+    ]
+    try:
+        opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
+        for _ in range(cfg.epochs):
+            opt.zero_grad(set_to_none=True)
+            _paper_norms(sae)
+            z = sae.encode(x)
+            mse = torch.nn.functional.mse_loss(sae.decode_scaled(z), sae.scale_input(x))
+            loss = mse + cfg.l1 * z.abs().sum(-1).mean()
+            loss.backward()
+            opt.step()
+    finally:
+        for h in hooks:
+            h.remove()
+    _paper_norms(sae)  # their evaluation forward renormalises before encoding
+    return sae
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,21 +369,38 @@ def unique_cooccurrence_counts(pos_codes, neg_codes, n_feat: int | None = None) 
     return counts.reshape(h, h).astype(np.float64)
 
 
-def edge_head_counts(unique_counts: np.ndarray, k: int | None = None) -> np.ndarray:
-    """[H] the paper's reduction of pair scores to heads: pairs sorted by score (descending, ties
-    by flat index ascending), both heads of each pair appended to a list, the first ``k`` list
-    entries (default H^2 // 2) counted per head."""
+def edge_head_counts(
+    unique_counts: np.ndarray, k: int | None = None, flavour: Flavour = "ours"
+) -> np.ndarray:
+    """[H] the paper's reduction of pair scores to heads: pairs sorted by score (descending), both
+    heads of each pair appended to a list, the first ``k`` list entries (default H^2 // 2) counted
+    per head. Equal scores: ``flavour="ours"`` takes the pairs in ascending flat index;
+    ``"paper"`` in descending flat index, as the paper's ``np.argsort(flat)[::-1]`` does (a
+    stable sort here: numpy's default sort keeps ties in index order on short arrays but leaves
+    it unspecified on long ones)."""
+    if flavour not in FLAVOURS:
+        raise ValueError(f"flavour must be one of {FLAVOURS}, got {flavour!r}")
     h = unique_counts.shape[0]
     k = (h * h) // 2 if k is None else k
     flat = unique_counts.ravel()
-    order = np.lexsort((np.arange(flat.size), -flat))  # primary: -score; secondary: index
+    if flavour == "ours":
+        order = np.lexsort((np.arange(flat.size), -flat))  # primary: -score; secondary: index
+    else:
+        order = np.argsort(flat, kind="stable")[::-1]
     heads = np.stack(np.unravel_index(order, unique_counts.shape), 1).ravel()[:k]
     return np.bincount(heads, minlength=h).astype(np.float64)
 
 
-def edge_scores(pos_codes, neg_codes, n_feat: int | None = None, k: int | None = None):
+def edge_scores(
+    pos_codes,
+    neg_codes,
+    n_feat: int | None = None,
+    k: int | None = None,
+    flavour: Flavour = "ours",
+):
     """[H] softmax of :func:`edge_head_counts` of :func:`unique_cooccurrence_counts`."""
-    return softmax(edge_head_counts(unique_cooccurrence_counts(pos_codes, neg_codes, n_feat), k))
+    counts = unique_cooccurrence_counts(pos_codes, neg_codes, n_feat)
+    return softmax(edge_head_counts(counts, k, flavour))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,7 +517,7 @@ def run_method(
     counts = unique_positive_counts(pos, neg)
     node = softmax(counts)
     t3 = time.perf_counter()
-    edge = edge_scores(pos, neg, n_feat=sae_cfg.d_sae)
+    edge = edge_scores(pos, neg, n_feat=sae_cfg.d_sae, flavour=sae_cfg.flavour)
     t4 = time.perf_counter()
     return MethodResult(
         node=node,

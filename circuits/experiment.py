@@ -1,7 +1,9 @@
 """One task, every method, judged against the ground truth: the discrete-code method (node and
 edge scores, one SAE per seed), attribution patching, random scores and the activation-patching
-effects themselves (the upper reference: the circuit is a prefix of their order, so on the
-ground truth's own prompts their AUC is 1 by construction).
+effects themselves (not a result: the circuit is a prefix of their order, so on the ground
+truth's own prompts their AUC is 1 by construction). With ``shares``, every method is also
+judged against the circuit at each of those shares of the metric (read off the ground truth's
+prefix curve), from the same scores. Spreads over seeds are sample standard deviations (ddof=1).
 
 The prompts are fixed (``build_task(task, model, n_prompts, seed=0)``); a seed draws the SAE's
 initialisation and its training prompts, as the paper's trials do. Times: the method's includes
@@ -29,7 +31,7 @@ from circuits.discrete_codes import (
     roc_auc,
     run_method,
 )
-from circuits.ground_truth import ground_truth, load_ground_truth
+from circuits.ground_truth import circuit_at_share, load_ground_truth
 from circuits.patching import attribution_scores, random_scores
 from circuits.tasks import TaskName, build_task
 
@@ -46,8 +48,9 @@ __all__ = [
 DOCSTRING_L1 = 0.05  # the paper's lambda for docstring (0.02 for the others)
 
 
-def sae_config_for(task: str) -> CodeSAEConfig:
-    return CodeSAEConfig(l1=DOCSTRING_L1 if task == "docstring" else 0.02)
+def sae_config_for(task: str, flavour: str = "ours") -> CodeSAEConfig:
+    """The paper's SAE hyperparameters for ``task`` (lambda 0.05 on docstring, else 0.02)."""
+    return CodeSAEConfig(l1=DOCSTRING_L1 if task == "docstring" else 0.02, flavour=flavour)
 
 
 def evaluate(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -55,12 +58,18 @@ def evaluate(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     return {"auc": roc_auc(scores, truth), "f1": f1}
 
 
-def _summary(rows: list[dict[str, float]]) -> dict[str, float]:
-    out = {}
+def sample_std(values) -> float | None:
+    """The sample standard deviation (ddof=1); None for fewer than two values."""
+    v = np.asarray(values, dtype=float)
+    return float(v.std(ddof=1)) if v.size >= 2 else None
+
+
+def _summary(rows: list[dict[str, float]]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {"n": len(rows)}
     for key in ("auc", "f1", "seconds"):
         v = np.array([r[key] for r in rows], dtype=float)
         out[f"{key}_mean"] = float(v.mean())
-        out[f"{key}_std"] = float(v.std())
+        out[f"{key}_std"] = sample_std(v)
     return out
 
 
@@ -143,7 +152,8 @@ def _summarise_seeds(
     out["per_seed"] = rows
     for key in ("node", "edge", "silent"):
         v = np.array([row[key] for row in rows])
-        out[f"{key}_mean"], out[f"{key}_std"] = float(v.mean()), float(v.std())
+        out[f"{key}_mean"], out[f"{key}_std"] = float(v.mean()), sample_std(v)
+    out["std_ddof"] = 1
     timed = [row["sae_seconds"] for row in rows if "sae_seconds" in row]
     if timed:
         out["sae_seconds_last"] = timed[-1]
@@ -191,6 +201,41 @@ def auc_vs_sae_config(
     return out
 
 
+def _share_table(
+    gt: dict[str, Any], shares, scores: dict[str, list[np.ndarray]], nl: int, nh: int
+) -> dict[str, Any]:
+    """Every method's ROC AUC against the circuit at each share (read off ``gt``'s curve), from
+    per-seed score vectors ``scores[method]``: per share the circuit size and per method the mean,
+    sample std and per-seed AUCs; a share whose circuit is every head (or none reached it) has no
+    AUC (``auc`` None, with the reason)."""
+    out: dict[str, Any] = {}
+    for share in shares:
+        c = circuit_at_share(gt, share)
+        truth = heads_to_mask(c["circuit"], nl, nh)
+        point: dict[str, Any] = {
+            "k": c["k"],
+            "joint_effect": c["joint_effect"],
+            "reached": c["reached"],
+            "methods": {},
+        }
+        if truth.all() or not c["reached"]:
+            point["no_auc"] = (
+                "no prefix reaches the share"
+                if not c["reached"]
+                else "the circuit is every head: no head is left out to rank against"
+            )
+        else:
+            for name, per_seed in scores.items():
+                aucs = [roc_auc(v, truth) for v in per_seed]
+                point["methods"][name] = {
+                    "auc_mean": float(np.mean(aucs)),
+                    "auc_std": sample_std(aucs),
+                    "per_seed": aucs,
+                }
+        out[f"{share:g}"] = point
+    return out
+
+
 def run_experiment(
     model,
     task: TaskName,
@@ -205,46 +250,54 @@ def run_experiment(
     variants: dict[str, CodeSAEConfig] | None = None,
     progress: bool = True,
     sae_cfg: CodeSAEConfig | None = None,
+    shares: tuple[float, ...] = (),
 ) -> dict[str, Any]:
     """Every method on ``task`` against the ground truth (see the module docstring).
     ``variants``: further SAE configs, scored as rows ``node_<name>`` / ``edge_<name>``;
-    ``sae_cfg``: the method's SAE (default: the paper's, :func:`sae_config_for`)."""
+    ``sae_cfg``: the method's SAE (default: the paper's hyperparameters, :func:`sae_config_for`);
+    ``ground_truth_file``: a record made on ``model_name`` (else a ValueError naming both
+    models); ``shares``: also score every method against the circuit at each share."""
     if ctx is None:
         if gt is None:
-            gt = load_ground_truth(ground_truth_file) if ground_truth_file is not None else None
-            if gt is None or gt["model"] != model_name or gt["task"] != task:
-                gt = ground_truth(model, task, model_name=model_name, progress=progress)
+            if ground_truth_file is None:
+                raise ValueError("run_experiment needs gt, ground_truth_file or ctx")
+            gt = load_ground_truth(ground_truth_file, model=model_name)
+        if gt["model"] != model_name or gt["task"] != task:
+            raise ValueError(
+                f"the ground truth is for {gt['task']!r} on {gt['model']!r}, not {task!r} on "
+                f"{model_name!r}"
+            )
         ctx = prepare(model, task, model_name=model_name, n_prompts=n_prompts, gt=gt)
     gt, data, xp, xn, t_vec, truth, cfg = (
         ctx[k] for k in ("gt", "data", "xp", "xn", "t_vec", "truth", "cfg")
     )
     cfg = sae_cfg or cfg
     nl, nh = model.cfg.n_layers, model.cfg.n_heads
-    rows: dict[str, list[dict[str, float]]] = {"node": [], "edge": [], "random": []}
-    node_sum, edge_sum = np.zeros(nl * nh), np.zeros(nl * nh)
-    for seed in range(seeds):
-        r = run_method(xp, xn, n_train=n_train, sae_cfg=cfg, seed=seed, progress=progress)
-        t_method = t_vec + sum(r.seconds.values())
-        rows["node"].append({**evaluate(r.node, truth), "seconds": t_method - r.seconds["edge"]})
-        rows["edge"].append({**evaluate(r.edge, truth), "seconds": t_method - r.seconds["node"]})
-        rows["random"].append({**evaluate(random_scores(nl * nh, seed), truth), "seconds": 0.0})
-        node_sum += r.node
-        edge_sum += r.edge
-    for name, vcfg in (variants or {}).items():
-        rows[f"node_{name}"], rows[f"edge_{name}"] = [], []
+    configs = {"": cfg, **{f"_{name}": v for name, v in (variants or {}).items()}}
+    rows: dict[str, list[dict[str, float]]] = {}
+    per_seed_scores: dict[str, list[np.ndarray]] = {}
+    for suffix, c in configs.items():
+        for kind in ("node", "edge"):
+            rows[kind + suffix], per_seed_scores[kind + suffix] = [], []
         for seed in range(seeds):
-            r = run_method(xp, xn, n_train=n_train, sae_cfg=vcfg, seed=seed)
+            r = run_method(
+                xp, xn, n_train=n_train, sae_cfg=c, seed=seed, progress=progress and not suffix
+            )
             t_method = t_vec + sum(r.seconds.values())
-            rows[f"node_{name}"].append(
-                {**evaluate(r.node, truth), "seconds": t_method - r.seconds["edge"]}
-            )
-            rows[f"edge_{name}"].append(
-                {**evaluate(r.edge, truth), "seconds": t_method - r.seconds["node"]}
-            )
+            for kind, other in (("node", "edge"), ("edge", "node")):
+                score = getattr(r, kind)
+                rows[kind + suffix].append(
+                    {**evaluate(score, truth), "seconds": t_method - r.seconds[other]}
+                )
+                per_seed_scores[kind + suffix].append(score)
+    per_seed_scores["random"] = [random_scores(nl * nh, seed) for seed in range(seeds)]
+    rows["random"] = [{**evaluate(v, truth), "seconds": 0.0} for v in per_seed_scores["random"]]
     attr = attribution_scores(model, data)
     rows["attribution"] = [{**evaluate(attr["scores"], truth), "seconds": attr["seconds"]}]
+    per_seed_scores["attribution"] = [attr["scores"]]
     effects = np.array(gt["effects"])
     rows["patching"] = [{**evaluate(effects, truth), "seconds": gt["seconds"]["total"]}]
+    per_seed_scores["patching"] = [effects]
     return {
         "task": task,
         "model": model_name,
@@ -253,8 +306,8 @@ def run_experiment(
         "n_prompts": len(data),
         "n_train": n_train,
         "seeds": seeds,
-        "sae": cfg.__dict__,
-        "variants": {k: v.__dict__ for k, v in (variants or {}).items()},
+        "sae": cfg.model_dump(),
+        "variants": {k: v.model_dump() for k, v in (variants or {}).items()},
         "counts": data.counts,
         "head_vector_seconds": t_vec,
         "ground_truth": {
@@ -263,14 +316,16 @@ def run_experiment(
         "ground_truth_seconds": gt["seconds"]["total"],
         "labels": head_labels(nl, nh),
         "scores": {
-            "node": (node_sum / seeds).tolist(),
-            "edge": (edge_sum / seeds).tolist(),
+            "node": np.mean(per_seed_scores["node"], 0).tolist(),
+            "edge": np.mean(per_seed_scores["edge"], 0).tolist(),
             "attribution": attr["scores"].tolist(),
             "patching": effects.tolist(),
         },
         "truth": truth.tolist(),
         "per_seed": rows,
         "summary": {name: _summary(v) for name, v in rows.items()},
+        "by_share": _share_table(gt, shares, per_seed_scores, nl, nh) if shares else {},
+        "std_ddof": 1,
         "auc_vs_n_train": {},
         "torch_threads": torch.get_num_threads(),
     }

@@ -10,11 +10,15 @@ over prompts of the task metric, read at the last position):
   ``effect_h = (M_clean - M_patched) / (M_clean - M_corrupt)`` (1 = the head alone carries the
   whole difference; negative = patching helps the task).
 * **Circuit** (the ground truth): heads sorted by effect (descending); the smallest prefix of this
-  order whose *joint* patch reaches ``effect >= share`` (default 0.8). The prefix length is found
-  by exponential then binary search (about 2 log2 k joint forwards), which assumes the joint effect
-  grows with the prefix; the joint effects at k and k - 1 are recorded. Patching every head at every
-  position reproduces the corrupt final-position residual exactly when the last token is the same
-  (it is, for our three tasks), so the full prefix always reaches 1.
+  order whose *joint* patch reaches ``effect >= share`` (default 0.8). The joint effect of *every*
+  prefix is measured (:func:`prefix_curve`, the prefixes batched several to a forward, each from
+  the clean ``resid_pre`` of the first layer any of them touches) and the smallest k whose effect
+  reaches the share is taken (:func:`smallest_prefix`). A search that bisects the prefix length
+  would assume the joint effect grows with the prefix; it does not (SmolLM2's greater-than: 0.719
+  at k = 4, 0.694 at k = 8), so it can return a k above the smallest one. The whole curve is kept,
+  so a circuit at any share is read off it. Patching every head at every position reproduces the
+  corrupt final-position residual exactly when the last token is the same (it is, for our three
+  tasks), so the full prefix always reaches 1.
 * **Attribution patching** (Nanda 2023; first order): effect_h ~ -(z_corrupt - z_clean) .
   dM/dz_h / (M_clean - M_corrupt), summed over positions and d_head: one forward and one backward on
   the positives plus one forward on the negatives, for all heads at once.
@@ -36,10 +40,14 @@ from interp.interventions import Intervention, apply, mean_ablate, patch, run_wi
 
 __all__ = [
     "attribution_scores",
+    "effect_order",
     "find_circuit",
     "head_effects",
     "joint_effect",
+    "joint_effects",
+    "prefix_curve",
     "random_scores",
+    "smallest_prefix",
 ]
 
 Mode = Literal["patch", "mean"]
@@ -157,6 +165,97 @@ def joint_effect(
     return (clean - m) / (clean - corrupt)
 
 
+def effect_order(effects: np.ndarray) -> list[int]:
+    """Head indices sorted by effect, descending; ties by index ascending."""
+    effects = np.asarray(effects)
+    return [int(i) for i in np.lexsort((np.arange(effects.size), -effects))]
+
+
+@torch.no_grad()
+def joint_effects(
+    model,
+    data: TaskData,
+    head_sets: list[list[int]],
+    clean: float,
+    corrupt: float,
+    mode: Mode,
+    cache,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> np.ndarray:
+    """Normalised joint effect of patching each set of heads in ``head_sets`` (flat indices),
+    ``batch_size`` sets to a forward: the prompts are repeated once per set, copy g patching set
+    g, and the forward starts at the first layer any set of the batch touches, from the clean
+    ``resid_pre`` there (earlier layers are unchanged by the patch). Equal to
+    :func:`joint_effect` for each set, in far fewer forwards."""
+    nl, nh = model.cfg.n_layers, model.cfg.n_heads
+    tokens = data.pos.to(model.cfg.device)
+    n = tokens.shape[0]
+    resid_names = [hook_name(layer, "resid_pre") for layer in range(nl)]
+    _, rc = model.run_with_cache(tokens, names_filter=resid_names.__contains__)
+    out = np.zeros(len(head_sets))
+    starts = range(0, len(head_sets), batch_size)
+    for b0 in tqdm(starts, desc=f"joint patches {data.name}", disable=not progress):
+        sets = head_sets[b0 : b0 + batch_size]
+        mask = torch.zeros(len(sets), nl, nh, dtype=torch.bool)
+        for g, heads in enumerate(sets):
+            for h in heads:
+                mask[g, h // nh, h % nh] = True
+        touched = mask.any(0).any(1).nonzero().ravel()
+        if touched.numel() == 0:
+            continue  # only empty sets: effect 0
+        first = int(touched[0])
+        ivs = []
+        for layer in touched.tolist():
+            name = hook_name(layer, "attn.z")
+            src = cache[name] if mode == "patch" else None
+            m = mask[:, layer][:, None, None, :, None].to(tokens.device)  # [B, 1, 1, H, 1]
+
+            def op(act, src=src, m=m, b=len(sets)):
+                a = act.reshape(b, n, *act.shape[1:])
+                new = src[None] if src is not None else a.mean(1, keepdim=True)
+                return torch.where(m, new.expand_as(a), a).reshape(act.shape)
+
+            ivs.append(Intervention(name, apply(op)))
+        x = rc[resid_names[first]].repeat(len(sets), 1, 1)
+        res = run_with_interventions(model, x, ivs, start_at_layer=first, stop_at_layer=nl)
+        metric = task_metric(_repeat(data, len(sets)), _last_logits(model, res).cpu())
+        m = metric.reshape(len(sets), n).mean(1).numpy()
+        out[b0 : b0 + len(sets)] = (clean - m) / (clean - corrupt)
+    return out
+
+
+def prefix_curve(
+    model,
+    data: TaskData,
+    order: list[int],
+    clean: float,
+    corrupt: float,
+    mode: Mode = "patch",
+    cache=None,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> np.ndarray:
+    """[len(order) + 1] the joint effect of every prefix ``order[:k]``, k = 0 (nothing patched:
+    0) to all heads, by :func:`joint_effects` (prefixes batched ``batch_size`` to a forward)."""
+    prefixes = [order[:k] for k in range(1, len(order) + 1)]
+    effects = joint_effects(
+        model, data, prefixes, clean, corrupt, mode, cache, batch_size, progress=progress
+    )
+    return np.concatenate([[0.0], effects])
+
+
+def smallest_prefix(curve, share: float) -> int | None:
+    """The smallest k >= 1 with ``curve[k] >= share`` (``curve[k]``: the joint effect of the
+    first k heads; ``curve[0]`` is the empty prefix), or None when no prefix reaches it. A scan,
+    right whatever the shape of the curve (it need not grow with k)."""
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share}")
+    c = np.asarray(curve, dtype=float)
+    hits = np.nonzero(c[1:] >= share)[0]
+    return int(hits[0]) + 1 if hits.size else None
+
+
 def find_circuit(
     model,
     data: TaskData,
@@ -166,36 +265,32 @@ def find_circuit(
     share: float = 0.8,
     mode: Mode = "patch",
     cache=None,
+    curve=None,
+    progress: bool = False,
 ) -> dict[str, object]:
-    """The smallest prefix of the heads sorted by effect whose joint patch reaches ``share``
-    (exponential + binary search over the prefix length)."""
+    """The smallest prefix of the heads sorted by effect whose joint patch reaches ``share``,
+    from the joint effect of every prefix (``curve``, measured when not given: see
+    :func:`prefix_curve`). When no prefix reaches the share the circuit is every head and
+    ``reached`` is False."""
     if not 0 < share <= 1:
         raise ValueError(f"share must be in (0, 1], got {share}")
-    order = [int(i) for i in np.lexsort((np.arange(effects.size), -effects))]
-    seen: dict[int, float] = {}
-
-    def eff(k: int) -> float:
-        if k not in seen:
-            seen[k] = joint_effect(model, data, order[:k], clean, corrupt, mode, cache)
-        return seen[k]
-
-    hi = 1
-    while hi < len(order) and eff(hi) < share:
-        hi = min(2 * hi, len(order))
-    lo = hi // 2 if hi > 1 else 0  # eff(lo) < share (or lo = 0)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if eff(mid) >= share:
-            hi = mid
-        else:
-            lo = mid
-    k = hi
+    order = effect_order(effects)
+    if curve is None:
+        curve = prefix_curve(model, data, order, clean, corrupt, mode, cache, progress=progress)
+    curve = np.asarray(curve, dtype=float)
+    if curve.shape != (len(order) + 1,):
+        raise ValueError(f"the curve needs {len(order) + 1} points (k = 0..H), got {curve.shape}")
+    k = smallest_prefix(curve, share)
+    reached = k is not None
+    k = len(order) if k is None else k
     return {
         "k": k,
         "heads": order[:k],
-        "joint_effect": eff(k),
-        "joint_effect_k_minus_1": eff(k - 1) if k > 1 else 0.0,
-        "evaluated": {str(a): b for a, b in sorted(seen.items())},
+        "reached": reached,
+        "joint_effect": float(curve[k]),
+        "joint_effect_k_minus_1": float(curve[k - 1]),
+        "order": order,
+        "curve": [float(x) for x in curve],
     }
 
 

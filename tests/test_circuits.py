@@ -4,7 +4,6 @@ against the paper's dense loops, the evaluation metrics, and the planted-circuit
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -26,7 +25,16 @@ from circuits.discrete_codes import (
     unique_positive_counts,
 )
 from circuits.figures import auc_vs_prompts_figure, heatmap_figure, ranked_heads
-from circuits.patching import attribution_scores, find_circuit, head_effects
+from circuits.patching import (
+    attribution_scores,
+    effect_order,
+    find_circuit,
+    head_effects,
+    joint_effect,
+    joint_effects,
+    prefix_curve,
+    smallest_prefix,
+)
 from circuits.planted import (
     INDUCTION,
     PLANTED,
@@ -63,18 +71,32 @@ def test_node_score_top_k_code_sets():
 
 
 def test_edge_score_hand_case():
-    # 3 heads. Positives (0,1,2) and (0,1,3); negative (0,1,2). Code pairs only on positives:
-    # heads (0,2): (0,3); (1,2): (1,3); (2,0): (3,0); (2,1): (3,1).
-    pos = np.array([[0, 1, 2], [0, 1, 3]])
-    neg = np.array([[0, 1, 2]])
+    # 3 heads. Positive (0,1,0); negative (0,0,0). Code pairs only on the positive: heads (0,1):
+    # (0,1); (1,0): (1,0); (1,2): (1,0); (2,1): (0,1). Heads (0,2) and (2,0) see (0,0) on both.
+    pos = np.array([[0, 1, 0]])
+    neg = np.array([[0, 0, 0]])
     expected = np.zeros((3, 3))
-    expected[0, 2] = expected[1, 2] = expected[2, 0] = expected[2, 1] = 1
+    expected[0, 1] = expected[1, 0] = expected[1, 2] = expected[2, 1] = 1
     np.testing.assert_array_equal(unique_cooccurrence_counts(pos, neg), expected)
-    # the reduction: pairs by score then flat index: (0,2), (1,2), (2,0), (2,1), ...; list of
-    # heads 0,2, 1,2, 2,0, 2,1, ...; its first 9 // 2 = 4 entries 0,2,1,2 -> counts [1, 1, 2]
-    assert edge_head_counts(expected).tolist() == [1, 1, 2]
+    # The reduction keeps the first 9 // 2 = 4 entries of the head list, i.e. 2 of the 4 tied
+    # pairs, so the tie-break decides the counts.
+    # ours, ties by ascending flat index (1, 3, 5, 7): pairs (0,1), (1,0) -> heads 0,1,1,0
+    assert edge_head_counts(expected).tolist() == [2, 2, 0]
+    # the paper's np.argsort(flat)[::-1]: ties by descending flat index (7, 5, 3, 1): pairs
+    # (2,1), (1,2) -> heads 2,1,1,2
+    assert edge_head_counts(expected, flavour="paper").tolist() == [0, 2, 2]
     e = math.e
-    np.testing.assert_allclose(edge_scores(pos, neg), np.array([1, 1, e]) / (2 + e))
+    np.testing.assert_allclose(edge_scores(pos, neg), np.array([e * e, e * e, 1]) / (2 * e * e + 1))
+    np.testing.assert_allclose(
+        edge_scores(pos, neg, flavour="paper"), np.array([1, e * e, e * e]) / (2 * e * e + 1)
+    )
+    # with distinct scores the tie-break does not matter: both take the best pairs first
+    distinct = np.array([[0, 3, 1], [3, 0, 0], [1, 0, 0]], dtype=float)
+    # pairs by score: (0,1) and (1,0) (3 each, tied again) -> heads 0,1,1,0 either way
+    for flavour in ("ours", "paper"):
+        assert edge_head_counts(distinct, flavour=flavour).tolist() == [2, 2, 0]
+    with pytest.raises(ValueError, match="flavour"):
+        edge_head_counts(expected, flavour="theirs")
 
 
 def _dense_reference(pos, neg, n_feat):
@@ -231,6 +253,80 @@ def test_planted_patching_and_attribution(planted):
     np.testing.assert_allclose(attr["scores"][4:], eff["effects"][4:], atol=1e-4)
 
 
+def _bisect_prefix(curve, share):
+    """The search the ground truth used before the scan (exponential, then binary search over the
+    prefix length): right only when the joint effect grows with the prefix."""
+    n = len(curve) - 1
+    hi = 1
+    while hi < n and curve[hi] < share:
+        hi = min(2 * hi, n)
+    lo = hi // 2 if hi > 1 else 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if curve[mid] >= share:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def test_scan_finds_the_smallest_prefix_on_a_non_monotone_curve():
+    # k = 3 reaches 0.85, k = 4 falls back to 0.70 (a head that helps the task once the others
+    # are patched): the bisection probes 1, 2, 4 (all < 0.8), then 8, and narrows within (4, 8]
+    curve = [0.0, 0.3, 0.5, 0.85, 0.70, 0.72, 0.75, 0.78, 0.9, 0.95]
+    assert smallest_prefix(curve, 0.8) == 3
+    assert _bisect_prefix(curve, 0.8) == 8
+    eff = np.array([0.5, 0.1, 0.4, 0.3, 0.05, 0.2, 0.0, -0.1, 0.01])  # order 0, 2, 3, 5, 1, ...
+    circ = find_circuit(None, None, eff, 1.0, 0.0, 0.8, curve=curve)
+    assert circ["k"] == 3 and circ["heads"] == [0, 2, 3] and circ["reached"]
+    assert circ["joint_effect"] == 0.85 and circ["joint_effect_k_minus_1"] == 0.5
+    # no prefix reaches 0.99: every head, flagged
+    circ = find_circuit(None, None, eff, 1.0, 0.0, 0.99, curve=curve)
+    assert circ["k"] == 9 and not circ["reached"] and smallest_prefix(curve, 0.99) is None
+    with pytest.raises(ValueError, match="10 points"):
+        find_circuit(None, None, eff, 1.0, 0.0, 0.8, curve=curve[:-1])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_scan_is_the_smallest_k_on_random_curves(seed):
+    rng = np.random.default_rng(seed)
+    curve = np.concatenate([[0.0], rng.random(40)])
+    for share in (0.5, 0.8, 0.95):
+        k = smallest_prefix(curve, share)
+        brute = [i for i in range(1, 41) if curve[i] >= share]
+        assert k == (brute[0] if brute else None)
+        if k is not None:
+            assert (curve[1:k] < share).all() and curve[k] >= share
+
+
+@pytest.mark.parametrize("mode", ["patch", "mean"])
+def test_batched_joint_effects_equal_one_forward_per_set(tiny, mode):
+    """The prefix curve's batched joint patches (several head sets to a forward, started at the
+    first layer any of them touches) equal one full forward per set."""
+    gen = torch.Generator().manual_seed(3)
+    pos = torch.randint(0, 256, (5, 9), generator=gen)
+    neg = torch.randint(0, 256, (5, 9), generator=gen)
+    ids = torch.randint(0, 256, (5, 3), generator=gen)
+    data = TaskData("rand", pos, neg, ids, None, "logit_diff", [""] * 5, {})
+    e = head_effects(tiny, data, mode, progress=False)
+    n_heads = tiny.cfg.n_layers * tiny.cfg.n_heads
+    rng = np.random.default_rng(0)
+    sets = [sorted(rng.choice(n_heads, rng.integers(0, n_heads + 1), replace=False).tolist())]
+    sets += [
+        sorted(rng.choice(n_heads, rng.integers(1, n_heads + 1), replace=False).tolist())
+        for _ in range(8)
+    ]
+    args = (e["clean"], e["corrupt"], mode, e["cache"])
+    got = joint_effects(tiny, data, sets, *args, batch_size=3)
+    want = [joint_effect(tiny, data, hs, *args) for hs in sets]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert np.ptp(want) > 0.05  # the sets differ in effect
+    order = effect_order(e["effects"])
+    curve = prefix_curve(tiny, data, order, *args, batch_size=3)
+    want = [0.0] + [joint_effect(tiny, data, order[:k], *args) for k in range(1, n_heads + 1)]
+    np.testing.assert_allclose(curve, want, atol=1e-5)
+
+
 # ---- figures ------------------------------------------------------------------------------------
 
 
@@ -311,7 +407,7 @@ def test_normalised_code_sae_does_not_see_the_input_scale(seed):
     centres = torch.randn(5, 16, generator=gen)
     x = centres[torch.arange(40) % 5] + 0.05 * torch.randn(40, 16, generator=gen)
     cfg = CodeSAEConfig(d_sae=24, l1=0.05, lr=1e-2, epochs=150)
-    norm = replace(cfg, normalize=True)
+    norm = cfg.with_(normalize=True)
     small, big = train_code_sae(0.1 * x, norm, seed=seed), train_code_sae(10 * x, norm, seed=seed)
     assert small.cfg.input_scale == pytest.approx(100 * big.cfg.input_scale, rel=1e-4)
     with torch.no_grad():
@@ -390,7 +486,7 @@ def test_sweep_point_resumes_seed_by_seed(planted, monkeypatch):
     assert calls == [0, 1]
 
     # the lambda sweep's points resume the same way, keeping their config tags
-    cfgs = {"l1=0.05": replace(ctx["cfg"], l1=0.05)}
+    cfgs = {"l1=0.05": ctx["cfg"].with_(l1=0.05)}
     whole = experiment.auc_vs_sae_config(ctx, cfgs, 8, 2)["l1=0.05"]
     saved.clear()
     with pytest.raises(Stop):
@@ -400,3 +496,86 @@ def test_sweep_point_resumes_seed_by_seed(planted, monkeypatch):
     part = experiment.auc_vs_sae_config(ctx, cfgs, 8, 2, have=saved)["l1=0.05"]
     assert calls == [] and part["normalize"] is False
     assert scores(part) == pytest.approx(scores(whole))
+
+
+# ---- the two code SAEs: ours and the paper's -------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_paper_code_sae_init_and_norms(seed):
+    """flavour "paper": encoder and decoder drawn independently, a random encoder bias, each input
+    dimension's decoder row (their [d, F] weight's rows = our W_dec's columns) at unit norm, so a
+    latent's decoder norm is about sqrt(d / F), not 1; "ours": tied, b_enc = 0, unit latents."""
+    d, f = 48, 12
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(30, d, generator=gen)
+    for epochs in (0, 40):
+        paper = train_code_sae(x, CodeSAEConfig(d_sae=f, epochs=epochs, flavour="paper"), seed)
+        ours = train_code_sae(x, CodeSAEConfig(d_sae=f, epochs=epochs), seed)
+        with torch.no_grad():
+            # the paper's constraint: per input dimension (columns of our [F, d] W_dec) ...
+            torch.testing.assert_close(paper.W_dec.norm(dim=0), torch.ones(d))
+            # ... so the latents' decoder norms are not 1: their squares sum to d
+            lat = paper.W_dec.norm(dim=1)
+            assert float((lat**2).sum()) == pytest.approx(d, rel=1e-4)
+            assert float((lat - 1).abs().max()) > 0.3
+            assert float(lat.mean()) == pytest.approx((d / f) ** 0.5, rel=0.15)
+            # encoder latents unit norm in both
+            torch.testing.assert_close(paper.W_enc.norm(dim=0), torch.ones(f))
+            torch.testing.assert_close(ours.W_enc.norm(dim=0), torch.ones(f))
+            torch.testing.assert_close(ours.W_dec.norm(dim=1), torch.ones(f))
+        if epochs == 0:
+            with torch.no_grad():
+                # ours is tied with b_enc = 0; the paper's are independent, b_enc in +-1/sqrt(d)
+                torch.testing.assert_close(ours.W_enc, ours.W_dec.t())
+                assert float(ours.b_enc.abs().max()) == 0.0
+                cos = (paper.W_enc * paper.W_dec.t()).sum(0) / (
+                    paper.W_enc.norm(dim=0) * paper.W_dec.norm(dim=1)
+                )
+                assert float(cos.abs().max()) < 0.7  # independent random directions in 48-d
+                b = paper.b_enc
+                assert float(b.abs().max()) <= 1 / d**0.5 and float(b.abs().min()) > 0
+                assert len(set(b.tolist())) == f
+                assert float(paper.b_dec.abs().max()) == 0.0
+
+
+def test_paper_code_sae_trains_and_keeps_its_constraint_through_adam():
+    """Trained with the paper's loss it reconstructs clusters far better than at init, and its
+    decoder rows per input dimension stay unit norm (renormalised each forward; the gradient
+    hook removes the radial part, which the final renormalisation alone would not show)."""
+    gen = torch.Generator().manual_seed(0)
+    centres = 4 * torch.randn(6, 16, generator=gen)
+    x = (centres[torch.arange(60) % 6] + 0.05 * torch.randn(60, 16, generator=gen)).float()
+    cfg = CodeSAEConfig(d_sae=32, l1=0.02, lr=1e-2, epochs=300, flavour="paper")
+    sae0 = train_code_sae(x, cfg.with_(epochs=0))
+    sae = train_code_sae(x, cfg)
+
+    def fvu(s):
+        with torch.no_grad():
+            return float(((s.decode(s.encode(x)) - x) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())
+
+    assert fvu(sae) < 0.5 * fvu(sae0)
+    torch.testing.assert_close(sae.W_dec.norm(dim=0), torch.ones(16))
+    # no hooks left behind on the returned SAE: a backward through it leaves raw gradients
+    z = sae.encode(x)
+    z.sum().backward()
+    g = sae.W_enc.grad
+    assert float((g * sae.W_enc.detach()).sum(0).abs().max()) > 1e-3
+    with pytest.raises(ValueError, match="relu_l1"):
+        CodeSAEConfig(flavour="paper", variant="topk")
+    with pytest.raises(ValueError, match="flavour"):
+        CodeSAEConfig(flavour="theirs")
+
+
+def test_gradient_hook_removes_the_radial_part():
+    from circuits.discrete_codes import _project_off_columns
+
+    gen = torch.Generator().manual_seed(1)
+    w = torch.randn(5, 7, generator=gen)
+    w = w / w.norm(dim=0, keepdim=True)
+    g = torch.randn(5, 7, generator=gen)
+    out = _project_off_columns(w)(g)
+    # orthogonal to each column, and what was removed is parallel to it
+    torch.testing.assert_close((out * w).sum(0), torch.zeros(7), atol=1e-6, rtol=0)
+    removed = g - out
+    torch.testing.assert_close(removed, (g * w).sum(0, keepdim=True) * w)
