@@ -2,7 +2,8 @@
 
 Each function takes plain data (a :class:`~saes.features.Feature`, run-log records, summary rows)
 and returns a ``plotly.graph_objects.Figure``; nothing here reads files or knows about Streamlit.
-The FVU-vs-L0 frontier is :func:`saes.sweep.frontier_figure`, re-exported.
+The FVU-vs-L0 frontier is :func:`saes.sweep.frontier_figure` with axis ranges padded around the
+data (:func:`frontier_ranges`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from typing import Any
 import plotly.graph_objects as go
 
 from saes.features.store import Feature
-from saes.sweep import frontier_figure
+from saes.sweep import frontier_figure as _sweep_frontier_figure
 
 __all__ = [
     "activation_histogram",
     "density_histogram",
     "frontier_figure",
+    "frontier_ranges",
     "head_attribution_bar",
     "logit_effects_bar",
     "prompt_heatmap",
@@ -27,6 +29,43 @@ __all__ = [
 ]
 
 TEMPLATE = "plotly_white"
+
+
+def frontier_ranges(
+    l0: Sequence[float], fvu: Sequence[float]
+) -> tuple[list[float] | None, list[float]]:
+    """Axis ranges for FVU-vs-L0 points: (x range in log10 units, for the log L0 axis; None when
+    an L0 is not positive), and the FVU range. Each pads the data by a tenth of its span, and at
+    least by a quarter of the largest FVU (0.01 if that is 0) and 0.15 decades of L0, so one point
+    sits mid-axis on its own scale (FVU 0.19: 0.14 to 0.24) rather than on Plotly's default
+    (-0.5 to 1); the FVU axis never goes below 0."""
+    if not len(l0) or len(l0) != len(fvu):
+        raise ValueError(f"need as many L0 as FVU values, at least one (got {len(l0)}, {len(fvu)})")
+    lo, hi = min(fvu), max(fvu)
+    pad = max(0.1 * (hi - lo), 0.25 * abs(hi), 0.01)
+    y = [max(0.0, lo - pad), hi + pad]
+    if min(l0) <= 0:
+        return None, y
+    a, b = math.log10(min(l0)), math.log10(max(l0))
+    pad_x = max(0.1 * (b - a), 0.15)
+    return [a - pad_x, b + pad_x], y
+
+
+def frontier_figure(rows: Sequence[dict[str, Any]], title: str = "FVU vs L0") -> go.Figure:
+    """Every run as a point (per hook) and each hook's Pareto frontier
+    (:func:`saes.sweep.frontier_figure`), on axes padded around the data (:func:`frontier_ranges`)."""
+    fig = _sweep_frontier_figure(rows, title=title)
+    pts = [
+        (r["l0_mean"], r["fvu"])
+        for r in rows
+        if r.get("fvu") is not None and r.get("l0_mean") is not None
+    ]
+    if pts:
+        x, y = frontier_ranges([p[0] for p in pts], [p[1] for p in pts])
+        fig.update_yaxes(range=y)
+        if x is not None:
+            fig.update_xaxes(range=x)
+    return fig
 
 
 def activation_histogram(f: Feature, log_counts: bool | None = None) -> go.Figure:
@@ -113,15 +152,17 @@ def density_histogram(densities: Sequence[float]) -> go.Figure:
 
 
 def training_curves(
-    records: Sequence[dict[str, Any]], keys: Sequence[str] = ("loss", "fvu", "l0", "dead_fraction")
+    records: Sequence[dict[str, Any]],
+    keys: Sequence[str] = ("loss", "fvu", "l0", "dead_fraction"),
+    titles: dict[str, str] | None = None,
 ) -> go.Figure:
-    """The training log's curves against tokens, one row per key present in the records."""
+    """The training log's curves against tokens, one row per key present in the records;
+    ``titles``: a subplot title per key (default: the key)."""
     from plotly.subplots import make_subplots
 
     present = [k for k in keys if any(k in r for r in records)]
-    fig = make_subplots(
-        rows=max(1, len(present)), cols=1, shared_xaxes=True, subplot_titles=present
-    )
+    names = [(titles or {}).get(k, k) for k in present]
+    fig = make_subplots(rows=max(1, len(present)), cols=1, shared_xaxes=True, subplot_titles=names)
     for row, k in enumerate(present, 1):
         pts = [(r.get("tokens", r.get("step")), r[k]) for r in records if k in r]
         fig.add_trace(

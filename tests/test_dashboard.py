@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import html
 import json
+import math
+import random
 import re
 
 import pytest
@@ -14,11 +16,14 @@ from _dashboard_runs import open_page, tiny_run
 
 from dashboards.registry import pages
 from interp.text import Vocab
+from saes import figures
+from saes.analysis.prompts import explore_prompt
 from saes.artifacts import load_sae
 from saes.config import SAEConfig
 from saes.features import FeatureStore, store_dir
 from saes.features.dfa import example_dfa
 from saes.features.prompt import prompt_features
+from saes.rundir import RunDir
 from saes.sae import SAE
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
@@ -59,11 +64,33 @@ def test_feature_page_shows_the_store(root, monkeypatch):
     assert len(shown) == 1 + sum(bool(b.examples) for b in f.shown_bands)
     for ex in f.top:
         assert ex.text in shown[0]  # every top context, exact
-    assert len(at.get("plotly_chart")) >= 2  # histogram, logit effects
+    hist, logits = [json.loads(c.proto.spec)["data"][0] for c in at.get("plotly_chart")[:2]]
+    _check_histogram(hist, f, store)
+    # logit effects: the store's tokens and values, most negative first, largest last
+    want = f.logit_bottom + list(reversed(f.logit_top))
+    assert logits["y"] == [repr(t) for _, t, _ in want]
+    assert logits["x"] == pytest.approx([v for _, _, v in want])
+    assert f.logit_top and f.logit_bottom and logits["x"][0] < 0 < logits["x"][-1]
     # neighbours are links to their pages
     md = " ".join(m.value for m in at.markdown)
     for j, _ in f.neighbours:
         assert f"feature={j})" in md
+
+
+def _check_histogram(bars: dict, f, store) -> None:
+    """The histogram shows the latent's own activations: its bars are the store's nonzero bins,
+    they hold every activation inside the binned range, and the top bar's bin holds the max."""
+    edges, counts = f.hist_edges, store.row("hist", f.index).tolist()
+    inner = [
+        (edges[j], edges[j + 1], counts[j + 1]) for j in range(len(edges) - 1) if counts[j + 1]
+    ]
+    assert bars["y"] == [c for _, _, c in inner]
+    assert sum(bars["y"]) + counts[0] + counts[-1] == f.count
+    for x, (lo, hi, _) in zip(bars["x"], inner):
+        assert lo <= x < hi
+    lo, hi, _ = inner[-1]
+    assert lo <= f.max < hi  # the largest activation is in the last bar
+    assert lo <= f.top[0].value < hi
 
 
 def test_feature_page_next_steps_to_the_next_live_latent(root, monkeypatch):
@@ -83,16 +110,37 @@ def test_prompt_page_text_is_exactly_the_input(root, monkeypatch):
     assert first == "<|endoftext|>" + UNICODE_PROMPT
 
 
-def test_heads_page_for_hook_z_and_its_absence(root, monkeypatch):
+def test_heads_page_for_hook_z_and_its_absence(root, tiny, monkeypatch):
     store = FeatureStore.open(store_dir(root / "attnz"))
     at = open_page(root, monkeypatch, page="heads", run="attnz")
     bars = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]
     shares = store.array("head_attribution")[store.alive]
     expect = torch.bincount(shares.argmax(-1), minlength=shares.shape[1]).tolist()
     assert bars["y"] == expect  # live latents per main head, from the store
-    assert len(at.get("plotly_chart")) >= 3  # + the share heatmap and a DFA bar for the prompt
+    charts = [json.loads(c.proto.spec)["data"][0] for c in at.get("plotly_chart")]
+    heat, dfa = charts[1], charts[2]
+    counts = store.array("count")
+    shown = [int(y.split()[1]) for y in heat["y"]]
+    want = sorted((int(counts[j]) for j in store.alive), reverse=True)[:40]
+    assert [int(counts[j]) for j in shown] == want  # the 40 densest, densest first (any tie order)
+    flat = [v for row in shares_of(store, shown) for v in row]
+    assert [v for row in heat["z"] for v in row] == pytest.approx(flat)
+    # the DFA bar of the default choice (the last position's first latent): one bar per head, and
+    # with the encoder bias they add up to the latent's activation there (its TopK pre-activation)
+    sae = load_sae(root / "attnz")
+    here = explore_prompt(tiny, sae, at.text_input[0].value)[-1]
+    j, act = here.features[0], here.activations[0]  # from the SAE's encoder
+    assert at.selectbox[0].options[0] == f"{j} ({act:.3g})"
+    assert dfa["x"] == [f"H{h}" for h in range(shares.shape[1])]
+    with torch.no_grad():
+        bias = float(sae.b_enc[j] - sae.b_dec @ sae.W_enc[:, j])
+    assert sum(dfa["y"]) + bias == pytest.approx(act, rel=1e-4, abs=1e-4)
     at = open_page(root, monkeypatch, page="heads", run="resid")
     assert "attn.hook_z" in at.info[0].value
+
+
+def shares_of(store, latents: list[int]) -> list[list[float]]:
+    return store.array("head_attribution")[latents].tolist()
 
 
 def test_runs_page_lists_runs_with_their_metrics(root, monkeypatch):
@@ -101,7 +149,53 @@ def test_runs_page_lists_runs_with_their_metrics(root, monkeypatch):
     assert set(table["run"]) == {"attnz", "nostore", "resid"}
     fvu = json.loads((root / "resid" / "metrics.json").read_text())["fvu"]
     assert table.set_index("run").loc["resid", "fvu"] == pytest.approx(fvu)
-    assert len(at.get("plotly_chart")) == 2  # the frontier, the selected run's curves
+    # dead latents: the store's count and window where there is a store, else the evaluation's
+    for name in ("resid", "nostore"):
+        row = table.set_index("run").loc[name]
+        manifest = store_dir(root / name) / "manifest.json"
+        if manifest.is_file():
+            m = json.loads(manifest.read_text())
+            assert row["dead (never fired)"] == pytest.approx(m["dead_latents"] / m["d_sae"])
+            assert row["dead: in"] == f"{m['n_tokens']:,} store tokens"
+        else:
+            ev = json.loads((root / name / "metrics.json").read_text())
+            assert row["dead (never fired)"] == pytest.approx(ev["dead_fraction"])
+            assert row["dead: in"] == f"{ev['n_tokens']:,} eval tokens"
+    frontier, curves = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    runs_fvu = {n: json.loads((root / n / "metrics.json").read_text()) for n in table["run"]}
+    ys = sorted(y for tr in frontier["data"] if tr["mode"] == "markers" for y in tr["y"])
+    assert ys == pytest.approx(sorted(m["fvu"] for m in runs_fvu.values()))
+    lo, hi = frontier["layout"]["yaxis"]["range"]
+    assert 0 <= lo < min(ys) and max(ys) < hi
+    # the selected run's curves are its training log's records
+    records = RunDir(root / "resid").log_records()
+    fvu_curve = next(tr for tr in curves["data"] if tr["name"] == "fvu")
+    assert fvu_curve["y"] == pytest.approx([r["fvu"] for r in records if "fvu" in r])
+    titles = [a["text"] for a in curves["layout"]["annotations"]]
+    assert any(t.startswith("dead_fraction (training: never fired in the last") for t in titles)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_frontier_axes_pad_the_data(seed):
+    """One point sits inside an axis on its own scale (not Plotly's -0.5 to 1); several points
+    all lie inside with padding; FVU never goes below 0."""
+    rng = random.Random(seed)
+    n = 1 if seed == 0 else rng.randint(1, 12)
+    rows = [
+        {"hook": "h", "name": f"r{i}", "variant": "topk", "d_sae": 64,
+         "l0_mean": 10 ** rng.uniform(0, 3), "fvu": rng.uniform(0.0, 1.2) ** 2}
+        for i in range(n)
+    ]  # fmt: skip
+    fig = figures.frontier_figure(rows)
+    y0, y1 = fig.layout.yaxis.range
+    x0, x1 = fig.layout.xaxis.range
+    fvu = [r["fvu"] for r in rows]
+    l0 = [math.log10(r["l0_mean"]) for r in rows]
+    assert 0 <= y0 and y0 <= min(fvu) and max(fvu) < y1
+    assert y0 < min(fvu) or y0 == 0
+    assert x0 < min(l0) and max(l0) < x1
+    if n == 1:  # the axes are on the point's scale
+        assert y1 - y0 <= max(fvu) + 0.02 and x1 - x0 <= 1
 
 
 def test_missing_store_names_the_command(root, monkeypatch):

@@ -1,19 +1,44 @@
-"""Runs: every run under the root (status, tokens, metrics), training curves, FVU-vs-L0 frontier."""
+"""Runs: every run under the root (status, tokens, metrics), training curves, FVU-vs-L0 frontier.
+
+Dead latents have one definition, a latent that never fired in a window of held-out tokens, and
+the window is always shown: the run's feature store where it has one (200k tokens by default),
+else its evaluation (metrics.json ``n_tokens``), whose window is smaller and so counts more
+latents dead.
+"""
 
 from __future__ import annotations
+
+import json
 
 import streamlit as st
 
 from dashboards.context import missing
 from saes import figures
+from saes.features import store_dir
 from saes.rundir import RunDir
 
 TITLE = "Runs"
 ORDER = 40
 
 
+def dead_latents(path) -> tuple[float | None, str]:
+    """(fraction of latents that never fired, the window it was counted in): the feature store's
+    where the run has one, else the evaluation's; (None, "") with neither."""
+    manifest = store_dir(path) / "manifest.json"
+    if manifest.is_file():
+        m = json.loads(manifest.read_text())
+        if m.get("complete") and m.get("d_sae"):
+            return m["dead_latents"] / m["d_sae"], f"{m['n_tokens']:,} store tokens"
+    metrics = RunDir(path).metrics() or {}
+    if metrics.get("dead_fraction") is None:
+        return None, ""
+    n = metrics.get("n_tokens")
+    return metrics["dead_fraction"], f"{n:,} eval tokens" if n else "eval tokens (count unknown)"
+
+
 def _row(r) -> dict:
     m = r.metrics or {}
+    dead, window = dead_latents(r.path)
     return {
         "run": r.name,
         "status": r.status,
@@ -24,7 +49,8 @@ def _row(r) -> dict:
         "tokens": r.tokens_trained,
         "fvu": m.get("fvu"),
         "l0": m.get("l0_mean"),
-        "dead": m.get("dead_fraction"),
+        "dead (never fired)": dead,
+        "dead: in": window,
         "CE recovered": m.get("ce_loss_recovered"),
     }
 
@@ -34,6 +60,11 @@ def render(ctx) -> None:
     if not ctx.runs:
         missing(f"No run folders under {ctx.root}.", "interp demo")
     st.dataframe([_row(r) for r in ctx.runs], width="stretch", hide_index=True)
+    st.caption(
+        "dead (never fired): the share of latents with no nonzero activation in the window shown, "
+        "held-out tokens of the run's feature store where it has one, else of its evaluation; a "
+        "larger window finds fewer dead latents"
+    )
     points = [
         {
             "hook": r.hook,
@@ -54,6 +85,21 @@ def render(ctx) -> None:
         st.subheader(f"Training curves: {ctx.run_name}")
         records = RunDir(ctx.run).log_records()
         if records:
-            st.plotly_chart(figures.training_curves(records), width="stretch")
+            st.plotly_chart(
+                figures.training_curves(records, titles=_curve_titles(ctx.run)), width="stretch"
+            )
         else:
             st.info(f"{ctx.run_name} has no training log (train_log.jsonl)")
+
+
+def _curve_titles(run) -> dict[str, str]:
+    """The training log's dead fraction has its own window (optim.dead_tokens): say it."""
+    from saes.train_config import RunConfig
+
+    cfg = RunDir(run).config()
+    try:
+        n = RunConfig.from_saved(cfg).resolved_dead_tokens if cfg else None
+    except (ValueError, TypeError):
+        n = None
+    window = f"the last {n:,} training tokens" if n else "the training window (optim.dead_tokens)"
+    return {"dead_fraction": f"dead_fraction (training: never fired in {window})"}
