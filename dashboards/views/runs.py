@@ -16,6 +16,7 @@ from dashboards.context import missing
 from saes import figures
 from saes.features import store_dir
 from saes.rundir import RunDir
+from saes.train_config import RunConfig
 
 TITLE = "Runs"
 ORDER = 40
@@ -94,8 +95,6 @@ def render(ctx) -> None:
 
 def _curve_titles(run) -> dict[str, str]:
     """The training log's dead fraction has its own window (optim.dead_tokens): say it."""
-    from saes.train_config import RunConfig
-
     cfg = RunDir(run).config()
     try:
         n = RunConfig.from_saved(cfg).resolved_dead_tokens if cfg else None
