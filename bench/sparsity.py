@@ -9,9 +9,12 @@ running one part keeps the others' stored results; figures go to ``bench/results
 
 * ``reproduce``: our bounded multi-start fits of the 11 published series against the paper's
   Table 2 constants (MAE on the same points, A0), the log baseline, the A0 profile's 10% interval.
-* ``smollm2``: PPL-1% on 100k stdlib-validation tokens (bf16 forwards where the CPU has them):
-  the global CETT, per-layer activation ratio and thresholds, perplexities, wall time (the target
-  is < 15 min), then the lazy-neuron metrics on the same tokens (timed separately).
+* ``smollm2``: PPL-1% searched on 50k stdlib-validation tokens (bf16 forwards where the CPU has
+  them): the global CETT, per-layer activation ratio and thresholds, perplexities, wall time (the
+  target is < 15 min); the same thresholds measured on the next 50k tokens (held out); on those
+  held-out tokens, the thresholds and top-k at the same kept fractions (the PPL-1% one and ~50%,
+  :mod:`interp.sparsity.budgets`); then the lazy-neuron metrics on the searched tokens (timed
+  separately).
 * ``dynamics``: small ReLU / SiLU models at four width/depth ratios (resumable in
   ``runs/sparsity_dynamics``), the PPL-1% ratio at checkpoints, the laws fitted to each run.
 """
@@ -32,6 +35,7 @@ for _p in (ROOT, ROOT / "bench"):
 from _provenance import provenance  # noqa: E402
 
 from interp.models import load_model  # noqa: E402
+from interp.sparsity.budgets import compare_at_budgets  # noqa: E402
 from interp.sparsity.dynamics import DynamicsConfig, run_experiment  # noqa: E402
 from interp.sparsity.figures import (  # noqa: E402
     layers_figure,
@@ -44,7 +48,7 @@ from interp.sparsity.measure import (  # noqa: E402
     MeasureConfig,
     lazy_metrics,
     ppl_sparsity,
-    windows_for,
+    search_and_heldout,
 )
 
 OUT = ROOT / "bench" / "results" / "sparsity.json"
@@ -102,33 +106,29 @@ def reproduce() -> dict:
     }
 
 
-def smollm2(n_tokens: int) -> dict:
-    cfg = MeasureConfig(n_tokens=n_tokens, context_size=256, batch_size=8)
+def smollm2(n_tokens: int, heldout_tokens: int, ratios: list[float]) -> dict:
+    cfg = MeasureConfig(
+        n_tokens=n_tokens, heldout_tokens=heldout_tokens, context_size=256, batch_size=8
+    )
     t0 = time.perf_counter()
     model = load_model("smollm2-135m", dtype="auto")
     load_s = time.perf_counter() - t0
-    tokens = windows_for(model, cfg)
-    res = ppl_sparsity(model, cfg, tokens)
+    tokens, heldout = search_and_heldout(model, cfg)
+    res = ppl_sparsity(model, cfg, tokens, heldout=heldout)
     res["load_s"] = load_s
-    res["measure_s"] = time.perf_counter() - t0  # load + tokenize + PPL-1% search + measurement
+    # load + tokenize + PPL-1% search + measurement + held-out measurement
+    res["measure_s"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    calib = tokens[: max(1, cfg.calib_tokens // cfg.context_size)]
+    res["budgets"] = compare_at_budgets(model, res, heldout, calib, cfg, ratios, progress=True)
+    res["budgets_s"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     res["lazy"] = lazy_metrics(model, tokens, cfg, progress=True)
     res["lazy_s"] = time.perf_counter() - t1
     FIGS.mkdir(parents=True, exist_ok=True)
     layers_figure(res).write_json(FIGS / "smollm2_layers.fig.json")
-    print(
-        f"\nSmolLM2-135M ({res['dtype']}), PPL-1% on {res['tokens']} tokens: activation ratio "
-        f"{res['activation_ratio']:.4f}, CETT {res['cett']:.4f}, PPL {res['ppl_dense']:.4f} -> "
-        f"{res['ppl_sparse']:.4f} (+{100 * res['ppl_increase']:.3f}%), {res['measure_s']:.0f} s "
-        f"(lazy metrics {res['lazy_s']:.0f} s more)"
-    )
-    print("| layer | activation ratio | threshold | dead | frac nonzero |")
-    print("|---|---|---|---|---|")
-    for r, lz in zip(res["layers"], res["lazy"]["layers"], strict=True):
-        print(
-            f"| {r['layer']} | {r['activation_ratio']:.4f} | {r['threshold']:.4g} | {r['dead']} | "
-            f"{lz['frac_nonzero']:.4f} |"
-        )
+    print()
+    print("\n".join(_readme_smollm2(res | {"provenance": {}})))
     return res
 
 
@@ -206,47 +206,105 @@ def _readme_reproduce(r: dict) -> list[str]:
     return out + ["", _measured_at(r)]
 
 
+def _inc(x: dict) -> str:
+    """A perplexity increase with its standard error (of the log ratio, over windows)."""
+    se = x.get("log_increase_se")
+    tail = f" ± {100 * se:.3f}%" if se is not None else ""
+    return f"{100 * x['ppl_increase']:+.3f}%{tail}"
+
+
+def _budget_rows(b: dict) -> list[str]:
+    names = {
+        "thresholds": "thresholds",
+        "topk_uniform": "top-k, same k in every layer",
+        "topk_per_layer": "top-k, each layer's k = the thresholds' kept fraction there",
+    }
+    out = [
+        f"Sparsity methods at the same kept fraction, on the {b['tokens']:,} held-out tokens "
+        f"(dense perplexity {b['ppl_dense']:.3f}); top-k is matched to the kept fraction the "
+        "thresholds above it reach there:",
+        "",
+        "| method | kept fraction | perplexity | increase ± SE |",
+        "|---|---|---|---|",
+    ]
+    for x in b["points"]:
+        label = x["name"] if x["method"] == "thresholds" else names[x["method"]]
+        if x["method"] == "thresholds" and x.get("cett") is not None:
+            label += f" (CETT {x['cett']:.4f})"
+        bold = "**" if x["method"] == "thresholds" else ""
+        out.append(
+            f"| {bold}{label}{bold} | {x['activation_ratio']:.3f} | {x['ppl_sparse']:.3f} | "
+            f"{_inc(x)} |"
+        )
+    for sk in b.get("skipped", []):
+        out.append(f"| thresholds for ~{100 * sk['ratio']:g}% kept | not run: {sk['reason']} | | |")
+    return out
+
+
 def _readme_smollm2(s: dict) -> list[str]:
     mach = (s.get("provenance") or {}).get("machine") or {}
     lazy = s.get("lazy") or {}
-    trace = ", ".join(f"{t['cett']:.3g}" for t in s.get("trace", []))
+    held = s.get("heldout") or {}
+    trace = ", ".join(
+        f"{t['cett']:.3g}" + (f" ({t['activation_ratio']:.3f})" if "activation_ratio" in t else "")
+        for t in s.get("trace", [])
+    )
+    h = (lambda k, f: f.format(held[k])) if held else (lambda k, f: "not measured")
     out = [
-        f"{s['tokens']:,} stdlib-validation tokens, {s['dtype']} forwards, "
-        f"{mach.get('cores', '?')} CPU cores ({mach.get('cpu', '?')}):",
+        f"PPL-1% thresholds searched on {s['tokens']:,} stdlib-validation tokens"
+        + (f" and measured again on the next {held['tokens']:,} (held out)" if held else "")
+        + f"; {s['dtype']} forwards, {mach.get('cores', '?')} CPU cores "
+        f"({mach.get('cpu', '?')}). Increases are PPL_sparse / PPL_dense - 1 ± the standard "
+        "error of log(PPL_sparse / PPL_dense) over windows (sd of the per-window differences, "
+        "ddof=1, / sqrt(windows)):",
         "",
-        "| quantity | value |",
-        "|---|---|",
+        "| quantity | searched tokens | held-out tokens |",
+        "|---|---|---|",
         f"| activation ratio (mean over tokens and {s['n_layers']} layers) | "
-        f"**{s['activation_ratio']:.3f}** |",
-        f"| global CETT | {s['cett']:.4f} |",
-        f"| perplexity dense -> sparse | {s['ppl_dense']:.3f} -> {s['ppl_sparse']:.3f} "
-        f"(+{100 * s['ppl_increase']:.3f}%) |",
+        f"**{s['activation_ratio']:.3f}** | **{h('activation_ratio', '{:.3f}')}** |",
+        f"| perplexity dense -> sparse | {s['ppl_dense']:.3f} -> {s['ppl_sparse']:.3f} | "
+        + (f"{held['ppl_dense']:.3f} -> {held['ppl_sparse']:.3f}" if held else "not measured")
+        + " |",
+        f"| perplexity increase ± SE | {_inc(s)} (the search's target: 1% ± 0.05%) | "
+        + (f"**{_inc(held)}**" if held else "not measured")
+        + " |",
+        f"| global CETT | {s['cett']:.4f} | the same thresholds |",
         f"| perplexity evaluations in the search | {len(s.get('trace', []))} (+1 dense): CETT "
-        f"{trace} |",
+        f"(activation ratio) {trace} | |",
         f"| wall time, load + search + measurement | **{s['measure_s']:.0f} s** "
-        "(target < 15 min) |",
+        "(target < 15 min) | |",
     ]
     if lazy.get("layers"):
         ll = lazy["layers"]
         dead = sum(x["dead"] for x in ll)
         out += [
-            f"| lazy-neuron metrics (one more pass) | {s.get('lazy_s', float('nan')):.0f} s |",
-            f"| dead neurons (< {100 * lazy['dead_fraction']:g}% of tokens), all layers | {dead} |",
+            f"| lazy-neuron metrics (one more pass) | {s.get('lazy_s', float('nan')):.0f} s | |",
+            f"| dead neurons (< {100 * lazy['dead_fraction']:g}% of tokens), all layers | {dead} | |",
             f"| fraction of exactly nonzero activations (min over layers) | "
             f"{min(x['frac_nonzero'] for x in ll):.4f}; \\|h\\| > {lazy['eps']:g}: >= "
-            f"{min(x['frac_above_eps'] for x in ll):.4f} |",
+            f"{min(x['frac_above_eps'] for x in ll):.4f} | |",
         ]
         fracs = [t["frac"] for t in ll[0]["topk"]]
         means = [sum(x["topk"][i]["cett"] for x in ll) / len(ll) for i in range(len(fracs))]
         out.append(
-            "| top-k CETT (keep the k largest per token; mean over layers) | "
+            "| top-k CETT on the calibration tokens (keep the k largest per token; mean over "
+            "layers) | "
             + ", ".join(f"k = {100 * f:.0f}%: {m:.3f}" for f, m in zip(fracs, means, strict=True))
-            + " |"
+            + " | |"
         )
-    out += ["", "| layer | activation ratio | threshold | dead |", "|---|---|---|---|"]
-    for x in s["layers"]:
+    if s.get("budgets"):
+        out += ["", *_budget_rows(s["budgets"])]
+    hl = held.get("layers") or [{}] * len(s["layers"])
+    out += [
+        "",
+        "| layer | activation ratio (searched) | (held out) | threshold | dead |",
+        "|---|---|---|---|---|",
+    ]
+    for x, y in zip(s["layers"], hl, strict=True):
+        ho = f"{y['activation_ratio']:.3f}" if y else "-"
         out.append(
-            f"| {x['layer']} | {x['activation_ratio']:.3f} | {x['threshold']:.3g} | {x['dead']} |"
+            f"| {x['layer']} | {x['activation_ratio']:.3f} | {ho} | {x['threshold']:.3g} | "
+            f"{x['dead']} |"
         )
     return out + ["", _measured_at(s)]
 
@@ -329,7 +387,17 @@ def readme_dynamics_v1(d: dict | None) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--part", choices=["all", "reproduce", "smollm2", "dynamics"], default="all")
-    ap.add_argument("--tokens", type=int, default=100_000, help="SmolLM2 measurement tokens")
+    ap.add_argument("--tokens", type=int, default=50_000, help="SmolLM2 tokens the search sees")
+    ap.add_argument(
+        "--heldout-tokens", type=int, default=50_000, help="SmolLM2 held-out tokens (the next ones)"
+    )
+    ap.add_argument(
+        "--ratios",
+        type=float,
+        nargs="*",
+        default=[0.5],
+        help="kept fractions (besides PPL-1%'s) at which thresholds and top-k are compared",
+    )
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "sparsity_dynamics")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
@@ -340,7 +408,7 @@ def main() -> None:
         if part == "reproduce":
             res = reproduce()
         elif part == "smollm2":
-            res = smollm2(args.tokens)
+            res = smollm2(args.tokens, args.heldout_tokens, args.ratios)
         else:
             res = dynamics(args.runs)
         # re-read just before writing: another part may have been saved meanwhile

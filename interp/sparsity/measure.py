@@ -16,9 +16,14 @@ y = h @ W_out + b_out with ``W_out`` [d_mlp, d_model] (``blocks.L.mlp.W_out``). 
   intervention at ``mlp.hook_post``) is ``(1 + p)`` times the dense perplexity, to within
   ``ppl_rtol``. Finally one pass over all tokens measures the activation ratio (the fraction of
   neurons kept, per layer and averaged over tokens and layers), the perplexities and the dead
-  neurons under the thresholds.
+  neurons under the thresholds. With held-out windows (``heldout_tokens``, the windows after the
+  searched ones, so disjoint tokens), the same thresholds are measured again there: the searched
+  increase is p by construction, the held-out one is what the thresholds do on new text.
 
 Perplexity is exp of the mean next-token cross-entropy over every predicted position of the windows.
+The standard error of a perplexity increase is that of log(PPL_sparse / PPL_dense) = the mean over
+windows of (sparse - dense) per-window mean cross-entropy: sd over windows (ddof=1) / sqrt(windows),
+windows being the independent units (every window has the same length).
 """
 
 from __future__ import annotations
@@ -40,12 +45,15 @@ from interp.sparsity.cett import Calibration, keep_mask, neuron_norms, threshold
 __all__ = [
     "MeasureConfig",
     "capture_hidden",
+    "increase_stats",
     "lazy_metrics",
     "mlp_hook",
     "mlp_layers",
     "perplexity",
     "ppl_sparsity",
+    "search_and_heldout",
     "threshold_interventions",
+    "window_losses",
     "windows_for",
 ]
 
@@ -69,6 +77,9 @@ class MeasureConfig(BaseModel):
     """Tokens (the first windows) whose MLP activations calibrate the per-layer thresholds."""
     search_tokens: int | None = Field(None, ge=2)
     """Tokens (the first windows) on which the global CETT is searched; None: all n_tokens."""
+    heldout_tokens: int = Field(0, ge=0)
+    """Tokens of further windows, after the n_tokens ones (disjoint tokens), on which the
+    thresholds found on n_tokens are measured again; 0: no held-out measurement."""
     ppl_increase: float = Field(0.01, gt=0)
     """p of PPL-p%: the relative perplexity increase the thresholds are tuned to (0.01 = 1%)."""
     ppl_rtol: float = Field(0.05, gt=0, lt=1)
@@ -128,6 +139,27 @@ def windows_for(model, cfg: MeasureConfig, n_tokens: int | None = None) -> torch
     return torch.stack(rows)
 
 
+def search_and_heldout(model, cfg: MeasureConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """cfg's n_tokens windows and, when cfg.heldout_tokens > 0, the heldout_tokens windows that
+    follow them in the same stream (disjoint tokens; at most one document straddles the cut)."""
+    n = max(1, cfg.n_tokens // cfg.context_size)
+    if not cfg.heldout_tokens:
+        return windows_for(model, cfg), None
+    m = cfg.heldout_tokens // cfg.context_size
+    if m < 2:
+        raise ValueError(
+            f"heldout_tokens = {cfg.heldout_tokens} is under 2 windows of {cfg.context_size} "
+            "tokens: too few to measure on (or to estimate a standard error)"
+        )
+    rows = windows_for(model, cfg, (n + m) * cfg.context_size)
+    if rows.shape[0] < n + m:
+        raise ValueError(
+            f"source {cfg.source!r} ({cfg.split}) has {rows.shape[0]} windows of "
+            f"{cfg.context_size} tokens: fewer than the {n} searched + {m} held-out ones asked for"
+        )
+    return rows[:n], rows[n:]
+
+
 def _batches(tokens: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return list(tokens.split(batch_size))
 
@@ -143,16 +175,28 @@ def _device(model) -> torch.device:
 
 def _run(
     model, batches: Iterable[torch.Tensor], ivs: list[Intervention], desc: str, progress: bool
-):
-    """Forward every batch with the interventions; returns the summed next-token CE and count."""
-    total, count = 0.0, 0
+) -> torch.Tensor:
+    """Forward every batch with the interventions; returns each window's mean next-token CE
+    ([n_windows] float64)."""
+    out = []
     dev = _device(model)
     with torch.inference_mode(), intervened(model, ivs):
         for b in tqdm(list(batches), desc=desc, disable=not progress, leave=False):
             loss = model(b.to(dev), return_type="loss", loss_per_token=True)
-            total += float(loss.float().sum())
-            count += loss.numel()
-    return total, count
+            out.append(loss.double().mean(dim=1).cpu())
+    return torch.cat(out)
+
+
+def window_losses(
+    model,
+    tokens: torch.Tensor,
+    interventions: list[Intervention] | None = None,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Each window's mean next-token cross-entropy ([n_windows] float64), with the interventions
+    attached; perplexity is exp of their mean (every window has the same length)."""
+    return _run(model, _batches(tokens, batch_size), interventions or [], "ppl", progress)
 
 
 def perplexity(
@@ -163,8 +207,24 @@ def perplexity(
     progress: bool = False,
 ) -> float:
     """exp(mean next-token cross-entropy) over the windows, with the interventions attached."""
-    total, count = _run(model, _batches(tokens, batch_size), interventions or [], "ppl", progress)
-    return math.exp(total / count)
+    return math.exp(float(window_losses(model, tokens, interventions, batch_size, progress).mean()))
+
+
+def increase_stats(dense: torch.Tensor, sparse: torch.Tensor) -> dict[str, float]:
+    """From per-window mean CEs (dense, sparse on the same windows): the perplexities, the increase
+    PPL_sparse / PPL_dense - 1, and the standard error of log(PPL_sparse / PPL_dense) (sd of the
+    per-window differences, ddof=1, over sqrt(windows); nan for one window)."""
+    diff = (sparse - dense).double()
+    n = diff.numel()
+    se = float(diff.std(unbiased=True)) / math.sqrt(n) if n > 1 else math.nan
+    ppl_d, ppl_s = math.exp(float(dense.mean())), math.exp(float(sparse.mean()))
+    return {
+        "ppl_dense": ppl_d,
+        "ppl_sparse": ppl_s,
+        "ppl_increase": ppl_s / ppl_d - 1,
+        "log_increase_se": se,
+        "windows": n,
+    }
 
 
 def _recorder(fn: Callable[[torch.Tensor], None]) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -355,17 +415,25 @@ def _next_cett(
 
 
 def ppl_sparsity(
-    model, cfg: MeasureConfig, tokens: torch.Tensor | None = None, progress: bool = True
+    model,
+    cfg: MeasureConfig,
+    tokens: torch.Tensor | None = None,
+    progress: bool = True,
+    heldout: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """PPL-p% sparsity of the model on cfg's tokens (or the given windows); see the module doc.
+    ``heldout``: windows (disjoint from ``tokens``) on which the thresholds are measured again,
+    reported under "heldout"; with ``tokens`` None both come from cfg (:func:`search_and_heldout`).
 
     The global search brackets the root of f(c) = PPL(c) / PPL(0) - 1 - p between the known point
     f(0) = -p (threshold 0 drops only exact zeros) and ``cett_start`` doubled until f > 0, then
     narrows the bracket by safeguarded secant steps (:func:`_next_cett`); it stops when
-    |f| <= ppl_rtol * p."""
+    |f| <= ppl_rtol * p. Every evaluated CETT is in "trace" with its perplexity increase and its
+    activation ratio on the search tokens."""
     t0 = time.perf_counter()
     layers = mlp_layers(model)
-    tokens = windows_for(model, cfg) if tokens is None else tokens
+    if tokens is None:
+        tokens, heldout = search_and_heldout(model, cfg)
     n_win, ctx = tokens.shape
     calib_win = min(n_win, max(1, cfg.calib_tokens // ctx))
     search_win = (
@@ -375,16 +443,20 @@ def ppl_sparsity(
     thresholds = _Thresholds(model, calib, cfg.cett_rtol)
     del calib
     search = tokens[:search_win]
-    base = perplexity(model, search, batch_size=cfg.batch_size, progress=progress)
+    base_w = window_losses(model, search, batch_size=cfg.batch_size, progress=progress)
+    base = math.exp(float(base_w.mean()))
     trace: list[dict[str, float]] = []
     counters: dict[float, dict[int, torch.Tensor]] = {}
+    losses: dict[float, torch.Tensor] = {}
 
     def f(c: float) -> float:
         eps = thresholds(c)
-        counters[c] = {L: torch.zeros(model.cfg.d_mlp + 1, dtype=torch.float64) for L in layers}
+        counters[c] = _counter(model, layers)
         ivs = threshold_interventions(model, eps, counters[c])
-        p = perplexity(model, search, ivs, cfg.batch_size, progress)
-        trace.append({"cett": c, "ppl": p, "increase": p / base - 1})
+        losses[c] = window_losses(model, search, ivs, cfg.batch_size, progress)
+        p = math.exp(float(losses[c].mean()))
+        ratio = _mean_ratio(model, layers, counters[c])
+        trace.append({"cett": c, "ppl": p, "increase": p / base - 1, "activation_ratio": ratio})
         bar.update(1)
         return p / base - 1 - cfg.ppl_increase
 
@@ -425,14 +497,11 @@ def ppl_sparsity(
     search_s = time.perf_counter() - t0
     at_best = next(t for t in trace if t["cett"] == best)
     if search_win == n_win:  # the search saw every token: its last pass is the measurement
-        dense, sparse, counter = base, at_best["ppl"], counters[best]
+        stats, counter = increase_stats(base_w, losses[best]), counters[best]
     else:
-        counter = {L: torch.zeros(model.cfg.d_mlp + 1, dtype=torch.float64) for L in layers}
-        dense = perplexity(model, tokens, batch_size=cfg.batch_size, progress=progress)
-        ivs = threshold_interventions(model, eps, counter)
-        sparse = perplexity(model, tokens, ivs, cfg.batch_size, progress)
+        stats, counter = _measure(model, layers, tokens, eps, cfg, progress)
     per_layer = _per_layer(model, layers, eps, counter, cfg.dead_fraction)
-    return {
+    out = {
         "config": cfg.model_dump(),
         "model": getattr(model.cfg, "model_name", "?"),
         "dtype": str(model.cfg.dtype).removeprefix("torch."),
@@ -445,13 +514,42 @@ def ppl_sparsity(
         "converged": converged,
         "search_ppl_dense": base,
         "search_ppl_sparse": at_best["ppl"],
-        "ppl_dense": dense,
-        "ppl_sparse": sparse,
-        "ppl_increase": sparse / dense - 1,
+        **stats,
         "activation_ratio": sum(r["activation_ratio"] for r in per_layer) / len(per_layer),
         "thresholds": eps,
         "layers": per_layer,
         "trace": trace,
         "search_s": search_s,
-        "wall_s": time.perf_counter() - t0,
     }
+    if heldout is not None:
+        h_stats, h_counter = _measure(model, layers, heldout, eps, cfg, progress)
+        h_layers = _per_layer(model, layers, eps, h_counter, cfg.dead_fraction)
+        out["heldout"] = {
+            "tokens": int(heldout.numel()),
+            **h_stats,
+            "activation_ratio": sum(r["activation_ratio"] for r in h_layers) / len(h_layers),
+            "layers": h_layers,
+        }
+    out["wall_s"] = time.perf_counter() - t0
+    return out
+
+
+def _counter(model, layers: list[int]) -> dict[int, torch.Tensor]:
+    return {L: torch.zeros(model.cfg.d_mlp + 1, dtype=torch.float64) for L in layers}
+
+
+def _mean_ratio(model, layers: list[int], counter: dict[int, torch.Tensor]) -> float:
+    """The kept fraction averaged over tokens and layers from a threshold counter."""
+    d = model.cfg.d_mlp
+    return sum(float(counter[L][:-1].sum()) / (float(counter[L][-1]) * d) for L in layers) / len(
+        layers
+    )
+
+
+def _measure(model, layers, tokens, eps, cfg: MeasureConfig, progress: bool):
+    """Dense and thresholded per-window losses on ``tokens``: (increase_stats, kept counter)."""
+    counter = _counter(model, layers)
+    dense = window_losses(model, tokens, batch_size=cfg.batch_size, progress=progress)
+    ivs = threshold_interventions(model, eps, counter)
+    sparse = window_losses(model, tokens, ivs, cfg.batch_size, progress)
+    return increase_stats(dense, sparse), counter
