@@ -152,9 +152,9 @@ def _ground_truth_table(tasks: dict) -> list[str]:
         "the share, found by scanning the joint effect of every prefix; k (joint effect) at each "
         "share; – : no prefix short of all heads reaches it):",
         "",
-        "| task | prompts | k at 70% | k at 80% | k at 90% | top heads (single-head effect) "
-        "| wall s | command |",
-        "|---|---|---|---|---|---|---|---|",
+        "| task | prompts | clean / corrupt metric | k at 70% | k at 80% | k at 90% "
+        "| top heads (single-head effect) | wall s | command |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for task, res in tasks.items():
         gt = res["ground_truth"]
@@ -167,8 +167,10 @@ def _ground_truth_table(tasks: dict) -> list[str]:
                 cells.append(f"– (all {len(res['labels'])}: {p['joint_effect']:.3f})")
             else:
                 cells.append(f"{p['k']} ({p['joint_effect']:.3f})")
+        m = res.get("ground_truth_metrics")
+        metrics = f"{m['clean']:.2f} / {m['corrupt']:.2f}" if m else ""
         out.append(
-            f"| {task} | {gt['n_prompts']} | {' | '.join(cells)} | {_top_heads(res)} | "
+            f"| {task} | {gt['n_prompts']} | {metrics} | {' | '.join(cells)} | {_top_heads(res)} | "
             f"{res.get('ground_truth_seconds', float('nan')):.0f} | "
             f"`{res.get('ground_truth_command', '')}` |"
         )
@@ -543,6 +545,7 @@ def main() -> None:
             shares=SHARES,
         )
         res["ground_truth_command"] = gt["command"]
+        res["ground_truth_metrics"] = {"clean": gt["clean_metric"], "corrupt": gt["corrupt_metric"]}
         res["head_vector_norms"] = _head_vector_norms(ctx)
         res["bench_seconds"] = time.perf_counter() - t0
         if not args.drop_sweeps:

@@ -58,6 +58,9 @@ def _planted_result() -> dict:
         "mode": "patch",
         "n_prompts": len(pos),
         "effects": [float(x) for x in eff["effects"]],
+        "curve": circ["curve"],
+        "n_layers": nl,
+        "n_heads": nh,
         "seconds": {"total": 0.0},
     }
     ctx = {
@@ -69,7 +72,9 @@ def _planted_result() -> dict:
         "truth": heads_to_mask(gt["circuit"], nl, nh),
         "cfg": sae_config_for("ioi"),
     }
-    return run_experiment(model, "ioi", model_name="planted", seeds=2, ctx=ctx, progress=False)
+    return run_experiment(
+        model, "ioi", model_name="planted", seeds=2, ctx=ctx, progress=False, shares=(0.5, 0.8)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +114,16 @@ def test_page_shows_the_result(result_root, monkeypatch):
     for t, key in zip(heat, ("node", "edge", "attribution", "patching"), strict=True):
         want = np.array(res["scores"][key]).reshape(nl, nh)
         np.testing.assert_allclose(_array(t["z"]), want, rtol=1e-6)
+    # the AUC at each share: the result's circuit sizes and mean AUCs
+    shares = at.dataframe[1].value
+    assert list(shares["share"]) == [0.5, 0.8]
+    for _, row in shares.iterrows():
+        point = res["by_share"][f"{row['share']:g}"]
+        assert row["k"] == point["k"] and len(point["methods"]) == len(res["summary"])
+        for name, m in point["methods"].items():
+            assert row[name] == pytest.approx(m["auc_mean"])
     # the ranked heads are the result's, in its order
-    ranked = at.dataframe[1].value
+    ranked = at.dataframe[2].value
     want = ranked_heads(res, "node", len(ranked))
     assert list(ranked["head"]) == [h for h, _, _ in want]
     np.testing.assert_allclose(ranked["score"], [s for _, s, _ in want], rtol=1e-9)

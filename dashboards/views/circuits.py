@@ -5,7 +5,8 @@ looking in the runs root itself and in ``<root>/circuits_out`` (the command's de
 when it is run from the root). A file counts as a result when it holds the per-head scores, the
 ground-truth mask and the summary. Per task: the summary table (ROC AUC, balanced F1, wall time
 of every method against the patching ground truth), the heatmaps beside the ground truth
-(``circuits.figures.heatmap_figure``) and the heads ranked by a chosen score
+(``circuits.figures.heatmap_figure``), every method's AUC against the circuit at each share of
+the metric when the result has it, and the heads ranked by a chosen score
 (``circuits.figures.ranked_heads``).
 """
 
@@ -62,6 +63,19 @@ def _summary_rows(res: dict) -> list[dict]:
     ]
 
 
+def _share_rows(res: dict) -> list[dict]:
+    """One row per share: its circuit size and each method's mean AUC (None where a share's
+    circuit has no AUC, e.g. every head)."""
+    rows = []
+    for share, p in res["by_share"].items():
+        row: dict = {"share": float(share), "k": p["k"]}
+        for name in res["summary"]:
+            m = p["methods"].get(name)
+            row[name] = None if m is None else m["auc_mean"]
+        rows.append(row)
+    return rows
+
+
 def render(ctx) -> None:
     st.title("Circuits")
     found = find_results(ctx.root)
@@ -81,6 +95,12 @@ def render(ctx) -> None:
         f"{gt['joint_effect']:.3f} of the metric."
     )
     st.dataframe(_summary_rows(res), width="stretch", hide_index=True)
+    if res.get("by_share"):
+        st.caption(
+            "ROC AUC (mean over seeds) against the circuit at each share of the metric, read off "
+            "the ground truth's prefix curve; k: heads in the circuit"
+        )
+        st.dataframe(_share_rows(res), width="stretch", hide_index=True)
     st.plotly_chart(heatmap_figure(res), width="stretch")
     st.subheader("Ranked heads")
     key = st.selectbox("score", list(res["scores"]))
