@@ -327,7 +327,10 @@ def _print_metrics(run_dir: Path) -> None:
     for key in SUMMARY_KEYS:
         if metrics.get(key) is not None:
             v = metrics[key]
-            table.add_row(key, f"{v:,.4f}" if isinstance(v, float) else str(v))
+            name = key
+            if key == "dead_fraction" and metrics.get("n_tokens"):  # a dead count needs its window
+                name = f"dead_fraction (never fired in {metrics['n_tokens']:,} eval tokens)"
+            table.add_row(name, f"{v:,.4f}" if isinstance(v, float) else str(v))
     Console().print(table)
     rows = metrics.get("eval_rows")
     if rows:
@@ -343,6 +346,22 @@ def _print_metrics(run_dir: Path) -> None:
         reasons.setdefault(why, []).append(key)
     for why, keys in reasons.items():
         typer.echo(f"skipped {', '.join(keys)}: {why}")
+
+
+def dead_latents_line(manifest: dict, metrics: dict) -> str:
+    """Dead latents (never fired) in a feature store's window and in the evaluation's, each with
+    its window, so the two figures read as what they are rather than as a contradiction."""
+    m = manifest
+    line = (
+        f"dead latents (never fired): {m['dead_latents'] / m['d_sae']:.2%} "
+        f"({m['dead_latents']:,} of {m['d_sae']:,}) in the store's {m['n_tokens']:,} held-out tokens"
+    )
+    if metrics.get("dead_fraction") is not None and metrics.get("n_tokens"):
+        line += (
+            f", {metrics['dead_fraction']:.2%} in the evaluation's {metrics['n_tokens']:,}: a "
+            "larger window finds fewer dead latents; the explorer shows the store's"
+        )
+    return line
 
 
 @app.command("demo")
@@ -384,6 +403,7 @@ def demo_cmd(
             f"feature store: {store} ({m['alive_latents']:,} live latents, "
             f"{m['dead_latents']:,} dead)"
         )
+        typer.echo(dead_latents_line(m, RunDir(run_dir).metrics() or {}))
         typer.echo(f"open the explorer: interp dashboard serve {run_dir}")
 
 

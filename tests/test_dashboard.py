@@ -244,3 +244,16 @@ def test_feature_page_dfa_for_hook_z(root, monkeypatch):
     go.click().run()
     assert not at.exception
     assert any("top heads: H" in m.value for m in at.markdown)
+
+
+def test_demo_states_both_dead_counts_with_their_windows(root):
+    """`interp demo` prints the store's and the evaluation's dead latents, each with its window."""
+    from interp.cli import dead_latents_line
+
+    m = json.loads((store_dir(root / "resid") / "manifest.json").read_text())
+    ev = json.loads((root / "resid" / "metrics.json").read_text())
+    line = dead_latents_line(m, ev)
+    assert f"{m['dead_latents'] / m['d_sae']:.2%} ({m['dead_latents']:,} of {m['d_sae']:,})" in line
+    assert f"store's {m['n_tokens']:,} held-out tokens" in line
+    assert f"{ev['dead_fraction']:.2%} in the evaluation's {ev['n_tokens']:,}" in line
+    assert "evaluation" not in dead_latents_line(m, {})
