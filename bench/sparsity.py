@@ -36,7 +36,7 @@ from _provenance import provenance  # noqa: E402
 
 from interp.models import load_model  # noqa: E402
 from interp.sparsity.budgets import compare_at_budgets  # noqa: E402
-from interp.sparsity.dynamics import DynamicsConfig, run_experiment  # noqa: E402
+from interp.sparsity.dynamics import ENDS, DynamicsConfig, Z, collect, run_experiment  # noqa: E402
 from interp.sparsity.figures import (  # noqa: E402
     layers_figure,
     linearised_figure,
@@ -132,27 +132,25 @@ def smollm2(n_tokens: int, heldout_tokens: int, ratios: list[float]) -> dict:
     return res
 
 
-def dynamics(run_dir: Path) -> dict:
-    cfg = DynamicsConfig()
-    res = run_experiment(cfg, run_dir)
+def dynamics(run_dir: Path, stored: dict | None = None) -> dict:
+    """Train (or resume) the runs into ``run_dir`` and analyse them; with ``stored`` (the JSON's
+    dynamics part), analyse its recorded runs again instead, keeping their training provenance."""
+    if stored is not None:
+        runs = stored["runs"]
+        res = collect(runs) | {"config": stored["config"], "runs": runs}
+        res["trained"] = stored.get("trained") or {
+            "provenance": stored.get("provenance"),
+            "wall_s": stored.get("wall_s"),
+        }
+    else:
+        res = run_experiment(DynamicsConfig(), run_dir)
     FIGS.mkdir(parents=True, exist_ok=True)
     if res["fits"]:
         series_figure(
             res["fits"], "Our runs: PPL-1% activation ratio vs tokens (millions)"
         ).write_json(FIGS / "dynamics_series.fig.json")
-    print(
-        "\n| run | width/depth | tokens | ratio first -> last | last-3 mean | Spearman vs tokens | "
-        "1st half change | 2nd half change | fit A0 | fit MAE | final PPL |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in res["summary"]:
-        f = res["fits"].get(r["run"], {}).get("fit")
-        fit = f"{f['params']['A0']:.3f} | {f['mae']:.1e}" if f else "- | -"
-        print(
-            f"| {r['run']} | {r['width_depth']:.0f} | {r['tokens'] / 1e6:.2f}M | {r['first_ratio']:.3f} -> "
-            f"{r['final_ratio']:.3f} | {r['late_mean_ratio']:.3f} | {r['spearman']:+.2f} | "
-            f"{r['first_half_change']:+.3f} | {r['second_half_change']:+.3f} | {fit} | {r['final_ppl']:.2f} |"
-        )
+    print()
+    print("\n".join(_readme_dynamics(res | {"provenance": {}})))
     print("\ndirections:", json.dumps(res["directions"]))
     return res
 
@@ -311,38 +309,54 @@ def _readme_smollm2(s: dict) -> list[str]:
 
 def _readme_dynamics(dy: dict) -> list[str]:
     cfg = dy.get("config", {})
+    rule = (dy.get("directions") or {}).get("rule") or {"ends": ENDS, "z": Z}
+    tokens = sorted({r["tokens"] for r in dy["summary"]})
     out = [
         f"{len(dy['summary'])} byte-level models (gated MLP, d_mlp = {cfg.get('mlp_ratio', '?')} "
         f"d_model) on stdlib, AdamW lr {cfg.get('lr', '?')}, batch {cfg.get('batch_size', '?')} x "
-        f"{cfg.get('context_size', '?')} tokens, {cfg.get('steps', '?')} steps; PPL-1% measured on "
-        f"{cfg.get('eval_tokens', '?')} validation tokens at {len(cfg.get('checkpoints', []))} "
-        "checkpoints:",
+        f"{cfg.get('context_size', '?')} tokens, {cfg.get('steps', '?')} steps ("
+        + ", ".join(f"{t / 1e6:.2f}M" for t in tokens)
+        + f" tokens); PPL-1% measured on {cfg.get('eval_tokens', '?')} validation tokens at "
+        f"{len(cfg.get('checkpoints', []))} checkpoints. Direction rule, the same for ReLU and "
+        f"SiLU: change = mean of the last {rule['ends']} checkpoints - mean of the first "
+        f"{rule['ends']}; the run's noise sigma = sd of successive differences (ddof=1) / sqrt(2), "
+        f"SE = sigma sqrt(2/{rule['ends']}); **rises** if change > {rule['z']:g} SE, **falls** if "
+        f"change < -{rule['z']:g} SE, else **flat** (within the noise):",
         "",
-        "| run | width/depth | tokens | ratio first -> last | last-3 mean | Spearman vs tokens "
-        "| 1st half change | 2nd half change | fit A0 | fit MAE | final PPL |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| run | width/depth | ratio first -> last | last-3 mean | change ± {rule['z']:g} SE | "
+        "direction | Spearman vs tokens | 1st half change | 2nd half change | fit A0 | fit MAE "
+        "| final PPL |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in dy["summary"]:
         f = (dy.get("fits", {}).get(r["run"]) or {}).get("fit")
         fit = f"{f['params']['A0']:.3f} | {f['mae']:.1e}" if f else "- | -"
+        dr = r.get("direction")
+        ch = f"{dr['change']:+.3f} ± {dr['z'] * dr['se']:.3f} | {dr['verdict']}" if dr else "- | -"
         out.append(
-            f"| {r['run']} | {r['width_depth']:.0f} | {r['tokens'] / 1e6:.2f}M | "
+            f"| {r['run']} | {r['width_depth']:.0f} | "
             f"{r['first_ratio']:.3f} -> {r['final_ratio']:.3f} | {r['late_mean_ratio']:.3f} | "
-            f"{r['spearman']:+.2f} | {r['first_half_change']:+.3f} | "
+            f"{ch} | {r['spearman']:+.2f} | {r['first_half_change']:+.3f} | "
             f"{r['second_half_change']:+.3f} | {fit} | {r['final_ppl']:.2f} |"
         )
     d = dy.get("directions")
     if d:
         relu = [r["late_mean_ratio"] for r in dy["summary"] if r["act_fn"] == "relu"]
         silu = [r["late_mean_ratio"] for r in dy["summary"] if r["act_fn"] == "silu"]
+
+        def counts(act: str) -> str:
+            return (
+                f"{d[f'{act}_falling']} of {d[f'{act}_runs']} fall, {d[f'{act}_rising']} rise, "
+                f"{d[f'{act}_flat']} flat"
+            )
+
         out += [
             "",
-            "| paper's finding | here |",
+            "| paper's finding | here (direction rule above) |",
             "|---|---|",
-            f"| ReLU ratio falls with data | {d['relu_falling']} of {d['relu_runs']} ReLU runs fall "
-            f"(negative Spearman vs tokens), {d['relu_rising']} rise |",
-            f"| SiLU ratio rises and converges | {d['silu_rising']} of {d['silu_runs']} rise, "
-            f"{d['silu_converging']} of {d['silu_runs']} move less in their second half |",
+            f"| ReLU ratio falls with data | {counts('relu')} |",
+            f"| SiLU ratio rises and converges | {counts('silu')}; {d['silu_converging']} of "
+            f"{d['silu_runs']} move less in their second half than in their first |",
             "| ratio grows with width/depth | Spearman of the late ratio vs width/depth: ReLU "
             f"{d['relu_ratio_vs_width_depth_spearman']:+.2f}, SiLU "
             f"{d['silu_ratio_vs_width_depth_spearman']:+.2f} |",
@@ -352,6 +366,12 @@ def _readme_dynamics(dy: dict) -> list[str]:
                 f"| ReLU sparser than SiLU | last-3 mean ratio ReLU {min(relu):.3f}-{max(relu):.3f}, "
                 f"SiLU {min(silu):.3f}-{max(silu):.3f} |"
             )
+    trained = dy.get("trained")
+    if trained:
+        out += ["", "Trained: " + _measured_at(trained)[0].lower() + _measured_at(trained)[1:]]
+        out += ["Analysed (the direction rule and fits, on the recorded checkpoints): "]
+        out[-1] += _measured_at(dy)[0].lower() + _measured_at(dy)[1:]
+        return out
     return out + ["", _measured_at(dy)]
 
 
@@ -396,9 +416,14 @@ def main() -> None:
         type=float,
         nargs="*",
         default=[0.5],
-        help="kept fractions (besides PPL-1%'s) at which thresholds and top-k are compared",
+        help="kept fractions (besides PPL-1%%'s) at which thresholds and top-k are compared",
     )
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "sparsity_dynamics")
+    ap.add_argument(
+        "--reanalyse",
+        action="store_true",
+        help="dynamics: analyse the runs recorded in --out again (no training)",
+    )
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     parts = ["reproduce", "smollm2", "dynamics"] if args.part == "all" else [args.part]
@@ -409,6 +434,11 @@ def main() -> None:
             res = reproduce()
         elif part == "smollm2":
             res = smollm2(args.tokens, args.heldout_tokens, args.ratios)
+        elif args.reanalyse:
+            stored = json.loads(args.out.read_text()).get("dynamics") if args.out.exists() else None
+            if not stored or not stored.get("runs"):
+                sys.exit(f"--reanalyse: {args.out} holds no recorded dynamics runs")
+            res = dynamics(args.runs, stored)
         else:
             res = dynamics(args.runs)
         # re-read just before writing: another part may have been saved meanwhile

@@ -10,6 +10,8 @@ import pytest
 
 from interp.sparsity.laws import (
     PAPER_CONSTANTS,
+    PARAM_RTOL,
+    compare_to_paper,
     default_published_dir,
     errors,
     fit_law,
@@ -36,6 +38,19 @@ def fits(published):
     return {name: fit_law(law_for(name), d, a) for name, (d, a) in published.items()}
 
 
+@pytest.fixture(scope="module")
+def lsq_fits(published):
+    """Least-squares fits: the paper's objective (scipy curve_fit)."""
+    return {name: fit_law(law_for(name), d, a, "lsq") for name, (d, a) in published.items()}
+
+
+# The README's reading of the reproduction. A0: within 10% of the paper's everywhere but
+# 0.4b_relu, whose A0 the data do not determine (see the profile test). The exponent (alpha within
+# PARAM_RTOL = 20% of the paper's, least-squares fit): on these four ReLU series only.
+A0_UNDETERMINED = {"0.4b_relu"}
+ALPHA_REPRODUCED = {"0.1b_relu", "0.2b_relu", "0.8b_relu", "2.4b_relu"}
+
+
 def test_all_eleven_series_load(published):
     assert sorted(published) == sorted(PAPER_CONSTANTS)
     for d, a in published.values():
@@ -60,14 +75,54 @@ def test_fit_matches_or_beats_the_paper_constants(name, published, fits):
     assert fit.params["c"] >= 0 and fit.params["alpha"] > 0
 
 
-def test_a0_agrees_with_the_paper(fits):
-    """A0 within 10% of the paper's on every SiLU series and on at least 4 of the 6 ReLU ones."""
+def test_a0_agrees_with_the_paper(fits, published):
+    """A0 within 10% of the paper's on every series where the data determine it (all 5 SiLU, 5 of
+    the 6 ReLU); on 0.4b_relu, where they do not, the honest side: our fit sits on the bound A0 = 0
+    and is closer to the points than the paper's constants on both MAE and MSE."""
     rel = {n: abs(f.params["A0"] / PAPER_CONSTANTS[n]["A0"] - 1) for n, f in fits.items()}
-    silu = {n: r for n, r in rel.items() if law_for(n) == "silu"}
-    relu = {n: r for n, r in rel.items() if law_for(n) == "relu"}
-    assert len(silu) == 5 and len(relu) == 6
-    assert all(r <= 0.10 for r in silu.values()), silu
-    assert sum(r <= 0.10 for r in relu.values()) >= 4, relu
+    assert len(rel) == 11 and sum(law_for(n) == "silu" for n in rel) == 5
+    seen = {n: r for n, r in rel.items() if n not in A0_UNDETERMINED}
+    assert all(r <= 0.10 for r in seen.values()), seen
+    for n in A0_UNDETERMINED:
+        d, a = published[n]
+        paper = errors(law_for(n), PAPER_CONSTANTS[n], d, a)
+        assert rel[n] > 0.10 and fits[n].params["A0"] < 0.01 * a.min()
+        assert fits[n].mae < paper["mae"] and fits[n].mse < paper["mse"]
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_CONSTANTS))
+def test_each_objective_wins_its_own(name, published, fits, lsq_fits):
+    """The least-squares fit has the lower MSE, the MAE-polished fit the lower MAE (each is the
+    optimum of its own objective), and the least-squares fit is at least as close to the published
+    points as the paper's constants on the paper's own objective (MSE)."""
+    d, a = published[name]
+    lsq, mae = lsq_fits[name], fits[name]
+    assert lsq.objective == "lsq" and mae.objective == "mae"
+    assert lsq.mse <= mae.mse * (1 + 1e-9)
+    assert mae.mae <= lsq.mae * (1 + 1e-9)
+    assert lsq.mse <= errors(law_for(name), PAPER_CONSTANTS[name], d, a)["mse"]
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_CONSTANTS))
+def test_alpha_and_c_against_the_paper(name, published, lsq_fits):
+    """Where the exponent reproduces (ALPHA_REPRODUCED), the least-squares alpha is within 20% of
+    the paper's, and so is c except on 2.4b_relu (whose b, c and alpha trade off: c is 5x the
+    paper's at the same alpha within 20%). Where it does not (every SiLU series, 0.4b_relu,
+    1.2b_relu), alpha is more than 20% off and the honest side holds: our least-squares curve is
+    at least 2x closer to the published points than the paper's constants on the paper's own
+    objective, so the gap is not our optimiser falling short."""
+    d, a = published[name]
+    law, paper = law_for(name), PAPER_CONSTANTS[name]
+    cmp = compare_to_paper(law, lsq_fits[name].params, paper, d, a)
+    assert cmp["alpha_ratio"] == pytest.approx(lsq_fits[name].params["alpha"] / paper["alpha"])
+    if name in ALPHA_REPRODUCED:
+        assert abs(cmp["alpha_ratio"] - 1) <= PARAM_RTOL and cmp["alpha_within"]
+        if name != "2.4b_relu":
+            assert abs(cmp["c_ratio"] - 1) <= PARAM_RTOL and cmp["c_within"]
+        assert cmp["mse_ratio"] <= 1.0
+    else:
+        assert abs(cmp["alpha_ratio"] - 1) > PARAM_RTOL and not cmp["alpha_within"]
+        assert cmp["mse_ratio"] <= 0.5, cmp
 
 
 def test_power_law_beats_the_log_baseline_on_0p1b_relu(published, fits):
@@ -82,7 +137,8 @@ def test_power_law_beats_the_log_baseline_on_0p1b_relu(published, fits):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_planted_parameters_are_recovered(seed):
     """Noise sd 2e-4 (the published fits' residual scale) on 30 points over D in [1, 200]: A0 is
-    recovered to within 5 sd of the noise (1e-3); the MAE is near the noise's mean |e| = 0.8 sd."""
+    recovered to within 5 sd of the noise (1e-3), alpha (least squares) within 20%; each fit is no
+    worse than the true parameters on its own objective."""
     rng = np.random.default_rng(seed)
     d = np.geomspace(1, 200, 30)
     sd = 2e-4
@@ -95,6 +151,10 @@ def test_planted_parameters_are_recovered(seed):
         assert abs(fit.params["A0"] - p["A0"]) < 5 * sd
         assert fit.mae <= errors(law, p, d, a)["mae"] * (1 + 1e-6)  # no worse than the truth
         assert fit.valid
+        # the least-squares fit recovers the exponent within the reproduction criterion (20%)
+        lsq = fit_law(law, d, a, "lsq")
+        assert abs(lsq.params["alpha"] / p["alpha"] - 1) <= PARAM_RTOL, (law, lsq.params)
+        assert lsq.mse <= errors(law, p, d, a)["mse"] * (1 + 1e-6)
 
 
 def test_profile_pins_a_well_conditioned_limit_and_not_an_ill_conditioned_one(published):
@@ -140,5 +200,7 @@ def test_bad_inputs_say_what_is_wrong(tmp_path):
         fit_law("relu", [1, 2, 3], [0.1, 0.09, 0.08])
     with pytest.raises(ValueError, match="unknown law"):
         fit_law("gelu", [1, 2, 3], [0.1, 0.09, 0.08])
+    with pytest.raises(ValueError, match="unknown objective 'l1'"):
+        fit_law("relu", [1, 2, 3, 4, 5], [0.1, 0.09, 0.08, 0.07, 0.06], objective="l1")
     with pytest.raises(ValueError, match="neither relu nor silu"):
         law_for("0.1b_gelu")

@@ -20,7 +20,7 @@ from interp.sparsity.laws import (
     load_published,
     load_series,
 )
-from interp.sparsity.measure import MeasureConfig, lazy_metrics, ppl_sparsity, windows_for
+from interp.sparsity.measure import MeasureConfig, lazy_metrics, ppl_sparsity, search_and_heldout
 
 app = typer.Typer(
     add_completion=False,
@@ -65,6 +65,9 @@ def measure_cmd(
     batch_size: int = typer.Option(8, help="windows per forward"),
     calib_tokens: int = typer.Option(2048, help="tokens calibrating the per-layer thresholds"),
     search_tokens: int = typer.Option(0, help="tokens for the global CETT search (0: all)"),
+    heldout_tokens: int = typer.Option(
+        0, help="tokens of the next windows on which the thresholds are measured again (0: none)"
+    ),
     lazy: bool = typer.Option(True, help="also the lazy-neuron metrics (one more pass)"),
 ) -> None:
     """PPL-p% activation ratio per layer (thresholds saved) and the lazy-neuron metrics."""
@@ -77,12 +80,13 @@ def measure_cmd(
             batch_size=batch_size,
             calib_tokens=calib_tokens,
             search_tokens=search_tokens or None,
+            heldout_tokens=heldout_tokens,
             ppl_increase=ppl_increase,
         )
         t0 = time.perf_counter()
         m = load_model(model, dtype=dtype)
-        tokens = windows_for(m, cfg)
-        result = ppl_sparsity(m, cfg, tokens)
+        tokens, heldout = search_and_heldout(m, cfg)
+        result = ppl_sparsity(m, cfg, tokens, heldout=heldout)
         if lazy:
             result["lazy"] = lazy_metrics(m, tokens, cfg, progress=True)
         result["model_spec"] = model
@@ -95,6 +99,13 @@ def measure_cmd(
         f"{result['cett']:.4f}; PPL {result['ppl_dense']:.4f} -> {result['ppl_sparse']:.4f} "
         f"(+{100 * result['ppl_increase']:.3f}%) in {result['total_s']:.0f} s"
     )
+    if "heldout" in result:
+        h = result["heldout"]
+        typer.echo(
+            f"held out ({h['tokens']} tokens): activation ratio {h['activation_ratio']:.4f}; PPL "
+            f"{h['ppl_dense']:.4f} -> {h['ppl_sparse']:.4f} ({100 * h['ppl_increase']:+.3f}% "
+            f"± {100 * h['log_increase_se']:.3f}%)"
+        )
 
 
 @app.command("fit")
@@ -106,11 +117,14 @@ def fit_cmd(
     out: Path = typer.Option(Path("runs/sparsity"), help="output folder"),
     published: bool = typer.Option(False, help="fit the 11 published Sparsing Law series"),
     data_dir: Path = typer.Option(
-        None, help="folder of the published series (default: shared anchors)"
+        None,
+        help="folder of the published series (default: the copy shipped in the package, "
+        "interp/sparsity/published/)",
     ),
     profile_points: int = typer.Option(41, help="A0 profile grid points (0: no profile)"),
 ) -> None:
-    """Fit the ReLU / SiLU laws and the log baseline; MAE, MSE, the A0 profile; figures."""
+    """Fit the ReLU / SiLU laws (MAE-polished and least squares) and the log baseline; MAE, MSE,
+    alpha and c against the paper's, the A0 profile; figures."""
     try:
         series: dict = {}
         laws: dict = {}
@@ -132,13 +146,17 @@ def fit_cmd(
         _fail(e)
     _write(out, "fit", {"series": fits}, _fit_figures(fits, "fit"))
     for name, r in fits.items():
+        f, q = r["fit"], r["lsq_fit"]
         paper = (
-            f" paper MAE {r['paper']['mae']:.2e} A0 {r['paper']['params']['A0']:.4f}"
+            f" | paper: MAE {r['paper']['mae']:.2e} MSE {r['paper']['mse']:.2e} alpha "
+            f"{r['paper']['params']['alpha']:.3g} A0 {r['paper']['params']['A0']:.4f}"
             if "paper" in r
             else ""
         )
         typer.echo(
-            f"{name:12s} {r['law']}: MAE {r['fit']['mae']:.2e} A0 {r['fit']['params']['A0']:.4f}{paper}"
+            f"{name:12s} {r['law']}: MAE fit: MAE {f['mae']:.2e} MSE {f['mse']:.2e} alpha "
+            f"{f['params']['alpha']:.3g} A0 {f['params']['A0']:.4f} | least squares: MSE "
+            f"{q['mse']:.2e} alpha {q['params']['alpha']:.3g}{paper}"
         )
 
 

@@ -33,7 +33,12 @@ from interp.models import load_model
 from interp.sparsity.laws import fit_series
 from interp.sparsity.measure import MeasureConfig, ppl_sparsity, windows_for
 
-__all__ = ["DynamicsConfig", "RunSpec", "collect", "run_experiment", "train_run"]
+__all__ = ["DynamicsConfig", "RunSpec", "collect", "direction", "run_experiment", "train_run"]
+
+# the direction rule: the mean of the last ENDS checkpoints against the mean of the first ENDS,
+# significant when beyond Z standard errors of that difference
+ENDS = 3
+Z = 2.0
 
 
 class RunSpec(BaseModel):
@@ -244,6 +249,22 @@ def train_run(
     return meta
 
 
+def direction(a: list[float] | np.ndarray, ends: int = ENDS, z: float = Z) -> dict[str, Any]:
+    """Whether a run's series rises, falls or stays flat, by one rule for every activation:
+    ``change`` = mean of the last ``ends`` values - mean of the first ``ends``; the run's noise
+    ``sigma`` (one checkpoint's scatter) = sd of successive differences (ddof=1) / sqrt(2), so the
+    standard error of ``change`` is sigma * sqrt(2 / ends); "rises" when change > z * se, "falls"
+    when change < -z * se, else "flat" (within the noise). Needs 2 * ends values, at least 3."""
+    a = np.asarray(a, dtype=float)
+    if a.size < max(3, 2 * ends):
+        raise ValueError(f"the direction rule needs >= {max(3, 2 * ends)} values, got {a.size}")
+    change = float(a[-ends:].mean() - a[:ends].mean())
+    sigma = float(np.std(np.diff(a), ddof=1) / np.sqrt(2))
+    se = sigma * float(np.sqrt(2 / ends))
+    verdict = "rises" if change > z * se else "falls" if change < -z * se else "flat"
+    return {"change": change, "sigma": sigma, "se": se, "z": z, "ends": ends, "verdict": verdict}
+
+
 def collect(runs: list[dict[str, Any]], profile_n: int = 0) -> dict[str, Any]:
     """Fit the laws to every run's series (D in millions of tokens; the ReLU law to ReLU runs, the
     SiLU law to SiLU runs) and summarise the paper's three directions."""
@@ -280,6 +301,7 @@ def collect(runs: list[dict[str, Any]], profile_n: int = 0) -> dict[str, Any]:
                 # rank correlation of the ratio with tokens (robust to the checkpoint noise)
                 "spearman": float(spearmanr(range(len(a)), a)[0]) if len(a) >= 3 else None,
                 "late_mean_ratio": float(np.mean(a[-3:])),
+                "direction": direction(a) if len(a) >= max(3, 2 * ENDS) else None,
                 "final_ppl": recs[-1]["ppl_dense"],
                 "train_s": meta["train_s"],
             }
@@ -293,16 +315,16 @@ def collect(runs: list[dict[str, Any]], profile_n: int = 0) -> dict[str, Any]:
 
 
 def _directions(summary: list[dict[str, Any]]) -> dict[str, Any]:
-    """The paper's three directions on our runs: how many ReLU runs fall and SiLU runs rise with
-    data (Spearman < 0 / > 0), how many SiLU runs move less in their second half than in the
-    first (converging), and per activation the rank correlation of the late ratio (mean of the
-    last 3 checkpoints) with width/depth."""
-    out: dict[str, Any] = {}
+    """The paper's three directions on our runs: how many runs of each activation rise, fall or
+    stay flat with data by :func:`direction`'s rule (one rule for both), how many SiLU runs move
+    less in their second half than in the first (converging), and per activation the rank
+    correlation of the late ratio (mean of the last 3 checkpoints) with width/depth."""
+    out: dict[str, Any] = {"rule": {"ends": ENDS, "z": Z}}
     for act in ("relu", "silu"):
-        rows = [r for r in summary if r["act_fn"] == act and r["spearman"] is not None]
+        rows = [r for r in summary if r["act_fn"] == act and r.get("direction")]
         out[f"{act}_runs"] = len(rows)
-        out[f"{act}_falling"] = sum(r["spearman"] < 0 for r in rows)
-        out[f"{act}_rising"] = sum(r["spearman"] > 0 for r in rows)
+        for verdict, key in (("falls", "falling"), ("rises", "rising"), ("flat", "flat")):
+            out[f"{act}_{key}"] = sum(r["direction"]["verdict"] == verdict for r in rows)
         if act == "silu":
             out["silu_converging"] = sum(
                 abs(r["second_half_change"]) < abs(r["first_half_change"]) for r in rows
