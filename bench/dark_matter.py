@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -35,12 +34,20 @@ for p in (ROOT, ROOT / "bench"):
         sys.path.insert(0, str(p))
 
 from _provenance import provenance  # noqa: E402
+from dark_matter_readme import BATCH_TOKENS, readme  # noqa: E402, F401  (report.py: readme)
 
 from interp.io import atomic_write_json  # noqa: E402
 from interp.models import load_model  # noqa: E402
 from saes.analysis.dark_matter.cli import format_table  # noqa: E402
+from saes.analysis.dark_matter.convergence import (  # noqa: E402
+    KEYS,
+    fit_diagnostics,
+    fit_size_curve,
+    flattens_at,
+)
 from saes.analysis.dark_matter.error_saes import error_parts, train_error_saes  # noqa: E402
 from saes.analysis.dark_matter.figures import all_figures  # noqa: E402
+from saes.analysis.dark_matter.linear import ESTIMATORS, block_rows_for  # noqa: E402
 from saes.analysis.dark_matter.pipeline import (  # noqa: E402
     DarkMatterConfig,
     analyse_sae,
@@ -50,7 +57,10 @@ from saes.analysis.dark_matter.pipeline import (  # noqa: E402
     scaling_report,
     validation_windows,
 )
-from saes.analysis.dark_matter.previous_layer import nonlinear_error_removed  # noqa: E402
+from saes.analysis.dark_matter.previous_layer import (  # noqa: E402
+    compare_with_pursuit,
+    nonlinear_error_removed,
+)
 from saes.artifacts import load_sae  # noqa: E402
 from saes.rundir import RunDir  # noqa: E402
 from saes.train import train  # noqa: E402
@@ -60,6 +70,7 @@ LAYER = 15
 HOOK = f"blocks.{LAYER}.hook_resid_post"
 PREV_HOOK = f"blocks.{LAYER - 1}.hook_resid_post"
 MODEL = "smollm2-135m"
+STEP = 0.01  # the fit-size curve "flattens" where every later step changes each R² by less
 PAPER = {
     "setting": "Gemma Scope SAEs on Gemma 2 9B, layer 20 residual stream (Engels et al. 2024)",
     "error_vector_linearly_predictable": "about half (R^2 of a* from x to e)",
@@ -80,7 +91,7 @@ def _base(args, out_dir: str, hook: str) -> dict[str, Any]:
             "context_size": 128,
             "batch_windows": 16,
             "train_tokens": args.train_tokens,
-            "batch_tokens": 4096,
+            "batch_tokens": BATCH_TOKENS,
             "buffer_tokens": 65536,
         },
         "sae": {"variant": "topk", "d_sae": 4608, "k": args.k},
@@ -135,16 +146,31 @@ def main(argv: list[str] | None = None) -> dict:
         help="rows of e_lin / e_nl the two error SAEs train on (as many as the SAEs themselves)",
     )
     ap.add_argument("--pursuit-fit-tokens", type=int, default=16384)
+    ap.add_argument(
+        "--estimator",
+        choices=["ols", "ridge"],
+        default=DarkMatterConfig.model_fields["estimator"].default,
+        help="how every map is fitted (the fit-size curve reports both)",
+    )
+    ap.add_argument(
+        "--curve-sizes",
+        default="10000,20000,50000,100000,200000,400000",
+        help="fit sizes of the R²-against-fit-tokens curve (train split, nested prefixes)",
+    )
+    ap.add_argument("--curve-width", type=int, default=None, help="default: the middle width")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "dark_matter"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "dark_matter.json"))
     ap.add_argument("--quick", action="store_true", help="smoke run: small numbers")
     args = ap.parse_args(argv)
     args.widths = [int(w) for w in args.widths.split(",")]
+    args.curve_sizes = sorted(int(n) for n in args.curve_sizes.split(","))
+    args.curve_width = args.curve_width or args.widths[len(args.widths) // 2]
     if args.quick:
         args.train_tokens, args.fit_tokens, args.test_tokens = 65536, 20000, 8192
         args.widths, args.ce_windows = [576, 1152, 2304], 8
         args.pursuit_tokens, args.pursuit_fit_tokens = 512, 2048
         args.error_sae_tokens = 40000
+        args.curve_sizes = "5000,10000,20000,40000"
         args.runs = str(ROOT / "runs" / "dark_matter_quick")
         args.out = "/tmp/dark_matter_quick/dark_matter_quick.json"
     record: dict[str, Any] = {"provenance": provenance()}
@@ -164,9 +190,13 @@ def main(argv: list[str] | None = None) -> dict:
         pursuit_tokens=args.pursuit_tokens,
         pursuit_fit_tokens=args.pursuit_fit_tokens,
         seed=1,  # another document order than training's (seed 0)
+        estimator=args.estimator,
     )
     t = time.perf_counter()
-    fit = capture_rows(model, [PREV_HOOK, HOOK], "train", cfg.fit_tokens, cfg, progress=True)
+    n_cap = max(cfg.fit_tokens, args.curve_sizes[-1])
+    fit = capture_rows(model, [PREV_HOOK, HOOK], "train", n_cap, cfg, progress=True)
+    fit_all = fit[HOOK]
+    fit = {h: v[: cfg.fit_tokens] for h, v in fit.items()}
     test = capture_rows(model, [PREV_HOOK, HOOK], "validation", cfg.test_tokens, cfg, progress=True)
     windows = validation_windows(model, cfg)
     timings["capture_s"] = time.perf_counter() - t
@@ -193,6 +223,28 @@ def main(argv: list[str] | None = None) -> dict:
     result["scaling"] = scaling_report(reports, inters)
     timings["scaling_s"] = time.perf_counter() - t
 
+    # R² against the fit tokens (nested prefixes of the train split), both estimators
+    t = time.perf_counter()
+    w = args.curve_width
+    xh_all = reconstruct(saes[w], fit_all)
+    curves = {
+        e: fit_size_curve(fit_all, xh_all, test[HOOK], inters[w]["x_hat_test"], args.curve_sizes, e)
+        for e in ESTIMATORS
+    }
+    result["fit_size"] = {
+        "of": f"topk d_sae={w}",
+        "test_tokens": cfg.test_tokens,
+        "step_tolerance": STEP,
+        "curves": curves,
+        "flattens_at": {e: {k: flattens_at(c, k, STEP) for k in KEYS} for e, c in curves.items()},
+        "diagnostics": fit_diagnostics(
+            fit_all, xh_all, test[HOOK], inters[w]["x_hat_test"], args.curve_sizes
+        ),
+    }
+    result["saes"][f"topk d_sae={w}"]["fit_size"] = {"curves": curves}
+    del xh_all
+    timings["fit_size_s"] = time.perf_counter() - t
+
     # previous layer: layer 14's residual, and layer 14's SAE reconstruction
     t = time.perf_counter()
     prev_sae = load_sae(trained["prev"])
@@ -215,9 +267,33 @@ def main(argv: list[str] | None = None) -> dict:
             "layer 14 SAE reconstruction": (xh14["fit"], xh14["test"]),
         }.items():
             block[source] = nonlinear_error_removed(
-                chunks(fit[HOOK], z_fit, e_fit), chunks(test[HOOK], z_test, e_test)
+                chunks(fit[HOOK], z_fit, e_fit),
+                chunks(test[HOOK], z_test, e_test),
+                estimator=cfg.estimator,
+                block_rows=block_rows_for(cfg.fit_tokens),
             )
         result["previous_layer"][f"topk d_sae={w}"] = block
+    # pursuit against the previous-layer maps on the same (pursued) tokens, same estimator
+    result["pursuit_vs_previous_layer"] = {}
+    for w in args.widths:
+        pursued = inters[w]["pursuit"]
+        if not pursued:
+            continue
+        nf, nt = pursued["fit"]["sae"].shape[0], pursued["test"]["sae"].shape[0]
+        block = {}
+        for source, (z_fit, z_test) in {
+            "layer 14 residual": (fit[PREV_HOOK], test[PREV_HOOK]),
+            "layer 14 SAE reconstruction": (xh14["fit"], xh14["test"]),
+        }.items():
+            parts = [
+                {"x": x[:n], "z": z[:n], "x_hat": p["sae"], "x_gp": p["pursuit"]}
+                for x, z, p, n in (
+                    (fit[HOOK], z_fit, pursued["fit"], nf),
+                    (test[HOOK], z_test, pursued["test"], nt),
+                )
+            ]
+            block[source] = compare_with_pursuit(*parts, estimator=cfg.estimator)
+        result["pursuit_vs_previous_layer"][f"topk d_sae={w}"] = block
     timings["previous_layer_s"] = time.perf_counter() - t
 
     # SAEs on e_lin and e_nl of the middle width, at equal k
@@ -290,367 +366,6 @@ def main(argv: list[str] | None = None) -> dict:
         )
     )
     return record
-
-
-# ------------------------------------------------------------------------------------------------
-# README tables (bench/report.py renders them from bench/results/dark_matter.json)
-# ------------------------------------------------------------------------------------------------
-NM = "not measured"
-# Thresholds of the "reproduces?" column, applied to the numbers in the JSON:
-HALF = (0.35, 0.65)  # "about half": every per-dimension R^2 of the error vector within 0.5 +- 0.15
-NORM_R2 = 0.9  # the paper's norm-probe R^2 (> 0.9): the best probe R^2 must reach it
-PROPORTIONAL = (0.9, 1.1)  # e_nl's share of the two partial dCEs / its share of sum ||e||^2
-ROUGHLY = (0.7, 1.3)  # ... "roughly proportional" within this band
-SAME_TOKENS = 0.8  # "larger SAEs struggle on the same tokens": every cross-width R^2 at least this
-HELPS = 0.01  # "the nonlinear norm helps": it adds at least this much R^2 on every pair
-FLAT = 0.05  # a part "stays flat" when its FVU changes by at most 5% from the smallest width
-WORSE = 0.05  # "e_nl SAEs are worse": their FVU over 5% above the e_lin SAE's
-SLIGHT = 0.10  # "a very slight decrease": pursuit removes at most 10% of the nonlinear error
-PRETTY = {"smollm2-135m": "SmolLM2-135M"}
-H_MAIN = (
-    "d_sae|FVU of x_hat|FVU of x_hat + x a*|R² of e, per dimension (paper's)|R² of e, whole vector"
-    "|nonlinear share of Σ‖e‖²|‖e‖² probe R²|‖e‖² from ‖x‖²|‖e‖ probe R²|‖e‖ from ‖x‖|constant"
-)
-H_CE = (
-    "d_sae|ΔCE x_hat|ΔCE x_hat + e_lin (e_nl missing)|ΔCE x_hat + e_nl (e_lin missing)"
-    "|e_nl share of Σ‖e‖²|e_nl share of the two ΔCEs"
-)
-H_PURSUIT = (
-    "d_sae|FVU, SAE code|FVU, gradient pursuit (same per-token L0)|tokens where pursuit wins"
-    "|nonlinear error removed by pursuit"
-)
-H_CROSS = "small -> large|R² of ‖e_large‖ from ‖e_small‖|+ ‖e_nl,small‖|+ ‖e_lin,small‖ (control)"
-PARTS = {"fvu_sae": "whole error", "fvu_linear": "linear part", "fvu_nonlinear": "nonlinear part"}
-
-
-def _get(d, *path):
-    for key in path:
-        if not isinstance(d, dict) or key not in d:
-            return None
-        d = d[key]
-    return d
-
-
-def _isnum(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _f(x, nd: int = 3) -> str:
-    return f"{x:.{nd}f}" if _isnum(x) else NM
-
-
-def _n(x) -> str:
-    return f"{x:,.0f}" if _isnum(x) else NM
-
-
-def _p(x, nd: int = 1) -> str:
-    return f"{100 * x:.{nd}f}%" if _isnum(x) else NM
-
-
-def _span(xs, nd: int = 2, pct: bool = False) -> str:
-    """min-max of the measured values (one value: itself)."""
-    xs = [x for x in xs if _isnum(x)]
-    if not xs:
-        return NM
-    lo, hi = ((f"{100 * v:.0f}" if pct else f"{v:.{nd}f}") for v in (min(xs), max(xs)))
-    return (lo if lo == hi else f"{lo}-{hi}") + ("%" if pct else "")
-
-
-def _up(xs, nd: int = 3) -> str:
-    """The largest |x|, rounded up at ``nd`` decimals."""
-    return f"{math.ceil(max(abs(x) for x in xs) * 10**nd) / 10**nd:.{nd}f}"
-
-
-def _table(header: str | list[str], rows: list[list[str]]) -> str:
-    header = header.split("|") if isinstance(header, str) else header
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-
-
-def _batch_tokens() -> int:
-    """The batch size this benchmark's SAEs train with (from ``_base``)."""
-    return _base(argparse.Namespace(train_tokens=0, k=32), "", HOOK)["data"]["batch_tokens"]
-
-
-def _width(rep: dict, label: str) -> str:
-    w = _get(rep, "sae", "d_sae")
-    return _n(w) if _isnum(w) else label
-
-
-def _ce_shares(rep: dict) -> tuple[float | None, float | None]:
-    """(e_nl's share of sum ||e||^2, e_nl's share of the two partial dCEs): the dCE e_nl causes is
-    the one with e_nl missing (x_hat + e_lin)."""
-    ce = _get(rep, "downstream", "ce_increase") or {}
-    lin, nl = ce.get("x_hat_plus_e_lin"), ce.get("x_hat_plus_e_nl")
-    share = lin / (lin + nl) if _isnum(lin) and _isnum(nl) and lin + nl > 0 else None
-    return _get(rep, "decomposition", "nonlinear_norm_share"), share
-
-
-def _sources(d: dict) -> list[str]:
-    return list(
-        dict.fromkeys(s for block in (d.get("previous_layer") or {}).values() for s in block)
-    )
-
-
-def _setting(d: dict) -> str:
-    s, a, t = d.get("setting") or {}, _get(d, "setting", "analysis") or {}, d.get("timings") or {}
-    tt, prev = s.get("train_tokens"), d.get("previous_layer_sae") or {}
-    steps = f", {tt // _batch_tokens()} steps of {_n(_batch_tokens())}" if _isnum(tt) else ""
-    train_s = sum(v for k, v in t.items() if k.startswith("train_") and _isnum(v))
-    return (
-        f"{PRETTY.get(s.get('model'), s.get('model'))} `{s.get('hook')}` (model dtype "
-        f"{s.get('model_dtype')}), {a.get('source', 'stdlib')} corpus. TopK SAEs of widths "
-        f"{' / '.join(_n(w) for w in s.get('widths') or [])} at k {s.get('k')} trained from one "
-        f"forward per batch (a multi-SAE job; {_n(tt)} tokens{steps}) and a "
-        f"{_n(prev.get('d_sae'))}-wide SAE on `{prev.get('hook', s.get('previous_hook'))}` for the "
-        f"previous-layer maps. a* fitted on {_n(a.get('fit_tokens'))} train-split tokens, "
-        f"everything scored on {_n(a.get('test_tokens'))} validation tokens; BOS and rows over "
-        f"{a.get('max_norm_ratio', 0):g}x the batch's median norm left out (as training does: "
-        f"SmolLM2's attention-sink tokens would otherwise dominate every sum of squares). Pursuit "
-        f"on {_n(a.get('pursuit_tokens'))} test tokens (its error split with maps fitted on "
-        f"{_n(a.get('pursuit_fit_tokens'))} pursued fit tokens; the SAE's own error is re-split on "
-        f"the same tokens for the comparison). Whole run: {_n(t.get('total_s'))} s on "
-        f"{_n(_get(d, 'provenance', 'machine', 'cores'))} cores (training {_n(train_s)} s)."
-    )
-
-
-def _main_tables(d: dict, saes: dict) -> list[str]:
-    dec_keys = ("fvu_sae", "fvu_sae_plus_linear", "r2_per_dim", "r2_vector", "nonlinear_norm_share")
-    norm_keys = (("sq_norm", "probe"), ("sq_norm", "x_norm"), ("norm", "probe"), ("norm", "x_norm"))
-    rows = [
-        [_width(r, lab), *(_f(_get(r, "decomposition", k)) for k in dec_keys)]
-        + [_f(_get(r, "norms", *k)) for k in (*norm_keys, ("sq_norm", "constant"))]
-        for lab, r in saes.items()
-    ]
-    out = [_table(H_MAIN, rows)]
-    d0 = next((r["downstream"] for r in saes.values() if "downstream" in r), None)
-    if d0:
-        start, ctx = d0.get("start"), d0.get("context_size")
-        last = ctx - 1 if _isnum(ctx) else "?"
-        out.append(
-            f"Spliced CE ({d0.get('n_windows')} validation windows of {ctx} tokens, positions "
-            f"{start}..{last} spliced, {_n(d0.get('n_predictions'))} predictions; clean CE "
-            f"{_f(d0.get('ce_clean'))}):"
-        )
-        ce_keys = ("x_hat", "x_hat_plus_e_lin", "x_hat_plus_e_nl")
-        rows = [
-            [_width(r, lab), *(_f(_get(r, "downstream", "ce_increase", k)) for k in ce_keys)]
-            + [_f(v) for v in _ce_shares(r)]
-            for lab, r in saes.items()
-        ]
-        out.append(_table(H_CE, rows))
-    sources, prev = _sources(d), d.get("previous_layer") or {}
-    rows = []
-    for lab, r in saes.items():
-        pt = _get(r, "pursuit", "test") or {}
-        rows.append(
-            [_width(r, lab), _f(pt.get("fvu_sae")), _f(pt.get("fvu_pursuit"))]
-            + [_p(pt.get("pursuit_better_fraction"))]
-            + [_p(_get(r, "pursuit", "nonlinear_reduction", "pursuit"))]
-            + [_p(_get(prev, lab, s, "nonlinear_removed")) for s in sources]
-        )
-    out.append(_table(H_PURSUIT.split("|") + [f"by a map from {s}" for s in sources], rows))
-    return out
-
-
-def _scaling_tables(d: dict) -> list[str]:
-    sc = d.get("scaling")
-    if not sc:
-        return []
-    rows = [
-        [f"{_n(c.get('small_width'))} -> {_n(c.get('large_width'))}"]
-        + [_f(c.get(k)) for k in ("small", "small_plus_nl", "small_plus_lin")]
-        for c in sc.get("cross_width") or []
-    ]
-    out = [_table(H_CROSS, rows)]
-    rows = []
-    for key, name in PARTS.items():
-        p = _get(sc, "power_laws", key) or {}
-        fit = NM
-        if _isnum(p.get("a")):
-            fit = f"c = {_f(p.get('c'))}, a = {p['a']:.3g}, m = {_f(p.get('m'), 2)}"
-        if p.get("m_at_grid_edge"):
-            fit += " (m at the grid's end: no decaying power law)"
-        rows.append([name, " / ".join(_f(v) for v in sc.get(key) or []), fit])
-    widths = " / ".join(_n(w) for w in sc.get("widths") or [])
-    return [*out, _table(["part", f"FVU at {widths}", "fit c + a·W^m"], rows)]
-
-
-def _error_saes(d: dict) -> list[str]:
-    es = d.get("error_saes")
-    if not es:
-        return []
-    lin, nl = es.get("e_lin") or {}, es.get("e_nl") or {}
-    of = _n(_get(d, "saes", es.get("of"), "sae", "d_sae"))
-    return [
-        f"SAEs on the two parts of the {of}-wide SAE's error (d_sae {_n(es.get('d_sae'))}, k "
-        f"{es.get('k')}, {_n(lin.get('train_tokens'))} training rows each, FVU on "
-        f"{_n(lin.get('holdout_tokens'))} held-out rows): e_lin FVU {_f(lin.get('fvu'))}, e_nl FVU "
-        f"{_f(nl.get('fvu'))}."
-    ]
-
-
-def _norm_rows(reps: list[dict]) -> list[list[str]]:
-    dec = [r.get("decomposition") or {} for r in reps]
-    per_dim = [x.get("r2_per_dim") for x in dec if _isnum(x.get("r2_per_dim"))]
-    half = "yes" if all(HALF[0] <= v <= HALF[1] for v in per_dim) else "no"
-    sq = [v for r in reps if _isnum(v := _get(r, "norms", "sq_norm", "probe"))]
-    nn = [v for r in reps if _isnum(v := _get(r, "norms", "norm", "probe"))]
-    xs = [
-        v for r in reps for t in ("sq_norm", "norm") if _isnum(v := _get(r, "norms", t, "x_norm"))
-    ]
-    verdict = f"no: below {NORM_R2}"
-    if sq + nn and max(sq + nn) >= NORM_R2:
-        verdict = "yes"
-    elif sq + nn and xs and min(sq + nn) > max(xs):
-        verdict = f"no: well above ‖x‖ alone, but below {NORM_R2}"
-    return [
-        [
-            "a linear map of x predicts about half of the error vector",
-            "~0.5",
-            f"R² {_span(per_dim)} per dimension, {_span([x.get('r2_vector') for x in dec])} of "
-            "the vector",
-            half if per_dim else NM,
-        ],
-        [
-            "... and > 90% of its norm (probe R²)",
-            f"> {NORM_R2}",
-            f"{_span(sq)} for ‖e‖², {_span(nn)} for ‖e‖ (‖x‖ alone: {_span(xs)})",
-            verdict if sq + nn else NM,
-        ],
-    ]
-
-
-def _ce_row(reps: list[dict]) -> list[list[str]]:
-    shares = [(a, b) for a, b in map(_ce_shares, reps) if _isnum(a) and _isnum(b) and a > 0]
-    if not shares:
-        return []
-    ratios = [b / a for a, b in shares]
-    if all(PROPORTIONAL[0] <= r <= PROPORTIONAL[1] for r in ratios):
-        verdict = "yes"
-    elif all(ROUGHLY[0] <= r <= ROUGHLY[1] for r in ratios):
-        side = "less" if max(ratios) < 1 else "more" if min(ratios) > 1 else "about"
-        verdict = f"roughly ({side} than proportional: ratio {_span(ratios)})"
-    else:
-        verdict = f"no (ratio {_span(ratios)})"
-    here = (
-        f"e_nl is {_span([a for a, _ in shares], pct=True)} of Σ‖e‖² and "
-        f"{_span([b for _, b in shares], pct=True)} of the two partial ΔCEs"
-    )
-    return [["e_nl costs CE in proportion to its size", "proportional", here, verdict]]
-
-
-def _scaling_rows(sc: dict) -> list[list[str]]:
-    rows, cw = [], sc.get("cross_width") or []
-    if cw:
-        r2 = [c.get("small") for c in cw]
-        same = "yes" if all(_isnum(v) and v >= SAME_TOKENS for v in r2) else "no"
-        here = f"R² {_span(r2)} of the larger SAE's per-token ‖e‖ from the smaller's"
-        rows.append(["larger SAEs struggle on the same tokens", "yes", here, same])
-        gain = [c["small_plus_nl"] - c["small"] for c in cw]
-        ctrl = [c["small_plus_lin"] - c["small"] for c in cw]
-        helps = all(g >= HELPS and g > c for g, c in zip(gain, ctrl))
-        here = f"changes R² by at most ±{_up(gain)} (the linear-norm control: ±{_up(ctrl)})"
-        if helps:
-            here = f"adds {_span(gain, 3)} R² (the linear-norm control: {_span(ctrl, 3)})"
-        rows.append(
-            ["the nonlinear error norm helps predict that", "helps", here, "yes" * helps or "no"]
-        )
-    if sc.get("widths"):
-
-        def trend(key: str) -> str:
-            v = sc.get(key) or []
-            change = (v[-1] - v[0]) / v[0]
-            word = "stays flat" if abs(change) <= FLAT else "falls" if change < 0 else "rises"
-            edge = _get(sc, "power_laws", key, "m_at_grid_edge")
-            return f"{word} ({_f(v[0])} -> {_f(v[-1])}{'; no decaying power law fits it' * bool(edge)})"
-
-        here = f"the linear part {trend('fvu_linear')}, the nonlinear part {trend('fvu_nonlinear')}"
-        rows.append(
-            ["width scaling of the parts", "-", here, f"(descriptive: {len(sc['widths'])} points)"]
-        )
-    return rows
-
-
-def _error_sae_row(es: dict) -> list[list[str]]:
-    fl, fn = _get(es, "e_lin", "fvu"), _get(es, "e_nl", "fvu")
-    if not (_isnum(fl) and _isnum(fn)):
-        return []
-    verdict = "yes" if fn > fl * (1 + WORSE) else "no" if fn >= fl * (1 - WORSE) else "no: better"
-    here = (
-        f"FVU {_f(fn)} vs {_f(fl)} ({_n(_get(es, 'e_nl', 'train_tokens'))} rows each, d_sae "
-        f"{_n(es.get('d_sae'))}, k {es.get('k')})"
-    )
-    claim = "SAEs trained on e_nl are worse than on e_lin (equal k)"
-    return [[claim, '"quantitatively worse"', here, verdict]]
-
-
-def _pursuit_rows(d: dict, saes: dict) -> list[list[str]]:
-    reps = list(saes.values())
-    nl_red = [_get(r, "pursuit", "nonlinear_reduction", "pursuit") for r in reps]
-    if not any(_isnum(v) for v in nl_red):
-        return []
-    lin_red = [_get(r, "pursuit", "linear_reduction", "pursuit") for r in reps]
-    pt = [_get(r, "pursuit", "test") or {} for r in reps]
-    tt = _get(d, "setting", "train_tokens")
-    steps = f" ({tt // _batch_tokens()} steps)" if _isnum(tt) else ""
-    verdict = "yes"
-    if max(v for v in nl_red if _isnum(v)) > SLIGHT:
-        verdict = (
-            f"larger than the paper's: our encoders are short-trained{steps}, Gemma Scope's are not"
-        )
-    here = (
-        f"{_span(nl_red, pct=True)} of it (and {_span(lin_red, pct=True)} of the linear part; "
-        f"pursuit beats the SAE's code on {_span([p.get('pursuit_better_fraction') for p in pt], pct=True)} "
-        f"of tokens, FVU {_span([p.get('fvu_sae') for p in pt])} -> "
-        f"{_span([p.get('fvu_pursuit') for p in pt])})"
-    )
-    rows = [["gradient pursuit reduces nonlinear error", '"very slight"', here, verdict]]
-    here, verdicts, prev = [], [], d.get("previous_layer") or {}
-    for s in _sources(d):
-        removed = [_get(prev, lab, s, "nonlinear_removed") for lab in saes]
-        here.append(f"from {s}: {_span(removed, pct=True)}")
-        pairs = [(a, b) for a, b in zip(removed, nl_red) if _isnum(a) and _isnum(b)]
-        verdicts.append(f"{'yes' if pairs and all(a > b for a, b in pairs) else 'no'} for the {s}")
-    if here:
-        claim = "linear maps from the previous layer reduce it more (than pursuit)"
-        rows.append([claim, '"larger"', "; ".join(here), "; ".join(verdicts)])
-    return rows
-
-
-def readme(d: dict | None) -> str:
-    """The README's dark-matter tables from bench/results/dark_matter.json (None: not measured)."""
-    saes = (d or {}).get("saes") or {}
-    if not saes:
-        return "Dark matter: not measured (no SAE results in `bench/results/dark_matter.json`; run `python bench/dark_matter.py`)."
-    s, reps = d.get("setting") or {}, list(saes.values())
-    model, tt = PRETTY.get(s.get("model"), s.get("model")), s.get("train_tokens")
-    hook = str(s.get("hook"))
-    layer = hook.split(".")[1] if hook.startswith("blocks.") else hook
-    verdicts = [
-        *_norm_rows(reps),
-        *_ce_row(reps),
-        *_scaling_rows(d.get("scaling") or {}),
-        *_error_sae_row(d.get("error_saes") or {}),
-        *_pursuit_rows(d, saes),
-    ]
-    here = f"here ({model}, layer {layer}, our {_n(tt)}-token SAEs)"
-    parts = [_setting(d), *_main_tables(d, saes), *_scaling_tables(d), *_error_saes(d)]
-    parts.append(f"Against the paper: {_get(d, 'paper', 'setting') or 'Engels et al. 2024'}.")
-    parts.append(_table(["claim", "paper", here, "reproduces?"], verdicts))
-    dead = [(_get(r, "sae", "d_sae"), _get(r, "metrics", "dead_fraction")) for r in reps]
-    dead = [(w, f) for w, f in dead if _isnum(w) and _isnum(f)]
-    if dead:
-        w, f = max(dead)
-        fvus = " / ".join(_f(_get(r, "decomposition", "fvu_sae")) for r in reps)
-        windows = next((_get(r, "downstream", "n_windows") for r in reps), None)
-        parts.append(
-            f"Caveats: {model} instead of Gemma 2 9B, {_n(tt)} training tokens per SAE instead of "
-            f"Gemma Scope's billions (the {_n(w)}-wide SAE has {_p(f, 0)} dead latents on the run's "
-            f"own evaluation, so width scaling is weak: FVU {fvus}), one layer, one seed, "
-            f"{windows} CE windows."
-        )
-    return "\n\n".join(parts)
 
 
 if __name__ == "__main__":

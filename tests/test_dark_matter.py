@@ -205,10 +205,34 @@ def test_every_variant_goes_through_the_interface(tiny_acts, variant, hook, tmp_
     sae = load_sae(save_sae(sae, tmp_path / variant))
     half = x.shape[0] // 2
     dec, lmap = decompose_error(sae_pairs(sae, [x[:half]]), sae_pairs(sae, [x[half:]]))
-    x_hat = sae(x[half:])[0].detach()
-    fvu = float(((x[half:] - x_hat) ** 2).sum() / ((x[half:] - x[half:].mean(0)) ** 2).sum())
-    assert dec.fvu_sae == pytest.approx(fvu, rel=1e-4)
-    assert lmap.weight.shape == (x.shape[1], x.shape[1])
-    assert 0 <= dec.nonlinear_norm_share <= 1 + 1e-9
     norms = norm_prediction(sae_pairs(sae, [x[:half]]), sae_pairs(sae, [x[half:]]))
-    assert set(norms["sq_norm"]) == {"probe", "x_norm", "constant"}
+    # the same numbers computed independently: x_hat through forward(), least squares by lstsq
+    with torch.no_grad():
+        x_hat = sae(x)[0].double()
+    xd = x.double()
+    e = xd - x_hat
+    fit, test = slice(0, half), slice(half, None)
+    A = torch.linalg.lstsq(xd[fit], e[fit]).solution
+    res = e[test] - xd[test] @ A
+    cen = e[test] - e[test].mean(0)
+    per_dim = 1 - (res**2).sum(0) / (cen**2).sum(0)
+    ok = (cen**2).sum(0) > 1e-12 * (cen**2).sum(0).max()
+    total = ((xd[test] - xd[test].mean(0)) ** 2).sum()
+    want = {
+        "r2_per_dim": per_dim[ok].mean(),
+        "r2_vector": 1 - (res**2).sum() / (cen**2).sum(),
+        "linear_norm_share": 1 - (res**2).sum() / (e[test] ** 2).sum(),
+        "fvu_sae": (e[test] ** 2).sum() / total,
+        "fvu_sae_plus_linear": (res**2).sum() / total,
+    }
+    for k, v in want.items():
+        assert getattr(dec, k) == pytest.approx(float(v), rel=1e-4, abs=1e-6), k
+    assert torch.allclose(lmap.weight, A, atol=1e-4 * float(A.abs().max()))
+    # the error-norm probe: ||e||^2 from [x, 1] by lstsq
+    ones = torch.ones(x.shape[0], 1, dtype=torch.float64)
+    X1, t = torch.cat([xd, ones], 1), (e**2).sum(1, keepdim=True)
+    w = torch.linalg.lstsq(X1[fit], t[fit]).solution
+    r = t[test] - X1[test] @ w
+    probe = 1 - (r**2).sum() / ((t[test] - t[test].mean()) ** 2).sum()
+    assert norms["sq_norm"]["probe"] == pytest.approx(float(probe), rel=1e-4, abs=1e-6)
+    assert dec.fvu_sae_plus_linear < dec.fvu_sae  # a random SAE's error is partly linear

@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 
-from interp.activations import ActivationCapture
 from interp.data import token_windows
 from interp.interventions import Intervention, replace_with, run_with_interventions
 from saes.analysis.dark_matter.downstream import splice_functions, spliced_ce
@@ -52,22 +51,58 @@ def test_spliced_ce_known_cases(tiny, windows, hook):
         spliced_ce(tiny, sae, zero, windows, start=31)
 
 
-def test_splice_functions_add_up_to_x(tiny):
-    """x_hat + e_lin and x_hat + e_nl with a fitted map: e_lin + e_nl + x_hat is x, and e_lin is the
-    map's prediction."""
-    hook = "blocks.0.hook_resid_post"
-    sae = SAE(SAEConfig(d_in=64, d_sae=128, k=4, hook_name=hook), seed=0)
-    x = ActivationCapture(tiny, [hook])(
-        torch.stack(list(token_windows(tiny.tokenizer, context_size=64, max_windows=32)))
-    ).acts[hook]
-    _, lmap = decompose_error(sae_pairs(sae, [x]), sae_pairs(sae, [x]))
+class _PlantedSAE(torch.nn.Module):
+    """x_hat = x - (x P + q(x)): an error with a planted linear part x P and a planted nonlinear
+    part q(x) = x_0 x_1 (1, ..., 1) / sqrt(d), which has no linear part for x ~ N(0, I) (E[q] = 0 and
+    E[x q] = 0) and is large on some tokens only."""
+
+    def __init__(self, P: torch.Tensor) -> None:
+        super().__init__()
+        self.P = P
+
+    def q(self, x: torch.Tensor) -> torch.Tensor:
+        d = x.shape[1]
+        return (x[:, 0] * x[:, 1])[:, None].expand(-1, d) / d**0.5
+
+    def forward(self, x: torch.Tensor):
+        return (x - (x @ self.P.to(x.dtype) + self.q(x)),)
+
+
+@pytest.mark.parametrize("estimator", ["ols", "ridge"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_splices_put_back_the_planted_parts_on_new_tokens(seed, estimator):
+    """Map fitted on one set of tokens, splices applied to others: x_hat + e_lin leaves out only the
+    planted nonlinear part (x - q(x)), x_hat + e_nl only the planted linear part (x - x P), and
+    x_hat leaves out both, each within the map's estimation error (entry std ~ sd(q) / sqrt(n))."""
+    d, n = 16, 40_000
+    g = torch.Generator().manual_seed(seed)
+    P = torch.randn(d, d, generator=g, dtype=torch.float64) / d**0.5
+    sae = _PlantedSAE(P)
+    x_fit = torch.randn(n, d, generator=g, dtype=torch.float64)
+    x_new = torch.randn(2000, d, generator=g, dtype=torch.float64)
+    _, lmap = decompose_error(
+        sae_pairs(sae, [x_fit]), sae_pairs(sae, [x_fit[:2]]), False, estimator
+    )
     fns = splice_functions(sae, lmap)
     with torch.no_grad():
-        x_hat = fns["x_hat"](x)
-        e_lin = fns["x_hat_plus_e_lin"](x) - x_hat
-        e_nl = fns["x_hat_plus_e_nl"](x) - x_hat
-    assert torch.allclose(x_hat + e_lin + e_nl, x, atol=1e-4)
-    assert torch.allclose(e_lin, lmap(x), atol=1e-4)
+        got = {k: f(x_new.float()).double() for k, f in fns.items()}
+    x32 = x_new.float().double()
+    want = {
+        "x_hat": x32 - x32 @ P - sae.q(x32),
+        "x_hat_plus_e_lin": x32 - sae.q(x32),
+        "x_hat_plus_e_nl": x32 - x32 @ P,
+    }
+    # The map's entries are off by ~ sd(q_j) / sqrt(n) = 1 / sqrt(d n) each; an output sums d of
+    # them times x_i ~ N(0, 1): RMS error ~ 1 / sqrt(n) per output. Five times that (+ float32):
+    tol = 5 / n**0.5 + 1e-4
+
+    def rms(t):
+        return float((t**2).mean().sqrt())
+
+    for k in want:
+        assert rms(got[k] - want[k]) < tol, (k, rms(got[k] - want[k]), tol)
+    # the planted parts are far above that tolerance: a splice that swapped them would fail
+    assert rms(sae.q(x32)) > 5 * tol and rms(x32 @ P) > 5 * tol
 
 
 def test_error_saes_learn_the_linear_part_not_the_noise(tmp_path):
@@ -160,3 +195,40 @@ def test_cross_width_nonlinear_norm_adds_what_was_planted(seed):
     tol = 5 * 2 * math.sqrt(2 / n)  # relative std of the sums, five of them (R^2 <= 1 scale)
     assert abs(row["small"] - want_small) < tol and abs(row["small_plus_nl"] - want_nl) < tol
     assert abs(row["small_plus_lin"] - row["small"]) < 3 / n * 100
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("estimator", ["ols", "ridge"])
+def test_pursuit_and_previous_layer_compared_on_the_same_tokens(seed, estimator):
+    """The SAE's error e = x A + w with w = z B + noise (its nonlinear part; z the previous layer,
+    independent of x); pursuit's error x A2 + s w. Planted: the map from z removes
+    Var(zB) / Var(w) of the nonlinear error, pursuit removes 1 - s². With s = 0.9 the map removes
+    more (resolved that way), with s = 0.5 pursuit does, and with 1 - s² = Var(zB) / Var(w) the two
+    are equal: the difference then stays near 0."""
+    from saes.analysis.dark_matter.previous_layer import compare_with_pursuit
+
+    n, d = 12_000, 8
+    g = torch.Generator().manual_seed(seed)
+    A, A2 = (torch.randn(d, d, generator=g, dtype=torch.float64) for _ in range(2))
+    B = torch.randn(d, d, generator=g, dtype=torch.float64) / math.sqrt(d)
+    var_zb, var_noise = float((B**2).sum()), d * 1.0
+    share = var_zb / (var_zb + var_noise)
+
+    def draw(s: float):
+        x, z = (torch.randn(n, d, generator=g, dtype=torch.float64) for _ in range(2))
+        w = z @ B + torch.randn(n, d, generator=g, dtype=torch.float64)
+        return {"x": x, "z": z, "x_hat": x - (x @ A + w), "x_gp": x - (x @ A2 + s * w)}
+
+    for s, want in ((0.9, "previous layer"), (0.5, "pursuit"), ((1 - share) ** 0.5, None)):
+        out = compare_with_pursuit(draw(s), draw(s), estimator=estimator)
+        # sampling error of each share ~ 2 sqrt(2 / (n d)) relative, plus the fit's bias ~ 2d / n
+        tol = 5 * 2 * math.sqrt(2 / (n * d)) + 2 * d / n
+        assert abs(out["removed_by_previous_layer"] - share) < tol, (out, share)
+        assert abs(out["removed_by_pursuit"] - (1 - s**2)) < tol, (out, s)
+        lo, hi = out["interval"]
+        assert lo <= out["difference"] <= hi and hi - lo > 0
+        if want:
+            assert out["verdict"] == want, out
+        else:
+            assert abs(out["difference"]) < 2 * tol, out
+    assert out["n_test"] == n and out["n_blocks"] == -(-n // 128)

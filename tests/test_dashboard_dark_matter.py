@@ -52,7 +52,13 @@ def test_page_shows_the_runs_report(root, monkeypatch):
         assert shown[label] == pytest.approx(_at(rep, path), rel=1e-12), label
     charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     titles = [c["layout"]["title"]["text"] for c in charts]
-    assert len(charts) == 4  # decomposition, norms, downstream, pursuit (one run: no scaling)
+    # fit size, decomposition, norms, downstream, pursuit (one run: no scaling)
+    assert len(charts) == 5
+    size = charts[titles.index(next(t for t in titles if t.startswith("Held-out R² against")))]
+    for est, pts in rep["fit_size"]["curves"].items():
+        trace = next(t for t in size["data"] if t["name"].endswith(f"{est}: ‖e‖² probe R²"))
+        assert trace["x"] == [p["n_fit"] for p in pts]
+        assert trace["y"] == pytest.approx([p["norm_probe_r2"] for p in pts])
     dec = charts[titles.index(next(t for t in titles if t.startswith("SAE error (FVU)")))]
     lin, nl = (trace["y"][0] for trace in dec["data"])
     d = rep["decomposition"]
@@ -65,6 +71,25 @@ def test_page_shows_the_runs_report(root, monkeypatch):
     md = " ".join(m.value for m in at.markdown)
     assert "(?page=dark_matter&run=resid)" in md
     assert "run=plain" not in md
+
+
+def test_unconverged_report_shows_a_warning(root, monkeypatch):
+    """The page warns exactly when the report's convergence flag is down, naming what moved."""
+    path = root / "resid" / "dark_matter.json"
+    original = path.read_text()
+    rep = json.loads(original)
+    at = open_page(root, monkeypatch, page="dark_matter", run="resid")
+    assert len(at.warning) == (0 if rep["convergence"]["converged"] else 1)
+    conv = rep["convergence"]
+    conv.update(converged=False, unconverged=["r2_vector"])
+    conv["changes"]["r2_vector"] = 0.25
+    path.write_text(json.dumps(rep))
+    try:
+        at = open_page(root, monkeypatch, page="dark_matter", run="resid")
+        (warning,) = at.warning
+        assert "Not converged" in warning.value and "r2_vector +0.250" in warning.value
+    finally:
+        path.write_text(original)
 
 
 def test_run_without_a_report_names_the_command(root, monkeypatch):

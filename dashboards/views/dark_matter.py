@@ -3,7 +3,9 @@
 How much of the SAE's error e = x - x_hat a linear map of x predicts (the linear part x a*, the
 rest the nonlinear error e_nl), how well a linear probe predicts the error's norm, what each part
 costs in CE when spliced back, and how much gradient pursuit removes (Engels et al. 2024). The
-headline numbers as a table, then the figures of ``saes.analysis.dark_matter.figures``; above them,
+headline numbers as a table (with a warning where the fit has not converged: an R² that moved by
+more than the report's tolerance from half the fit tokens to all of them), then the figures of
+``saes.analysis.dark_matter.figures``, the held-out R² against the fit tokens first; above them,
 links to every run under the root that has a report.
 """
 
@@ -78,10 +80,18 @@ def render(ctx) -> None:
     sae, dec = rep.get("sae") or {}, rep.get("decomposition") or {}
     st.caption(
         f"{ctx.run_name}: `{sae.get('hook', '?')}`, {sae.get('variant', '?')} d_sae "
-        f"{sae.get('d_sae', '?')}; a* fitted on {dec.get('n_fit', '?')} tokens, scored on "
-        f"{dec.get('n_test', '?')} held-out tokens (Engels et al. 2024, "
-        "README: Dark matter)"
+        f"{sae.get('d_sae', '?')}; a* fitted ({dec.get('estimator', 'ols')}) on "
+        f"{dec.get('n_fit', '?')} tokens, scored on {dec.get('n_test', '?')} held-out tokens "
+        "(Engels et al. 2024, README: Dark matter)"
     )
+    conv = rep.get("convergence") or {}
+    if conv and not conv.get("converged", True):
+        moved = ", ".join(f"{k} {conv['changes'][k]:+.3f}" for k in conv.get("unconverged", []))
+        st.warning(
+            f"Not converged: from {conv['n_fit_small']:,} to {conv['n_fit']:,} fit tokens {moved} "
+            f"(tolerance {conv['tolerance']}). These R² are not their limit: rerun with more "
+            "--tokens."
+        )
     st.dataframe(headline_rows(rep), width="stretch", hide_index=True)
     for fig in all_figures({"saes": {_label(rep, ctx.run_name): rep}}).values():
         st.plotly_chart(fig, width="stretch")

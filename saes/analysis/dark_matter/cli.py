@@ -7,6 +7,10 @@ from the validation split. Per SAE: the linear / nonlinear split of its error, t
 probe, the spliced CE and gradient pursuit (``pipeline.analyse_sae``); per hook with several widths:
 the width scaling. Writes ``dark_matter.json`` into each run folder, the combined result to
 ``--out`` (default ``dark_matter.json`` here) and its plotly figures into ``<out stem>_figures/``.
+
+Every fit is repeated on the first half of the fit tokens; where an R^2 moves by more than
+``--tolerance`` from there to all of them, the table marks that SAE and a warning says that its
+numbers have not converged (``convergence.converged`` false in its JSON): pass more ``--tokens``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 
 from interp.io import atomic_write_json
 from interp.models import load_model
@@ -44,8 +49,23 @@ def _label(sae, folder: Path, taken: set[str]) -> str:
     return label
 
 
+def convergence_warnings(result: dict) -> list[str]:
+    """One line per SAE whose fit moved by more than the tolerance from half the tokens to all."""
+    lines = []
+    for label, rep in result["saes"].items():
+        c = rep.get("convergence") or {}
+        if c and not c.get("converged", True):
+            moved = ", ".join(f"{k} {c['changes'][k]:+.3f}" for k in c["unconverged"])
+            lines.append(
+                f"WARNING {label}: not converged: from {c['n_fit_small']:,} to {c['n_fit']:,} fit "
+                f"tokens ({c['estimator']}) {moved} (tolerance {c['tolerance']}); these R² are "
+                "not the limit: pass more --tokens"
+            )
+    return lines
+
+
 def format_table(result: dict) -> str:
-    """The headline numbers of each SAE as a plain-text table."""
+    """The headline numbers of each SAE as a plain-text table (``*``: not converged)."""
     cols = (
         "sae",
         "FVU",
@@ -73,7 +93,9 @@ def format_table(result: dict) -> str:
             ce.get("x_hat_plus_e_lin"),
             ce.get("x_hat_plus_e_nl"),
         ]
-        lines.append(" | ".join([label, *("-" if v is None else f"{v:.4f}" for v in vals)]))
+        mark = "*" if not (rep.get("convergence") or {}).get("converged", True) else ""
+        row = [label + mark, *("-" if v is None else f"{v:.4f}" for v in vals)]
+        lines.append(" | ".join(row))
     return "\n".join(lines)
 
 
@@ -89,6 +111,12 @@ def darkmatter(
     ce_windows: int = typer.Option(32, help="validation windows for the spliced CE (0: skip)"),
     ce_start: int = typer.Option(32, help="first spliced position of each 128-token window"),
     pursuit_tokens: int = typer.Option(4096, help="test tokens for gradient pursuit (0: skip)"),
+    estimator: str = typer.Option(
+        "ridge", help="ols (least squares, the paper's) or ridge (penalty chosen on held-out folds)"
+    ),
+    tolerance: float = typer.Option(
+        0.02, help="flag a fit whose R² moves more than this from half the fit tokens to all"
+    ),
     out: Path = typer.Option(Path("dark_matter.json"), help="combined result JSON"),
 ) -> None:
     """Analyse each SAE's dark matter; write JSON and figures."""
@@ -101,6 +129,8 @@ def darkmatter(
             ce_start=ce_start,
             pursuit_tokens=pursuit_tokens,
             pursuit_fit_tokens=min(4 * pursuit_tokens, tokens),
+            estimator=estimator,
+            convergence_tolerance=tolerance,
         )
         saes = [(Path(p), load_sae(p)) for p in run_dirs]
         spec = model or saes[0][1].cfg.model_name
@@ -113,7 +143,7 @@ def darkmatter(
         fit = capture_rows(m, hooks, "train", cfg.fit_tokens, cfg, progress=True)
         test = capture_rows(m, hooks, "validation", cfg.test_tokens, cfg, progress=True)
         windows = validation_windows(m, cfg) if cfg.ce_windows else None
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, ValidationError) as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     result: dict = {"config": cfg.model_dump(), "model": spec, "saes": {}, "runs": {}}
@@ -141,4 +171,6 @@ def darkmatter(
     for name, fig in all_figures(result).items():
         fig.write_json(fig_dir / f"{name}.json")
     typer.echo(format_table(result))
+    for line in convergence_warnings(result):
+        typer.secho(line, fg=typer.colors.YELLOW, err=True)
     typer.echo(f"wrote {out} and figures in {fig_dir}")

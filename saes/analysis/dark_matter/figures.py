@@ -16,6 +16,7 @@ __all__ = [
     "FIGURES",
     "all_figures",
     "decomposition_figure",
+    "fit_size_figure",
     "downstream_figure",
     "norm_prediction_figure",
     "pursuit_figure",
@@ -133,7 +134,32 @@ def scaling_figure(result: dict[str, Any]) -> go.Figure | None:
 
 
 def pursuit_figure(result: dict[str, Any]) -> go.Figure | None:
-    """How much of the nonlinear error gradient pursuit and previous-layer maps remove."""
+    """How much of the nonlinear error gradient pursuit and previous-layer maps remove (on the same
+    tokens, with the bootstrap interval of their difference, where the result has that
+    comparison)."""
+    same = result.get("pursuit_vs_previous_layer") or {}
+    if same:
+        fig = go.Figure()
+        for source in dict.fromkeys(s for block in same.values() for s in block):
+            rows = [(lab, b[source]) for lab, b in same.items() if source in b]
+            fig.add_bar(
+                name=f"map from {source} minus pursuit",
+                x=[lab for lab, _ in rows],
+                y=[r["difference"] for _, r in rows],
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": [r["interval"][1] - r["difference"] for _, r in rows],
+                    "arrayminus": [r["difference"] - r["interval"][0] for _, r in rows],
+                },
+            )
+        fig.update_layout(
+            barmode="group",
+            title="Nonlinear error removed: previous-layer map minus pursuit, same tokens "
+            "(bars: bootstrap interval)",
+            yaxis_title="difference of removed fractions",
+        )
+        return fig
     bars: dict[str, float] = {}
     for label, rep in result.get("saes", {}).items():
         red = rep.get("pursuit", {}).get("nonlinear_reduction")
@@ -152,7 +178,45 @@ def pursuit_figure(result: dict[str, Any]) -> go.Figure | None:
     return fig
 
 
+CURVE_KEYS = {
+    "r2_per_dim": "R² of e per dimension",
+    "r2_vector": "R² of e, whole vector",
+    "linear_norm_share": "linear share of Σ‖e‖²",
+    "norm_probe_r2": "‖e‖² probe R²",
+}
+
+
+def fit_size_figure(result: dict[str, Any]) -> go.Figure | None:
+    """Held-out R² against the number of fit tokens, per SAE and estimator (``fit_size`` in a
+    report: ``{"curves": {estimator: [points]}}``, see ``convergence.fit_size_curve``)."""
+    fig = go.Figure()
+    for label, rep in result.get("saes", {}).items():
+        for est, pts in ((rep.get("fit_size") or {}).get("curves") or {}).items():
+            if not pts:
+                continue
+            for key, name in CURVE_KEYS.items():
+                fig.add_scatter(
+                    x=[p["n_fit"] for p in pts],
+                    y=[p[key] for p in pts],
+                    mode="lines+markers",
+                    name=f"{label}, {est}: {name}",
+                    line={"dash": "solid" if est == "ridge" else "dot"},
+                )
+    if not fig.data:
+        return None
+    ys = [y for tr in fig.data for y in tr.y]
+    fig.update_layout(
+        title="Held-out R² against the fit tokens (dotted: least squares; solid: ridge)",
+        xaxis_type="log",
+        xaxis_title="fit tokens",
+        yaxis_title="held-out R²",
+        yaxis_range=[max(-0.5, min(ys) - 0.05), min(1.0, max(ys) + 0.05)],
+    )
+    return fig
+
+
 FIGURES = {
+    "fit_size": fit_size_figure,
     "decomposition": decomposition_figure,
     "norm_prediction": norm_prediction_figure,
     "downstream": downstream_figure,

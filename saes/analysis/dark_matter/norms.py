@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from saes.analysis.dark_matter.linear import LinearStats, Pairs, R2Stats
+from saes.analysis.dark_matter.linear import LinearStats, Pairs, R2Stats, new_stats
 
 TARGETS = ("sq_norm", "norm")
 PREDICTORS = ("probe", "x_norm", "constant")
@@ -35,12 +35,17 @@ def norm_features(x: torch.Tensor, x_hat: torch.Tensor) -> dict[str, torch.Tenso
     }
 
 
-def norm_prediction(fit: Pairs, test: Pairs) -> dict[str, object]:
+def norm_prediction(fit: Pairs, test: Pairs, estimator: str = "ols", **ridge) -> dict[str, object]:
     """R^2 on ``test`` of each predictor (fitted on ``fit``) of each target; streams of (x, x_hat).
+    ``estimator`` fits the probe (``"ols"``, or ``"ridge"``: its penalty chosen per target on
+    held-out folds of the fit rows); the two one-feature baselines are always least squares.
 
-    Returns ``{"n_fit", "n_test", "sq_norm": {"probe", "x_norm", "constant"}, "norm": {...}}``.
+    Returns ``{"n_fit", "n_test", "estimator", "alpha": {target: α}, "sq_norm": {"probe",
+    "x_norm", "constant"}, "norm": {...}}``.
     """
-    probe = LinearStats(intercept=True)
+    if estimator == "ridge":
+        ridge["shared"] = False
+    probe = new_stats(estimator, intercept=True, **ridge)
     base = [LinearStats(intercept=True) for _ in TARGETS]
     for x, x_hat in fit:
         f = norm_features(x, x_hat)
@@ -51,7 +56,9 @@ def norm_prediction(fit: Pairs, test: Pairs) -> dict[str, object]:
         raise ValueError(f"the fit stream holds {probe.n} rows; need at least 2")
     probe_map = probe.solve()
     base_maps = [s.solve() for s in base]
-    const = probe.xty[-1] / probe.n  # type: ignore[index]  # the intercept column's sums / n
+    chosen = getattr(probe, "chosen", None)
+    alphas = chosen.tolist() if chosen is not None else [0.0] * len(TARGETS)
+    const = base[0].xty[-1, 0] / base[0].n, base[1].xty[-1, 0] / base[1].n  # type: ignore[index]
     scores = {t: {p: R2Stats() for p in PREDICTORS} for t in TARGETS}
     for x, x_hat in test:
         f = norm_features(x, x_hat)
@@ -61,7 +68,12 @@ def norm_prediction(fit: Pairs, test: Pairs) -> dict[str, object]:
             scores[t]["probe"].update(y, pred[:, j : j + 1])
             scores[t]["x_norm"].update(y, base_maps[j](f["x_norms"][:, j : j + 1]))
             scores[t]["constant"].update(y, const[j].expand_as(y))
-    out: dict[str, object] = {"n_fit": probe.n, "n_test": scores["norm"]["probe"].n}
+    out: dict[str, object] = {
+        "n_fit": probe.n,
+        "n_test": scores["norm"]["probe"].n,
+        "estimator": estimator,
+        "alpha": dict(zip(TARGETS, alphas)),
+    }
     for t in TARGETS:
         out[t] = {p: scores[t][p].r2_vector() for p in PREDICTORS}
     return out

@@ -6,8 +6,11 @@ validation split, BOS and rows over ``max_norm_ratio`` x the batch median norm l
 training does). :func:`analyse_sae` then runs, for one SAE:
 
 1. the linear decomposition (``linear.decompose_error``; without an intercept as the paper, and
-   with one);
+   with one), with ``cfg.estimator`` (least squares or held-out-selected ridge);
 2. the error-norm probe (``norms.norm_prediction``);
+2b. the fit-size curve (``convergence``; both estimators on the first 1/8, 1/4, 1/2 and all of the
+   fit tokens) and the convergence check: whether any R^2 of ``cfg.estimator`` moves by more than
+   ``cfg.convergence_tolerance`` from half the fit tokens to all of them;
 3. with a model: the spliced CE (``downstream.spliced_ce``) on validation windows;
 4. with ``pursuit_tokens`` > 0: gradient pursuit at the SAE's per-token L0 on test tokens, and the
    nonlinear error of each reconstruction (a fresh linear map fitted on ``pursuit_fit_tokens`` fit
@@ -18,7 +21,7 @@ training does). :func:`analyse_sae` then runs, for one SAE:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,8 +29,14 @@ from tqdm.auto import tqdm
 
 from interp.activations import ActivationCapture, capture_stream
 from interp.data import token_windows
+from saes.analysis.dark_matter.convergence import convergence_check, fit_size_curve
 from saes.analysis.dark_matter.downstream import spliced_ce
-from saes.analysis.dark_matter.linear import LinearMap, decompose_error
+from saes.analysis.dark_matter.linear import (
+    ESTIMATORS,
+    LinearMap,
+    block_rows_for,
+    decompose_error,
+)
 from saes.analysis.dark_matter.norms import norm_prediction
 from saes.analysis.dark_matter.pursuit import pursuit_vs_sae
 from saes.analysis.dark_matter.scaling import cross_width_r2, fit_power_law, part_norms
@@ -75,6 +84,12 @@ class DarkMatterConfig(BaseModel):
     """Fit tokens run through pursuit to fit the maps that split its error (0: report FVU only)."""
     refine_steps: int = Field(0, ge=0)
     """Extra pursuit steps on the selected set (0: plain gradient pursuit, as the paper)."""
+    estimator: Literal["ols", "ridge"] = "ridge"
+    """How every linear map and probe is fitted: ``ols`` (least squares, the paper's) or ``ridge``
+    (the penalty chosen on 5 held-out folds of the fit tokens; README: Dark matter, fit size)."""
+    convergence_tolerance: float = Field(0.02, gt=0)
+    """The fit is flagged unconverged when an R^2 moves by more than this from half the fit tokens
+    to all of them."""
 
 
 def capture_rows(
@@ -141,18 +156,28 @@ def chunks(*tensors: torch.Tensor, rows: int = 8192) -> list[tuple[torch.Tensor,
     return [tuple(t[i : i + rows] for t in tensors) for i in range(0, n, rows)]
 
 
-def _pursuit_block(sae, x_fit, x_test, cfg: DarkMatterConfig, progress: bool) -> dict[str, Any]:
+def _pursuit_block(
+    sae, x_fit, x_test, cfg: DarkMatterConfig, progress: bool, keep: dict | None = None
+) -> dict[str, Any]:
     n_test = min(cfg.pursuit_tokens, x_test.shape[0])
     n_fit = min(cfg.pursuit_fit_tokens, x_fit.shape[0])
     cmp_test, rec_test = pursuit_vs_sae(sae, [x_test[:n_test]], cfg.refine_steps, progress=progress)
     out: dict[str, Any] = {"test": cmp_test.to_dict()}
     if n_fit >= 2:
         _, rec_fit = pursuit_vs_sae(sae, [x_fit[:n_fit]], cfg.refine_steps, progress=progress)
+        rec = {
+            split: {k: torch.cat(r[k]) for k in ("sae", "pursuit", "best")}
+            for split, r in (("fit", rec_fit), ("test", rec_test))
+        }
+        if keep is not None:
+            keep.update(rec)
         splits = {}
         for kind in ("sae", "pursuit", "best"):
             dec, _ = decompose_error(
-                chunks(x_fit[:n_fit], torch.cat(rec_fit[kind])),
-                chunks(x_test[:n_test], torch.cat(rec_test[kind])),
+                chunks(x_fit[:n_fit], rec["fit"][kind]),
+                chunks(x_test[:n_test], rec["test"][kind]),
+                estimator=cfg.estimator,
+                block_rows=block_rows_for(n_fit),
             )
             splits[kind] = dec.to_dict()
         out["decomposition"] = splits
@@ -182,8 +207,12 @@ def analyse_sae(
     fitted map, per-token norms) for the scaling and follow-up analyses."""
     xh_fit, xh_test = reconstruct(sae, x_fit), reconstruct(sae, x_test)
     fit_pairs, test_pairs = chunks(x_fit, xh_fit), chunks(x_test, xh_test)
-    dec, lmap = decompose_error(fit_pairs, test_pairs, intercept=False)
-    dec_b, _ = decompose_error(fit_pairs, test_pairs, intercept=True)
+    est, n = cfg.estimator, x_fit.shape[0]
+    rk = {"block_rows": block_rows_for(n)}  # (ignored by OLS)
+    dec, lmap = decompose_error(fit_pairs, test_pairs, intercept=False, estimator=est, **rk)
+    dec_b, _ = decompose_error(fit_pairs, test_pairs, intercept=True, estimator=est, **rk)
+    sizes = [s for s in (n // 8, n // 4, n // 2, n) if s >= 4]
+    curves = {e: fit_size_curve(x_fit, xh_fit, x_test, xh_test, sizes, e) for e in ESTIMATORS}
     report: dict[str, Any] = {
         "sae": {
             "variant": sae.cfg.variant,
@@ -194,7 +223,9 @@ def analyse_sae(
         },
         "decomposition": dec.to_dict(),
         "decomposition_intercept": dec_b.to_dict(),
-        "norms": norm_prediction(fit_pairs, test_pairs),
+        "norms": norm_prediction(fit_pairs, test_pairs, estimator=est, **rk),
+        "convergence": convergence_check(curves[est], cfg.convergence_tolerance),
+        "fit_size": {"curves": curves},
         "l0_test": float(
             torch.cat(
                 [(sae.encode_sparse(x).values != 0).sum(1).float() for (x,) in chunks(x_test)]
@@ -206,9 +237,11 @@ def analyse_sae(
             model, sae, lmap, windows, start=cfg.ce_start, progress=progress
         )
         report["downstream"]["nonlinear_norm_share"] = dec.nonlinear_norm_share
+    pursued: dict[str, Any] = {}
     if cfg.pursuit_tokens > 0:
-        report["pursuit"] = _pursuit_block(sae, x_fit, x_test, cfg, progress)
+        report["pursuit"] = _pursuit_block(sae, x_fit, x_test, cfg, progress, keep=pursued)
     inter = {
+        "pursuit": pursued,
         "x_hat_fit": xh_fit,
         "x_hat_test": xh_test,
         "lmap": lmap,
