@@ -276,9 +276,9 @@ def _readme_reproduce(r: dict) -> list[str]:
 
 
 def _inc(x: dict) -> str:
-    """A perplexity increase with its standard error (of the log ratio, over windows)."""
+    """A perplexity increase with its standard error (of the log ratio, clustered by document)."""
     se = x.get("log_increase_se")
-    tail = f" ± {100 * se:.3f}%" if se is not None else ""
+    tail = "" if se is None else " (one document: no SE)" if se != se else f" ± {100 * se:.3f}%"
     return f"{100 * x['ppl_increase']:+.3f}%{tail}"
 
 
@@ -324,8 +324,10 @@ def _readme_smollm2(s: dict) -> list[str]:
         + (f" and measured again on the next {held['tokens']:,} (held out)" if held else "")
         + f"; {s['dtype']} forwards, {mach.get('cores', '?')} CPU cores "
         f"({mach.get('cpu', '?')}). Increases are PPL_sparse / PPL_dense - 1 ± the standard "
-        "error of log(PPL_sparse / PPL_dense) over windows (sd of the per-window differences, "
-        "ddof=1, / sqrt(windows)):",
+        "error of log(PPL_sparse / PPL_dense), clustered by document (the tokens of one source "
+        "file are not independent; `interp.sparsity.measure.increase_stats`)"
+        + (f", {held['se_clusters']} documents held out" if held.get("se_clusters") else "")
+        + ":",
         "",
         "| quantity | searched tokens | held-out tokens |",
         "|---|---|---|",

@@ -33,11 +33,12 @@ from interp.sparsity.measure import (
     _Thresholds,
     _w_out,
     capture_hidden,
+    document_ids,
     increase_stats,
     mlp_hook,
     mlp_layers,
     threshold_interventions,
-    window_losses,
+    token_losses,
 )
 
 __all__ = ["cett_for_ratio", "compare_at_budgets", "topk_interventions"]
@@ -91,10 +92,10 @@ def cett_for_ratio(trace: list[dict[str, float]], ratio: float) -> float:
 
 def _point(model, layers, tokens, ivs_of, cfg: MeasureConfig, dense, progress) -> dict[str, Any]:
     counter = _counter(model, layers)
-    sparse = window_losses(model, tokens, ivs_of(counter), cfg.batch_size, progress)
+    sparse = token_losses(model, tokens, ivs_of(counter), cfg.batch_size, progress)
     per_layer = _per_layer(model, layers, [math.nan] * len(layers), counter, cfg.dead_fraction)
     return {
-        **increase_stats(dense, sparse),
+        **increase_stats(dense, sparse, document_ids(model, tokens)),
         "activation_ratio": sum(r["activation_ratio"] for r in per_layer) / len(per_layer),
         "layer_ratios": [r["activation_ratio"] for r in per_layer],
     }
@@ -114,11 +115,12 @@ def compare_at_budgets(
     CETT of each of ``ratios`` (read off the trace, thresholds calibrated on ``calib_tokens``, the
     windows the search calibrated on); and for every threshold point the two top-k points at its
     measured kept fraction (see the module doc). Each point: method, CETT, kept fraction overall
-    and per layer, perplexity increase with its standard error. A ratio the trace does not bracket
+    and per layer, perplexity increase with its standard error (clustered by document, see
+    :func:`measure.increase_stats`). A ratio the trace does not bracket
     is listed under "skipped" with the reason."""
     layers = mlp_layers(model)
     d_mlp = model.cfg.d_mlp
-    dense = window_losses(model, tokens, batch_size=cfg.batch_size, progress=progress)
+    dense = token_losses(model, tokens, batch_size=cfg.batch_size, progress=progress)
     targets: list[tuple[str, float, list[float]]] = [
         (f"PPL-{100 * cfg.ppl_increase:g}% thresholds", result["cett"], result["thresholds"])
     ]
