@@ -13,7 +13,14 @@
 Saves bench/results/dark_matter.json (with provenance) and plotly figures under
 bench/results/dark_matter/.
 
-    flock /tmp/interp-heavy.lock python bench/dark_matter.py
+5. Held-out R² against the fit tokens (nested prefixes of the train split, 10k..400k, least
+   squares and ridge) with the least-squares diagnostics, for the middle width and any
+   ``--curve-run`` (e.g. the demo's SAE); pursuit against the previous-layer maps on the same
+   pursued tokens with a block-bootstrap interval.
+
+Trained SAEs in ``--runs`` are reused (a rerun skips training).
+
+    flock /tmp/interp-heavy.lock python bench/dark_matter.py --curve-run runs/demo-topk
     python bench/dark_matter.py --quick      # smoke run (small numbers, minutes)
 """
 
@@ -128,6 +135,21 @@ def train_saes(args, model) -> dict[str, Any]:
     return {"widths": folders, "prev": prev, "timings": timings}
 
 
+def _fit_size_block(sae, label, fit_all, x_test, xh_test, sizes) -> dict[str, Any]:
+    """Both estimators' held-out R² on nested prefixes of the fit rows, where each flattens, and
+    the least-squares diagnostics (``convergence.fit_diagnostics``) at each size."""
+    xh_all = reconstruct(sae, fit_all)
+    curves = {e: fit_size_curve(fit_all, xh_all, x_test, xh_test, sizes, e) for e in ESTIMATORS}
+    return {
+        "of": label,
+        "test_tokens": x_test.shape[0],
+        "step_tolerance": STEP,
+        "curves": curves,
+        "flattens_at": {e: {k: flattens_at(c, k, STEP) for k in KEYS} for e, c in curves.items()},
+        "diagnostics": fit_diagnostics(fit_all, xh_all, x_test, xh_test, sizes),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -138,14 +160,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--widths", type=str, default="2304,4608,9216")
     ap.add_argument("--k", type=int, default=32)
     ap.add_argument("--ce-windows", type=int, default=64)
-    ap.add_argument("--pursuit-tokens", type=int, default=4096)
+    ap.add_argument("--pursuit-tokens", type=int, default=8192)
     ap.add_argument(
         "--error-sae-tokens",
         type=int,
         default=400_000,
         help="rows of e_lin / e_nl the two error SAEs train on (as many as the SAEs themselves)",
     )
-    ap.add_argument("--pursuit-fit-tokens", type=int, default=16384)
+    ap.add_argument("--pursuit-fit-tokens", type=int, default=32768)
     ap.add_argument(
         "--estimator",
         choices=["ols", "ridge"],
@@ -154,10 +176,17 @@ def main(argv: list[str] | None = None) -> dict:
     )
     ap.add_argument(
         "--curve-sizes",
-        default="10000,20000,50000,100000,200000,400000",
+        default="10000,20000,50000,100000,150000,200000,400000",
         help="fit sizes of the R²-against-fit-tokens curve (train split, nested prefixes)",
     )
     ap.add_argument("--curve-width", type=int, default=None, help="default: the middle width")
+    ap.add_argument(
+        "--curve-run",
+        dest="curve_runs",
+        action="append",
+        default=[],
+        help="another run folder at the same hook (e.g. runs/demo-topk) whose fit-size curve to add",
+    )
     ap.add_argument("--runs", default=str(ROOT / "runs" / "dark_matter"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "dark_matter.json"))
     ap.add_argument("--quick", action="store_true", help="smoke run: small numbers")
@@ -226,23 +255,23 @@ def main(argv: list[str] | None = None) -> dict:
     # R² against the fit tokens (nested prefixes of the train split), both estimators
     t = time.perf_counter()
     w = args.curve_width
-    xh_all = reconstruct(saes[w], fit_all)
-    curves = {
-        e: fit_size_curve(fit_all, xh_all, test[HOOK], inters[w]["x_hat_test"], args.curve_sizes, e)
-        for e in ESTIMATORS
-    }
-    result["fit_size"] = {
-        "of": f"topk d_sae={w}",
-        "test_tokens": cfg.test_tokens,
-        "step_tolerance": STEP,
-        "curves": curves,
-        "flattens_at": {e: {k: flattens_at(c, k, STEP) for k in KEYS} for e, c in curves.items()},
-        "diagnostics": fit_diagnostics(
-            fit_all, xh_all, test[HOOK], inters[w]["x_hat_test"], args.curve_sizes
-        ),
-    }
-    result["saes"][f"topk d_sae={w}"]["fit_size"] = {"curves": curves}
-    del xh_all
+    result["fit_size"] = _fit_size_block(
+        saes[w], f"topk d_sae={w}", fit_all, test[HOOK], inters[w]["x_hat_test"], args.curve_sizes
+    )
+    result["saes"][f"topk d_sae={w}"]["fit_size"] = {"curves": result["fit_size"]["curves"]}
+    result["fit_size_other_runs"] = {}
+    for run in args.curve_runs:
+        sae = load_sae(run)
+        if sae.cfg.hook_name != HOOK:
+            raise ValueError(f"{run} reads {sae.cfg.hook_name}, not {HOOK}")
+        result["fit_size_other_runs"][_rel(Path(run))] = _fit_size_block(
+            sae,
+            _rel(Path(run)),
+            fit_all,
+            test[HOOK],
+            reconstruct(sae, test[HOOK]),
+            args.curve_sizes,
+        )
     timings["fit_size_s"] = time.perf_counter() - t
 
     # previous layer: layer 14's residual, and layer 14's SAE reconstruction

@@ -136,8 +136,16 @@ CURVE_COLS = (
 )
 
 
-def _fit_size_tables(d: dict) -> list[str]:
-    fs = d.get("fit_size")
+def _fit_size_all(d: dict) -> list[str]:
+    out = _fit_size_tables(d.get("fit_size") or {})
+    for run, fs in (d.get("fit_size_other_runs") or {}).items():
+        out += _fit_size_tables(
+            fs, f"`{run}`, the demo's SAE (`make demo`; same hook, same tokens)"
+        )
+    return out
+
+
+def _fit_size_tables(fs: dict, name: str | None = None) -> list[str]:
     curves = (fs or {}).get("curves") or {}
     if not curves:
         return []
@@ -164,7 +172,7 @@ def _fit_size_tables(d: dict) -> list[str]:
         )
         flat.append(f"{e.upper() if e == 'ols' else e}: {where}")
     out = [
-        f"Held-out R² against the fit tokens ({fs.get('of')}; nested prefixes of the train split, "
+        f"Held-out R² against the fit tokens ({name or fs.get('of')}; nested prefixes of the train split, "
         f"each fit scored on the same {_n(fs.get('test_tokens'))} validation tokens; ridge's α is "
         f"relative: λ = α·trace(XᵀX)/d):",
         _table(header, rows),
@@ -217,6 +225,9 @@ def _same_token_table(d: dict) -> list[str]:
                     _p(r["removed_by_pursuit"]),
                     _p(r["removed_by_previous_layer"]),
                     f"{100 * r['difference']:+.1f} pp [{100 * lo:+.1f}, {100 * hi:+.1f}]",
+                    f"{100 * r['difference_half_fit']:+.1f} pp"
+                    if "difference_half_fit" in r
+                    else NM,
                     r["verdict"],
                 ]
             )
@@ -229,7 +240,7 @@ def _same_token_table(d: dict) -> list[str]:
         f"of the SAE's nonlinear error each removes, and their difference with a "
         f"{r0['level']:.0%} block-bootstrap interval over the test tokens ({r0['n_boot']} resamples "
         f"of {r0['block_rows']}-token blocks). Criterion: resolved only when the interval excludes "
-        '0; else "not resolved":',
+        '0 and the maps fitted on half the fit tokens give the same sign; else "not resolved":',
         _table(
             [
                 "d_sae",
@@ -237,6 +248,7 @@ def _same_token_table(d: dict) -> list[str]:
                 "removed by pursuit",
                 "removed by the map",
                 "map - pursuit [interval]",
+                "map - pursuit, maps on half the fit tokens",
                 "larger",
             ],
             rows,
@@ -509,7 +521,7 @@ def readme(d: dict | None) -> str:
     parts = [
         _setting(d),
         *_main_tables(d, saes),
-        *_fit_size_tables(d),
+        *_fit_size_all(d),
         *_same_token_table(d),
         *_scaling_tables(d),
         *_error_saes(d),

@@ -16,7 +16,8 @@ nonlinear error (its own error split by its own map from x) and what the [x, z] 
 fitted on the same fit tokens with the same estimator and scored per token on the same held-out
 tokens; the difference of the two removed shares gets a block-bootstrap interval over the held-out
 tokens (blocks of consecutive rows, since neighbouring tokens are correlated), and the comparison
-is called resolved only when that interval excludes 0.
+is called resolved only when that interval excludes 0 and the maps fitted on half the fit tokens
+give the difference the same sign.
 """
 
 from __future__ import annotations
@@ -80,9 +81,12 @@ def compare_with_pursuit(
 
     ``fit`` / ``test``: ``x`` (this layer), ``z`` (the previous-layer source), ``x_hat`` (the SAE's
     reconstruction) and ``x_gp`` (pursuit's), rows aligned. Returns both shares, their difference
-    (previous layer minus pursuit), its bootstrap interval at ``level`` and ``verdict``:
+    (previous layer minus pursuit), its bootstrap interval at ``level``, the same three with every
+    map fitted on the first half of the fit rows (``*_half_fit``: has the fit converged?) and
+    ``verdict``:
     ``"previous layer"`` / ``"pursuit"`` (the interval excludes 0 on that side) or ``"not
-    resolved"`` (always, with fewer than ``min_blocks`` blocks of test rows)."""
+    resolved"`` (always, with fewer than ``min_blocks`` blocks of test rows, or when the maps fitted
+    on half the fit rows give the difference the other sign)."""
     for part in (fit, test):
         missing = {"x", "z", "x_hat", "x_gp"} - set(part)
         if missing:
@@ -97,17 +101,25 @@ def compare_with_pursuit(
 
     xz_fit = torch.cat([fit["x"].double(), fit["z"].double()], 1)
     xz_test = torch.cat([test["x"].double(), test["z"].double()], 1)
-    r_sae, n_fit = _residual_sq(fit["x"], e(fit, "x_hat"), estimator)
-    r_gp, _ = _residual_sq(fit["x"], e(fit, "x_gp"), estimator)
-    r_prev, _ = _residual_sq(xz_fit, e(fit, "x_hat"), estimator)
-    per_token = torch.stack(
-        [
-            r_sae(test["x"], e(test, "x_hat")),
-            r_gp(test["x"], e(test, "x_gp")),
-            r_prev(xz_test, e(test, "x_hat")),
-        ],
-        1,
-    )  # [n_test, 3]: nonlinear error of the SAE, of pursuit, left by the previous-layer map
+
+    def residuals(rows: int) -> torch.Tensor:
+        """[n_test, 3]: nonlinear error of the SAE, of pursuit, and what the previous-layer map
+        leaves, per test token, with every map fitted on the first ``rows`` fit rows."""
+        r_sae, _ = _residual_sq(fit["x"][:rows], e(fit, "x_hat")[:rows], estimator)
+        r_gp, _ = _residual_sq(fit["x"][:rows], e(fit, "x_gp")[:rows], estimator)
+        r_prev, _ = _residual_sq(xz_fit[:rows], e(fit, "x_hat")[:rows], estimator)
+        return torch.stack(
+            [
+                r_sae(test["x"], e(test, "x_hat")),
+                r_gp(test["x"], e(test, "x_gp")),
+                r_prev(xz_test, e(test, "x_hat")),
+            ],
+            1,
+        )
+
+    n_fit = fit["x"].shape[0]
+    per_token = residuals(n_fit)
+    half = residuals(n_fit // 2).sum(0)
     n = per_token.shape[0]
     n_blocks = -(-n // block_rows)
     if n_blocks < 2:
@@ -128,6 +140,8 @@ def compare_with_pursuit(
     verdict = "previous layer" if lo > 0 else "pursuit" if hi < 0 else "not resolved"
     if n_blocks < min_blocks:  # too few blocks for the bootstrap to mean anything
         verdict = "not resolved"
+    if (float(diff(half)) > 0) != (float(diff(tot)) > 0):  # the fit has not settled the sign
+        verdict = "not resolved"
     return {
         "n_fit": n_fit,
         "n_test": n,
@@ -135,6 +149,9 @@ def compare_with_pursuit(
         "removed_by_pursuit": float(1 - tot[1] / tot[0]),
         "removed_by_previous_layer": float(1 - tot[2] / tot[0]),
         "difference": float(diff(tot)),
+        "difference_half_fit": float(diff(half)),
+        "removed_by_pursuit_half_fit": float(1 - half[1] / half[0]),
+        "removed_by_previous_layer_half_fit": float(1 - half[2] / half[0]),
         "interval": [float(lo), float(hi)],
         "level": level,
         "block_rows": block_rows,
