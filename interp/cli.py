@@ -610,7 +610,8 @@ def dashboard_serve_cmd(
     if not target.exists():
         _fail(FileNotFoundError(f"{target} does not exist: pass a run folder or a folder of runs"))
     env = {**os.environ, "INTERP_DASHBOARD_TARGET": str(target.resolve())}
-    cmd = [sys.executable, "-m", "streamlit", "run", str(app_py), "--server.port", str(port),
+    # dashboards.serve imports every page before Streamlit's server starts in its process
+    cmd = [sys.executable, "-m", "dashboards.serve", str(app_py), "--server.port", str(port),
            "--server.address", host, "--server.headless", "true",
            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"]  # fmt: skip
     typer.echo(f"serving {target} at http://{host}:{port}", err=True)

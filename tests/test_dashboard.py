@@ -257,3 +257,18 @@ def test_demo_states_both_dead_counts_with_their_windows(root):
     assert f"store's {m['n_tokens']:,} held-out tokens" in line
     assert f"{ev['dead_fraction']:.2%} in the evaluation's {ev['n_tokens']:,}" in line
     assert "evaluation" not in dead_latents_line(m, {})
+
+
+def test_pages_are_listed_without_importing_them():
+    """The sidebar reads each page's title and order from its source; a page's module (and its
+    analyses' imports) is imported only when the page is drawn, or by the server's warm-up."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from dashboards.registry import pages; ps = pages(); "
+        "print(len(ps), sum(p.module in sys.modules for p in ps))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    n, imported = map(int, out.stdout.split())
+    assert n >= 7 and imported == 0

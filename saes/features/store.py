@@ -45,6 +45,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from interp.text import Vocab
@@ -285,10 +286,12 @@ class FeatureStore:
         a, b = int(indptr[0]), int(indptr[-1])
         idx = h.get_slice("indices")[a:b]
         val = h.get_slice("values")[a:b]
-        out = torch.zeros(stop - start)
-        hit = idx == latent
-        rows = torch.repeat_interleave(torch.arange(stop - start), (indptr[1:] - indptr[:-1]))
-        out.index_put_((rows[hit],), val[hit].float(), accumulate=True)
+        # numpy, not torch: torch's repeat_interleave / searchsorted here took 7-23 ms a call on
+        # a busy 2-core machine (its thread pool), 0.35 s of a page's 45 examples; numpy ~0.05 ms
+        hit = idx.numpy() == latent
+        rows = np.repeat(np.arange(stop - start), np.diff(indptr.numpy()))
+        out = np.zeros(stop - start, dtype=np.float32)
+        np.add.at(out, rows[hit], val.numpy()[hit].astype(np.float32))
         return out.tolist()
 
     def code_at(self, token_index: int) -> list[tuple[int, float]]:
