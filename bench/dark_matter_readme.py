@@ -9,6 +9,7 @@ import math
 # ------------------------------------------------------------------------------------------------
 # README tables (bench/report.py renders them from bench/results/dark_matter.json)
 # ------------------------------------------------------------------------------------------------
+NOT_WORSE = 0.005  # ridge is the default estimator if never this much below OLS on the curve
 BATCH_TOKENS = 4096  # the batch size bench/dark_matter.py trains its SAEs with
 NM = "not measured"
 # Thresholds of the "reproduces?" column, applied to the numbers in the JSON:
@@ -179,6 +180,26 @@ def _fit_size_tables(fs: dict, name: str | None = None) -> list[str]:
         f"Where each curve flattens (criterion: every later step to the next size changes it by "
         f"less than {tol}): " + "; ".join(flat) + ".",
     ]
+    if set(ests) == {"ols", "ridge"}:
+        gains = [
+            (curves["ridge"][i][k] - curves["ols"][i][k], sizes[i], c)
+            for i in range(len(sizes))
+            for k, c in CURVE_COLS
+        ]
+        worst, best = min(gains), max(gains)
+        ok = worst[0] >= -NOT_WORSE
+        line = (
+            f"Ridge against OLS over these sizes and quantities: at worst {worst[0]:+.3f} "
+            f"({worst[2]} at {_n(worst[1])}), at best {best[0]:+.3f} ({best[2]} at "
+            f"{_n(best[1])})."
+        )
+        if name is None:
+            line += (
+                f" Criterion for the default estimator: ridge when it is never more than "
+                f"{NOT_WORSE} below OLS here: "
+                + ("met, so ridge is the default." if ok else "not met, so OLS should be.")
+            )
+        out.append(line)
     diag = fs.get("diagnostics") or []
     if diag:
         ratio = diag[0].get("ratio")
