@@ -117,12 +117,30 @@ def test_cli_fit_and_dynamics_write_json_and_figures(tmp_path):
 def test_cli_measure_writes_thresholds_and_figure(tmp_path):
     args = ["measure", "--model", "tiny:act_fn=relu", "--dtype", "float32", "--n-tokens", "2048"]
     args += ["--context-size", "128", "--calib-tokens", "512", "--out", str(tmp_path)]
+    args += ["--heldout-tokens", "1024"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     out = json.loads((tmp_path / "measure.json").read_text())
     assert len(out["thresholds"]) == len(out["layers"]) == 2
     assert abs(out["ppl_increase"] - 0.01) <= 0.05 * 0.01 + 1e-9  # searched on all 2048 tokens
     assert len(out["lazy"]["layers"]) == 2
+    # the held-out windows are the 8 after the 16 searched ones: perplexity recomputed there
+    held = out["heldout"]
+    assert held["tokens"] == 1024 and len(held["layers"]) == 2
+    from interp.models import load_model
+    from interp.sparsity.measure import (
+        MeasureConfig,
+        perplexity,
+        threshold_interventions,
+        windows_for,
+    )
+
+    m = load_model("tiny:act_fn=relu", dtype="float32")
+    rows = windows_for(m, MeasureConfig(context_size=128), 3072)[16:]
+    dense = perplexity(m, rows)
+    sparse = perplexity(m, rows, threshold_interventions(m, out["thresholds"]))
+    assert held["ppl_dense"] == pytest.approx(dense, rel=1e-9)
+    assert held["ppl_increase"] == pytest.approx(sparse / dense - 1, abs=1e-9)
     fig = json.loads((tmp_path / "measure_layers.fig.json").read_text())
     assert len(fig["data"]) == 3  # ratio bars, fraction nonzero, thresholds
 

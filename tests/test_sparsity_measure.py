@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from interp.data import token_windows
 from interp.interventions import Intervention, apply, intervened
 from interp.models import load_model
 from interp.sparsity.cett import cett, keep_mask, neuron_norms, threshold_for_cett, topk_cett
@@ -16,11 +17,14 @@ from interp.sparsity.measure import (
     MeasureConfig,
     _next_cett,
     capture_hidden,
+    document_ids,
+    increase_stats,
     lazy_metrics,
     mlp_hook,
     perplexity,
     ppl_sparsity,
     threshold_interventions,
+    window_losses,
     windows_for,
 )
 
@@ -140,6 +144,85 @@ def test_lazy_metrics_match_the_captured_activations(relu_model, cfg):
         lazy_metrics(load_model("tiny-attn-only"), tokens, cfg)
 
 
+@pytest.fixture(scope="module")
+def trained_model():
+    """A 1-layer byte model trained 100 AdamW steps on stdlib (loss ~2.3 nats/byte): PPL-p% needs
+    a model whose perplexity rises steadily as neurons are dropped. On an untrained one it does
+    not (dropping 98% of the neurons moves perplexity by about 1% either way), so the thresholds
+    it finds are noise and no held-out check can pass or fail for a reason."""
+    torch.manual_seed(0)
+    model = load_model(
+        "tiny:n_layers=1,d_model=32,n_heads=2,d_head=16,d_mlp=128,act_fn=relu,n_ctx=64,seed=0"
+    )
+    windows = token_windows(model.tokenizer, "stdlib", 64, split="train", seed=0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(100):
+        loss = model(torch.stack([next(windows) for _ in range(8)]), return_type="loss")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    return model
+
+
+def test_ppl_p_raises_perplexity_by_p_on_held_out_tokens(trained_model):
+    """PPL-1% thresholds searched on one token set raise perplexity by about 1% on another. For 4
+    seeds, 512 windows are drawn from a shuffled pool of 2048 (many documents, so windows are
+    close to independent) and split into a searched half and a held-out half. The reported
+    held-out numbers equal a fresh recomputation. The tolerance comes from the data: the standard
+    errors of log(PPL ratio) over windows (ddof=1) on each half, SE = hypot(SE_search, SE_held).
+    Each seed: |log(1 + held) - log(1 + searched)| <= 3 SE. Over the seeds, the inverse-variance
+    weighted held-out log increase is within 3 weighted SEs of the searched ones (+ the search's
+    own stopping tolerance), and 3 weighted SEs are below log(1.01): a threshold that did nothing
+    on new tokens would fail."""
+    model = trained_model
+    cfg = MeasureConfig(n_tokens=256 * 64, context_size=64, calib_tokens=1024, batch_size=16)
+    p = math.log1p(cfg.ppl_increase)
+    held, searched, weights = [], [], []
+    for seed in range(4):
+        rows = torch.stack(
+            list(
+                token_windows(
+                    model.tokenizer,
+                    "stdlib",
+                    64,
+                    "validation",
+                    seed,
+                    window_pool=2048,
+                    max_windows=512,
+                )
+            )
+        )
+        a, b = rows[:256], rows[256:]
+        res = ppl_sparsity(model, cfg, a, progress=False, heldout=b)
+        assert res["converged"]
+        ivs = threshold_interventions(model, res["thresholds"])
+        stats_a = increase_stats(window_losses(model, a), window_losses(model, a, ivs))
+        stats_b = increase_stats(window_losses(model, b), window_losses(model, b, ivs))
+        h = res["heldout"]
+        assert h["tokens"] == b.numel()
+        assert h["ppl_increase"] == pytest.approx(stats_b["ppl_increase"], abs=1e-9)
+        assert res["ppl_increase"] == pytest.approx(stats_a["ppl_increase"], abs=1e-9)
+        # the held-out kept fraction recomputed from activations captured under the thresholds
+        hs = capture_hidden(
+            model, b, [0], interventions=threshold_interventions(model, res["thresholds"])
+        )
+        kept = keep_mask(hs[0], neuron_norms(model.blocks[0].mlp.W_out), res["thresholds"][0])
+        assert h["activation_ratio"] == pytest.approx(float(kept.float().mean()), rel=1e-6)
+        la, lb = math.log1p(res["ppl_increase"]), math.log1p(h["ppl_increase"])
+        se = math.hypot(stats_a["log_increase_se"], stats_b["log_increase_se"])
+        assert abs(lb - la) <= 3 * se, (seed, la, lb, se)
+        held.append(lb)
+        searched.append(la)
+        weights.append(1 / se**2)
+    w = torch.tensor(weights)
+    se_w = float(w.sum() ** -0.5)
+    mean = lambda xs: float((torch.tensor(xs) * w).sum() / w.sum())  # noqa: E731
+    assert 3 * se_w < p, se_w
+    assert abs(mean(held) - mean(searched)) <= 3 * se_w
+    assert abs(mean(searched) - p) <= cfg.ppl_rtol * cfg.ppl_increase
+
+
 @pytest.mark.parametrize(
     "spec",
     [
@@ -148,19 +231,18 @@ def test_lazy_metrics_match_the_captured_activations(relu_model, cfg):
         "tiny:act_fn=silu,gated_mlp=true,seed=0",
     ],
 )
-def test_ppl_p_raises_perplexity_by_p(spec, cfg):
-    """PPL-1%: re-applying the saved thresholds to a fresh forward raises perplexity by 1% within
-    the search's stopping tolerance ppl_rtol * p = 0.05% (the search and the check see the same
-    4096 tokens, so there is no sampling error on top; 1e-9 covers float summation order). The
-    reported activation ratio equals the kept fraction recomputed from captured activations."""
+def test_reported_ratio_and_increase_match_a_recomputation(spec, cfg):
+    """On the searched tokens: re-applying the saved thresholds to a fresh forward gives the
+    reported increase, which the search stopped within ppl_rtol * p of p; the reported activation
+    ratio equals the kept fraction recomputed from captured activations. (Whether the thresholds
+    carry to new tokens is the held-out test above.)"""
     model = load_model(spec)
     res = ppl_sparsity(model, cfg, progress=False)
     assert res["converged"]
     tokens = windows_for(model, cfg)
     dense = perplexity(model, tokens)
     sparse = perplexity(model, tokens, threshold_interventions(model, res["thresholds"]))
-    tol = cfg.ppl_rtol * cfg.ppl_increase + 1e-9
-    assert abs(sparse / dense - 1 - cfg.ppl_increase) <= tol
+    assert abs(res["ppl_increase"] - cfg.ppl_increase) <= cfg.ppl_rtol * cfg.ppl_increase + 1e-9
     assert res["ppl_increase"] == pytest.approx(sparse / dense - 1, abs=1e-9)
     # the kept fraction under the sparse forward (layer 1 sees layer 0 thresholded): h captured
     # after the thresholds, where a dropped neuron reads 0 and so fails n > eps again
@@ -228,3 +310,35 @@ def test_global_search_steps_converge_on_power_law_increases(k, scale):
         else:
             hi, f_hi = c, fc
         assert n <= 6
+
+
+def test_document_ids_and_clustered_standard_error():
+    """document_ids: windows [BOS, body], EOS (256 for the byte model) ends a document and belongs
+    to it. increase_stats: with equal clusters the clustered SE is the sample sd (ddof=1) of the
+    cluster means over sqrt(G), for random cases; per-token losses clustered by their window give
+    the same SE as per-window means; one cluster has no SE."""
+    model = load_model("tiny")
+    eos = model.tokenizer.eos_token_id
+    tokens = torch.tensor([[eos, 1, 2, eos, 3], [eos, 4, eos, eos, 5]])
+    # stream of bodies: 1 2 E | 3 4 E | E | 5 -> documents 0 0 0 1 1 1 2 3
+    assert document_ids(model, tokens).tolist() == [[0, 0, 0, 1], [1, 1, 2, 3]]
+    for seed in range(5):
+        g = torch.Generator().manual_seed(seed)
+        dense = torch.rand(12, 7, generator=g, dtype=torch.float64)
+        sparse = dense + 0.1 * torch.randn(12, 7, generator=g, dtype=torch.float64)
+        groups = torch.arange(12).repeat_interleave(7).reshape(12, 7) // 3  # 4 clusters of 3 rows
+        got = increase_stats(dense, sparse, groups)
+        means = (sparse - dense).reshape(4, 21).mean(1)
+        assert got["log_increase_se"] == pytest.approx(float(means.std(unbiased=True)) / 2)
+        assert got["se_clusters"] == 4
+        by_window = increase_stats(dense.mean(1), sparse.mean(1))
+        assert increase_stats(dense, sparse)["log_increase_se"] == pytest.approx(
+            by_window["log_increase_se"]
+        )
+        assert by_window["ppl_increase"] == pytest.approx(
+            math.exp(float((sparse - dense).mean())) - 1
+        )
+    one = increase_stats(dense, sparse, torch.zeros_like(groups))
+    assert math.isnan(one["log_increase_se"]) and one["se_clusters"] == 1
+    with pytest.raises(ValueError, match="differ in shape"):
+        increase_stats(dense, sparse[:3])
