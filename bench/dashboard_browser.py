@@ -2,8 +2,9 @@
 
 Runs ``tests/test_dashboard_browser.py`` against a folder of runs with stores (default ``runs``,
 where ``make demo`` leaves the demo run and its store), writing the screenshots to
-``docs/screenshots/`` and the timings (feature page open, next-latent render, prompt page open,
-a ~64-token prompt answered on the warm server) to ``--out`` (JSON, with provenance). Not a test.
+``docs/screenshots/`` and the timings (server start, feature page open at latent 0, next-latent
+render, prompt page open, a ~64-token prompt answered on the warm server) to ``--out`` (JSON, with
+provenance). Not a test. ``readme(d)`` renders the README's table from that JSON.
 
     python bench/dashboard_browser.py [--target runs]
 """
@@ -19,6 +20,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+FEATURE_GOAL_S = 1.0  # the Feature page's first open
+PROMPT_GOAL_S = 3.0  # a 64-token prompt answered on the warm server
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _provenance import provenance  # noqa: E402
@@ -51,6 +54,53 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(record["timings_s"], indent=1))
     print(f"saved {args.out}; screenshots in {args.shots}")
+
+
+def _s(x) -> str:
+    return f"{x:.2f} s" if isinstance(x, (int, float)) else "not measured"
+
+
+def _n(x) -> str:
+    return f"{x:,}" if isinstance(x, int) else "not measured"
+
+
+def readme(d: dict | None) -> str:
+    """The README's table of page timings, with each goal's verdict from its number."""
+    if d is None:
+        return "Not measured: no `bench/results/dashboard_browser.json`."
+    t, m = d.get("timings_s") or {}, d.get("store_manifest") or {}
+    rows = [
+        ("Server started (command to health check; imports every page first)", "server_start_s"),
+        ("Feature page opened at latent 0 (a fresh session: connect, run, draw)", "feature_open_s"),
+        ("Feature page: next latent rendered after a click", "feature_next_s"),
+        ("Prompt page opened (first: loads the model and SAE)", "prompt_open_s"),
+        (f"Prompt page: a {t.get('prompt_answer_tokens', '?')}-token prompt answered (warm)",
+         "prompt_answer_s"),
+    ]  # fmt: skip
+    lines = [
+        f"Measured in headless Chromium by the browser test on the store of "
+        f"{m.get('model', 'not measured')} `{m.get('hook', 'not measured')}`, "
+        f"{_n(m.get('d_sae'))} latents, {_n(m.get('n_tokens'))} tokens "
+        f"(goals: the Feature page's first open under {FEATURE_GOAL_S:g} s, a 64-token prompt "
+        f"under {PROMPT_GOAL_S:g} s):",
+        "",
+        "| what | time |",
+        "|---|---|",
+        *[f"| {what} | {_s(t.get(key))} |" for what, key in rows],
+        "",
+    ]
+    verdicts = []
+    for name, key, goal in (
+        ("Feature page's first open", "feature_open_s", FEATURE_GOAL_S),
+        ("prompt answer", "prompt_answer_s", PROMPT_GOAL_S),
+    ):
+        v = t.get(key)
+        if isinstance(v, (int, float)):
+            word = "met" if v < goal else "missed"
+            verdicts.append(f"{name}: {_s(v)} against {goal:g} s, {word}")
+    if verdicts:
+        lines.append("Goals (met when the time is under the goal): " + "; ".join(verdicts) + ".")
+    return "\n".join(lines).rstrip()
 
 
 if __name__ == "__main__":

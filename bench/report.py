@@ -1422,43 +1422,6 @@ def render_positions(d: dict) -> str:
     )
 
 
-def render_dashboard_browser(d: dict | None) -> str:
-    """From bench/results/dashboard_browser.json: page timings in headless Chromium."""
-    if d is None:
-        return para("Not measured: no `bench/results/dashboard_browser.json`.")
-    t = d.get("timings_s", {})
-    m = d.get("store_manifest", {})
-    rows = [
-        [
-            "Feature page opened (a fresh session: connect, run, draw)",
-            f"{fix(t.get('feature_open_s'), 2)} s",
-        ],
-        [
-            "Feature page: next latent rendered after a click",
-            f"{fix(t.get('feature_next_s'), 2)} s",
-        ],
-        [
-            "Prompt page opened (first: loads the model and SAE)",
-            f"{fix(t.get('prompt_open_s'), 2)} s",
-        ],
-        [
-            f"Prompt page: a {num(t.get('prompt_answer_tokens'))}-token prompt answered (warm)",
-            f"{fix(t.get('prompt_answer_s'), 2)} s",
-        ],
-    ]
-    return "\n\n".join(
-        [
-            para(
-                f"Measured in headless Chromium by the browser test on the store of "
-                f"{m.get('model', NM)} `{m.get('hook', NM)}`, {num(m.get('d_sae'))} latents, "
-                f"{num(m.get('n_tokens'))} tokens (targets: the feature page under 1 s, a 64-token "
-                "prompt under 3 s):"
-            ),
-            table(["what", "time"], rows),
-        ]
-    )
-
-
 def bench_renderer(module: str):
     """The renderer a bench script defines itself: ``readme(d: dict | None) -> str`` in
     ``bench/<module>.py`` (imported when the region is rendered, not before), so an analysis keeps
@@ -1508,7 +1471,7 @@ RENDERERS = {
     "bf16_model": (render_bf16_model, "python bench/bf16_model.py"),
     "positions": (render_positions, "python bench/positions.py --seeds {seeds}"),
     "dashboard_build": (bench_renderer("dashboard_build"), "python bench/dashboard_build.py"),
-    "dashboard_browser": (render_dashboard_browser, "python bench/dashboard_browser.py"),
+    "dashboard_browser": (bench_renderer("dashboard_browser"), "python bench/dashboard_browser.py"),
     "dark_matter": (bench_renderer("dark_matter"), "python bench/dark_matter.py"),
     "sparsity": (bench_renderer("sparsity"), "python bench/sparsity.py"),
     "circuits": (

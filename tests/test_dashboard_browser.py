@@ -2,8 +2,10 @@
 in headless Chromium (Debian's package; `make test` installs it), its content waited for, a
 screenshot taken, and the page checked to show the store's values and no error box.
 
-A missing Chromium fails this test; it never skips. The feature page's render time (a click on
-"next" until the next latent's numbers are shown) is measured and printed, not asserted.
+A missing Chromium fails this test; it never skips. The server's start (to its health check), the
+Feature page's first open and its render time (a click on "next" until the next latent's numbers
+are shown) are measured and printed, not asserted. The Feature page opens at latent 0; on the
+tiny runs built here that is the planted latent with one tied value (all bands but one empty).
 
 Environment (for the README's screenshots and timings; CI uses the defaults):
   INTERP_BROWSER_TARGET   a folder of runs with stores (default: tiny runs built here)
@@ -24,11 +26,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from _dashboard_runs import tiny_run
+from _dashboard_runs import TIED, awkward_run, tiny_run
 
 from saes.features import FeatureStore, store_dir
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SERVER: dict[str, float] = {}  # the server's start: command to its health check answering
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
@@ -43,6 +46,7 @@ def target(tmp_path_factory, tiny) -> Path:
     if os.environ.get("INTERP_BROWSER_TARGET"):
         return Path(os.environ["INTERP_BROWSER_TARGET"]).resolve()
     root = tmp_path_factory.mktemp("browser")
+    awkward_run(root, tiny)  # latent 0 fires with one tied value: all its bands but one empty
     tiny_run(root, tiny, "resid", "blocks.0.hook_resid_post")
     tiny_run(root, tiny, "attnz", "blocks.0.attn.hook_z")
     return root
@@ -63,6 +67,7 @@ def server(target, tmp_path_factory):
         str(port),
     ]
     with open(log, "w") as out:
+        t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
@@ -71,6 +76,7 @@ def server(target, tmp_path_factory):
                 try:
                     with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
                         if r.status == 200:
+                            SERVER["start_s"] = time.perf_counter() - t0
                             break
                 except OSError:
                     pass
@@ -140,32 +146,43 @@ def _no_error(page) -> None:
 def test_every_page_in_chromium(server, browser, target, shots):
     stores = _runs_with_stores(target)
     assert stores, f"no feature store under {target}"
-    name, run = next(iter(stores.items()))
+    # the landing run: the awkward one when built here, else the first with a store
+    name = "awkward" if "awkward" in stores else next(iter(stores))
+    run = stores[name]
     store = FeatureStore.open(store_dir(run))
     alive = store.alive.tolist()
-    i = alive[0]
+    i = 0  # where the Feature page opens; on the demo's store it has empty, tied bands
     f = store.feature(i)
+    assert not f.dead, "latent 0 of the browser test's store is dead: pick a store where it fires"
+    if name == "awkward":
+        assert i == TIED and len({b.lo for b in f.bands}) == 1  # the case that used to crash
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    timings = {}
+    timings = {"server_start_s": SERVER.get("start_s")}
 
-    # Feature: the numbers and the top example of latent i
+    # Feature: the numbers, the top example and every band of latent 0
     timings["feature_open_s"] = _open(
         page, f"{server}/?page=feature&run={name}&feature={i}", "Top activations"
     )
     for value in (f"{f.count:,}", f"{f.max:.3g}", f"{f.density:.4%}"):
         page.get_by_text(value, exact=True).first.wait_for(timeout=30_000)  # the metrics
-    assert f.top[0].texts[f.top[0].center].strip() in page.inner_text("body")
+    body = page.inner_text("body")
+    assert f.top[0].texts[f.top[0].center].strip() in body
+    for b in f.shown_bands:
+        assert f"{b.q_lo:.0%}-{b.q_hi:.0%}" in body
+        if b.lo == b.hi:
+            assert f"all at {b.lo:.3g}" in body
     _plots(page, 2)
     _no_error(page)
     page.screenshot(path=str(shots / "feature.png"), full_page=True)
 
     # "next": time until the next live latent's count is on screen
-    g = store.feature(alive[1])
+    j = next(a for a in alive if a > i)
+    g = store.feature(j)
     t0 = time.perf_counter()
     page.get_by_role("button", name="next ▶").click()
     page.wait_for_function(
         "(n) => document.querySelector('input[aria-label=\"latent\"]')?.value === n",
-        arg=str(alive[1]),
+        arg=str(j),
         timeout=60_000,
     )
     page.get_by_text(f"{g.count:,}", exact=True).first.wait_for(timeout=60_000)
