@@ -25,6 +25,7 @@ def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("sparsity_dash")
     args = ["measure", "--model", "tiny", "--dtype", "float32", "--n-tokens", "1024"]
     args += ["--context-size", "64", "--calib-tokens", "256", "--out", str(root / "sparsity")]
+    args += ["--heldout-tokens", "256"]
     res = CliRunner().invoke(sparsity_app, args)
     assert res.exit_code == 0, res.output
     return root
@@ -49,6 +50,8 @@ def test_page_shows_the_measurement_and_the_published_fits(root, monkeypatch):
     table = {r["quantity"]: r["value"] for r in at.dataframe[0].value.to_dict("records")}
     assert table["activation ratio (mean over tokens and layers)"] == str(m["activation_ratio"])
     assert table["global CETT"] == str(m["cett"])
+    assert table["held-out activation ratio"] == str(m["heldout"]["activation_ratio"])
+    assert table["held-out perplexity increase"] == str(m["heldout"]["ppl_increase"])
     # the published series: every series' points appear as one marker trace in the first figure
     fits = json.loads(BENCH.read_text())["reproduce"]["fits"]
     markers = {t["name"]: t for t in specs[0]["data"] if t.get("mode") == "markers"}
@@ -61,5 +64,11 @@ def test_missing_measurement_names_the_command(tmp_path, monkeypatch):
     at = open_page(tmp_path, monkeypatch, page="sparsity")
     assert "measure.json" in at.info[-1].value
     assert MEASURE_COMMAND in at.info[-1].value
-    # the published fits still show above it
-    assert len(at.get("plotly_chart")) >= 2
+    # the published fits still show above it: the series, the linearised view and the A0 profile
+    # of the committed benchmark, and no per-layer figure
+    specs = _specs(at)
+    fits = json.loads(BENCH.read_text())["reproduce"]["fits"]
+    assert len(specs) == 3
+    markers = {t["name"] for t in specs[0]["data"] if t.get("mode") == "markers"}
+    assert markers == set(fits)
+    assert not any(t["type"] == "bar" for spec in specs for t in spec["data"])

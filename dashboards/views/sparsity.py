@@ -5,7 +5,8 @@ profile), read from ``fit.json`` written by ``interp sparsity fit --published`` 
 if there is one, else from the committed benchmark ``bench/results/sparsity.json`` (part
 ``reproduce``). Bottom: the per-layer PPL-p% activation ratio and threshold of a
 ``measure.json`` written by ``interp sparsity measure`` anywhere under the root (up to three
-folders deep), with its headline numbers; without one, the page names the command.
+folders deep), with its headline numbers (and the held-out ones when it was measured with
+``--heldout-tokens``); without one, the page names the command.
 """
 
 from __future__ import annotations
@@ -80,6 +81,19 @@ def _headline(m: dict) -> list[dict]:
         ("perplexity increase", m.get("ppl_increase")),
         ("dead neurons, all layers", sum(r.get("dead", 0) for r in m["layers"])),
     ]
+    held = m.get("heldout")
+    if held:
+        rows += [
+            ("held-out tokens (the windows after the searched ones)", held.get("tokens")),
+            ("held-out activation ratio", held.get("activation_ratio")),
+            ("held-out perplexity dense", held.get("ppl_dense")),
+            ("held-out perplexity sparse", held.get("ppl_sparse")),
+            ("held-out perplexity increase", held.get("ppl_increase")),
+            (
+                "held-out increase SE (log ratio, clustered by document)",
+                held.get("log_increase_se"),
+            ),
+        ]
     return [{"quantity": k, "value": str(v)} for k, v in rows]
 
 
