@@ -47,7 +47,9 @@ def open_page(root: Path, monkeypatch, **params):
 TIED, DEAD, ONCE, TWICE = 0, 1, 2, 3
 
 
-def awkward_run(root: Path, model, name: str = "awkward") -> Path:
+def awkward_run(
+    root: Path, model, name: str = "awkward", hook: str = "blocks.0.hook_resid_post"
+) -> Path:
     """A tiny run whose SAE is planted so that its store holds the Feature page's awkward cases:
 
     * latent 0 (``TIED``) fires with one constant value (zero encoder column, a bias near the k-th
@@ -68,7 +70,7 @@ def awkward_run(root: Path, model, name: str = "awkward") -> Path:
     from saes.artifacts import load_sae
     from saes.features import FeatureStore, store_dir
 
-    run = tiny_run(root, model, name, "blocks.0.hook_resid_post")
+    run = tiny_run(root, model, name, hook)
     store = FeatureStore.open(store_dir(run))
     tokens = store.all_tokens.long()
     sae = load_sae(run)

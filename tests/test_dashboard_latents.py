@@ -24,12 +24,21 @@ pytestmark = pytest.mark.usefixtures("one_thread_module")
 def root(tmp_path_factory, tiny):
     root = tmp_path_factory.mktemp("awkward")
     awkward_run(root, tiny)
+    awkward_run(root, tiny, "awkward_z", "blocks.0.attn.hook_z")  # + the DFA panel's slider
     return root
 
 
+RUNS = ["awkward", "awkward_z"]
+
+
+@pytest.fixture(scope="module", params=RUNS)
+def run(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def store(root):
-    return FeatureStore.open(store_dir(root / "awkward"))
+def store(root, run):
+    return FeatureStore.open(store_dir(root / run))
 
 
 def test_the_store_holds_every_awkward_case(store):
@@ -50,7 +59,7 @@ def test_the_store_holds_every_awkward_case(store):
     assert store.feature(DEAD).dead
 
 
-def test_every_latent_page_opens(root, store, monkeypatch):
+def test_every_latent_page_opens(root, run, store, monkeypatch):
     """Every latent, dead ones included, in one AppTest session: no exception or error box; a live
     latent shows one HTML block for its top examples and one per band that has examples, every
     band's caption, and the empty and tied bands in words."""
@@ -59,7 +68,7 @@ def test_every_latent_page_opens(root, store, monkeypatch):
     monkeypatch.setenv("INTERP_DASHBOARD_TARGET", str(root))
     at = AppTest.from_file(APP, default_timeout=120)
     at.query_params["page"] = "feature"
-    at.query_params["run"] = "awkward"
+    at.query_params["run"] = run
     for i in range(store.d_sae):
         at.query_params["feature"] = str(i)
         at.run()
