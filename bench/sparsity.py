@@ -217,10 +217,14 @@ def _readme_reproduce(r: dict) -> list[str]:
     ]
     for x in rows:
         lo, hi = x["A0_interval_10pct"]
+        mse = (
+            f"{x['paper_mse']:.2e} | {x['our_mse']:.2e} | {x['mse_ratio']:.2f}"
+            if "paper_mse" in x
+            else "not measured | not measured | -"
+        )
         out.append(
             f"| {x['series']} | {x['n']} | {x['paper_mae']:.2e} | {x['our_mae']:.2e} | "
-            f"{x['mae_ratio']:.2f} | {x['paper_mse']:.2e} | {x['our_mse']:.2e} | "
-            f"{x['mse_ratio']:.2f} | {x['paper_A0']:.4f} | {x['our_A0']:.4f} | "
+            f"{x['mae_ratio']:.2f} | {mse} | {x['paper_A0']:.4f} | {x['our_A0']:.4f} | "
             f"{100 * x['A0_rel_diff']:.1f}% | [{lo:.4f}, {hi:.4f}] | {x['log_mae']:.2e} |"
         )
     n_relu = sum(x["series"].endswith("relu") for x in rows)
@@ -418,6 +422,11 @@ def _readme_dynamics(dy: dict) -> list[str]:
         silu = [r["late_mean_ratio"] for r in dy["summary"] if r["act_fn"] == "silu"]
 
         def counts(act: str) -> str:
+            if f"{act}_flat" not in d:  # analysed before the direction rule: Spearman signs
+                return (
+                    f"{d[f'{act}_falling']} of {d[f'{act}_runs']} have a negative Spearman vs "
+                    f"tokens, {d[f'{act}_rising']} a positive one (sign only, no noise rule)"
+                )
             return (
                 f"{d[f'{act}_falling']} of {d[f'{act}_runs']} fall, {d[f'{act}_rising']} rise, "
                 f"{d[f'{act}_flat']} flat"
