@@ -72,6 +72,7 @@ def readme(d: dict | None) -> str:
     rows = [
         ("Server started (command to health check; imports every page first)", "server_start_s"),
         ("Feature page opened at latent 0 (a fresh session: connect, run, draw)", "feature_open_s"),
+        ("Feature page opened again in a second fresh session", "feature_reopen_s"),
         ("Feature page: next latent rendered after a click", "feature_next_s"),
         ("Prompt page opened (first: loads the model and SAE)", "prompt_open_s"),
         (f"Prompt page: a {t.get('prompt_answer_tokens', '?')}-token prompt answered (warm)",

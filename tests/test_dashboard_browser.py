@@ -174,6 +174,14 @@ def test_every_page_in_chromium(server, browser, target, shots):
     _plots(page, 2)
     _no_error(page)
     page.screenshot(path=str(shots / "feature.png"), full_page=True)
+    # the same page in a second fresh session (the server's per-process costs already paid):
+    # what is left is the session's own (connect, the frontend's load, the script run, drawing)
+    again = browser.new_page(viewport={"width": 1400, "height": 1000})
+    timings["feature_reopen_s"] = _open(
+        again, f"{server}/?page=feature&run={name}&feature={i}", "Top activations"
+    )
+    again.get_by_text(f"{f.count:,}", exact=True).first.wait_for(timeout=30_000)
+    again.close()
 
     # "next": time until the next live latent's count is on screen
     j = next(a for a in alive if a > i)
