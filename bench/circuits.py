@@ -331,6 +331,54 @@ def _n_train_table(tasks: dict) -> list[str]:
                 for n in sizes
             ]
             out.append(f"| {task} | {kind} | " + " | ".join(cells) + " |")
+    out += [
+        "",
+        f"Node AUC at the most against the fewest training prompts. Criterion: a change counts "
+        f"when it exceeds {Z:g} standard errors of the difference; else not resolved:",
+        "",
+        "| task | prompts | change | verdict |",
+        "|---|---|---|---|",
+    ]
+    for task, res in tasks.items():
+        sw = res.get("auc_vs_n_train", {})
+        have = sorted(int(n) for n, p in sw.items() if "node_mean" in p)
+        if len(have) < 2:
+            continue
+        a, b = sw[str(have[0])], sw[str(have[-1])]
+        diff = b["node_mean"] - a["node_mean"]
+        se = (_sem(a, "node", a["seeds"]) ** 2 + _sem(b, "node", b["seeds"]) ** 2) ** 0.5
+        verdict = "not resolved" if not _differs(diff, se) else ("rises" if diff > 0 else "falls")
+        out.append(
+            f"| {task} | {have[0]} → {have[-1]} | {diff:+.3f} (2 SE {Z * se:.3f}) | {verdict} |"
+        )
+    return out
+
+
+def _best_l1(tasks: dict) -> list[str]:
+    """Per task, the raw-vector λ with the highest node AUC against the runner-up."""
+    out = [
+        "",
+        f"The best λ on raw head vectors (highest mean node AUC) against the runner-up. "
+        f"Criterion: resolved when the difference exceeds {Z:g} standard errors of the "
+        "difference:",
+        "",
+        "| task | best λ | node AUC | runner-up λ | difference | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for task, res in tasks.items():
+        raw = sorted(
+            (r for r in res.get("auc_vs_l1", {}).values() if not r["normalize"]),
+            key=lambda r: -r["node_mean"],
+        )
+        if len(raw) < 2:
+            continue
+        a, b = raw[0], raw[1]
+        diff = a["node_mean"] - b["node_mean"]
+        se = (_sem(a, "node", a["seeds"]) ** 2 + _sem(b, "node", b["seeds"]) ** 2) ** 0.5
+        out.append(
+            f"| {task} | {a['l1']:g} | {_pm(a, 'node')} | {b['l1']:g} | {diff:+.3f} "
+            f"(2 SE {Z * se:.3f}) | {'resolved' if _differs(diff, se) else 'not resolved'} |"
+        )
     return out
 
 
@@ -355,6 +403,7 @@ def _l1_table(tasks: dict, cfg: dict) -> list[str]:
                 f"| {task} | {r['l1']:g} | {'normalised' if r['normalize'] else 'raw'} | "
                 f"{_pm(r, 'node')} | {_pm(r, 'edge')} | {_pm(r, 'silent')} | {r['seeds']} |"
             )
+    out += _best_l1(tasks)
     # the verdict on normalising, per (task, λ), by one criterion
     out += [
         "",
