@@ -516,9 +516,16 @@ def _pursuit_rows(d: dict, saes: dict) -> list[list[str]]:
                 if "not resolved" in kinds
                 else f"mixed for the {src}"
             )
+    claim = "linear maps from the previous layer reduce it more (than pursuit)"
     if here:
-        claim = "linear maps from the previous layer reduce it more (than pursuit)"
         rows.append([claim, '"larger"', "; ".join(here), "; ".join(verdicts)])
+    elif d.get("previous_layer"):
+        a = _get(d, "setting", "analysis") or {}
+        here = (
+            f"pursuit's maps fitted on {_n(a.get('pursuit_fit_tokens'))} pursued tokens, the "
+            f"previous-layer maps on {_n(a.get('fit_tokens'))}: not compared on the same tokens"
+        )
+        rows.append([claim, '"larger"', here, "not resolved (not measured on the same tokens)"])
     return rows
 
 
