@@ -68,6 +68,7 @@ from saes.analysis.dark_matter.previous_layer import (  # noqa: E402
     compare_with_pursuit,
     nonlinear_error_removed,
 )
+from saes.analysis.dark_matter.pursuit import pursuit_vs_sae  # noqa: E402
 from saes.artifacts import load_sae  # noqa: E402
 from saes.rundir import RunDir  # noqa: E402
 from saes.train import train  # noqa: E402
@@ -150,6 +151,55 @@ def _fit_size_block(sae, label, fit_all, x_test, xh_test, sizes) -> dict[str, An
     }
 
 
+def fit_size_only(args) -> dict:
+    """``--fit-size-only RUN``: the new measurements on one already trained SAE."""
+    record: dict[str, Any] = {"provenance": provenance()}
+    t0 = time.perf_counter()
+    args.curve_sizes = sorted(int(n) for n in str(args.curve_sizes).split(","))
+    model = load_model(MODEL, dtype="auto")
+    sae = load_sae(args.fit_size_only)
+    if sae.cfg.hook_name != HOOK:
+        raise ValueError(f"{args.fit_size_only} reads {sae.cfg.hook_name}, not {HOOK}")
+    cfg = DarkMatterConfig(
+        fit_tokens=args.curve_sizes[-1],
+        test_tokens=args.test_tokens,
+        pursuit_tokens=args.pursuit_tokens,
+        pursuit_fit_tokens=args.pursuit_fit_tokens,
+        seed=1,
+        estimator=args.estimator,
+    )
+    fit = capture_rows(model, [PREV_HOOK, HOOK], "train", cfg.fit_tokens, cfg, progress=True)
+    test = capture_rows(model, [PREV_HOOK, HOOK], "validation", cfg.test_tokens, cfg, progress=True)
+    label = _rel(Path(args.fit_size_only))
+    block = _fit_size_block(
+        sae, label, fit[HOOK], test[HOOK], reconstruct(sae, test[HOOK]), args.curve_sizes
+    )
+    nf, nt = min(cfg.pursuit_fit_tokens, cfg.fit_tokens), min(cfg.pursuit_tokens, cfg.test_tokens)
+    _, rec_fit = pursuit_vs_sae(sae, [fit[HOOK][:nf]], progress=True)
+    _, rec_test = pursuit_vs_sae(sae, [test[HOOK][:nt]], progress=True)
+    parts = [
+        {"x": x[:n], "z": z[:n], "x_hat": torch.cat(r["sae"]), "x_gp": torch.cat(r["pursuit"])}
+        for x, z, r, n in (
+            (fit[HOOK], fit[PREV_HOOK], rec_fit, nf),
+            (test[HOOK], test[PREV_HOOK], rec_test, nt),
+        )
+    ]
+    same = {"layer 14 residual": compare_with_pursuit(*parts, estimator=cfg.estimator)}
+    record.update(
+        {
+            "setting": {"model": MODEL, "hook": HOOK, "run": label, "analysis": cfg.model_dump()},
+            "fit_size": block,
+            "pursuit_vs_previous_layer": {label: same},
+            "timings": {"total_s": time.perf_counter() - t0},
+        }
+    )
+    out = Path(args.fit_size_out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, record)
+    print(json.dumps({"flattens_at": block["flattens_at"], "same_tokens": same}, indent=1))
+    return record
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -190,7 +240,20 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--runs", default=str(ROOT / "runs" / "dark_matter"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "dark_matter.json"))
     ap.add_argument("--quick", action="store_true", help="smoke run: small numbers")
+    ap.add_argument(
+        "--fit-size-only",
+        metavar="RUN",
+        default=None,
+        help="only the fit-size curves, diagnostics and the same-token pursuit / layer-14-residual "
+        "comparison of one trained SAE at the hook (e.g. runs/demo-topk), into "
+        "bench/results/dark_matter/fit_size.json (minutes; no training)",
+    )
+    ap.add_argument(
+        "--fit-size-out", default=str(ROOT / "bench" / "results" / "dark_matter" / "fit_size.json")
+    )
     args = ap.parse_args(argv)
+    if args.fit_size_only:
+        return fit_size_only(args)
     args.widths = [int(w) for w in args.widths.split(",")]
     args.curve_sizes = sorted(int(n) for n in args.curve_sizes.split(","))
     args.curve_width = args.curve_width or args.widths[len(args.widths) // 2]

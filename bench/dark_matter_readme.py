@@ -4,7 +4,9 @@ this module's :func:`readme`). Kept apart so each file stays under the layout te
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 # ------------------------------------------------------------------------------------------------
 # README tables (bench/report.py renders them from bench/results/dark_matter.json)
@@ -517,6 +519,9 @@ def _pursuit_rows(d: dict, saes: dict) -> list[list[str]]:
                 else f"mixed for the {src}"
             )
     claim = "linear maps from the previous layer reduce it more (than pursuit)"
+    for src in _sources(d):
+        if here and not any(src in block for block in same.values()):
+            verdicts.append(f"not resolved for the {src} (not measured on the same tokens)")
     if here:
         rows.append([claim, '"larger"', "; ".join(here), "; ".join(verdicts)])
     elif d.get("previous_layer"):
@@ -529,8 +534,44 @@ def _pursuit_rows(d: dict, saes: dict) -> list[list[str]]:
     return rows
 
 
+LIGHT = Path(__file__).resolve().parent / "results" / "dark_matter" / "fit_size.json"
+
+
+def _with_light(d: dict) -> dict:
+    """Where the main JSON predates the fit-size curves and the same-token comparison, take them
+    from ``bench/dark_matter.py --fit-size-only``'s JSON (``LIGHT``), with its own provenance."""
+    if d.get("fit_size") or not LIGHT.is_file():
+        return d
+    light = json.loads(LIGHT.read_text())
+    return {
+        **d,
+        "fit_size": light.get("fit_size"),
+        "pursuit_vs_previous_layer": light.get("pursuit_vs_previous_layer"),
+        "light": light,
+    }
+
+
+def _light_note(d: dict) -> list[str]:
+    light = d.get("light")
+    if not light:
+        return []
+    pv = light.get("provenance") or {}
+    dirty = ", with uncommitted changes" if pv.get("dirty") else ""
+    a = _get(light, "setting", "analysis") or {}
+    return [
+        f"The fit-size tables and the same-token comparison above come from "
+        f"`python {' '.join(pv.get('argv') or [])}` on `{_get(light, 'setting', 'run')}` (the "
+        f"same layer, train-split document order and {_n(a.get('test_tokens'))} validation "
+        f"tokens as the main tables), measured at commit {str(pv.get('commit'))[:7]} "
+        f"({str(pv.get('date'))[:10]}{dirty}) in {_n(_get(light, 'timings', 'total_s'))} s; "
+        "`bench/results/dark_matter/fit_size.json`. The main tables above it are from the full "
+        "benchmark's JSON, whose maps are fitted by the estimator its setting line names."
+    ]
+
+
 def readme(d: dict | None) -> str:
     """The README's dark-matter tables from bench/results/dark_matter.json (None: not measured)."""
+    d = _with_light(d or {})
     saes = (d or {}).get("saes") or {}
     if not saes:
         return "Dark matter: not measured (no SAE results in `bench/results/dark_matter.json`; run `python bench/dark_matter.py`)."
@@ -551,6 +592,7 @@ def readme(d: dict | None) -> str:
         *_main_tables(d, saes),
         *_fit_size_all(d),
         *_same_token_table(d),
+        *_light_note(d),
         *_scaling_tables(d),
         *_error_saes(d),
     ]
