@@ -160,7 +160,9 @@ def _ground_truth_table(tasks: dict) -> list[str]:
         gt = res["ground_truth"]
         cells = []
         for share in SHARES:
-            p = res.get("by_share", {}).get(f"{share:g}")
+            p = res.get("by_share", {}).get(f"{share:g}") or res.get("ground_truth_shares", {}).get(
+                f"{share:g}"
+            )
             if p is None:
                 cells.append(f"{gt['k']} ({gt['joint_effect']:.3f})" if share == 0.8 else "")
             elif not p["reached"] or p["k"] == len(res["labels"]):
@@ -230,22 +232,28 @@ def _paper_table(d: dict, tasks: dict) -> list[str]:
         n = res["seeds"]
         for kind in ("node", "edge"):
             pub = paper.get(task, {}).get(kind)
-            if pub is None or f"{kind}_paper" not in s:
+            if pub is None:
                 continue
-            a, b = s[kind], s[f"{kind}_paper"]
-            cells = []
-            for r in (a, b):
-                gap = r["auc_mean"] - pub
-                sig = _differs(gap, _sem(r, "auc", n))
-                cells.append(f"{gap:+.3f} ({'beyond' if sig else 'within'} {Z:g} SE)")
+            a = s[kind]
+            ours_gap = a["auc_mean"] - pub
+            ours_off = _differs(ours_gap, _sem(a, "auc", n))
+            cell_a = f"{ours_gap:+.3f} ({'beyond' if ours_off else 'within'} {Z:g} SE)"
+            if f"{kind}_paper" not in s:
+                out.append(
+                    f"| {task} | {kind} | {pub:.3f} | {_pm(a, 'auc')} | {cell_a} | not measured "
+                    "| | | |"
+                )
+                continue
+            b = s[f"{kind}_paper"]
+            paper_gap = b["auc_mean"] - pub
+            paper_off = _differs(paper_gap, _sem(b, "auc", n))
+            cell_b = f"{paper_gap:+.3f} ({'beyond' if paper_off else 'within'} {Z:g} SE)"
             diff = b["auc_mean"] - a["auc_mean"]
             se = (_sem(a, "auc", n) ** 2 + _sem(b, "auc", n) ** 2) ** 0.5
-            ours_off = _differs(a["auc_mean"] - pub, _sem(a, "auc", n))
-            paper_off = _differs(b["auc_mean"] - pub, _sem(b, "auc", n))
             closes = "no gap to close" if not ours_off else ("yes" if not paper_off else "no")
             out.append(
-                f"| {task} | {kind} | {pub:.3f} | {_pm(a, 'auc')} | {cells[0]} | "
-                f"{_pm(b, 'auc')} | {cells[1]} | {diff:+.3f} "
+                f"| {task} | {kind} | {pub:.3f} | {_pm(a, 'auc')} | {cell_a} | "
+                f"{_pm(b, 'auc')} | {cell_b} | {diff:+.3f} "
                 f"({'differ' if _differs(diff, se) else 'not resolved'}) | {closes} |"
             )
     return out
@@ -263,6 +271,8 @@ def _share_table(tasks: dict) -> list[str]:
         + " |",
         "|---|---|---|" + "---|" * sum(not m.endswith("_5ep") for m in METHODS),
     ]
+    if not any(res.get("by_share") for res in tasks.values()):
+        return out[:2] + ["Not measured in this run (its per-seed scores were not stored)."]
     for task, res in tasks.items():
         for share, p in res.get("by_share", {}).items():
             cells = []
@@ -506,6 +516,29 @@ def _keep_sweeps(old: dict, task: str, res: dict) -> None:
         res["sweeps_provenance"] = prev.get("sweeps_provenance", old.get("provenance"))
 
 
+def restat(d: dict) -> dict:
+    """A stored result with sample stds (ddof=1) everywhere, no measurement rerun: the methods'
+    summaries recomputed from their per-seed rows, the sweep points as :func:`sample_stds`."""
+    from circuits.experiment import _summary
+    from circuits.ground_truth import circuit_at_share
+
+    d = json.loads(json.dumps(d))
+    for task, res in d["tasks"].items():
+        gt = load_ground_truth(fixture_path(task), model=res["model"])
+        res["ground_truth_shares"] = {f"{s:g}": circuit_at_share(gt, s) for s in SHARES}
+        res["ground_truth_metrics"] = {"clean": gt["clean_metric"], "corrupt": gt["corrupt_metric"]}
+        res["ground_truth_seconds"] = gt["seconds"]["total"]
+        res["ground_truth_command"] = gt["command"]
+        res["summary"] = {name: _summary(rows) for name, rows in res["per_seed"].items()}
+        for key in ("auc_vs_l1", "auc_vs_n_train"):
+            if res.get(key):
+                res[key] = {k: sample_stds(p) for k, p in res[key].items()}
+        res["std_ddof"] = 1
+    d["std_ddof"] = 1
+    d["restat"] = "summaries and sweep stds made sample stds (ddof=1) from the stored rows"
+    return d
+
+
 def _head_vector_norms(ctx: dict) -> dict:
     norms = torch.cat([ctx["xp"], ctx["xn"]]).norm(dim=-1).flatten()
     return {
@@ -547,8 +580,18 @@ def main() -> None:
         action="store_true",
         help="when measuring the methods, do not keep the sweep points stored in --out",
     )
+    ap.add_argument(
+        "--restat",
+        action="store_true",
+        help="only rewrite --out with sample stds (ddof=1) from its stored rows; measures nothing",
+    )
     ap.add_argument("--out", default=str(ROOT / "bench/results/circuits.json"))
     args = ap.parse_args()
+    if args.restat:
+        out = Path(args.out)
+        _write(out, restat(json.loads(out.read_text())))
+        print(readme(json.loads(out.read_text())))
+        return
 
     out = Path(args.out)
     fig_dir = out.parent / "circuits"
