@@ -7,6 +7,7 @@ renders them, ``interp runs`` prints them as a table or JSON.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from saes.checkpoint import CHECKPOINTS, read_meta
+from saes.features.build import store_dir
 from saes.run_status import process_alive
 from saes.rundir import RunDir
 from saes.variants import uses_k
@@ -248,6 +250,24 @@ def _short_hook(hook: str | None) -> str:
     return (hook or "").replace("blocks.", "L").replace(".hook_", ".")
 
 
+def dead_latents(path: str | Path) -> tuple[float | None, str]:
+    """(share of latents that never fired, the window it was counted in): one definition, a latent
+    with no nonzero activation in a window of held-out tokens. The window is the run's feature
+    store where it has a complete one (200k tokens by default), else its evaluation's
+    (``metrics.json`` ``n_tokens``, smaller, so it counts more latents dead); (None, "") with
+    neither."""
+    manifest = store_dir(path) / "manifest.json"
+    if manifest.is_file():
+        m = json.loads(manifest.read_text())
+        if m.get("complete") and m.get("d_sae"):
+            return m["dead_latents"] / m["d_sae"], f"{m['n_tokens']:,} store tokens"
+    metrics = RunDir(path).metrics() or {}
+    if metrics.get("dead_fraction") is None:
+        return None, ""
+    n = metrics.get("n_tokens")
+    return metrics["dead_fraction"], f"{n:,} eval tokens" if n else "eval tokens (count unknown)"
+
+
 def runs_table(runs: list[RunInfo], title: str = "runs"):
     """A rich Table of runs: status, progress, SAE, headline metrics (training-log values in dim italics
     when the run has no metrics.json yet)."""
@@ -285,19 +305,18 @@ def runs_table(runs: list[RunInfo], title: str = "runs"):
         )
         if r.metrics:
             m, fmt = r.metrics, "{}"
-            vals = [
-                m.get("fvu"),
-                m.get("l0_mean"),
-                m.get("dead_fraction"),
-                m.get("ce_loss_recovered"),
-            ]
+            dead, window = dead_latents(r.path)
+            vals = [m.get("fvu"), m.get("l0_mean"), dead, m.get("ce_loss_recovered")]
         else:
             m, fmt = r.train_metrics, "[dim italic]{}[/]"
             vals = [m.get("fvu"), m.get("l0"), m.get("dead_fraction"), None]
+            window = "training's dead window"
         cells = [
             fmt.format(f"{v:.3f}" if i != 1 else f"{v:.1f}") if isinstance(v, (int, float)) else "-"
             for i, v in enumerate(vals)
         ]
+        if isinstance(vals[2], (int, float)) and window:
+            cells[2] += f"\n[dim]in {window}[/]"
         status = f"[{style}]{r.status}[/]" if style else r.status
         if r.error and r.state == "failed":
             status += f"\n[dim]{r.error[:60]}[/]"
@@ -310,5 +329,9 @@ def runs_table(runs: list[RunInfo], title: str = "runs"):
             sae or "-",
             *cells,
         )
-    table.caption = "age: time since the last status update; dim italics: training-log values (no metrics.json yet)"
+    table.caption = (
+        "age: time since the last status update; dim italics: training-log values (no metrics.json "
+        "yet); dead: share of latents that never fired in the window named under it (the feature "
+        "store's held-out tokens where the run has one, else the evaluation's)"
+    )
     return table

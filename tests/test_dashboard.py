@@ -272,3 +272,28 @@ def test_pages_are_listed_without_importing_them():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     n, imported = map(int, out.stdout.split())
     assert n >= 7 and imported == 0
+
+
+def test_cli_runs_table_states_the_dead_window(root):
+    """``interp runs`` shows the same dead-latent figure as the Runs page, with its window."""
+    from rich.console import Console
+
+    from saes.runs import list_runs, runs_table
+
+    console = Console(width=400, record=True)
+    console.print(runs_table(list_runs(root)))
+    text = console.export_text()
+    for name in ("resid", "nostore"):
+        [line] = [ln for ln in text.splitlines() if ln.strip().startswith(name)]
+        manifest = store_dir(root / name) / "manifest.json"
+        if manifest.is_file():
+            m = json.loads(manifest.read_text())
+            assert f"{m['dead_latents'] / m['d_sae']:.3f}" in line
+            window = f"in {m['n_tokens']:,} store tokens"
+        else:
+            ev = json.loads((root / name / "metrics.json").read_text())
+            assert f"{ev['dead_fraction']:.3f}" in line
+            window = f"in {ev['n_tokens']:,} eval tokens"
+        # the window sits in the row's second line, under the figure
+        below = text.splitlines()[text.splitlines().index(line) + 1]
+        assert window in below, (line, below)

@@ -8,33 +8,16 @@ latents dead.
 
 from __future__ import annotations
 
-import json
-
 import streamlit as st
 
 from dashboards.context import missing
 from saes import figures
-from saes.features import store_dir
 from saes.rundir import RunDir
+from saes.runs import dead_latents
 from saes.train_config import RunConfig
 
 TITLE = "Runs"
 ORDER = 40
-
-
-def dead_latents(path) -> tuple[float | None, str]:
-    """(fraction of latents that never fired, the window it was counted in): the feature store's
-    where the run has one, else the evaluation's; (None, "") with neither."""
-    manifest = store_dir(path) / "manifest.json"
-    if manifest.is_file():
-        m = json.loads(manifest.read_text())
-        if m.get("complete") and m.get("d_sae"):
-            return m["dead_latents"] / m["d_sae"], f"{m['n_tokens']:,} store tokens"
-    metrics = RunDir(path).metrics() or {}
-    if metrics.get("dead_fraction") is None:
-        return None, ""
-    n = metrics.get("n_tokens")
-    return metrics["dead_fraction"], f"{n:,} eval tokens" if n else "eval tokens (count unknown)"
 
 
 def _row(r) -> dict:
