@@ -96,6 +96,6 @@ def test_run_without_a_report_names_the_command(root, monkeypatch):
     at = open_page(root, monkeypatch, page="dark_matter", run="plain")
     info = at.info[0].value
     assert "No dark-matter report" in info
-    assert f"interp darkmatter {(root / 'plain').resolve()} --tokens 100000" in info
+    assert f"interp darkmatter {(root / 'plain').resolve()} --tokens 150000" in info
     md = " ".join(m.value for m in at.markdown)
     assert "(?page=dark_matter&run=resid)" in md  # the link to the run that has one

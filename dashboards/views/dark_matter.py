@@ -22,7 +22,7 @@ from saes.analysis.dark_matter.figures import all_figures
 TITLE = "Dark matter"
 ORDER = 50
 REPORT = "dark_matter.json"
-COMMAND = "interp darkmatter {run} --tokens 100000"
+COMMAND = "interp darkmatter {run} --tokens 150000"
 
 # (label, path into one SAE's report): the headline numbers, in the README's order
 HEADLINE = (

@@ -102,7 +102,9 @@ def format_table(result: dict) -> str:
 @app.callback()
 def darkmatter(
     run_dirs: list[Path] = typer.Argument(..., help="run folders / SAE folders"),
-    tokens: int = typer.Option(100_000, "--tokens", help="fit tokens (train split)"),
+    tokens: int = typer.Option(
+        150_000, "--tokens", help="fit tokens (train split; R² flattens near 100k-150k on SmolLM2)"
+    ),
     test_tokens: int | None = typer.Option(
         None, help="held-out tokens (validation); default: --tokens"
     ),

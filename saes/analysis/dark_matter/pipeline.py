@@ -57,7 +57,7 @@ class DarkMatterConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    fit_tokens: int = Field(100_000, ge=16)
+    fit_tokens: int = Field(150_000, ge=16)
     """Tokens (train split) the linear maps and probes are fitted on (the paper: 150k)."""
     test_tokens: int = Field(50_000, ge=16)
     """Held-out tokens (validation split) everything is scored on (the paper: 150k)."""
