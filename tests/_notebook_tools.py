@@ -173,6 +173,7 @@ V["prompt"] = dict(
 """
 
 COLLECT["02_features"] = """\
+from saes.rundir import RunDir
 V["k"], V["d_sae"] = P["k"], P["d_sae"]
 V["m"] = {k: v for k, v in RunDir(run).metrics(required=True).items() if isinstance(v, (int, float))}
 V["dead"], V["dense"] = int((densities == 0).sum()), int((densities > 0.1).sum())
@@ -198,6 +199,7 @@ V["probs"] = dict(clean_sum=float(clean.sum()), steered_sum=float(steered.sum())
 """
 
 COLLECT["03_variants"] = """\
+from saes.rundir import RunDir
 V["ks"], V["variants"], V["d_sae"] = P["ks"], VARIANTS, P["d_sae"]
 V["table"] = table.to_dict("records")
 V["runs"] = []
