@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean constraints versions browser notebooks
+.PHONY: setup demo test lint bench clean constraints versions browser notebooks docs docs-check
 
 setup: $(STAMP)
 
@@ -38,7 +38,7 @@ demo: setup
 browser:
 	@command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
-test: setup lint browser
+test: setup lint docs-check browser
 	# pytest exits 5 when nothing was collected; that is not a failure.
 	# INTERP_NO_SKIPS=1 (set by .ci/run) turns any skipped test into a failure of the run
 	$(BIN)/python -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
@@ -51,6 +51,16 @@ notebooks: setup
 	INTERP_NB_SIZE=$(NB_SIZE) INTERP_NB_OUT=$(CURDIR)/build/notebooks/runs $(BIN)/jupyter nbconvert \
 		--to html --execute --ExecutePreprocessor.kernel_name=python3 \
 		--ExecutePreprocessor.timeout=7200 --output-dir build/notebooks notebooks/*.ipynb
+
+# the documentation site (mkdocs.yml, docs/): `make docs` builds it into build/site with the notebooks
+# executed at the small size; `make docs-check` (part of `make test`) builds it with --strict and the
+# notebooks as committed, so a broken link, a missing page or a bad docstring reference fails
+docs: setup
+	INTERP_DOCS_EXECUTE=true INTERP_NB_SIZE=small INTERP_NB_OUT=$(CURDIR)/build/notebooks/runs \
+		NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-check: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir build/site-check
 
 # the house style, checked (pyproject.toml [tool.ruff]); `ruff format .` and `ruff check --fix .` apply it
 lint: setup

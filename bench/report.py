@@ -1,20 +1,21 @@
-"""Render the README's benchmark tables and figures from the JSON files in bench/results/.
+"""Render the benchmark tables and figures in the README and the documentation pages (docs/) from
+the JSON files in bench/results/.
 
-The README marks each generated region with HTML comments::
+A page marks each generated region with HTML comments::
 
     <!-- report:sae_step -->
     ...generated from bench/results/sae_step.json...
     <!-- /report:sae_step -->
 
-    python bench/report.py           # rewrite those regions in place
-    python bench/report.py --check   # exit 1 and print a diff when the README and the JSON disagree
+    python bench/report.py           # rewrite those regions in place, wherever they are
+    python bench/report.py --check   # exit 1 and print a diff when a page and the JSON disagree
 
-One renderer per JSON file (``RENDERERS``, keyed by the file's stem, which is also the region's
-name). Renderers look every key up by name and print "not measured" for what a file lacks, so a
-JSON that gains rows or keys only needs this script rerun. Each region ends with a provenance line:
-the commit the JSON records (its ``"provenance"`` key, see bench/_provenance.py) or, for an older
-file without one, the commit that last changed the file.
-"""
+One renderer per region (``RENDERERS``): region ``NAME`` renders bench/results/NAME.json, and a
+second view of the same file is region ``NAME.VIEW`` (e.g. the README's headline table). Each region
+lives on exactly one page. Renderers look every key up by name and print "not measured" for what a
+file lacks, so a JSON that gains rows or keys only needs this script rerun. Each region ends with a
+provenance line: the commit the JSON records (its ``"provenance"`` key, see bench/_provenance.py)
+or, for an older file without one, the commit that last changed the file."""
 
 from __future__ import annotations
 
@@ -414,6 +415,51 @@ def render_sae_step(d: dict) -> str:
         f"{against_target('ours_trainstep_native')}, the pure-torch fallback {against_target('ours_trainstep')}.",
     )
     return join_nonempty(setup, table(header, rows), findings, _step_profile(sizes, order))
+
+
+def render_sae_step_headline(d: dict) -> str:
+    """The README's headline: the default TopK training step against each peer's own step, per
+    d_sae (tokens/s and the ratio), from the same JSON as the full table."""
+    sizes = d.get("sizes") or {}
+    order = sorted(sizes, key=lambda s: int(s) if str(s).isdigit() else 0)
+
+    def tps(res: dict, *keys: str):
+        vals = [get(res, k, "tokens_per_s") for k in keys if isnum(get(res, k, "tokens_per_s"))]
+        return max(vals) if vals else None
+
+    rows = []
+    for size in order:
+        res = sizes[size].get("results") or {}
+        ours = tps(res, "ours_trainstep_native")
+        sl = tps(res, "saelens")
+        sp = tps(res, "sparsify", "sparsify_adam")
+        rows.append(
+            [
+                num(int(size)) if str(size).isdigit() else str(size),
+                f"**{num(ours)}**",
+                num(sl),
+                num(sp),
+                times(ratio(ours, sl)),
+                times(ratio(ours, sp)),
+            ]
+        )
+    header = [
+        "d_sae",
+        "**interp** tokens/s",
+        "SAELens",
+        "sparsify (the faster of its defaults and adam)",
+        "interp / SAELens",
+        "interp / sparsify",
+    ]
+    return join_nonempty(
+        para(
+            f"One TopK training step (forward, backward, optimiser) on the same activations, d_in "
+            f"{num(d.get('d_in'))}, k {num(d.get('k'))}, batch {num(d.get('batch_tokens'))} tokens, "
+            "float32, each library's own step, in one run on a 2-core CPU (the full table, with "
+            "the bound and the per-phase profile: the Benchmarks page)."
+        ),
+        table(header, rows),
+    )
 
 
 def _step_profile(sizes: dict, order: list[str]) -> str:
@@ -1457,6 +1503,7 @@ def bench_file_renderer(name: str, module: str):
 RENDERERS = {
     "activations": (render_activations, "python bench/activations.py"),
     "sae_step": (render_sae_step, "python bench/sae_step.py"),
+    "sae_step.headline": (render_sae_step_headline, "python bench/sae_step.py"),
     "train_e2e": (render_train_e2e, "python bench/train_e2e.py --tokens {runs[0][tokens]}"),
     "sae_quality": (render_sae_quality, "python bench/sae_quality.py"),
     "demo": (render_demo, "python bench/demo.py"),
@@ -1482,11 +1529,16 @@ RENDERERS = {
 
 
 # ------------------------------------------------------------------------------------------------
-# regions: render, rewrite, check
+# regions: render, rewrite, check (in the README and every page of the docs site)
 # ------------------------------------------------------------------------------------------------
 REGION = re.compile(
     r"(<!-- report:(?P<name>[\w.-]+) -->)\n(?P<body>.*?)\n?(<!-- /report:(?P=name) -->)", re.DOTALL
 )
+
+
+def pages(root: Path = ROOT) -> list[Path]:
+    """The files that may hold generated regions: the README and every page under docs/."""
+    return [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
 
 
 def _command(template: str, d: dict) -> str:
@@ -1496,10 +1548,15 @@ def _command(template: str, d: dict) -> str:
         return template.split(" --")[0]
 
 
+def json_path(name: str, results: Path = RESULTS) -> Path:
+    """Region ``NAME`` or ``NAME.VIEW`` renders bench/results/NAME.json."""
+    return results / f"{name.split('.', 1)[0]}.json"
+
+
 def render(name: str, results: Path = RESULTS) -> str:
-    """The body of region ``name`` from bench/results/<name>.json (the last line: provenance)."""
+    """The body of region ``name`` from its JSON (the last line: provenance)."""
     fn, cmd = RENDERERS[name]
-    path = results / f"{name}.json"
+    path = json_path(name, results)
     if not path.exists():
         try:
             return fn(None)
@@ -1514,7 +1571,7 @@ def render_all(results: Path = RESULTS) -> dict[str, str]:
 
 
 def _merge(rendered: str, current: str | None) -> str:
-    """Where git history is unavailable (KEEP), keep the README's own provenance paragraph."""
+    """Where git history is unavailable (KEEP), keep the page's own provenance paragraph."""
     if not rendered.endswith(KEEP):
         return rendered
     kept = current.rsplit("\n\n", 1)[-1] if current else "Provenance: git history unavailable."
@@ -1535,31 +1592,48 @@ def rewrite(text: str, rendered: dict[str, str]) -> str:
     return REGION.sub(sub, text)
 
 
-def check(readme: Path = README, results: Path = RESULTS) -> list[str]:
-    """Diffs between the README's generated regions and what the JSON renders to (empty: consistent)."""
-    text = readme.read_text()
-    current = regions(text)
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def check(root: Path = ROOT, results: Path = RESULTS) -> list[str]:
+    """Diffs between the generated regions (README and docs pages under ``root``) and what the JSON
+    renders to; also a renderer without a region, a region without a renderer, and a region held
+    twice (empty: consistent)."""
+    where: dict[str, list[tuple[Path, str]]] = {}
+    for page in pages(root):
+        for name, body in regions(page.read_text()).items():
+            where.setdefault(name, []).append((page, body))
     problems = [
-        f"README region report:{n} has no renderer (known: {', '.join(RENDERERS)})\n"
-        for n in current
+        f"{_rel(p, root)}: region report:{n} has no renderer (known: {', '.join(RENDERERS)})\n"
+        for n, held in where.items()
         if n not in RENDERERS
+        for p, _ in held
     ]
     problems += [
-        f"README has no region report:{n} for bench/results/{n}.json\n"
+        f"region report:{n} is in {len(held)} pages ({', '.join(_rel(p, root) for p, _ in held)})\n"
+        for n, held in where.items()
+        if len(held) > 1
+    ]
+    problems += [
+        f"no page has a region report:{n} for bench/results/{json_path(n).name}\n"
         for n in RENDERERS
-        if n not in current
+        if n not in where
     ]
     for name, body in render_all(results).items():
-        if name in current:
-            want = _merge(body, current[name])
-            if want != current[name]:
+        for page, current in where.get(name, []):
+            want = _merge(body, current)
+            if want != current:
                 problems.append(
                     "".join(
                         difflib.unified_diff(
-                            current[name].splitlines(keepends=True),
+                            current.splitlines(keepends=True),
                             want.splitlines(keepends=True),
-                            f"README.md (report:{name})",
-                            f"bench/results/{name}.json (rendered)",
+                            f"{_rel(page, root)} (report:{name})",
+                            f"bench/results/{json_path(name).name} (rendered)",
                         )
                     )
                     + "\n"
@@ -1570,26 +1644,33 @@ def check(readme: Path = README, results: Path = RESULTS) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
-        "--check", action="store_true", help="exit 1 with a diff when the README is out of date"
+        "--check", action="store_true", help="exit 1 with a diff when a page is out of date"
     )
-    ap.add_argument("--readme", type=Path, default=README)
+    ap.add_argument("--root", type=Path, default=ROOT, help="holds README.md and docs/")
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.check:
-        problems = check(args.readme, args.results)
+        problems = check(args.root, args.results)
         sys.stdout.write("".join(problems))
         print(
             f"{len(problems)} region(s) differ from bench/results"
             if problems
-            else "README matches bench/results"
+            else "README and docs match bench/results"
         )
         return 1 if problems else 0
-    text = args.readme.read_text()
-    new = rewrite(text, render_all(args.results))
-    changed = [n for n, b in regions(new).items() if regions(text).get(n) != b]
-    if new != text:
-        args.readme.write_text(new)
-    print(f"rewrote {', '.join(changed)}" if changed else "README already up to date")
+    rendered = render_all(args.results)
+    changed = []
+    for page in pages(args.root):
+        text = page.read_text()
+        new = rewrite(text, rendered)
+        if new != text:
+            page.write_text(new)
+            changed += [
+                f"{_rel(page, args.root)}:{n}"
+                for n, b in regions(new).items()
+                if regions(text).get(n) != b
+            ]
+    print(f"rewrote {', '.join(changed)}" if changed else "README and docs already up to date")
     return 0
 
 

@@ -1,6 +1,6 @@
 """On-disk activation cache: safetensors shards plus a JSON manifest, memory-mapped on read.
 
-Folder layout (documented in the README so activations from anywhere can be handed in)::
+Folder layout (documented in docs/formats.md so activations from anywhere can be handed in)::
 
     manifest.json                 format, version, model, hooks {name: d_in}, dtype, has_grads,
                                   source, seed, context_size, windows_per_shard, tokens, complete,
@@ -163,7 +163,9 @@ def read_manifest(folder: str | Path) -> CacheManifest:
         raise CacheError(f"corrupt cache manifest {path}: not a JSON object")
     for key in ("hooks", "shards"):
         if key not in data:
-            raise CacheError(f"{path} lacks the required key {key!r} (see the README's format)")
+            raise CacheError(
+                f"{path} lacks the required key {key!r} (see docs/formats.md, 'Activation cache format')"
+            )
     return CacheManifest(data)
 
 
@@ -176,7 +178,9 @@ def check_manifest(manifest: CacheManifest, folder: Path, allow_incomplete: bool
     data, where = manifest.data, folder / MANIFEST
     for key in REQUIRED_KEYS:
         if key not in data:
-            raise CacheError(f"{where} lacks the required key {key!r} (see the README's format)")
+            raise CacheError(
+                f"{where} lacks the required key {key!r} (see docs/formats.md, 'Activation cache format')"
+            )
     if data["format"] != FORMAT:
         raise CacheError(f"{where}: 'format' is {data['format']!r}, expected {FORMAT!r}")
     if data["version"] != VERSION:

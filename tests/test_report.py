@@ -1,5 +1,5 @@
-"""The README's benchmark figures are generated from bench/results/*.json (bench/report.py), and
-bench/_provenance.py records where a result came from."""
+"""The benchmark figures in the README and the docs pages are generated from bench/results/*.json
+(bench/report.py), and bench/_provenance.py records where a result came from."""
 
 from __future__ import annotations
 
@@ -28,22 +28,35 @@ def flat(text: str) -> str:
 # ---- the README against the committed JSON ------------------------------------------------------
 def test_readme_regions_match_committed_json():
     problems = report.check()
-    assert not problems, "README is out of date; run `python bench/report.py`:\n" + "".join(
+    assert not problems, "a page is out of date; run `python bench/report.py`:\n" + "".join(
         problems
     )
 
 
+def _held(root: Path) -> dict[str, list[Path]]:
+    """region name -> the pages holding it"""
+    out: dict[str, list[Path]] = {}
+    for page in report.pages(root):
+        for name in report.regions(page.read_text()):
+            out.setdefault(name, []).append(page)
+    return out
+
+
 def test_every_results_json_has_a_renderer_and_a_region():
     names = {p.stem for p in (ROOT / "bench" / "results").glob("*.json")}
-    assert names <= set(report.RENDERERS), names - set(report.RENDERERS)
-    assert set(report.regions((ROOT / "README.md").read_text())) == set(report.RENDERERS)
+    stems = {report.json_path(n).stem for n in report.RENDERERS}
+    assert names <= stems, names - stems
+    held = _held(ROOT)
+    assert set(held) == set(report.RENDERERS)
+    assert all(len(pages) == 1 for pages in held.values()), held
 
 
 @pytest.fixture
 def copy(tmp_path):
-    """A temporary copy of the README and bench/results (outside the repository: no git history,
-    so the README's provenance lines are kept as they are)."""
+    """A temporary copy of the README, the docs pages and bench/results (outside the repository: no
+    git history, so the pages' provenance lines are kept as they are)."""
     shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    shutil.copytree(ROOT / "docs", tmp_path / "docs", ignore=shutil.ignore_patterns("*.png"))
     shutil.copytree(ROOT / "bench" / "results", tmp_path / "results")
     return tmp_path
 
@@ -85,41 +98,40 @@ def _set(*keys, value):
     ],
 )
 def test_a_doctored_json_value_fails_the_check(copy, name, edit, expected):
-    assert report.check(copy / "README.md", copy / "results") == []
+    assert report.check(copy, copy / "results") == []
     before = flat(report.render(name, copy / "results"))
     _edit(copy / "results" / f"{name}.json", edit)
     after = flat(report.render(name, copy / "results"))
     assert after != before and expected in after and expected not in before
-    problems = report.check(copy / "README.md", copy / "results")
-    assert len(problems) == 1 and f"report:{name}" in problems[0]
-    assert (
-        report.main(
-            ["--check", "--readme", str(copy / "README.md"), "--results", str(copy / "results")]
-        )
-        == 1
-    )
-    # rewriting the README makes it consistent again, and touches only that region
-    text = (copy / "README.md").read_text()
-    assert (
-        report.main(["--readme", str(copy / "README.md"), "--results", str(copy / "results")]) == 0
-    )
-    new = (copy / "README.md").read_text()
-    assert expected in flat(new) and report.check(copy / "README.md", copy / "results") == []
-    assert {n for n, b in report.regions(new).items() if report.regions(text)[n] != b} == {name}
+    problems = report.check(copy, copy / "results")
+    # every region rendered from the doctored file differs (a file may have several views)
+    views = {n for n in report.RENDERERS if report.json_path(n).stem == name}
+    assert 1 <= len(problems) <= len(views)
+    assert all(any(f"(report:{n})" in p for n in views) for p in problems)
+    assert any(f"(report:{name})" in p for p in problems)
+    assert report.main(["--check", "--root", str(copy), "--results", str(copy / "results")]) == 1
+    # rewriting makes the pages consistent again, and touches only that region of its page
+    [page] = _held(copy)[name]
+    text = page.read_text()
+    assert report.main(["--root", str(copy), "--results", str(copy / "results")]) == 0
+    new = page.read_text()
+    assert expected in flat(new) and report.check(copy, copy / "results") == []
+    changed = {n for n, b in report.regions(new).items() if report.regions(text)[n] != b}
+    assert name in changed and changed <= views
     assert re.sub(r"<!-- report:.*?/report:[\w.-]+ -->", "", text, flags=re.DOTALL) == re.sub(
         r"<!-- report:.*?/report:[\w.-]+ -->", "", new, flags=re.DOTALL
     )
 
 
 def test_a_hand_edited_region_fails_the_check(copy):
-    readme = copy / "README.md"
+    [readme] = _held(copy)["activations"]
     d = json.loads((copy / "results" / "activations.json").read_text())
     shown = report.num(d["results_tokens_per_s"]["hf_full_forward"])
     wrong = report.num(d["results_tokens_per_s"]["hf_full_forward"] + 45)
     row = f"| transformers, full forward | {shown} |"
     assert row in readme.read_text()
     readme.write_text(readme.read_text().replace(row, row.replace(shown, wrong)))
-    problems = report.check(readme, copy / "results")
+    problems = report.check(copy, copy / "results")
     assert (
         len(problems) == 1
         and "report:activations" in problems[0]
@@ -130,7 +142,7 @@ def test_a_hand_edited_region_fails_the_check(copy):
 # ---- tolerance: missing and new keys ------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(report.RENDERERS))
 def test_renderers_survive_an_empty_json(tmp_path, name):
-    (tmp_path / f"{name}.json").write_text("{}")
+    report.json_path(name, tmp_path).write_text("{}")
     out = report.render(name, tmp_path)
     assert report.NM in out
 
@@ -330,6 +342,7 @@ def test_without_git_history_the_readme_provenance_lines_are_kept(monkeypatch):
     check then compares everything but the provenance of files that record none."""
     monkeypatch.setattr(report, "_committed_at", lambda path: None)
     assert report.check() == []
-    readme = (ROOT / "README.md").read_text()
-    rewritten = report.rewrite(readme, report.render_all())
-    assert rewritten == readme and report.KEEP not in rewritten
+    for page in report.pages():
+        text = page.read_text()
+        rewritten = report.rewrite(text, report.render_all())
+        assert rewritten == text and report.KEEP not in rewritten, page

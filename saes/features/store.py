@@ -1,6 +1,6 @@
 """The feature store: a folder that holds what the explorer shows for every latent of one SAE.
 
-Layout (``RUN_DIR/features/`` by default; README "The feature store")::
+Layout (``RUN_DIR/features/`` by default; docs/formats.md, "The feature store format")::
 
     manifest.json           what was built from what, the settings, "complete", build costs
     features.safetensors    one row per latent (the arrays below), read one row at a time
