@@ -295,17 +295,14 @@ def runs_cmd(
     )
 
 
-SUMMARY_KEYS = (
-    "fvu",
+# the metrics table after training or evaluation: the headline metrics (saes.headline), then these
+DETAIL_METRICS = (
     "explained_variance",
-    "l0_mean",
-    "dead_fraction",
     "dense_fraction",
     "cosine_mean",
     "ce_clean",
     "ce_spliced",
     "ce_zero_ablated",
-    "ce_loss_recovered",
     "kl_div",
     "train_tokens_per_s",
 )
@@ -315,6 +312,7 @@ def _print_metrics(run_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from saes.headline import HEADLINE_NAMES
     from saes.rundir import METRICS_FILE, RunDir
 
     metrics = RunDir(run_dir).metrics()
@@ -324,7 +322,7 @@ def _print_metrics(run_dir: Path) -> None:
     table = Table(title=f"{run_dir}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in SUMMARY_KEYS:
+    for key in (*HEADLINE_NAMES, *DETAIL_METRICS):
         if metrics.get(key) is not None:
             v = metrics[key]
             name = key
