@@ -18,11 +18,11 @@ from typing import Any
 
 from saes.checkpoint import CHECKPOINTS, read_meta
 from saes.features.build import store_dir
+from saes.headline import HEADLINE, HEADLINE_NAMES, from_log
 from saes.run_status import process_alive
 from saes.rundir import RunDir
 from saes.variants import uses_k
 
-HEADLINE_METRICS = ("fvu", "l0_mean", "dead_fraction", "ce_loss_recovered")
 # a live pid whose status has not changed for this long is reported as "stalled"
 DEFAULT_STALE_AFTER_S = 30 * 60.0
 
@@ -129,10 +129,15 @@ def read_run(
         d_sae=_field(config, "sae", "d_sae") or sae_cfg.get("d_sae"),
         k=_field(config, "sae", "k") or sae_cfg.get("k"),
         train_tokens=_field(config, "data", "train_tokens"),
-        metrics={k: metrics_file[k] for k in HEADLINE_METRICS if metrics_file.get(k) is not None},
+        metrics={k: metrics_file[k] for k in HEADLINE_NAMES if metrics_file.get(k) is not None},
         train_metrics={
             k: last_log[k]
-            for k in ("step", "tokens", "fvu", "l0", "dead_fraction", "tokens_per_s")
+            for k in (
+                "step",
+                "tokens",
+                *(h.log_name for h in HEADLINE if h.log_name),
+                "tokens_per_s",
+            )
             if k in last_log
         },
     )
@@ -277,17 +282,10 @@ def runs_table(runs: list[RunInfo], title: str = "runs"):
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("run", overflow="fold")
     table.add_column("status", no_wrap=True)
-    for col, just in (
-        ("tokens", "right"),
-        ("step", "right"),
-        ("age", "right"),
-        ("SAE", "left"),
-        ("fvu", "right"),
-        ("L0", "right"),
-        ("dead", "right"),
-        ("CE rec", "right"),
-    ):
+    for col, just in (("tokens", "right"), ("step", "right"), ("age", "right"), ("SAE", "left")):
         table.add_column(col, justify=just, no_wrap=col in ("tokens", "age"))  # type: ignore[arg-type]
+    for h in HEADLINE:
+        table.add_column(h.label, justify="right")
     for r in runs:
         style = STATUS_STYLE.get(r.status.split(" ")[0], "")
         progress = _tokens(r.tokens_trained)
@@ -304,19 +302,18 @@ def runs_table(runs: list[RunInfo], title: str = "runs"):
             if x
         )
         if r.metrics:
-            m, fmt = r.metrics, "{}"
-            dead, window = dead_latents(r.path)
-            vals = [m.get("fvu"), m.get("l0_mean"), dead, m.get("ce_loss_recovered")]
+            vals, fmt = dict(r.metrics), "{}"
+            vals["dead_fraction"], window = dead_latents(r.path)
         else:
-            m, fmt = r.train_metrics, "[dim italic]{}[/]"
-            vals = [m.get("fvu"), m.get("l0"), m.get("dead_fraction"), None]
+            vals, fmt = from_log(r.train_metrics), "[dim italic]{}[/]"
             window = "training's dead window"
-        cells = [
-            fmt.format(f"{v:.3f}" if i != 1 else f"{v:.1f}") if isinstance(v, (int, float)) else "-"
-            for i, v in enumerate(vals)
-        ]
-        if isinstance(vals[2], (int, float)) and window:
-            cells[2] += f"\n[dim]in {window}[/]"
+        cells = []
+        for h in HEADLINE:
+            v = vals.get(h.name)
+            cell = fmt.format(h.format(v)) if isinstance(v, (int, float)) else "-"
+            if h.name == "dead_fraction" and isinstance(v, (int, float)) and window:
+                cell += f"\n[dim]in {window}[/]"
+            cells.append(cell)
         status = f"[{style}]{r.status}[/]" if style else r.status
         if r.error and r.state == "failed":
             status += f"\n[dim]{r.error[:60]}[/]"
@@ -331,7 +328,7 @@ def runs_table(runs: list[RunInfo], title: str = "runs"):
         )
     table.caption = (
         "age: time since the last status update; dim italics: training-log values (no metrics.json "
-        "yet); dead: share of latents that never fired in the window named under it (the feature "
-        "store's held-out tokens where the run has one, else the evaluation's)"
+        "yet); dead (never fired): share of latents with no nonzero activation in the window named "
+        "under it (the feature store's held-out tokens where the run has one, else the evaluation's)"
     )
     return table

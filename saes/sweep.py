@@ -39,6 +39,7 @@ from interp.cache import ActivationCache, CacheWriter
 from interp.data import token_windows
 from interp.io import atomic_write, atomic_write_json
 from interp.models import load_model
+from saes.headline import HEADLINE, HEADLINE_NAMES, from_log
 from saes.multi import expand_job, resolve_hooks, spec_name
 from saes.rundir import RunDir, job_run_dir
 from saes.train import train
@@ -75,10 +76,7 @@ SUMMARY_COLUMNS = (
     "d_sae",
     "k",
     "lr",
-    "fvu",
-    "l0_mean",
-    "dead_fraction",
-    "ce_loss_recovered",
+    *HEADLINE_NAMES,
     "train_tokens",
     "tokens_per_s",
     "metrics_from",
@@ -373,21 +371,9 @@ def summary_row(run: RunConfig) -> dict[str, Any]:
     }
     m = folder.metrics()
     if m is not None:
-        row.update(
-            fvu=m.get("fvu"),
-            l0_mean=m.get("l0_mean"),
-            dead_fraction=m.get("dead_fraction"),
-            ce_loss_recovered=m.get("ce_loss_recovered"),
-            metrics_from="held-out",
-        )
+        row.update({k: m.get(k) for k in HEADLINE_NAMES}, metrics_from="held-out")
     else:
-        row.update(
-            fvu=last.get("fvu"),
-            l0_mean=last.get("l0"),
-            dead_fraction=last.get("dead_fraction"),
-            ce_loss_recovered=None,
-            metrics_from="last training batch" if last else "missing",
-        )
+        row.update(from_log(last), metrics_from="last training batch" if last else "missing")
     return row
 
 
@@ -479,18 +465,9 @@ def summarize(
         from rich.table import Table
 
         table = Table(title=f"sweep {out} ({len(rows)} runs; * = on the FVU-L0 frontier)")
-        for col in (
-            "name",
-            "hook",
-            "variant",
-            "d_sae",
-            "k",
-            "fvu",
-            "l0_mean",
-            "dead_fraction",
-            "tokens_per_s",
-        ):
+        for col in ("name", "hook", "variant", "d_sae", "k", *(h.label for h in HEADLINE)):
             table.add_column(col, justify="left" if col in ("name", "hook", "variant") else "right")
+        table.add_column("tokens_per_s", justify="right")
         for r in rows:
             table.add_row(
                 r["name"] + (" *" if r["on_frontier"] else ""),
@@ -498,10 +475,7 @@ def summarize(
                 r["variant"],
                 str(r["d_sae"]),
                 str(r["k"] if r["k"] is not None else "-"),
-                *(
-                    f"{r[c]:.4f}" if isinstance(r[c], float) else "-"
-                    for c in ("fvu", "l0_mean", "dead_fraction")
-                ),
+                *(h.format(r[h.name]) for h in HEADLINE),
                 f"{r['tokens_per_s']:,.0f}" if r["tokens_per_s"] else "-",
             )
         Console(width=max(140, Console().width)).print(table)

@@ -1,14 +1,22 @@
-"""The command line: models, cache (with resume), clear errors instead of stack traces."""
+"""The command line: models, cache (with resume), clear errors instead of stack traces; the
+commands the packages add through the ``interp.commands`` entry points."""
 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
+from importlib.metadata import EntryPoint
+from pathlib import Path
 
+import typer
 from typer.testing import CliRunner
 
 from interp.cache import ActivationCache
 from interp.cli import app
 
+ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 
@@ -189,3 +197,96 @@ def test_config_variants_lists_every_rule_the_config_accepts():
     assert "--variants" in (SAEConfig.model_fields["variant"].description or "")
     with pytest.raises((pydantic.ValidationError, ValueError)):
         SAEConfig(variant="not_a_rule")
+
+
+# `interp --help` before the commands moved into the packages that own them (issue 30), in its order
+COMMANDS_BEFORE = (
+    "models",
+    "kernels",
+    "cache",
+    "config",
+    "train",
+    "sweep",
+    "eval",
+    "runs",
+    "demo",
+    "steer",
+    "induction",
+    "darkmatter",
+    "circuits",
+    "sparsity",
+    "dashboard",
+)
+
+
+def _names(app: typer.Typer) -> tuple[list[str], list[str]]:
+    """(commands, sub-apps) registered on ``app``, in order."""
+    return [c.name for c in app.registered_commands], [g.name for g in app.registered_groups]
+
+
+def test_every_command_entry_point_is_installed_loads_and_registers():
+    """The installed ``interp.commands`` entry points are pyproject.toml's (else the venv predates
+    them: ``pip install -e . --no-deps``), each loads and adds its own commands."""
+    import tomllib
+
+    from interp.commands import GROUP, command_entry_points
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"][
+        GROUP
+    ]
+    eps = command_entry_points()
+    assert {ep.name: ep.value for ep in eps} == declared, (
+        "stale install: pip install -e . --no-deps"
+    )
+    commands, groups = ["models", "cache"], []
+    for ep in eps:
+        sub = typer.Typer()
+        ep.load()(sub)
+        cmds, subs = _names(sub)
+        assert cmds or subs, f"{ep.name} registered no command"
+        commands, groups = commands + cmds, groups + subs
+    assert len(set(commands + groups)) == len(commands + groups)  # no name registered twice
+    assert (commands, groups) == _names(app)
+
+
+def test_help_lists_every_command_there_was():
+    res = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "pip install" not in res.output, res.output
+    listed = [line.split()[1] for line in res.output.splitlines() if re.match(r"│ [a-z]", line)]
+    assert set(COMMANDS_BEFORE) <= set(listed), set(COMMANDS_BEFORE) - set(listed)
+    assert listed == typer.main.get_command(app).list_commands(None)
+    # the model side first, then the packages' commands: the SAE workflow, the analyses, the explorer
+    assert listed[:2] == ["models", "cache"] and listed[-1] == "dashboard"
+    for name in COMMANDS_BEFORE:
+        res = runner.invoke(app, [name, "--help"])
+        assert res.exit_code == 0 and "Usage:" in res.output, (name, res.output)
+
+
+def test_help_imports_no_package_behind_the_commands():
+    """``interp --help`` loads the entry points' modules only: no torch, no analysis, no UI."""
+    code = (
+        "import sys; from typer.testing import CliRunner; from interp.cli import app; "
+        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'numpy', 'streamlit', 'dashboards') or m.startswith(('saes.analysis.dark_matter.cli', "
+        "'saes.train', 'circuits.cli', 'interp.sparsity.cli', 'interp.models'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_missing_or_broken_entry_points_say_how_to_repair(monkeypatch):
+    import interp.commands as commands
+
+    monkeypatch.setattr(commands, "_problems", [])  # this test's, not the installed app's
+    for found in ([], [EntryPoint("10-saes", "saes.no_such_module:register", commands.GROUP)]):
+        monkeypatch.setattr(commands, "entry_points", lambda group, found=found: found)
+        root = typer.Typer(cls=commands.Root, no_args_is_help=True)
+        root.command("models")(lambda: None)
+        root.command("cache")(lambda: None)
+        assert commands.discover(root) == []
+        res = runner.invoke(root, ["train"])
+        assert res.exit_code == 2 and "pip install -e ." in res.output, res.output
+        assert ("saes.no_such_module" if found else "interp.commands") in res.output
+        res = runner.invoke(root, ["models"])  # the model side still runs, after the error line
+        assert res.exit_code == 0 and "pip install -e ." in res.output

@@ -248,7 +248,7 @@ def test_feature_page_dfa_for_hook_z(root, monkeypatch):
 
 def test_demo_states_both_dead_counts_with_their_windows(root):
     """`interp demo` prints the store's and the evaluation's dead latents, each with its window."""
-    from interp.cli import dead_latents_line
+    from saes.cli.runs import dead_latents_line
 
     m = json.loads((store_dir(root / "resid") / "manifest.json").read_text())
     ev = json.loads((root / "resid" / "metrics.json").read_text())

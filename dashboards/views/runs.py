@@ -12,6 +12,7 @@ import streamlit as st
 
 from dashboards.context import missing
 from saes import figures
+from saes.headline import HEADLINE
 from saes.rundir import RunDir
 from saes.runs import dead_latents
 from saes.train_config import RunConfig
@@ -21,9 +22,9 @@ ORDER = 40
 
 
 def _row(r) -> dict:
-    m = r.metrics or {}
-    dead, window = dead_latents(r.path)
-    return {
+    m = dict(r.metrics or {})
+    m["dead_fraction"], window = dead_latents(r.path)
+    row = {
         "run": r.name,
         "status": r.status,
         "variant": r.variant,
@@ -31,19 +32,26 @@ def _row(r) -> dict:
         "d_sae": r.d_sae,
         "k": r.k,
         "tokens": r.tokens_trained,
-        "fvu": m.get("fvu"),
-        "l0": m.get("l0_mean"),
-        "dead (never fired)": dead,
-        "dead: in": window,
-        "CE recovered": m.get("ce_loss_recovered"),
     }
+    for h in HEADLINE:
+        row[h.label] = m.get(h.name)
+        if h.name == "dead_fraction":
+            row["dead: in"] = window
+    return row
 
 
 def render(ctx) -> None:
     st.title("Runs")
     if not ctx.runs:
         missing(f"No run folders under {ctx.root}.", "interp demo")
-    st.dataframe([_row(r) for r in ctx.runs], width="stretch", hide_index=True)
+    st.dataframe(
+        [_row(r) for r in ctx.runs],
+        width="stretch",
+        hide_index=True,
+        column_config={
+            h.label: st.column_config.NumberColumn(format=f"%{h.fmt}") for h in HEADLINE
+        },
+    )
     st.caption(
         "dead (never fired): the share of latents with no nonzero activation in the window shown, "
         "held-out tokens of the run's feature store where it has one, else of its evaluation; a "

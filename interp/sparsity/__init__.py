@@ -3,4 +3,5 @@
 (:mod:`interp.sparsity.measure`), thresholds vs top-k at the same kept fraction
 (:mod:`interp.sparsity.budgets`), small training runs that record the activation ratio
 (:mod:`interp.sparsity.dynamics`), plotly figures (:mod:`interp.sparsity.figures`) and the
-``interp sparsity`` CLI (:mod:`interp.sparsity.cli`)."""
+``interp sparsity`` CLI (:mod:`interp.sparsity.cli`, which :mod:`interp.sparsity.commands` adds to
+``interp``)."""

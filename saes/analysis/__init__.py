@@ -11,4 +11,5 @@ dashboards). Import from the submodules:
 * :mod:`saes.analysis.prompts`: prompt explorer data (top features per position, DFA by head and
   source).
 * :mod:`saes.analysis.steering`: steering with SAE latents (KL and target-token effect per alpha).
+* :mod:`saes.analysis.cli`: their commands, ``interp steer`` and ``interp induction``.
 """

@@ -13,5 +13,6 @@ part a linear map of x predicts and the nonlinear rest, and measure what each co
 * :mod:`~saes.analysis.dark_matter.pipeline`: capture, then all of the above for one SAE or a
   family of widths (what the CLI and ``bench/dark_matter.py`` run);
 * :mod:`~saes.analysis.dark_matter.figures`: plotly figures of a saved result;
-* :mod:`~saes.analysis.dark_matter.cli`: ``interp darkmatter RUN_DIR... [--tokens N]``.
+* :mod:`~saes.analysis.dark_matter.cli`: ``interp darkmatter RUN_DIR... [--tokens N]``, which
+  :mod:`~saes.analysis.dark_matter.commands` adds to ``interp``.
 """
