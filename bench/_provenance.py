@@ -1,10 +1,10 @@
 """Where a benchmark result came from: commit, uncommitted changes, date, machine, command line.
 
 Every bench script stores ``provenance()`` under the key ``"provenance"`` of its JSON, taken when
-the run starts (the commit that was measured). ``bench/report.py`` prints it under each README
-table. No host name is recorded.
+the run starts (the commit that was measured). ``python -m bench.report`` prints it under each
+rendered table. No host name is recorded.
 
-    from _provenance import provenance           # bench/ is on sys.path when a bench script runs
+    from bench._provenance import provenance
     report = {"provenance": provenance(), ...}
 """
 
@@ -86,13 +86,18 @@ def machine() -> dict:
 
 
 def command(argv: list[str] | None = None, root: Path = ROOT) -> str:
-    """The command line, with the script's path relative to the repository when it lies inside."""
+    """The command line: ``python -m bench.NAME ...`` for a module of bench/ (``python -m`` sets
+    ``sys.argv[0]`` to its file), else the script's path, relative to the repository when inside."""
     argv = list(sys.argv if argv is None else argv)
     if argv:
         try:
-            argv[0] = str(Path(argv[0]).resolve().relative_to(root.resolve()))
+            rel = Path(argv[0]).resolve().relative_to(root.resolve())
         except ValueError:
-            pass
+            rel = None
+        if rel is not None and rel.parent == Path("bench") and rel.suffix == ".py":
+            argv[0:1] = ["-m", f"bench.{rel.stem}"]
+        elif rel is not None:
+            argv[0] = str(rel)
     return "python " + " ".join(shlex.quote(a) for a in argv)
 
 

@@ -35,7 +35,7 @@ Threads: torch's default. Targets: ``capture_L{L}_vs_hf_truncated >= 0.95`` and
 residual stream, fast vs original forward) is included. Prints a table and saves ``--out``
 (JSON). Not a test.
 
-    python bench/activations.py [--windows 32] [--batch 16] [--context 128] [--repeats 5]
+    python -m bench.activations [--windows 32] [--batch 16] [--context 128] [--repeats 5]
                                 [--pairs 8] [--max-seconds 300]
 """
 

@@ -11,8 +11,8 @@ score); layer 5 has none (a negative control for the search).
 
 Prints a table, saves bench/results/attention_sae.json and attention_sae.html (plotly).
 
-    python bench/attention_sae.py [--layers 5 17] [--tokens 245760] [--d-sae 2304] [--k 32]
-    python bench/attention_sae.py --quick      # smoke run, well under a minute on a quiet machine
+    python -m bench.attention_sae [--layers 5 17] [--tokens 245760] [--d-sae 2304] [--k 32]
+    python -m bench.attention_sae --quick      # smoke run, well under a minute on a quiet machine
 """
 
 from __future__ import annotations
@@ -21,30 +21,28 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from interp.data import token_windows  # noqa: E402
-from interp.hooks import head_layout  # noqa: E402
-from interp.io import atomic_write_json  # noqa: E402
-from interp.models import load_model  # noqa: E402
-from saes.analysis.attention_heads import dfa_head_attribution, head_attribution  # noqa: E402
-from saes.analysis.head_roles import head_roles  # noqa: E402
-from saes.analysis.induction import (  # noqa: E402
+from interp.data import token_windows
+from interp.hooks import head_layout
+from interp.io import atomic_write_json
+from interp.models import load_model
+from saes.analysis.attention_heads import dfa_head_attribution, head_attribution
+from saes.analysis.head_roles import head_roles
+from saes.analysis.induction import (
     InductionSearchConfig,
     find_induction_features,
     format_induction_report,
 )
-from saes.artifacts import load_sae  # noqa: E402
-from saes.rundir import RunDir  # noqa: E402
-from saes.train import train  # noqa: E402
-from saes.train_config import RunConfig  # noqa: E402
+from saes.artifacts import load_sae
+from saes.rundir import RunDir
+from saes.train import train
+from saes.train_config import RunConfig
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_layer(model, layer: int, args) -> dict:

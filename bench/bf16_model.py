@@ -10,7 +10,7 @@ activations. Target: held-out FVU of the bf16-trained SAE within 2% (relative) o
 
 Prints and saves ``--out`` (JSON). Not a test.
 
-    python bench/bf16_model.py [--tokens 409600]
+    python -m bench.bf16_model [--tokens 409600]
 """
 
 from __future__ import annotations
@@ -24,16 +24,12 @@ from types import SimpleNamespace
 
 import torch
 
+from bench import sae_quality  # its activation capture and cache: the fp32 activations
+from bench._provenance import provenance
+from bench.lr import fvu, make_step
+from interp.models import load_model
+
 ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-import sae_quality  # noqa: E402  (its activation capture and cache: the fp32 activations)
-from _provenance import provenance  # noqa: E402
-from lr import fvu, make_step  # noqa: E402
-
-from interp.models import load_model  # noqa: E402
 
 HOOK = "blocks.15.hook_resid_post"
 

@@ -28,7 +28,7 @@ active latent (their argmax code is latent 0 for all of them), which the short o
 Prints a table; saves ``bench/results/circuits.json`` (after each task) and the figures under
 ``bench/results/circuits/``. Not a test.
 
-    flock /tmp/interp-heavy.lock python bench/circuits.py [--tasks ioi,greater-than,docstring]
+    flock /tmp/interp-heavy.lock python -m bench.circuits [--tasks ioi,greater-than,docstring]
 """
 
 from __future__ import annotations
@@ -43,25 +43,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-# this file is bench/circuits.py: the package ``circuits`` at ROOT must come before bench/ on the
-# path (python puts the script's folder first), bench/ only serves ``_provenance``
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
-sys.path.insert(0, str(ROOT))
-sys.path.append(str(ROOT / "bench"))
-
-from _provenance import provenance  # noqa: E402
-
-from circuits.experiment import (  # noqa: E402
+from bench._provenance import provenance
+from circuits.experiment import (
     auc_vs_n_train,
     auc_vs_sae_config,
     prepare,
     run_experiment,
 )
-from circuits.figures import auc_vs_prompts_figure, heatmap_figure  # noqa: E402
-from circuits.ground_truth import SHARES, fixture_path, load_ground_truth  # noqa: E402
-from interp.io import atomic_write_bytes  # noqa: E402
-from interp.models import load_model  # noqa: E402
+from circuits.figures import auc_vs_prompts_figure, heatmap_figure
+from circuits.ground_truth import SHARES, fixture_path, load_ground_truth
+from interp.io import atomic_write_bytes
+from interp.models import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # the paper's numbers (O'Neill & Bui 2024, GPT-2 small / attn-only-4l, 10 trials)
 PAPER = {

@@ -1,4 +1,4 @@
-"""README tables of ``bench/dark_matter.py`` (``python bench/report.py`` renders the region
+"""README tables of ``bench/dark_matter.py`` (``python -m bench.report`` renders the region
 ``dark_matter`` from ``bench/results/dark_matter.json`` through ``dark_matter.readme``, which is
 this module's :func:`readme`). Kept apart so each file stays under the layout test's size limit."""
 

@@ -6,7 +6,7 @@ where ``make demo`` leaves the demo run and its store), writing the screenshots 
 render, prompt page open, a ~64-token prompt answered on the warm server) to ``--out`` (JSON, with
 provenance). Not a test. ``readme(d)`` renders the README's table from that JSON.
 
-    python bench/dashboard_browser.py [--target runs]
+    python -m bench.dashboard_browser [--target runs]
 """
 
 from __future__ import annotations
@@ -19,12 +19,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench._provenance import provenance
+
 ROOT = Path(__file__).resolve().parents[1]
 FEATURE_GOAL_S = 1.0  # the Feature page's first open
 PROMPT_GOAL_S = 3.0  # a 64-token prompt answered on the warm server
-sys.path.insert(0, str(ROOT / "bench"))
-
-from _provenance import provenance  # noqa: E402
 
 
 def main() -> None:

@@ -3,7 +3,7 @@ subprocess, times it end to end, and saves its configuration, training throughpu
 own log) and held-out metrics (the run's metrics.json) to bench/results/demo.json, with provenance.
 The README's demo figures are rendered from that file (bench/report.py).
 
-    python bench/demo.py [--out-dir runs/demo-topk] [--train-tokens 400000]
+    python -m bench.demo [--out-dir runs/demo-topk] [--train-tokens 400000]
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+from bench._provenance import provenance
+from saes.rundir import RunDir
+from saes.train_config import RunConfig
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-
-from _provenance import provenance  # noqa: E402
-
-from saes.rundir import RunDir  # noqa: E402
-from saes.train_config import RunConfig  # noqa: E402
 
 CONFIG_KEYS = (
     "model",

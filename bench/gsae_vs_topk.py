@@ -15,7 +15,7 @@
 
 Prints a table, saves bench/results/gsae_vs_topk.json and a plotly figure gsae_vs_topk.html.
 
-    python bench/gsae_vs_topk.py [--tokens 49152] [--quick]
+    python -m bench.gsae_vs_topk [--tokens 49152] [--quick]
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ Every row also states the fraction of latents that never fire on the held-out ro
 
 Prints a table and saves ``--out`` (JSON). Not a test.
 
-    python bench/lr.py [--quick] [--only synthetic|smollm2]
+    python -m bench.lr [--quick] [--only synthetic|smollm2]
 """
 
 from __future__ import annotations
@@ -34,18 +34,14 @@ from types import SimpleNamespace
 
 import torch
 
+from bench._provenance import provenance
+from interp.synthetic import SyntheticDictionary, direction_recovery
+from saes.config import SAEConfig
+from saes.sae import SAE
+from saes.step import TrainStep, default_lr, initial_statistics, legacy_lr
+from saes.train_config import RunConfig
+
 ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-from _provenance import provenance  # noqa: E402
-
-from interp.synthetic import SyntheticDictionary, direction_recovery  # noqa: E402
-from saes.config import SAEConfig  # noqa: E402
-from saes.sae import SAE  # noqa: E402
-from saes.step import TrainStep, default_lr, initial_statistics, legacy_lr  # noqa: E402
-from saes.train_config import RunConfig  # noqa: E402
 
 # (name, dictionary, d_sae, k, rows, batch)
 SYNTHETIC = [
@@ -139,7 +135,7 @@ def run_synthetic(lrs_extra: list[float], quick: bool) -> list[dict]:
 
 
 def run_smollm2(args) -> tuple[list[dict], dict]:
-    import sae_quality  # the activation cache it keeps (same capture, same file)
+    from bench import sae_quality  # the activation cache it keeps (same capture, same file)
 
     qa = SimpleNamespace(
         model="smollm2-135m", source="stdlib", context=128, tokens=args.tokens,

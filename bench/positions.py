@@ -13,7 +13,7 @@ Each trains the demo's SAE (configs/demo_topk.json: d_sae 4,608, k 32, 400k toke
 BOS: spliced CE loss recovered and KL (ours), SAELens's ce_loss_score, FVU, and FVU without the
 massive-norm tokens (``massive_norm_tokens``). Prints and saves ``--out`` (JSON). Not a test.
 
-    python bench/positions.py [--seeds 0,1] [--tokens 400000]
+    python -m bench.positions [--seeds 0,1] [--tokens 400000]
 """
 
 from __future__ import annotations
@@ -26,16 +26,12 @@ import sys
 import time
 from pathlib import Path
 
+from bench._provenance import provenance
+from interp.models import load_model
+from saes.train import train
+from saes.train_config import RunConfig, apply_changes
+
 ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-from _provenance import provenance  # noqa: E402
-
-from interp.models import load_model  # noqa: E402
-from saes.train import train  # noqa: E402
-from saes.train_config import RunConfig, apply_changes  # noqa: E402
 
 CHOICES = {
     "all_but_bos": {"data.skip_positions": 0, "data.max_norm_ratio": None},

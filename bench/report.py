@@ -7,8 +7,8 @@ A page marks each generated region with HTML comments::
     ...generated from bench/results/sae_step.json...
     <!-- /report:sae_step -->
 
-    python bench/report.py           # rewrite those regions in place, wherever they are
-    python bench/report.py --check   # exit 1 and print a diff when a page and the JSON disagree
+    python -m bench.report           # rewrite those regions in place, wherever they are
+    python -m bench.report --check   # exit 1 and print a diff when a page and the JSON disagree
 
 One renderer per region (``RENDERERS``): region ``NAME`` renders bench/results/NAME.json, and a
 second view of the same file is region ``NAME.VIEW`` (e.g. the README's headline table). Each region
@@ -1469,33 +1469,14 @@ def render_positions(d: dict) -> str:
 
 
 def bench_renderer(module: str):
-    """The renderer a bench script defines itself: ``readme(d: dict | None) -> str`` in
+    """The renderer a bench module defines itself: ``readme(d: dict | None) -> str`` in
     ``bench/<module>.py`` (imported when the region is rendered, not before), so an analysis keeps
     its README tables next to the code that measures them."""
 
     def render_it(d: dict | None) -> str:
         import importlib
 
-        bench = str(Path(__file__).resolve().parent)
-        if bench not in sys.path:
-            sys.path.insert(0, bench)
-        return importlib.import_module(module).readme(d)
-
-    return render_it
-
-
-def bench_file_renderer(name: str, module: str):
-    """Like :func:`bench_renderer`, for a bench script whose name is also a package's
-    (``bench/circuits.py`` and ``circuits/``): the file is loaded under another module name."""
-
-    def render_it(d: dict | None) -> str:
-        import importlib.util
-
-        path = Path(__file__).resolve().parent / f"{name}.py"
-        spec = importlib.util.spec_from_file_location(module, path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod.readme(d)
+        return importlib.import_module(f"bench.{module}").readme(d)
 
     return render_it
 
@@ -1522,7 +1503,7 @@ RENDERERS = {
     "dark_matter": (bench_renderer("dark_matter"), "python bench/dark_matter.py"),
     "sparsity": (bench_renderer("sparsity"), "python bench/sparsity.py"),
     "circuits": (
-        bench_file_renderer("circuits", "bench_circuits"),
+        bench_renderer("circuits"),
         "python bench/circuits.py --sweep-seeds 1",
     ),
 }

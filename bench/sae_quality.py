@@ -27,7 +27,7 @@ training tokens/s for each. The JSON records, per row, the exact settings, what 
 outside the library, and the differences that remain versus ours; plus provenance (commit,
 dirty files, date, machine, command). Prints and saves bench/results/sae_quality.json.
 
-    python bench/sae_quality.py [--tokens 409600] [--d-sae 4608] [--k 32] [--rows ours,saelens_matched]
+    python -m bench.sae_quality [--tokens 409600] [--d-sae 4608] [--k 32] [--rows ours,saelens_matched]
 """
 
 from __future__ import annotations
@@ -47,9 +47,6 @@ from types import SimpleNamespace
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
 
 ROWS = ("ours", "saelens_defaults", "saelens_matched", "sparsify_defaults", "sparsify_matched")
 CACHE_VERSION = 1
@@ -274,8 +271,7 @@ def _saelens_settings(trainer) -> dict:
 def make_saelens(
     d_in: int, args, n_steps: int, sample: torch.Tensor, ours: Row, matched: bool
 ) -> Row:
-    from sae_step import saelens_step, saelens_trainer
-
+    from bench.sae_step import saelens_step, saelens_trainer
     from saes.geometric_median import geometric_median
 
     if not matched:
@@ -395,8 +391,7 @@ def make_saelens(
 def make_sparsify(
     d_in: int, args, n_steps: int, sample: torch.Tensor, ours: Row, matched: bool
 ) -> Row:
-    from sae_step import SparsifyStep
-
+    from bench.sae_step import SparsifyStep
     from saes.geometric_median import geometric_median
     from saes.train import lr_factor
 
@@ -526,8 +521,7 @@ LABELS = {
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from _provenance import provenance
-
+    from bench._provenance import provenance
     from saes.evals import reconstruction_metrics
 
     ap = argparse.ArgumentParser(

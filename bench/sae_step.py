@@ -4,9 +4,9 @@ A step = forward, loss, backward, decoder-gradient projection (where the library
 optimiser step, decoder renormalisation (where the library does it), dead-latent bookkeeping:
 each library's own trainer step, with its own default settings.
 
-    python bench/sae_step.py                      # d_sae 4608, 16384, 65536; batch 4096
-    python bench/sae_step.py --sizes 4608 --quick # batch 1024
-    python bench/sae_step.py --no-profile         # skip the per-phase breakdown
+    python -m bench.sae_step                      # d_sae 4608, 16384, 65536; batch 4096
+    python -m bench.sae_step --sizes 4608 --quick # batch 1024
+    python -m bench.sae_step --no-profile         # skip the per-phase breakdown
 
 Results go to bench/results/sae_step.json, with the run's provenance (commit, dirty files, date,
 machine, command). Timings on a shared CPU are noisy: every number is the median of several
@@ -60,13 +60,10 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+from saes import kernels
+from saes.kernels import sparse_decode, topk_encode
 
-from saes import kernels  # noqa: E402
-from saes.kernels import sparse_decode, topk_encode  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 D_IN = 576
 K = 32
@@ -472,7 +469,7 @@ def bf16_gemm_flops(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from _provenance import provenance
+    from bench._provenance import provenance
 
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

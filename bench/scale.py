@@ -15,7 +15,7 @@ Times come from the trainer's own log (the training loop, after initialisation).
 and saves bench/results/scale.json (+ scale.html). On a GPU (if present) the hook comparison is
 repeated there. Not a test.
 
-    python bench/scale.py [--quick] [--tokens 16384]
+    python -m bench.scale [--quick] [--tokens 16384]
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def subprocess_run(
     out = Path(tempfile.mkdtemp(prefix="scale-dist-"))
     cfg_path = out / "cfg.json"
     cfg_path.write_text(run_config(str(out / "run"), hooks, tokens, **kw).model_dump_json())
-    script = [str(Path(__file__).resolve()), "--worker", str(cfg_path), "--threads", str(threads)]
+    script = ["-m", "bench.scale", "--worker", str(cfg_path), "--threads", str(threads)]
     if nproc == 1:
         cmd = [sys.executable, *script]
     else:

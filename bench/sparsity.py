@@ -1,8 +1,8 @@
 """Activation-sparsity laws: the reproduction of "Sparsing Law" on its published data, SmolLM2's
 PPL-1% activation ratio on 100k tokens, and our own training-dynamics series.
 
-    flock /tmp/interp-heavy.lock .venv/bin/python bench/sparsity.py                # all parts
-    flock /tmp/interp-heavy.lock .venv/bin/python bench/sparsity.py --part smollm2
+    flock /tmp/interp-heavy.lock .venv/bin/python -m bench.sparsity                # all parts
+    flock /tmp/interp-heavy.lock .venv/bin/python -m bench.sparsity --part smollm2
 
 Parts (each stored under its key of ``bench/results/sparsity.json`` with its own provenance;
 running one part keeps the others' stored results; figures go to ``bench/results/sparsity/``):
@@ -27,34 +27,30 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-from _provenance import provenance  # noqa: E402
-
-from interp.models import load_model  # noqa: E402
-from interp.sparsity.budgets import compare_at_budgets  # noqa: E402
-from interp.sparsity.dynamics import ENDS, DynamicsConfig, Z, collect, run_experiment  # noqa: E402
-from interp.sparsity.figures import (  # noqa: E402
+from bench._provenance import provenance
+from interp.models import load_model
+from interp.sparsity.budgets import compare_at_budgets
+from interp.sparsity.dynamics import ENDS, DynamicsConfig, Z, collect, run_experiment
+from interp.sparsity.figures import (
     layers_figure,
     linearised_figure,
     profile_figure,
     series_figure,
 )
-from interp.sparsity.laws import (  # noqa: E402
+from interp.sparsity.laws import (
     PAPER_CONSTANTS,
     PARAM_RTOL,
     fit_series,
     load_published,
 )
-from interp.sparsity.measure import (  # noqa: E402
+from interp.sparsity.measure import (
     MeasureConfig,
     lazy_metrics,
     ppl_sparsity,
     search_and_heldout,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 OUT = ROOT / "bench" / "results" / "sparsity.json"
 FIGS = ROOT / "bench" / "results" / "sparsity"

@@ -6,7 +6,7 @@ TopK step) on those windows; its tokens/s comes from its own log. Target: traini
 90% of capture throughput, so the SAE never holds the model back. On a GPU (if present) the same is
 run at d_sae = 65536. Prints and saves bench/results/train_e2e.json. Not a test.
 
-    python bench/train_e2e.py [--tokens 65536] [--d-sae 4608]
+    python -m bench.train_e2e [--tokens 65536] [--d-sae 4608]
 """
 
 from __future__ import annotations

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.append(str(ROOT / "bench"))  # last: bench/circuits.py must not shadow circuits/
+if str(ROOT) not in sys.path:  # `python -m pytest` puts it there, a bare `pytest` does not
+    sys.path.append(str(ROOT))
 
-import _provenance  # noqa: E402 (bench/ is on the path above)
-import report  # noqa: E402
+from bench import _provenance, report  # noqa: E402 (the package bench/, found through ROOT)
 
 
 def flat(text: str) -> str:
@@ -282,7 +282,7 @@ def test_provenance_records_commit_date_machine_and_command():
     assert p["commit"] == _git(ROOT, "rev-parse", "HEAD").strip()
     assert isinstance(p["dirty"], bool) and p["dirty"] == bool(p["dirty_files"])
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", p["date"])
-    assert p["command"] == "python bench/sae_step.py --sizes 4608"
+    assert p["command"] == "python -m bench.sae_step --sizes 4608"
     m = p["machine"]
     assert m["cpu"] and m["cores"] >= 1 and m["torch"] and m["torch_threads"] >= 1
     host = socket.gethostname()
