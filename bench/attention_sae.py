@@ -48,19 +48,18 @@ ROOT = Path(__file__).resolve().parent.parent
 def run_layer(model, layer: int, args) -> dict:
     hook = f"blocks.{layer}.attn.hook_z"
     out_dir = ROOT / "runs" / f"bench-attn{'-quick' if args.quick else ''}-L{layer}"
-    cfg = RunConfig.from_flat(
-        model="smollm2-135m",
-        hook=hook,
-        d_sae=args.d_sae,
-        k=args.k,
-        train_tokens=args.tokens,
-        batch_tokens=args.batch_tokens,
-        buffer_tokens=max(args.batch_tokens, min(2**16, args.tokens)),
-        eval_tokens=args.eval_tokens,
-        eval_ce_windows=args.ce_windows,
-        out_dir=str(out_dir),
-        checkpoint_every_tokens=10**9,
-        warmup_steps=min(50, args.tokens // args.batch_tokens // 4),
+    cfg = RunConfig(
+        data={
+            "model": "smollm2-135m",
+            "hook": hook,
+            "train_tokens": args.tokens,
+            "batch_tokens": args.batch_tokens,
+            "buffer_tokens": max(args.batch_tokens, min(2**16, args.tokens)),
+        },
+        sae={"d_sae": args.d_sae, "k": args.k},
+        optim={"warmup_steps": min(50, args.tokens // args.batch_tokens // 4)},
+        log={"out_dir": str(out_dir), "checkpoint_every_tokens": 10**9},
+        eval={"tokens": args.eval_tokens, "ce_windows": args.ce_windows},
     )
     t0 = time.perf_counter()
     if args.analyse_only:  # reuse the trained run folder (and the training time measured then)

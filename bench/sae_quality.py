@@ -183,13 +183,10 @@ def make_ours(d_in: int, args, n_steps: int, sample: torch.Tensor) -> Row:
     from saes.train import TrainStep, initial_statistics
     from saes.train_config import RunConfig
 
-    cfg = RunConfig.from_flat(
-        d_sae=args.d_sae,
-        k=args.k,
-        batch_tokens=args.batch,
-        train_tokens=n_steps * args.batch,
-        lr=args.lr,
-        seed=0,
+    cfg = RunConfig(
+        data={"batch_tokens": args.batch, "train_tokens": n_steps * args.batch, "seed": 0},
+        sae={"d_sae": args.d_sae, "k": args.k},
+        optim={"lr": args.lr},
     )
     sae = SAE(cfg.sae_config(d_in), seed=cfg.data.seed)
     scale, median = initial_statistics(sample[: cfg.data.init_sample_tokens], cfg)

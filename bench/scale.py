@@ -37,28 +37,29 @@ from saes.rundir import RunDir, job_run_dir
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_config(out_dir: str, hooks: list[str], tokens: int, device: str = "cpu", **kw):
+def run_config(
+    out_dir: str, hooks: list[str], tokens: int, device: str = "cpu", shard_hooks: bool = False
+):
     from saes.train_config import RunConfig
 
-    job = len(hooks) > 1 or kw.get("shard_hooks")
-    return RunConfig.from_flat(
-        model="smollm2-135m",
-        hook=hooks[0],
-        hooks=hooks if job else None,
-        d_sae=2304,
-        k=32,
-        train_tokens=tokens,
-        batch_tokens=4096,
-        buffer_tokens=min(16384, tokens),
-        batch_windows=16,
-        context_size=128,
-        warmup_steps=1,
-        log_every=1,
-        checkpoint_every_tokens=10**12,
-        init_sample_tokens=2048,
-        out_dir=out_dir,
+    job = len(hooks) > 1 or shard_hooks
+    return RunConfig(
+        data={
+            "model": "smollm2-135m",
+            "hook": hooks[0],
+            "hooks": hooks if job else None,
+            "shard_hooks": shard_hooks,
+            "train_tokens": tokens,
+            "batch_tokens": 4096,
+            "buffer_tokens": min(16384, tokens),
+            "batch_windows": 16,
+            "context_size": 128,
+            "init_sample_tokens": 2048,
+        },
+        sae={"d_sae": 2304, "k": 32},
+        optim={"warmup_steps": 1},
+        log={"out_dir": out_dir, "log_every": 1, "checkpoint_every_tokens": 10**12},
         device=device,
-        **kw,
     )
 
 

@@ -47,18 +47,17 @@ def capture_only(model, cfg: RunConfig, n_windows: int) -> float:
 
 def run(model, device: str, d_sae: int, tokens: int, layer: int) -> dict:
     out_dir = Path(tempfile.mkdtemp(prefix="e2e-"))
-    cfg = RunConfig.from_flat(
-        model="smollm2-135m",
-        hook=f"blocks.{layer}.hook_resid_post",
-        d_sae=d_sae,
-        k=32,
-        train_tokens=tokens,
-        batch_tokens=4096,
-        buffer_tokens=16384,
-        batch_windows=16,
-        out_dir=str(out_dir),
-        checkpoint_every_tokens=10**12,
-        log_every=1,
+    cfg = RunConfig(
+        data={
+            "model": "smollm2-135m",
+            "hook": f"blocks.{layer}.hook_resid_post",
+            "train_tokens": tokens,
+            "batch_tokens": 4096,
+            "buffer_tokens": 16384,
+            "batch_windows": 16,
+        },
+        sae={"d_sae": d_sae, "k": 32},
+        log={"out_dir": str(out_dir), "checkpoint_every_tokens": 10**12, "log_every": 1},
         device=device,
     )
     n_windows = cfg.data.windows_per_block * -(-tokens // cfg.data.buffer_tokens)
