@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from bench._provenance import provenance
+from bench.choice_saes_render import render  # noqa: F401  (its renderer)
 from interp.synthetic import SyntheticDictionary, direction_recovery
 from saes.config import SAEConfig
 from saes.evals import reconstruction_metrics
@@ -39,6 +40,8 @@ from saes.geometric_median import geometric_median
 from saes.sae import SAE
 from saes.train import TrainStep, default_lr
 from saes.variants.choice import flat_top_n
+
+TITLE = "Mutual and feature choice vs TopK"  # its name in the docs (python -m bench.report)
 
 ROOT = Path(__file__).resolve().parents[1]
 

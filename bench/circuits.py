@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench._provenance import provenance
+from bench._provenance import provenance, renderer
 from circuits.experiment import (
     auc_vs_n_train,
     auc_vs_sae_config,
@@ -54,6 +54,8 @@ from circuits.figures import auc_vs_prompts_figure, heatmap_figure
 from circuits.ground_truth import SHARES, fixture_path, load_ground_truth
 from interp.io import atomic_write_bytes
 from interp.models import load_model
+
+TITLE = "Circuits from discrete codes"  # its name in the docs (python -m bench.report)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -443,8 +445,9 @@ def _l1_table(tasks: dict, cfg: dict) -> list[str]:
     return out
 
 
-def readme(d: dict | None) -> str:
-    """The README's circuit tables (markdown) from ``bench/results/circuits.json``."""
+@renderer()
+def render(d: dict | None) -> str:
+    """The circuit tables (markdown) from ``bench/results/circuits.json``."""
     if not d or not d.get("tasks"):
         return NOT_MEASURED
     tasks = d["tasks"]
@@ -584,7 +587,7 @@ def main() -> None:
     if args.restat:
         out = Path(args.out)
         _write(out, restat(json.loads(out.read_text())))
-        print(readme(json.loads(out.read_text())))
+        print(render(json.loads(out.read_text())))
         return
 
     out = Path(args.out)
@@ -640,7 +643,7 @@ def main() -> None:
         heatmap_figure(res).write_json(fig_dir / f"{task}_heatmap.json")
         _write(out, result)
         print(f"{task}: methods done in {res['bench_seconds']:.0f} s", flush=True)
-    print(readme(result), flush=True)
+    print(render(result), flush=True)
     # 2. AUC against lambda, on raw and normalised head vectors (at --n-train prompts)
     l1s = [float(x) for x in args.l1_sweep.split(",") if x.strip()]
     for task in tasks if l1s else ():
@@ -670,7 +673,7 @@ def main() -> None:
                 auc_vs_n_train(contexts[task], (n,), seeds, have, on_seed=save)
             print(f"{task}: sweep {sweep} done in {time.perf_counter() - t0:.0f} s", flush=True)
     auc_vs_prompts_figure(result).write_json(fig_dir / "auc_vs_prompts.json")
-    print(readme(result))
+    print(render(result))
     _write(out, result)
 
 

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from bench._provenance import provenance
-from bench.dark_matter_readme import BATCH_TOKENS, readme  # noqa: F401  (report.py: readme)
+from bench.dark_matter_render import BATCH_TOKENS, render  # noqa: F401  (its renderer)
 from interp.io import atomic_write_json
 from interp.models import load_model
 from saes.analysis.dark_matter.cli import format_table
@@ -66,6 +66,8 @@ from saes.artifacts import load_sae
 from saes.rundir import RunDir
 from saes.train import train
 from saes.train_config import RunConfig
+
+TITLE = "Dark matter"  # its name in the docs (python -m bench.report)
 
 ROOT = Path(__file__).resolve().parents[1]
 

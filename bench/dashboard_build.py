@@ -31,7 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._provenance import provenance
+from bench._markdown import NM, fix, num, para, table, times
+from bench._provenance import provenance, renderer
+
+TITLE = "Building a feature store"  # its name in the docs (python -m bench.report)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -235,10 +238,9 @@ def _text(src: str) -> str:
     return f"`{'/'.join(parts[max(first - 1, 0) :])}`"  # the folder the files come from onward
 
 
-def readme(d: dict | None) -> str:
-    """The README's build-cost region from ``bench/results/dashboard_build.json``."""
-    from bench.report import NM, fix, num, para, table, times
-
+@renderer()
+def render(d: dict | None) -> str:
+    """The build-cost tables from ``bench/results/dashboard_build.json``."""
     if not d or not d.get("summary"):
         return para(f"Build cost: {NM} (no `bench/results/dashboard_build.json`).")
     rows = []

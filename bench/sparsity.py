@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench._provenance import provenance
+from bench._provenance import provenance, renderer
 from interp.models import load_model
 from interp.sparsity.budgets import compare_at_budgets
 from interp.sparsity.dynamics import ENDS, DynamicsConfig, Z, collect, run_experiment
@@ -49,6 +49,8 @@ from interp.sparsity.measure import (
     ppl_sparsity,
     search_and_heldout,
 )
+
+TITLE = "Activation sparsity"  # its name in the docs (python -m bench.report)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -178,7 +180,7 @@ def dynamics(run_dir: Path, stored: dict | None = None) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
-# README tables (rendered by bench/report.py from bench/results/sparsity.json)
+# rendering: bench/results/sparsity.json as markdown (python -m bench.report)
 # ------------------------------------------------------------------------------------------------
 NOT_MEASURED = (
     "Activation-sparsity laws: not measured yet (run "
@@ -453,8 +455,10 @@ def _readme_dynamics(dy: dict) -> list[str]:
     return out + ["", _measured_at(dy)]
 
 
-def readme(d: dict | None) -> str:
-    """The README's sparsity tables (markdown) from ``bench/results/sparsity.json``: the 11-series
+# bench/results/sparsity.json records provenance per part only: the command that measured it all
+@renderer("python bench/sparsity.py")
+def render(d: dict | None) -> str:
+    """The sparsity tables (markdown) from ``bench/results/sparsity.json``: the 11-series
     reproduction, SmolLM2 at PPL-1%, our dynamics runs; "not measured" for a missing part."""
     if not d or not any(d.get(k) for k in ("reproduce", "smollm2", "dynamics")):
         return NOT_MEASURED

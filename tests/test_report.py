@@ -1,5 +1,6 @@
 """The benchmark figures in the README and the docs pages are generated from bench/results/*.json
-(bench/report.py), and bench/_provenance.py records where a result came from."""
+(each benchmark's ``render``, found by bench/report.py), and bench/_provenance.py records where a
+result came from."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ if str(ROOT) not in sys.path:  # `python -m pytest` puts it there, a bare `pytes
     sys.path.append(str(ROOT))
 
 from bench import _provenance, report  # noqa: E402 (the package bench/, found through ROOT)
+from bench._markdown import NM, num  # noqa: E402
+from bench.sae_step_render import PEER_LABELS  # noqa: E402
 
 
 def flat(text: str) -> str:
@@ -28,7 +31,7 @@ def flat(text: str) -> str:
 # ---- the README against the committed JSON ------------------------------------------------------
 def test_readme_regions_match_committed_json():
     problems = report.check()
-    assert not problems, "a page is out of date; run `python bench/report.py`:\n" + "".join(
+    assert not problems, "a page is out of date; run `python -m bench.report`:\n" + "".join(
         problems
     )
 
@@ -44,10 +47,10 @@ def _held(root: Path) -> dict[str, list[Path]]:
 
 def test_every_results_json_has_a_renderer_and_a_region():
     names = {p.stem for p in (ROOT / "bench" / "results").glob("*.json")}
-    stems = {report.json_path(n).stem for n in report.RENDERERS}
+    stems = {report.json_path(n).stem for n in report.region_names()}
     assert names <= stems, names - stems
     held = _held(ROOT)
-    assert set(held) == set(report.RENDERERS)
+    assert set(held) == set(report.region_names())
     assert all(len(pages) == 1 for pages in held.values()), held
 
 
@@ -105,7 +108,7 @@ def test_a_doctored_json_value_fails_the_check(copy, name, edit, expected):
     assert after != before and expected in after and expected not in before
     problems = report.check(copy, copy / "results")
     # every region rendered from the doctored file differs (a file may have several views)
-    views = {n for n in report.RENDERERS if report.json_path(n).stem == name}
+    views = {n for n in report.region_names() if report.json_path(n).stem == name}
     assert 1 <= len(problems) <= len(views)
     assert all(any(f"(report:{n})" in p for n in views) for p in problems)
     assert any(f"(report:{name})" in p for p in problems)
@@ -126,8 +129,8 @@ def test_a_doctored_json_value_fails_the_check(copy, name, edit, expected):
 def test_a_hand_edited_region_fails_the_check(copy):
     [readme] = _held(copy)["activations"]
     d = json.loads((copy / "results" / "activations.json").read_text())
-    shown = report.num(d["results_tokens_per_s"]["hf_full_forward"])
-    wrong = report.num(d["results_tokens_per_s"]["hf_full_forward"] + 45)
+    shown = num(d["results_tokens_per_s"]["hf_full_forward"])
+    wrong = num(d["results_tokens_per_s"]["hf_full_forward"] + 45)
     row = f"| transformers, full forward | {shown} |"
     assert row in readme.read_text()
     readme.write_text(readme.read_text().replace(row, row.replace(shown, wrong)))
@@ -140,11 +143,11 @@ def test_a_hand_edited_region_fails_the_check(copy):
 
 
 # ---- tolerance: missing and new keys ------------------------------------------------------------
-@pytest.mark.parametrize("name", sorted(report.RENDERERS))
+@pytest.mark.parametrize("name", sorted(report.region_names()))
 def test_renderers_survive_an_empty_json(tmp_path, name):
     report.json_path(name, tmp_path).write_text("{}")
     out = report.render(name, tmp_path)
-    assert report.NM in out
+    assert NM in out
 
 
 def test_missing_rows_render_as_not_measured(copy):
@@ -156,11 +159,9 @@ def test_missing_rows_render_as_not_measured(copy):
     out = report.render("sae_step", copy / "results")
     header = next(line for line in out.splitlines() if line.startswith("| d_sae |")).split(" | ")
     row = next(line for line in out.splitlines() if line.startswith("| 4,608 |"))
-    assert (
-        row.split(" | ")[header.index(report.PEER_LABELS["saelens"])] == report.NM
-    )  # the SAELens cell
+    assert row.split(" | ")[header.index(PEER_LABELS["saelens"])] == NM  # the SAELens cell
     row = next(line for line in out.splitlines() if line.startswith("| 16,384 |"))
-    assert row.split(" | ")[3] == report.NM
+    assert row.split(" | ")[3] == NM
 
 
 def test_demo_not_recorded_without_its_json(tmp_path):
@@ -174,7 +175,7 @@ def test_new_keys_render_when_present(tmp_path):
         "dirty_files": [],
         "date": "2026-12-01T10:00:00Z",
         "machine": {"cpu": "Some CPU", "cores": 2, "torch": "2.13.0+cpu", "torch_threads": 2},
-        "command": "python bench/sae_step.py",
+        "command": "python -m bench.sae_step",
     }
     step = {
         "batch_tokens": 4096,
@@ -209,7 +210,7 @@ def test_new_keys_render_when_present(tmp_path):
         and "encode 88.0 ms, backward 25.0 ms" in out
         and "4.0x SAELens" in out
     )
-    assert "Measured at commit 0123456 (2026-12-01): `python bench/sae_step.py`" in out
+    assert "Measured at commit 0123456 (2026-12-01): `python -m bench.sae_step`" in out
 
     quality = {
         "results": {
@@ -267,7 +268,7 @@ def test_new_keys_render_when_present(tmp_path):
     (tmp_path / "demo.json").write_text(json.dumps(demo))
     out = flat(report.render("demo", tmp_path))
     assert "6 min 40 s end to end (1,446 tokens/s)" in out and "FVU 0.359" in out
-    assert "CE loss recovered 93.4%" in out and f"KL {report.NM}" in out
+    assert "CE loss recovered 93.4%" in out and f"KL {NM}" in out
 
 
 # ---- provenance ---------------------------------------------------------------------------------
@@ -316,21 +317,21 @@ def test_provenance_line_for_files_with_and_without_provenance(tmp_path):
             "date": "2026-11-30T01:02:03Z",
             "dirty": True,
             "dirty_files": ["saes/train.py"],
-            "command": "python bench/x.py",
+            "command": "python -m bench.x",
             "machine": {"cores": 2},
         }
     }
-    line = flat(report.provenance_line(d, tmp_path / "x.json", "python bench/x.py"))
+    line = flat(_provenance.provenance_line(d, tmp_path / "x.json", "python -m bench.x"))
     assert line.startswith(
         "Measured at commit abcdef0 (2026-11-30), with uncommitted changes to `saes/train.py`"
     )
     # an older file: the commit that last changed it, said as such
-    line = report.provenance_line(
-        {}, ROOT / "bench" / "results" / "sae_quality.json", "python bench/sae_quality.py"
+    line = _provenance.provenance_line(
+        {}, ROOT / "bench" / "results" / "sae_quality.json", "python -m bench.sae_quality"
     )
     if _git(ROOT, "status", "--porcelain", "--", "bench/results/sae_quality.json"):
         assert line.startswith("Not committed yet and no provenance recorded")
-    elif line != report.KEEP:  # KEEP: no usable git history (e.g. a shallow clone)
+    elif line != _provenance.KEEP:  # KEEP: no usable git history (e.g. a shallow clone)
         commit = _git(
             ROOT, "log", "-1", "--format=%h", "--abbrev=7", "--", "bench/results/sae_quality.json"
         ).strip()[:7]
@@ -340,9 +341,9 @@ def test_provenance_line_for_files_with_and_without_provenance(tmp_path):
 def test_without_git_history_the_readme_provenance_lines_are_kept(monkeypatch):
     """A shallow clone or an unpacked archive cannot tell which commit last changed a file: the
     check then compares everything but the provenance of files that record none."""
-    monkeypatch.setattr(report, "_committed_at", lambda path: None)
+    monkeypatch.setattr(_provenance, "_committed_at", lambda path: None)
     assert report.check() == []
     for page in report.pages():
         text = page.read_text()
         rewritten = report.rewrite(text, report.render_all())
-        assert rewritten == text and report.KEEP not in rewritten, page
+        assert rewritten == text and _provenance.KEEP not in rewritten, page

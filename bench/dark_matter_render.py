@@ -1,6 +1,6 @@
-"""README tables of ``bench/dark_matter.py`` (``python -m bench.report`` renders the region
-``dark_matter`` from ``bench/results/dark_matter.json`` through ``dark_matter.readme``, which is
-this module's :func:`readme`). Kept apart so each file stays under the layout test's size limit."""
+"""How ``bench.dark_matter`` renders ``bench/results/dark_matter.json`` as markdown (its ``render``,
+which ``bench/dark_matter.py`` exports): apart from the module so that each file stays under 700
+lines."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import json
 import math
 from pathlib import Path
 
+from bench._provenance import renderer
+
 # ------------------------------------------------------------------------------------------------
-# README tables (bench/report.py renders them from bench/results/dark_matter.json)
+# the tables (python -m bench.report renders them from bench/results/dark_matter.json)
 # ------------------------------------------------------------------------------------------------
 NOT_WORSE = 0.005  # ridge is the default estimator if never this much below OLS on the curve
 BATCH_TOKENS = 4096  # the batch size bench/dark_matter.py trains its SAEs with
@@ -569,8 +571,9 @@ def _light_note(d: dict) -> list[str]:
     ]
 
 
-def readme(d: dict | None) -> str:
-    """The README's dark-matter tables from bench/results/dark_matter.json (None: not measured)."""
+@renderer()
+def render(d: dict | None) -> str:
+    """The dark-matter tables from bench/results/dark_matter.json (None: not measured)."""
     d = _with_light(d or {})
     saes = (d or {}).get("saes") or {}
     if not saes:
