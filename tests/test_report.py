@@ -28,8 +28,8 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
-# ---- the README against the committed JSON ------------------------------------------------------
-def test_readme_regions_match_committed_json():
+# ---- the pages against the committed JSON -------------------------------------------------------
+def test_pages_and_regions_match_committed_json():
     problems = report.check()
     assert not problems, "a page is out of date; run `python -m bench.report`:\n" + "".join(
         problems
@@ -37,7 +37,7 @@ def test_readme_regions_match_committed_json():
 
 
 def _held(root: Path) -> dict[str, list[Path]]:
-    """region name -> the pages holding it"""
+    """region name -> the pages written by hand that hold it"""
     out: dict[str, list[Path]] = {}
     for page in report.pages(root):
         for name in report.regions(page.read_text()):
@@ -45,13 +45,54 @@ def _held(root: Path) -> dict[str, list[Path]]:
     return out
 
 
-def test_every_results_json_has_a_renderer_and_a_region():
+def _generated(root: Path) -> dict[str, Path]:
+    return {b.name: report.page_path(b, root) for b in report.benchmarks()}
+
+
+def test_every_results_json_has_a_benchmark_with_a_page():
     names = {p.stem for p in (ROOT / "bench" / "results").glob("*.json")}
-    stems = {report.json_path(n).stem for n in report.region_names()}
-    assert names <= stems, names - stems
+    benches = {b.name for b in report.benchmarks()}
+    assert names <= benches, names - benches
+    assert all(p.is_file() for p in _generated(ROOT).values())
+    # every module of bench/ is a benchmark, shared code (_x), a benchmark's renderer or the report
+    modules = {p.stem for p in (ROOT / "bench").glob("*.py")}
+    others = {m for m in modules - benches if not m.startswith("_") and m != "report"}
+    assert others == {f"{b}_render" for b in benches if f"{b}_render" in modules}, others
+    # a view (NAME.VIEW) is shown somewhere written by hand, and no region is held twice
     held = _held(ROOT)
-    assert set(held) == set(report.region_names())
+    views = {n for n, (_, view) in report.region_names().items() if view is not None}
+    assert views and views <= set(held) <= set(report.region_names())
     assert all(len(pages) == 1 for pages in held.values()), held
+
+
+def test_the_registry_reads_the_modules_without_importing_them():
+    code = (
+        "import json, sys; from bench import report; n = len(report.benchmarks()); "
+        "print(json.dumps([n, sorted(m for m in sys.modules if m.startswith('bench.'))]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    n, imported = json.loads(out)
+    assert n >= 15 and imported == ["bench._markdown", "bench._provenance", "bench.report"]
+
+
+def test_a_module_without_title_or_render_is_an_error(tmp_path, monkeypatch):
+    (tmp_path / "half.py").write_text('"""A benchmark half written."""\n\ndef main(): ...\n')
+    (tmp_path / "_shared.py").write_text("X = 1\n")
+    (tmp_path / "half_render.py").write_text("def render(d): ...\n")
+    monkeypatch.setattr(report, "BENCH", tmp_path)
+    report._scan.cache_clear()
+    try:
+        with pytest.raises(TypeError, match=r"bench/half.py is not a benchmark: missing \['TITLE'"):
+            report.benchmarks()
+        (tmp_path / "half.py").write_text(
+            'TITLE = "Half"\nfrom bench.half_render import render, render_small\n'
+        )
+        [b] = report.benchmarks()
+        assert (b.name, b.title, b.views) == ("half", "Half", ("small",))
+    finally:
+        report._scan.cache_clear()
 
 
 @pytest.fixture
@@ -79,6 +120,18 @@ def _set(*keys, value):
     return fn
 
 
+def _check(copy: Path) -> list[str]:
+    return report.check(copy, copy / "results")
+
+
+def _main(copy: Path, *args: str) -> int:
+    return report.main([*args, "--root", str(copy), "--results", str(copy / "results")])
+
+
+def _outside_regions(text: str) -> str:
+    return re.sub(r"<!-- report:.*?/report:[\w.-]+ -->", "", text, flags=re.DOTALL)
+
+
 @pytest.mark.parametrize(
     "name,edit,expected",
     [
@@ -101,45 +154,86 @@ def _set(*keys, value):
     ],
 )
 def test_a_doctored_json_value_fails_the_check(copy, name, edit, expected):
-    assert report.check(copy, copy / "results") == []
+    assert _check(copy) == []
     before = flat(report.render(name, copy / "results"))
     _edit(copy / "results" / f"{name}.json", edit)
     after = flat(report.render(name, copy / "results"))
     assert after != before and expected in after and expected not in before
-    problems = report.check(copy, copy / "results")
-    # every region rendered from the doctored file differs (a file may have several views)
+    problems = _check(copy)
+    # the generated page differs, and every region rendered from the doctored file that changed
+    # (a file may have several views)
     views = {n for n in report.region_names() if report.json_path(n).stem == name}
-    assert 1 <= len(problems) <= len(views)
-    assert all(any(f"(report:{n})" in p for n in views) for p in problems)
-    assert any(f"(report:{name})" in p for p in problems)
-    assert report.main(["--check", "--root", str(copy), "--results", str(copy / "results")]) == 1
-    # rewriting makes the pages consistent again, and touches only that region of its page
-    [page] = _held(copy)[name]
+    held = {n for n in _held(copy) if n in views}
+    assert 1 <= len(problems) <= 1 + len(held)
+    assert any(f"(report:{name}, the generated page)" in p for p in problems)
+    assert all(any(f"(report:{n}" in p for n in views) for p in problems)
+    assert _main(copy, "--check") == 1
+    # rewriting makes the pages consistent again, and touches only what that file renders
+    page = _generated(copy)[name]
+    hand = {p: p.read_text() for pages in _held(copy).values() for p in pages}
+    assert _main(copy) == 0
+    assert expected in flat(page.read_text()) and _check(copy) == []
+    for p, text in hand.items():
+        new = p.read_text()
+        changed = {n for n, b in report.regions(new).items() if report.regions(text)[n] != b}
+        assert changed <= held and _outside_regions(text) == _outside_regions(new)
+
+
+def _hand_edit(page: Path, row: str, shown: str, wrong: str) -> None:
     text = page.read_text()
-    assert report.main(["--root", str(copy), "--results", str(copy / "results")]) == 0
-    new = page.read_text()
-    assert expected in flat(new) and report.check(copy, copy / "results") == []
-    changed = {n for n, b in report.regions(new).items() if report.regions(text)[n] != b}
-    assert name in changed and changed <= views
-    assert re.sub(r"<!-- report:.*?/report:[\w.-]+ -->", "", text, flags=re.DOTALL) == re.sub(
-        r"<!-- report:.*?/report:[\w.-]+ -->", "", new, flags=re.DOTALL
-    )
+    assert row in text
+    page.write_text(text.replace(row, row.replace(shown, wrong)))
 
 
-def test_a_hand_edited_region_fails_the_check(copy):
-    [readme] = _held(copy)["activations"]
+def test_an_edited_number_on_a_generated_page_fails_the_check(copy):
     d = json.loads((copy / "results" / "activations.json").read_text())
     shown = num(d["results_tokens_per_s"]["hf_full_forward"])
     wrong = num(d["results_tokens_per_s"]["hf_full_forward"] + 45)
-    row = f"| transformers, full forward | {shown} |"
-    assert row in readme.read_text()
-    readme.write_text(readme.read_text().replace(row, row.replace(shown, wrong)))
-    problems = report.check(copy, copy / "results")
+    page = _generated(copy)["activations"]
+    _hand_edit(page, f"| transformers, full forward | {shown} |", shown, wrong)
+    problems = _check(copy)
     assert (
         len(problems) == 1
-        and "report:activations" in problems[0]
+        and "(report:activations, the generated page)" in problems[0]
         and f"-| transformers, full forward | {wrong} |" in problems[0]
+        and f"+| transformers, full forward | {shown} |" in problems[0]
     )
+    assert _main(copy, "--check") == 1
+    assert _main(copy) == 0 and _check(copy) == []
+    assert f"| transformers, full forward | {shown} |" in page.read_text()
+
+
+def test_an_edited_number_in_a_region_fails_the_check(copy):
+    d = json.loads((copy / "results" / "sae_step.json").read_text())
+    tps = d["sizes"]["4608"]["results"]["ours_trainstep_native"]["tokens_per_s"]
+    shown, wrong = f"**{num(tps)}**", f"**{num(tps + 45)}**"
+    [readme] = _held(copy)["sae_step.headline"]
+    _hand_edit(readme, f"| 4,608 | {shown} |", shown, wrong)
+    problems = _check(copy)
+    assert (
+        len(problems) == 1
+        and "README.md (report:sae_step.headline)" in problems[0]
+        and f"-| 4,608 | {wrong} |" in problems[0]
+    )
+    assert _main(copy, "--check") == 1
+
+
+def test_edited_text_outside_the_region_of_a_generated_page_fails_the_check(copy):
+    page = _generated(copy)["lr"]
+    page.write_text(page.read_text().replace("# The default learning rate", "# Learning rates"))
+    [problem] = _check(copy)
+    assert "-# Learning rates" in problem and "+# The default learning rate" in problem
+
+
+def test_a_missing_or_left_behind_generated_page_fails_the_check(copy):
+    _generated(copy)["demo"].unlink()
+    (copy / "docs" / "benchmarks" / "gone.md").write_text("# A benchmark since removed\n")
+    problems = _check(copy)
+    assert len(problems) == 2
+    assert "docs/benchmarks/demo.md is missing" in problems[0]
+    assert "docs/benchmarks/gone.md: no bench/gone.py renders this page" in problems[1]
+    assert _main(copy) == 0 and _generated(copy)["demo"].is_file()
+    assert len(_check(copy)) == 1  # the page left behind is reported, never deleted
 
 
 # ---- tolerance: missing and new keys ------------------------------------------------------------
@@ -338,12 +432,17 @@ def test_provenance_line_for_files_with_and_without_provenance(tmp_path):
         assert f"committed at {commit}" in line.replace("\n", " ")
 
 
-def test_without_git_history_the_readme_provenance_lines_are_kept(monkeypatch):
+def test_without_git_history_the_pages_provenance_lines_are_kept(monkeypatch):
     """A shallow clone or an unpacked archive cannot tell which commit last changed a file: the
     check then compares everything but the provenance of files that record none."""
     monkeypatch.setattr(_provenance, "_committed_at", lambda path: None)
     assert report.check() == []
+    rendered = report.render_all()
+    assert any(body.endswith(_provenance.KEEP) for body in rendered.values())
     for page in report.pages():
         text = page.read_text()
-        rewritten = report.rewrite(text, report.render_all())
+        rewritten = report.rewrite(text, rendered)
         assert rewritten == text and _provenance.KEEP not in rewritten, page
+    for b in report.benchmarks():
+        text = report.page_path(b).read_text()
+        assert report.page(b, rendered[b.name], text) == text, b.name
