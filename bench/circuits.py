@@ -88,7 +88,7 @@ LABELS = {
 }
 NOT_MEASURED = (
     "Circuit discovery: not measured yet (run "
-    "`flock /tmp/interp-heavy.lock python bench/circuits.py --sweep-seeds 1`)."
+    "`flock /tmp/interp-heavy.lock python -m bench.circuits --sweep-seeds 1`)."
 )
 Z = 2.0  # the verdicts' criterion: a difference counts when it exceeds 2 standard errors
 

@@ -562,7 +562,8 @@ def _light_note(d: dict) -> list[str]:
     a = _get(light, "setting", "analysis") or {}
     return [
         f"The fit-size tables and the same-token comparison above come from "
-        f"`python {' '.join(pv.get('argv') or [])}` on `{_get(light, 'setting', 'run')}` (the "
+        f"`{pv.get('command') or 'python ' + ' '.join(pv.get('argv') or [])}` on "
+        f"`{_get(light, 'setting', 'run')}` (the "
         f"same layer, train-split document order and {_n(a.get('test_tokens'))} validation "
         f"tokens as the main tables), measured at commit {str(pv.get('commit'))[:7]} "
         f"({str(pv.get('date'))[:10]}{dirty}) in {_n(_get(light, 'timings', 'total_s'))} s; "
@@ -577,7 +578,7 @@ def render(d: dict | None) -> str:
     d = _with_light(d or {})
     saes = (d or {}).get("saes") or {}
     if not saes:
-        return "Dark matter: not measured (no SAE results in `bench/results/dark_matter.json`; run `python bench/dark_matter.py`)."
+        return "Dark matter: not measured (no SAE results in `bench/results/dark_matter.json`; run `python -m bench.dark_matter`)."
     s, reps = d.get("setting") or {}, list(saes.values())
     model, tt = PRETTY.get(s.get("model"), s.get("model")), s.get("train_tokens")
     hook = str(s.get("hook"))

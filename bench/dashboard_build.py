@@ -278,7 +278,7 @@ def render(d: dict | None) -> str:
     ]
     parts = [
         para(
-            f"The cost of a store (`python bench/dashboard_build.py`, run `{d.get('run')}`, "
+            f"The cost of a store (`python -m bench.dashboard_build`, run `{d.get('run')}`, "
             f"model dtype {first.get('model_dtype', NM)}): the same held-out windows in the "
             "same batches, once through the model to the hook only and once through the whole "
             "build (model load excluded), each in a fresh process (peak RSS is its own); "

@@ -1,7 +1,7 @@
 """Record of `make demo`: runs the demo command (`interp demo`, what `make demo` runs after setup) in a
 subprocess, times it end to end, and saves its configuration, training throughput (from the run's
 own log) and held-out metrics (the run's metrics.json) to bench/results/demo.json, with provenance.
-The README's demo figures are rendered from that file (bench/report.py).
+Its page's figures are rendered from that file (its ``render``, python -m bench.report).
 
     python -m bench.demo [--out-dir runs/demo-topk] [--train-tokens 400000]
 """
@@ -89,8 +89,8 @@ def render(d: dict | None) -> str:
     train_tokens) and metrics (the run's metrics.json); keys may also sit at the top level."""
     if d is None:
         return para(
-            "Wall time, throughput and held-out metrics: not recorded (no `bench/results/demo.json`; the "
-            "`python bench/demo.py` records it)."
+            "Wall time, throughput and held-out metrics: not recorded (no `bench/results/demo.json`; "
+            "`python -m bench.demo` records it)."
         )
     m = d.get("metrics") if isinstance(d.get("metrics"), dict) else d
     cfg = d.get("config") if isinstance(d.get("config"), dict) else d

@@ -205,7 +205,7 @@ def _step_profile(sizes: dict, order: list[str]) -> str:
             )
     if not lines:
         return para(
-            "Per-phase breakdown: not measured (no `profile` in the JSON; `python bench/sae_step.py "
-            "--profile` records one)."
+            "Per-phase breakdown: not measured (no `profile` in the JSON; `python -m bench.sae_step` "
+            "records one unless given `--no-profile`)."
         )
     return "Per-phase medians:\n\n" + bullets(lines)

@@ -184,7 +184,7 @@ def dynamics(run_dir: Path, stored: dict | None = None) -> dict:
 # ------------------------------------------------------------------------------------------------
 NOT_MEASURED = (
     "Activation-sparsity laws: not measured yet (run "
-    "`flock /tmp/interp-heavy.lock .venv/bin/python bench/sparsity.py`)."
+    "`flock /tmp/interp-heavy.lock .venv/bin/python -m bench.sparsity`)."
 )
 
 
@@ -469,7 +469,7 @@ def render(d: dict | None) -> str:
     ]
     out: list[str] = []
     for title, key, fn in parts:
-        cmd = f"`python bench/sparsity.py --part {key}`"
+        cmd = f"`python -m bench.sparsity --part {key}`"
         out += [f"**{title}** ({cmd}):", ""]
         out += fn(d[key]) if d.get(key) else [f"Not measured (run {cmd})."]
         out.append("")
