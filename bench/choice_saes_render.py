@@ -75,24 +75,13 @@ def _choice_rows(rows: dict, lm: bool) -> list[list[str]]:
 def _choice_compare(rows: dict) -> str:
     topk = rows.get("topk") or {}
     ref = topk.get("fvu")
-    lower = [
-        n
+    fvus = {
+        n: r["batch_selection_fvu"]
         for n, r in rows.items()
-        if n != "topk"
-        and isinstance(r, dict)
-        and isnum(r.get("batch_selection_fvu"))
-        and isnum(ref)
-        and r["batch_selection_fvu"] < ref
-    ]
-    higher = [
-        n
-        for n, r in rows.items()
-        if n != "topk"
-        and isinstance(r, dict)
-        and isnum(r.get("batch_selection_fvu"))
-        and isnum(ref)
-        and r["batch_selection_fvu"] >= ref
-    ]
+        if n != "topk" and isinstance(r, dict) and isnum(r.get("batch_selection_fvu"))
+    }
+    lower = [n for n, v in fvus.items() if isnum(ref) and v < ref]
+    higher = [n for n, v in fvus.items() if isnum(ref) and v >= ref]
     return (
         f"batch-selection FVU below TopK's {fix(ref)}: {', '.join(lower) or 'none'}; "
         f"not below: {', '.join(higher) or 'none'}"

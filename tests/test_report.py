@@ -179,28 +179,24 @@ def test_a_doctored_json_value_fails_the_check(copy, name, edit, expected):
         assert changed <= held and _outside_regions(text) == _outside_regions(new)
 
 
-def _hand_edit(page: Path, row: str, shown: str, wrong: str) -> None:
+def _edited_number_fails(copy: Path, page: Path, row: str, shown: str, wrong: str, label: str):
+    """A number of ``row`` on ``page`` edited by hand: --check names the page and diffs the row."""
     text = page.read_text()
     assert row in text
     page.write_text(text.replace(row, row.replace(shown, wrong)))
+    [problem] = _check(copy)
+    assert label in problem and f"-{row.replace(shown, wrong)}" in problem and f"+{row}" in problem
+    assert _main(copy, "--check") == 1
+    assert _main(copy) == 0 and _check(copy) == [] and row in page.read_text()
 
 
 def test_an_edited_number_on_a_generated_page_fails_the_check(copy):
     d = json.loads((copy / "results" / "activations.json").read_text())
     shown = num(d["results_tokens_per_s"]["hf_full_forward"])
     wrong = num(d["results_tokens_per_s"]["hf_full_forward"] + 45)
-    page = _generated(copy)["activations"]
-    _hand_edit(page, f"| transformers, full forward | {shown} |", shown, wrong)
-    problems = _check(copy)
-    assert (
-        len(problems) == 1
-        and "(report:activations, the generated page)" in problems[0]
-        and f"-| transformers, full forward | {wrong} |" in problems[0]
-        and f"+| transformers, full forward | {shown} |" in problems[0]
-    )
-    assert _main(copy, "--check") == 1
-    assert _main(copy) == 0 and _check(copy) == []
-    assert f"| transformers, full forward | {shown} |" in page.read_text()
+    row = f"| transformers, full forward | {shown} |"
+    page, label = _generated(copy)["activations"], "(report:activations, the generated page)"
+    _edited_number_fails(copy, page, row, shown, wrong, label)
 
 
 def test_an_edited_number_in_a_region_fails_the_check(copy):
@@ -208,14 +204,8 @@ def test_an_edited_number_in_a_region_fails_the_check(copy):
     tps = d["sizes"]["4608"]["results"]["ours_trainstep_native"]["tokens_per_s"]
     shown, wrong = f"**{num(tps)}**", f"**{num(tps + 45)}**"
     [readme] = _held(copy)["sae_step.headline"]
-    _hand_edit(readme, f"| 4,608 | {shown} |", shown, wrong)
-    problems = _check(copy)
-    assert (
-        len(problems) == 1
-        and "README.md (report:sae_step.headline)" in problems[0]
-        and f"-| 4,608 | {wrong} |" in problems[0]
-    )
-    assert _main(copy, "--check") == 1
+    row = next(r for r in readme.read_text().splitlines() if r.startswith(f"| 4,608 | {shown} |"))
+    _edited_number_fails(copy, readme, row, shown, wrong, "README.md (report:sae_step.headline)")
 
 
 def test_edited_text_outside_the_region_of_a_generated_page_fails_the_check(copy):
