@@ -68,8 +68,8 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 bench: setup
-	$(BIN)/python bench/activations.py
-	$(BIN)/python bench/sae_step.py
+	$(BIN)/python -m bench.activations
+	$(BIN)/python -m bench.sae_step
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -35,7 +35,7 @@ Threads: torch's default. Targets: ``capture_L{L}_vs_hf_truncated >= 0.95`` and
 residual stream, fast vs original forward) is included. Prints a table and saves ``--out``
 (JSON). Not a test.
 
-    python bench/activations.py [--windows 32] [--batch 16] [--context 128] [--repeats 5]
+    python -m bench.activations [--windows 32] [--batch 16] [--context 128] [--repeats 5]
                                 [--pairs 8] [--max-seconds 300]
 """
 
@@ -45,6 +45,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -52,9 +53,13 @@ from pathlib import Path
 
 import torch
 
+from bench._markdown import NM, fix, join_nonempty, num, para, pct, table, times
+from bench._provenance import renderer
 from interp.activations import ActivationCapture
 from interp.data import token_windows
 from interp.models import cpu_bf16_flags, load_model, smollm2_gguf_path
+
+TITLE = "Activation capture"  # its name in the docs (python -m bench.report)
 
 LAYERS = (5, 15)
 FOUR_HOOK_LAYERS = (3, 7, 11, 15)
@@ -341,6 +346,92 @@ def main() -> None:
     for k, v in checks.items():
         print(f"{k:52s} {v:12.2e}")
     print(f"saved {args.out} ({out['wall_s']} s)")
+
+
+# ------------------------------------------------------------------------------------------------
+# rendering: bench/results/activations.json as markdown (python -m bench.report; see bench/_provenance.py)
+# ------------------------------------------------------------------------------------------------
+# bench/results/activations.json predates recorded provenance: the command that measured it
+@renderer("python bench/activations.py")
+def render(d: dict) -> str:
+    r = d.get("results_tokens_per_s") or {}
+    pairs = d.get("back_to_back_pairs") or {}
+    layers = sorted(
+        {int(m.group(1)) for k in r if (m := re.fullmatch(r"capture_L(\d+)_stop_at_layer", k))}
+    )
+
+    def both(fmt_key: str) -> str:
+        return " / ".join(num(r.get(fmt_key.format(L=L))) for L in layers) if layers else NM
+
+    ls = " / ".join(str(L) for L in layers)
+    setup = para(
+        f"SmolLM2, {num(d.get('batch'))} windows x {num(d.get('context'))} tokens per forward, "
+        f"{num(d.get('windows'))} windows per implementation and round, {num(d.get('repeats'))} rounds. "
+        f"Timing: {d.get('timing', NM)}."
+    )
+    rows = [
+        ["transformers, full forward", num(r.get("hf_full_forward"))],
+        [f"transformers truncated after layer {ls} (the floor)", both("hf_truncated_L{L}")],
+        [
+            f"**interp capture at layer {ls}** (`stop_at_layer`, fast forward)",
+            "**" + both("capture_L{L}_stop_at_layer") + "**",
+        ],
+        [
+            f"capture at layer {ls} with TransformerLens's own forward (`load_model(fast=False)`)",
+            both("capture_L{L}_stop_at_layer_tl_original"),
+        ],
+        [f"capture at layer {ls} without `stop_at_layer`", both("capture_L{L}_full_forward")],
+        ["4 hooks (layers 3, 7, 11, 15) in one pass", num(r.get("capture_4_hooks"))],
+    ]
+    if any(f"capture_L{L}_stop_at_layer_bf16" in r for L in layers):
+        rows.insert(
+            3,
+            [
+                f"**capture at layer {ls}, model in bf16** (`data.model_dtype`)",
+                "**" + both("capture_L{L}_stop_at_layer_bf16") + "**",
+            ],
+        )
+    met = d.get("met") or {}
+    targets = d.get("targets") or {}
+
+    def verdict(key: str) -> str:
+        return "met" if met.get(key) is True else "not met" if met.get(key) is False else NM
+
+    vs = ", ".join(
+        f"{fix(r.get(f'capture_L{L}_vs_hf_truncated'), 2)} at L = {L} "
+        f"(back-to-back pairs {fix(pairs.get(f'capture_L{L}_vs_hf_truncated'), 2)}, "
+        f"{verdict(f'capture_L{L}_vs_hf_truncated')})"
+        for L in layers
+    )
+    findings = para(
+        f"Capture vs the truncated transformers forward: {vs}; target {targets.get('capture_vs_hf_truncated', NM)}.",
+        f"4 hooks vs the deepest alone: {pct(r.get('capture_4_hooks_overhead_vs_deepest'), 1)} "
+        f"(back-to-back pairs {pct(pairs.get('capture_4_hooks_overhead_vs_deepest'), 1)}); "
+        f"target {targets.get('4_hooks_overhead', NM)}: {verdict('capture_4_hooks_overhead')}.",
+    )
+    q = d.get("bf16_vs_fp32")
+    if q:
+        speed = ", ".join(
+            f"{times(r.get(f'capture_L{L}_bf16_speedup_vs_fp32'), 2)} at L = {L} "
+            f"({verdict(f'capture_L{L}_bf16_speedup_vs_fp32')})"
+            for L in layers
+        )
+        flags = ", ".join(d.get("cpu_bf16_flags") or []) or "none"
+        findings = join_nonempty(
+            findings,
+            para(
+                f"bf16 model vs fp32 (paired, same rounds): {speed}; target "
+                f"{targets.get('bf16_speedup_vs_fp32', NM)} (CPU bf16 flags: {flags}).",
+                f"What it costs, on {num(q.get('windows'))} held-out windows "
+                f"({num(q.get('predicted_tokens'))} predicted tokens): mean KL(fp32 || bf16) "
+                f"{fix(q.get('mean_kl_fp32_to_bf16'), 4)} nats; CE {fix(q.get('ce_fp32'), 4)} (fp32) "
+                f"vs {fix(q.get('ce_bf16'), 4)} (bf16), a difference of "
+                f"{fix(q.get('ce_bf16_minus_fp32'), 4)}; the captured residuals' mean relative error "
+                + " / ".join(f"{pct(q.get(f'L{L}_resid_mean_rel_err'), 2)}" for L in layers)
+                + f" at L = {ls}.",
+            ),
+        )
+    return join_nonempty(setup, table(["what", "tokens/s"], rows), findings)
 
 
 if __name__ == "__main__":

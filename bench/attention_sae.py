@@ -11,8 +11,8 @@ score); layer 5 has none (a negative control for the search).
 
 Prints a table, saves bench/results/attention_sae.json and attention_sae.html (plotly).
 
-    python bench/attention_sae.py [--layers 5 17] [--tokens 245760] [--d-sae 2304] [--k 32]
-    python bench/attention_sae.py --quick      # smoke run, well under a minute on a quiet machine
+    python -m bench.attention_sae [--layers 5 17] [--tokens 245760] [--d-sae 2304] [--k 32]
+    python -m bench.attention_sae --quick      # smoke run, well under a minute on a quiet machine
 """
 
 from __future__ import annotations
@@ -21,48 +21,49 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from interp.data import token_windows  # noqa: E402
-from interp.hooks import head_layout  # noqa: E402
-from interp.io import atomic_write_json  # noqa: E402
-from interp.models import load_model  # noqa: E402
-from saes.analysis.attention_heads import dfa_head_attribution, head_attribution  # noqa: E402
-from saes.analysis.head_roles import head_roles  # noqa: E402
-from saes.analysis.induction import (  # noqa: E402
+from bench._markdown import NM, bullets, fix, get, join_nonempty, num, para, pct, span, table
+from bench._provenance import renderer
+from interp.data import token_windows
+from interp.hooks import head_layout
+from interp.io import atomic_write_json
+from interp.models import load_model
+from saes.analysis.attention_heads import dfa_head_attribution, head_attribution
+from saes.analysis.head_roles import head_roles
+from saes.analysis.induction import (
     InductionSearchConfig,
     find_induction_features,
     format_induction_report,
 )
-from saes.artifacts import load_sae  # noqa: E402
-from saes.rundir import RunDir  # noqa: E402
-from saes.train import train  # noqa: E402
-from saes.train_config import RunConfig  # noqa: E402
+from saes.artifacts import load_sae
+from saes.rundir import RunDir
+from saes.train import train
+from saes.train_config import RunConfig
+
+TITLE = "Attention-output SAEs"  # its name in the docs (python -m bench.report)
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_layer(model, layer: int, args) -> dict:
     hook = f"blocks.{layer}.attn.hook_z"
     out_dir = ROOT / "runs" / f"bench-attn{'-quick' if args.quick else ''}-L{layer}"
-    cfg = RunConfig.from_flat(
-        model="smollm2-135m",
-        hook=hook,
-        d_sae=args.d_sae,
-        k=args.k,
-        train_tokens=args.tokens,
-        batch_tokens=args.batch_tokens,
-        buffer_tokens=max(args.batch_tokens, min(2**16, args.tokens)),
-        eval_tokens=args.eval_tokens,
-        eval_ce_windows=args.ce_windows,
-        out_dir=str(out_dir),
-        checkpoint_every_tokens=10**9,
-        warmup_steps=min(50, args.tokens // args.batch_tokens // 4),
+    cfg = RunConfig(
+        data={
+            "model": "smollm2-135m",
+            "hook": hook,
+            "train_tokens": args.tokens,
+            "batch_tokens": args.batch_tokens,
+            "buffer_tokens": max(args.batch_tokens, min(2**16, args.tokens)),
+        },
+        sae={"d_sae": args.d_sae, "k": args.k},
+        optim={"warmup_steps": min(50, args.tokens // args.batch_tokens // 4)},
+        log={"out_dir": str(out_dir), "checkpoint_every_tokens": 10**9},
+        eval={"tokens": args.eval_tokens, "ce_windows": args.ce_windows},
     )
     t0 = time.perf_counter()
     if args.analyse_only:  # reuse the trained run folder (and the training time measured then)
@@ -317,6 +318,151 @@ def main() -> None:
     atomic_write_json(args.out, result)
     figure(results, args.out.with_suffix(".html"))
     print(f"saved {args.out} and {args.out.with_suffix('.html')} ({wall:.0f} s)")
+
+
+# ------------------------------------------------------------------------------------------------
+# rendering: bench/results/attention_sae.json as markdown (python -m bench.report; see bench/_provenance.py)
+# ------------------------------------------------------------------------------------------------
+def _heads(per_head, fmt=lambda h, v: f"H{h} ({v})") -> str:
+    out = [fmt(h, v) for h, v in enumerate(per_head or []) if v]
+    return ", ".join(out) if out else "-"
+
+
+# bench/results/attention_sae.json predates recorded provenance: the command that measured it
+@renderer("python bench/attention_sae.py")
+def render(d: dict) -> str:
+    c = d.get("config") or {}
+    layers = [L for L in d.get("layers") or [] if isinstance(L, dict)]
+    hooks = ", ".join(f"`{L.get('hook', NM)}`" for L in layers) or NM
+    setup = para(
+        f"SmolLM2 {hooks}. Per layer: TopK, "
+        f"d_sae = {num(c.get('d_sae'))}, k = {num(c.get('k'))}, {num(c.get('tokens'))} live-captured stdlib tokens "
+        f"(batches of {num(c.get('batch_tokens'))}); held-out FVU / L0 / dead on {num(c.get('eval_tokens'))} "
+        f"validation tokens, spliced CE on {num(c.get('ce_windows'))} windows; head roles on "
+        f"{num(c.get('role_windows'))} validation windows; the induction search on {num(c.get('n_sequences'))} "
+        f"repeated random sequences ({num(c.get('seq_len'))} tokens, repeated once)."
+    )
+    header = [
+        "layer",
+        "FVU",
+        "L0",
+        "dead",
+        "CE recovered",
+        "KL",
+        "effective heads per feature: weights / DFA",
+        "polysemantic heads (DFA roles)",
+        "induction features (short / long prefix)",
+        "heads behind them (features)",
+    ]
+    rows, notes = [], []
+    for L in layers:
+        m, ind, poly = (
+            L.get("metrics") or {},
+            L.get("induction") or {},
+            L.get("polysemantic_dfa") or {},
+        )
+        per_head = poly.get("per_head") or []
+        n_ind = ind.get("n_induction_features")
+        ind_cell = (
+            f"{num(n_ind)} ({num(ind.get('n_short_prefix'))} / {num(ind.get('n_long_prefix'))}) of "
+            f"{num(ind.get('n_candidates'))} candidates"
+            if n_ind
+            else f"0 of {num(ind.get('n_candidates'))} candidates"
+            if n_ind == 0
+            else NM
+        )
+        rows.append(
+            [
+                num(L.get("layer")),
+                fix(m.get("fvu")),
+                num(m.get("l0_mean")),
+                pct(m.get("dead_fraction"), 1),
+                pct(m.get("ce_loss_recovered"), 1),
+                fix(m.get("kl_div")),
+                (
+                    f"{fix(get(L, 'head_attribution', 'mean_effective_heads'), 2)} / "
+                    f"{fix(get(L, 'head_attribution_dfa', 'mean_effective_heads'), 2)}"
+                ),
+                f"{pct(poly.get('fraction'))} ({sum(map(bool, per_head))}/{len(per_head)})"
+                if per_head
+                else NM,
+                ind_cell,
+                _heads(ind.get("features_per_head")),
+            ]
+        )
+        notes.append(_attention_layer_note(L))
+    secs = "; ".join(
+        f"layer {L.get('layer')}: "
+        + ", ".join(
+            f"{k.replace('_', ' ')} {num(v)} s" for k, v in (L.get("seconds") or {}).items()
+        )
+        for L in layers
+    )
+    notes.append(
+        f"Time: {num(d.get('wall_s'))} s for training, evaluation and analyses of all layers ({secs})."
+    )
+    return join_nonempty(setup, table(header, rows), bullets(notes))
+
+
+def _attention_layer_note(L: dict) -> str:
+    ind, poly = L.get("induction") or {}, L.get("polysemantic_dfa") or {}
+    score = ind.get("head_induction_score") or []
+    per_head = ind.get("features_per_head") or []
+    behind = [h for h, n in enumerate(per_head) if n]
+    parts = []
+    if score and behind:
+        others = [s for h, s in enumerate(score) if h not in behind]
+        parts.append(
+            "induction score of the heads behind its induction features: "
+            + ", ".join(f"H{h} {fix(score[h], 2)}" for h in behind if h < len(score))
+            + (f" (every other head <= {fix(max(others), 2)})" if others else "")
+        )
+    elif score:
+        parts.append(
+            f"no induction features; the highest head induction score is {fix(max(score), 2)}"
+        )
+    kind = ind.get("head_kind") or []
+    if behind and kind:
+        parts.append(
+            "by their attention: "
+            + ", ".join(f"H{h} {get(kind, h) or 'undetermined'}" for h in behind)
+        )
+    att = ind.get("head_attention_by_prefix") or {}
+    if behind and "1" in att and "8" in att:
+        parts.append(
+            "their attention to the source with a 1-token / 8-token matching prefix: "
+            + ", ".join(
+                f"H{h} {fix(get(att, '1', h), 2)} / {fix(get(att, '8', h), 2)}" for h in behind
+            )
+        )
+    kinds = ind.get("kinds_per_head") or []
+    if behind and kinds:
+        parts.append(
+            "long / short-prefix features per head: "
+            + ", ".join(
+                f"H{h} {num(get(kinds, h, 'long-prefix'))} / {num(get(kinds, h, 'short-prefix'))}"
+                for h in behind
+            )
+        )
+    roles = poly.get("roles_per_head") or []
+    if roles:
+        top = []
+        for h, rc in enumerate(roles):
+            if rc:
+                n = max(rc.values())
+                role = " / ".join(sorted(r for r, c in rc.items() if c == n))  # ties: all of them
+                top.append(f"H{h} {role} {n}/{sum(rc.values())}")
+        parts.append(
+            "most common DFA role among each head's top features: " + (", ".join(top) or "none")
+        )
+    ha = L.get("head_attribution") or {}
+    share = ha.get("mean_max_share")
+    if isinstance(share, list) and share:
+        parts.append(
+            f"weight-based attribution: mean max head share per head {span(share, lambda v: fix(v, 2))}, "
+            f"effective heads {fix(ha.get('mean_effective_heads'), 2)} of {len(share)}"
+        )
+    return f"Layer {L.get('layer')}: " + "; ".join(parts) + "."
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ activations. Target: held-out FVU of the bf16-trained SAE within 2% (relative) o
 
 Prints and saves ``--out`` (JSON). Not a test.
 
-    python bench/bf16_model.py [--tokens 409600]
+    python -m bench.bf16_model [--tokens 409600]
 """
 
 from __future__ import annotations
@@ -24,16 +24,15 @@ from types import SimpleNamespace
 
 import torch
 
+from bench import sae_quality  # its activation capture and cache: the fp32 activations
+from bench._markdown import NM, fix, join_nonempty, num, para, pct, sci, table
+from bench._provenance import provenance, renderer
+from bench.lr import fvu, make_step
+from interp.models import load_model
+
+TITLE = "An SAE on bf16-model activations"  # its name in the docs (python -m bench.report)
+
 ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-import sae_quality  # noqa: E402  (its activation capture and cache: the fp32 activations)
-from _provenance import provenance  # noqa: E402
-from lr import fvu, make_step  # noqa: E402
-
-from interp.models import load_model  # noqa: E402
 
 HOOK = "blocks.15.hook_resid_post"
 
@@ -114,6 +113,39 @@ def main() -> None:
     )
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(f"saved {args.out}")
+
+
+# ------------------------------------------------------------------------------------------------
+# rendering: bench/results/bf16_model.json as markdown (python -m bench.report; see bench/_provenance.py)
+# ------------------------------------------------------------------------------------------------
+@renderer()
+def render(d: dict) -> str:
+    """bench/bf16_model.py: an SAE trained on bf16-model activations vs on fp32 ones."""
+    runs = d.get("runs") or {}
+    rows = [
+        [
+            name,
+            fix((runs.get(name) or {}).get("heldout_fvu_on_fp32"), 4),
+            sci((runs.get(name) or {}).get("lr")),
+        ]
+        for name in ("fp32", "bf16")
+    ]
+    return join_nonempty(
+        para(
+            f"SmolLM2 {d.get('hook', NM)}, {num(d.get('train_tokens'))} training tokens captured "
+            f"twice from the same windows (model in fp32, model in bf16; stored in fp32), d_sae "
+            f"{num(d.get('d_sae'))}, k {num(d.get('k'))}, the same seed and batch order; held-out "
+            f"FVU on {num(d.get('eval_tokens'))} fp32 validation activations."
+        ),
+        table(["activations from the model in", "held-out FVU (on fp32)", "lr"], rows),
+        para(
+            f"bf16 vs fp32: {pct(d.get('bf16_vs_fp32_fvu_relative'), 2)} relative; target within "
+            f"2%: {'met' if d.get('met') else 'not met' if d.get('met') is False else NM}. The bf16 "
+            f"activations differ from the fp32 ones by {pct(d.get('bf16_activation_mean_rel_err'), 2)} "
+            f"(mean relative L2); the bf16 capture ran at {num(d.get('bf16_capture_tokens_per_s'))} "
+            "tokens/s."
+        ),
+    )
 
 
 if __name__ == "__main__":

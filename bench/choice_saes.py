@@ -16,8 +16,8 @@ Three parts, all saved to bench/results/choice_saes.json with plotly figures nex
    files for evaluation): the same, plus spliced CE loss recovered, and how per-token L0 tracks
    token difficulty (correlation with the TopK SAE's per-token reconstruction error).
 
-    python bench/choice_saes.py --lm-tokens 131072
-    python bench/choice_saes.py --quick    # smoke run, well under a minute of compute
+    python -m bench.choice_saes --lm-tokens 131072
+    python -m bench.choice_saes --quick    # smoke run, well under a minute of compute
 """
 
 from __future__ import annotations
@@ -25,27 +25,25 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bench._provenance import provenance
+from bench.choice_saes_render import render  # noqa: F401  (its renderer)
+from interp.synthetic import SyntheticDictionary, direction_recovery
+from saes.config import SAEConfig
+from saes.evals import reconstruction_metrics
+from saes.geometric_median import geometric_median
+from saes.sae import SAE
+from saes.train import TrainStep, default_lr
+from saes.variants.choice import flat_top_n
+
+TITLE = "Mutual and feature choice vs TopK"  # its name in the docs (python -m bench.report)
+
 ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "bench"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-from _provenance import provenance  # noqa: E402
-
-from interp.synthetic import SyntheticDictionary, direction_recovery  # noqa: E402
-from saes.config import SAEConfig  # noqa: E402
-from saes.evals import reconstruction_metrics  # noqa: E402
-from saes.geometric_median import geometric_median  # noqa: E402
-from saes.sae import SAE  # noqa: E402
-from saes.train import TrainStep, default_lr  # noqa: E402
-from saes.variants.choice import flat_top_n  # noqa: E402
 
 VARIANTS = {  # name -> SAEConfig overrides
     "topk": {"variant": "topk"},
@@ -346,8 +344,7 @@ def synthetic(quick: bool, tokens: int) -> dict[str, Any]:
 def capture_smollm2(quick: bool, tokens: int, layer: int = 15) -> dict[str, Any]:
     """SmolLM2 activations at blocks.L.hook_resid_post: train split for training (and the step cost),
     validation files for evaluation."""
-    from sae_quality import capture  # bench/sae_quality.py
-
+    from bench.sae_quality import capture
     from interp.models import load_model
 
     hook = f"blocks.{layer}.hook_resid_post"

@@ -28,7 +28,7 @@ active latent (their argmax code is latent 0 for all of them), which the short o
 Prints a table; saves ``bench/results/circuits.json`` (after each task) and the figures under
 ``bench/results/circuits/``. Not a test.
 
-    flock /tmp/interp-heavy.lock python bench/circuits.py [--tasks ioi,greater-than,docstring]
+    flock /tmp/interp-heavy.lock python -m bench.circuits [--tasks ioi,greater-than,docstring]
 """
 
 from __future__ import annotations
@@ -43,25 +43,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-# this file is bench/circuits.py: the package ``circuits`` at ROOT must come before bench/ on the
-# path (python puts the script's folder first), bench/ only serves ``_provenance``
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
-sys.path.insert(0, str(ROOT))
-sys.path.append(str(ROOT / "bench"))
-
-from _provenance import provenance  # noqa: E402
-
-from circuits.experiment import (  # noqa: E402
+from bench._provenance import provenance, renderer
+from circuits.experiment import (
     auc_vs_n_train,
     auc_vs_sae_config,
     prepare,
     run_experiment,
 )
-from circuits.figures import auc_vs_prompts_figure, heatmap_figure  # noqa: E402
-from circuits.ground_truth import SHARES, fixture_path, load_ground_truth  # noqa: E402
-from interp.io import atomic_write_bytes  # noqa: E402
-from interp.models import load_model  # noqa: E402
+from circuits.figures import auc_vs_prompts_figure, heatmap_figure
+from circuits.ground_truth import SHARES, fixture_path, load_ground_truth
+from interp.io import atomic_write_bytes
+from interp.models import load_model
+
+TITLE = "Circuits from discrete codes"  # its name in the docs (python -m bench.report)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # the paper's numbers (O'Neill & Bui 2024, GPT-2 small / attn-only-4l, 10 trials)
 PAPER = {
@@ -92,7 +88,7 @@ LABELS = {
 }
 NOT_MEASURED = (
     "Circuit discovery: not measured yet (run "
-    "`flock /tmp/interp-heavy.lock python bench/circuits.py --sweep-seeds 1`)."
+    "`flock /tmp/interp-heavy.lock python -m bench.circuits --sweep-seeds 1`)."
 )
 Z = 2.0  # the verdicts' criterion: a difference counts when it exceeds 2 standard errors
 
@@ -449,8 +445,9 @@ def _l1_table(tasks: dict, cfg: dict) -> list[str]:
     return out
 
 
-def readme(d: dict | None) -> str:
-    """The README's circuit tables (markdown) from ``bench/results/circuits.json``."""
+@renderer()
+def render(d: dict | None) -> str:
+    """The circuit tables (markdown) from ``bench/results/circuits.json``."""
     if not d or not d.get("tasks"):
         return NOT_MEASURED
     tasks = d["tasks"]
@@ -590,7 +587,7 @@ def main() -> None:
     if args.restat:
         out = Path(args.out)
         _write(out, restat(json.loads(out.read_text())))
-        print(readme(json.loads(out.read_text())))
+        print(render(json.loads(out.read_text())))
         return
 
     out = Path(args.out)
@@ -646,7 +643,7 @@ def main() -> None:
         heatmap_figure(res).write_json(fig_dir / f"{task}_heatmap.json")
         _write(out, result)
         print(f"{task}: methods done in {res['bench_seconds']:.0f} s", flush=True)
-    print(readme(result), flush=True)
+    print(render(result), flush=True)
     # 2. AUC against lambda, on raw and normalised head vectors (at --n-train prompts)
     l1s = [float(x) for x in args.l1_sweep.split(",") if x.strip()]
     for task in tasks if l1s else ():
@@ -676,7 +673,7 @@ def main() -> None:
                 auc_vs_n_train(contexts[task], (n,), seeds, have, on_seed=save)
             print(f"{task}: sweep {sweep} done in {time.perf_counter() - t0:.0f} s", flush=True)
     auc_vs_prompts_figure(result).write_json(fig_dir / "auc_vs_prompts.json")
-    print(readme(result))
+    print(render(result))
     _write(out, result)
 
 

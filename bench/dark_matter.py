@@ -20,42 +20,35 @@ bench/results/dark_matter/.
 
 Trained SAEs in ``--runs`` are reused (a rerun skips training).
 
-    flock /tmp/interp-heavy.lock python bench/dark_matter.py --curve-run runs/demo-topk
-    python bench/dark_matter.py --quick      # smoke run (small numbers, minutes)
+    flock /tmp/interp-heavy.lock python -m bench.dark_matter --curve-run runs/demo-topk
+    python -m bench.dark_matter --quick      # smoke run (small numbers, minutes)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "bench"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-from _provenance import provenance  # noqa: E402
-from dark_matter_readme import BATCH_TOKENS, readme  # noqa: E402, F401  (report.py: readme)
-
-from interp.io import atomic_write_json  # noqa: E402
-from interp.models import load_model  # noqa: E402
-from saes.analysis.dark_matter.cli import format_table  # noqa: E402
-from saes.analysis.dark_matter.convergence import (  # noqa: E402
+from bench._provenance import provenance
+from bench.dark_matter_render import BATCH_TOKENS, render  # noqa: F401  (its renderer)
+from interp.io import atomic_write_json
+from interp.models import load_model
+from saes.analysis.dark_matter.cli import format_table
+from saes.analysis.dark_matter.convergence import (
     KEYS,
     fit_diagnostics,
     fit_size_curve,
     flattens_at,
 )
-from saes.analysis.dark_matter.error_saes import error_parts, train_error_saes  # noqa: E402
-from saes.analysis.dark_matter.figures import all_figures  # noqa: E402
-from saes.analysis.dark_matter.linear import ESTIMATORS, block_rows_for  # noqa: E402
-from saes.analysis.dark_matter.pipeline import (  # noqa: E402
+from saes.analysis.dark_matter.error_saes import error_parts, train_error_saes
+from saes.analysis.dark_matter.figures import all_figures
+from saes.analysis.dark_matter.linear import ESTIMATORS, block_rows_for
+from saes.analysis.dark_matter.pipeline import (
     DarkMatterConfig,
     analyse_sae,
     capture_rows,
@@ -64,15 +57,19 @@ from saes.analysis.dark_matter.pipeline import (  # noqa: E402
     scaling_report,
     validation_windows,
 )
-from saes.analysis.dark_matter.previous_layer import (  # noqa: E402
+from saes.analysis.dark_matter.previous_layer import (
     compare_with_pursuit,
     nonlinear_error_removed,
 )
-from saes.analysis.dark_matter.pursuit import pursuit_vs_sae  # noqa: E402
-from saes.artifacts import load_sae  # noqa: E402
-from saes.rundir import RunDir  # noqa: E402
-from saes.train import train  # noqa: E402
-from saes.train_config import RunConfig  # noqa: E402
+from saes.analysis.dark_matter.pursuit import pursuit_vs_sae
+from saes.artifacts import load_sae
+from saes.rundir import RunDir
+from saes.train import train
+from saes.train_config import RunConfig
+
+TITLE = "Dark matter"  # its name in the docs (python -m bench.report)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 LAYER = 15
 HOOK = f"blocks.{LAYER}.hook_resid_post"

@@ -4,9 +4,9 @@ Runs ``tests/test_dashboard_browser.py`` against a folder of runs with stores (d
 where ``make demo`` leaves the demo run and its store), writing the screenshots to
 ``docs/screenshots/`` and the timings (server start, feature page open at latent 0, next-latent
 render, prompt page open, a ~64-token prompt answered on the warm server) to ``--out`` (JSON, with
-provenance). Not a test. ``readme(d)`` renders the README's table from that JSON.
+provenance). Not a test. ``render(d)`` renders its table from that JSON.
 
-    python bench/dashboard_browser.py [--target runs]
+    python -m bench.dashboard_browser [--target runs]
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench._provenance import provenance, renderer
+
+TITLE = "The explorer in a browser"  # its name in the docs (python -m bench.report)
+
 ROOT = Path(__file__).resolve().parents[1]
 FEATURE_GOAL_S = 1.0  # the Feature page's first open
 PROMPT_GOAL_S = 3.0  # a 64-token prompt answered on the warm server
-sys.path.insert(0, str(ROOT / "bench"))
-
-from _provenance import provenance  # noqa: E402
 
 
 def main() -> None:
@@ -64,8 +65,9 @@ def _n(x) -> str:
     return f"{x:,}" if isinstance(x, int) else "not measured"
 
 
-def readme(d: dict | None) -> str:
-    """The README's table of page timings, with each goal's verdict from its number."""
+@renderer()
+def render(d: dict | None) -> str:
+    """The table of page timings, with each goal's verdict from its number."""
     if d is None:
         return "Not measured: no `bench/results/dashboard_browser.json`."
     t, m = d.get("timings_s") or {}, d.get("store_manifest") or {}

@@ -16,7 +16,7 @@ forward varies by several seconds on a shared machine). Where two encoder settin
 stores are compared array by array (how many latents have exactly the same count, top examples
 and sample). Prints a table and saves ``--out`` (JSON). Not a test.
 
-    python bench/dashboard_build.py [--run runs/demo-topk] [--sizes 200000 420000] [--repeats 3]
+    python -m bench.dashboard_build [--run runs/demo-topk] [--sizes 200000 420000] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -31,10 +31,12 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
+from bench._markdown import NM, fix, num, para, table, times
+from bench._provenance import provenance, renderer
 
-from _provenance import provenance  # noqa: E402
+TITLE = "Building a feature store"  # its name in the docs (python -m bench.report)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def child(kind: str, run: str, tokens: int, out: str, encoder: str, source: str) -> dict:
@@ -107,7 +109,7 @@ def agreement(a: Path, b: Path) -> dict:
 
 
 def _run_child(args, kind: str, tokens: int, tmp: str, encoder: str) -> dict:
-    cmd = [sys.executable, __file__, "--run", args.run]
+    cmd = [sys.executable, "-m", "bench.dashboard_build", "--run", args.run]
     cmd += ["--source", args.source, "--child", kind, str(tokens), tmp, encoder]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode != 0:
@@ -236,10 +238,9 @@ def _text(src: str) -> str:
     return f"`{'/'.join(parts[max(first - 1, 0) :])}`"  # the folder the files come from onward
 
 
-def readme(d: dict | None) -> str:
-    """The README's build-cost region from ``bench/results/dashboard_build.json``."""
-    from report import NM, fix, num, para, table, times
-
+@renderer()
+def render(d: dict | None) -> str:
+    """The build-cost tables from ``bench/results/dashboard_build.json``."""
     if not d or not d.get("summary"):
         return para(f"Build cost: {NM} (no `bench/results/dashboard_build.json`).")
     rows = []
@@ -277,7 +278,7 @@ def readme(d: dict | None) -> str:
     ]
     parts = [
         para(
-            f"The cost of a store (`python bench/dashboard_build.py`, run `{d.get('run')}`, "
+            f"The cost of a store (`python -m bench.dashboard_build`, run `{d.get('run')}`, "
             f"model dtype {first.get('model_dtype', NM)}): the same held-out windows in the "
             "same batches, once through the model to the hook only and once through the whole "
             "build (model load excluded), each in a fresh process (peak RSS is its own); "

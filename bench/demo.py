@@ -1,9 +1,9 @@
 """Record of `make demo`: runs the demo command (`interp demo`, what `make demo` runs after setup) in a
 subprocess, times it end to end, and saves its configuration, training throughput (from the run's
 own log) and held-out metrics (the run's metrics.json) to bench/results/demo.json, with provenance.
-The README's demo figures are rendered from that file (bench/report.py).
+Its page's figures are rendered from that file (its ``render``, python -m bench.report).
 
-    python bench/demo.py [--out-dir runs/demo-topk] [--train-tokens 400000]
+    python -m bench.demo [--out-dir runs/demo-topk] [--train-tokens 400000]
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ import sys
 import time
 from pathlib import Path
 
+from bench._markdown import NM, fix, isnum, num, para, pct
+from bench._provenance import provenance, renderer
+from saes.rundir import RunDir
+from saes.train_config import RunConfig
+
+TITLE = "The demo"  # its name in the docs (python -m bench.report)
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-
-from _provenance import provenance  # noqa: E402
-
-from saes.rundir import RunDir  # noqa: E402
-from saes.train_config import RunConfig  # noqa: E402
 
 CONFIG_KEYS = (
     "model",
@@ -77,6 +78,55 @@ def main(argv: list[str] | None = None) -> dict:
         f"(training loop {record['train_tokens_per_s'] or float('nan'):,.0f} tok/s); saved {args.out}"
     )
     return record
+
+
+# ------------------------------------------------------------------------------------------------
+# rendering: bench/results/demo.json as markdown (python -m bench.report; see bench/_provenance.py)
+# ------------------------------------------------------------------------------------------------
+@renderer()
+def render(d: dict | None) -> str:
+    """From bench/results/demo.json: wall_s, tokens_per_s, config (variant, k, d_sae, hook,
+    train_tokens) and metrics (the run's metrics.json); keys may also sit at the top level."""
+    if d is None:
+        return para(
+            "Wall time, throughput and held-out metrics: not recorded (no `bench/results/demo.json`; "
+            "`python -m bench.demo` records it)."
+        )
+    m = d.get("metrics") if isinstance(d.get("metrics"), dict) else d
+    cfg = d.get("config") if isinstance(d.get("config"), dict) else d
+    wall = d.get("wall_s")
+    wall_s = f"{int(wall // 60)} min {wall % 60:.0f} s" if isnum(wall) else NM
+    what = ", ".join(
+        x
+        for x in [
+            str(cfg["variant"]) if "variant" in cfg else "",
+            f"k = {num(cfg['k'])}" if "k" in cfg else "",
+            f"d_sae = {num(cfg['d_sae'])}" if "d_sae" in cfg else "",
+            f"on `{cfg['hook']}`" if "hook" in cfg else "",
+            f"{num(cfg['train_tokens'])} training tokens" if "train_tokens" in cfg else "",
+        ]
+        if x
+    )
+    loop = (
+        f"; the training loop alone {num(d['train_tokens_per_s'])} tokens/s"
+        if isnum(d.get("train_tokens_per_s"))
+        else ""
+    )
+    run = (
+        f"{what}: " if what else ""
+    ) + f"{wall_s} end to end ({num(d.get('tokens_per_s'))} tokens/s{loop})."
+    shown = [
+        ("FVU", "fvu", fix),
+        ("cosine", "cosine_mean", fix),
+        ("dead", "dead_fraction", lambda v: pct(v, 1)),
+        ("spliced CE", "ce_spliced", lambda v: fix(v, 2)),
+        ("clean CE", "ce_clean", lambda v: fix(v, 2)),
+        ("zero-ablated CE", "ce_zero_ablated", lambda v: fix(v, 2)),
+        ("CE loss recovered", "ce_loss_recovered", lambda v: pct(v, 1)),
+        ("KL", "kl_div", lambda v: fix(v, 2)),
+    ]
+    held = ", ".join(f"{label} {fmt(m.get(key))}" for label, key, fmt in shown)
+    return para(run, f"Held-out: {held}.")
 
 
 if __name__ == "__main__":

@@ -15,19 +15,35 @@
 
 Prints a table, saves bench/results/gsae_vs_topk.json and a plotly figure gsae_vs_topk.html.
 
-    python bench/gsae_vs_topk.py [--tokens 49152] [--quick]
+    python -m bench.gsae_vs_topk [--tokens 49152] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import time
 from pathlib import Path
 
 import torch
 
+from bench._markdown import (
+    NM,
+    fix,
+    isnum,
+    join_nonempty,
+    num,
+    para,
+    pct,
+    ratio,
+    sci,
+    span,
+    table,
+    times,
+)
+from bench._provenance import renderer
 from interp.activations import ActivationCapture
 from interp.cache import ActivationCache, CacheWriter
 from interp.data import token_windows
@@ -38,6 +54,8 @@ from saes.evals import reconstruction_metrics, spliced_metrics
 from saes.geometric_median import geometric_median
 from saes.sae import SAE
 from saes.train import TrainStep, default_lr
+
+TITLE = "g-SAE vs TopK"  # its name in the docs (python -m bench.report)
 
 
 def capture_speed(
@@ -355,6 +373,115 @@ def main() -> None:
             f"{r['train_tokens_per_s']:>8,.0f}"
         )
     print(f"saved {out} and {out.with_suffix('.html')} ({result['wall_s']:.0f} s)")
+
+
+# ------------------------------------------------------------------------------------------------
+# rendering: bench/results/gsae_vs_topk.json as markdown (python -m bench.report; see bench/_provenance.py)
+# ------------------------------------------------------------------------------------------------
+def _gsae_label(r: dict) -> str:
+    if r.get("variant") == "topk" or r.get("beta_c") is None:
+        return "TopK" if r.get("variant") == "topk" else f"`{r.get('name', NM)}`"
+    return f"g-SAE c = {r['beta_c']:g} (beta {fix(r.get('beta'), 1)})"
+
+
+# bench/results/gsae_vs_topk.json predates recorded provenance: the command that measured it
+@renderer("python bench/gsae_vs_topk.py")
+def render(d: dict) -> str:
+    rows = [r for r in d.get("rows") or [] if isinstance(r, dict)]
+    st, cc = d.get("steering") or {}, d.get("capture_cost") or {}
+    alphas = " and ".join(f"{a:g}" for a in st.get("alphas_in_units_of_mean_norm") or []) or NM
+    setup = para(
+        f"SmolLM2 `{d.get('hook', NM)}`, {num(d.get('train_tokens'))} training tokens captured once with dL/dx, "
+        f"{num(d.get('epochs'))} epochs of {num(d.get('batch_tokens'))}-token batches, d_sae {num(d.get('d_sae'))}, "
+        f"k {num(d.get('k'))}, lr {sci(d.get('lr'))}, the same batches in the same order for every SAE; held out: "
+        f"{num(d.get('eval_tokens'))} tokens for reconstruction, {num(d.get('ce_windows'))} windows of "
+        f"{num(d.get('context_size'))} for CE/KL. beta = c / median|d_i . g_s| (the median at initialisation is "
+        f'{fix(d.get("median_grad_effect_at_init"), 3)}). "ng": the g-SAE\'s gradient-free mode (plain TopK on its '
+        f"weights). Steering: {num(st.get('latents_per_sae'))} random live latents per SAE, {num(st.get('prompts'))} "
+        f"prompts of {num(st.get('prompt_tokens'))} tokens, alpha = {alphas} mean norms."
+    )
+    header = [
+        "SAE",
+        "FVU",
+        "FVU ng",
+        "L0",
+        "dead",
+        "CE rec.",
+        "CE rec. ng",
+        "KL",
+        "KL ng",
+        "steer d logp / KL",
+        "train tok/s",
+    ]
+
+    def ng(r, key, fmt):
+        return fmt(r.get("nograd_" + key)) if r.get("variant") != "topk" else "-"
+
+    body = [
+        [
+            _gsae_label(r),
+            fix(r.get("fvu")),
+            ng(r, "fvu", fix),
+            num(r.get("l0_mean")),
+            pct(r.get("dead_fraction"), 1),
+            fix(r.get("ce_loss_recovered")),
+            ng(r, "ce_loss_recovered", fix),
+            fix(r.get("kl_div")),
+            ng(r, "kl_div", fix),
+            fix(r.get("steer_effect_per_kl"), 2),
+            num(r.get("train_tokens_per_s")),
+        ]
+        for r in rows
+    ]
+    topk = next((r for r in rows if r.get("variant") == "topk"), None)
+    gs = [r for r in rows if r.get("variant") == "gtopk"]
+    found = []
+    if topk and gs:
+        fvu_worse = all(isnum(r.get("fvu")) and r["fvu"] > topk.get("fvu", math.inf) for r in gs)
+        found.append(
+            f"FVU at equal L0: TopK {fix(topk.get('fvu'))}, g-SAEs {span([r.get('fvu') for r in gs], fix)} "
+            f"with gradients at inference and {span([r.get('nograd_fvu') for r in gs], fix)} without "
+            f"({'every g-SAE is higher' if fvu_worse else 'not every g-SAE is higher'})."
+        )
+        better = [
+            r
+            for r in gs
+            if isnum(r.get("nograd_ce_loss_recovered"))
+            and r["nograd_ce_loss_recovered"] > topk.get("ce_loss_recovered", math.inf)
+        ]
+        found.append(
+            "In the gradient-free mode, CE loss recovered above TopK's "
+            f"{fix(topk.get('ce_loss_recovered'))}: "
+            + (
+                ", ".join(
+                    f"{_gsae_label(r)} {fix(r['nograd_ce_loss_recovered'])} (KL "
+                    f"{fix(r.get('nograd_kl_div'))} vs {fix(topk.get('kl_div'))})"
+                    for r in better
+                )
+                if better
+                else "none"
+            )
+            + "; one run, no spread across seeds measured."
+        )
+        slow = span(
+            [ratio(topk.get("train_tokens_per_s"), r.get("train_tokens_per_s")) for r in gs], times
+        )
+        found.append(f"A g-SAE trains {slow} slower than TopK here (tokens/s).")
+    found.append(
+        f"Steering d logp / KL comes from {num(st.get('latents_per_sae'))} latents per SAE in one run "
+        "(no per-latent spread recorded)."
+    )
+    found.append(
+        f"Capture cost of the gradients: {num(cc.get('without_grads_tok_s'))} tok/s without dL/dx "
+        f"(`stop_at_layer`) vs {num(cc.get('with_grads_tok_s'))} tok/s with it "
+        f"({times(cc.get('slowdown'))} slower: the full forward, the unembedding and cross-entropy, and "
+        "the backward down to the hook)."
+    )
+    found.append(
+        f"The benchmark took {num(d.get('wall_s'))} s, of which {num(d.get('capture_and_cache_s'), 1)} s "
+        "capture and cache (reused from an activation cache when it exists)."
+    )
+    return join_nonempty(setup, table(header, body), para(*found))
 
 
 if __name__ == "__main__":

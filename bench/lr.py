@@ -20,7 +20,7 @@ Every row also states the fraction of latents that never fire on the held-out ro
 
 Prints a table and saves ``--out`` (JSON). Not a test.
 
-    python bench/lr.py [--quick] [--only synthetic|smollm2]
+    python -m bench.lr [--quick] [--only synthetic|smollm2]
 """
 
 from __future__ import annotations
@@ -34,18 +34,17 @@ from types import SimpleNamespace
 
 import torch
 
+from bench._markdown import NM, fix, join_nonempty, num, para, pct, sci, table
+from bench._provenance import provenance, renderer
+from interp.synthetic import SyntheticDictionary, direction_recovery
+from saes.config import SAEConfig
+from saes.sae import SAE
+from saes.step import TrainStep, default_lr, initial_statistics, legacy_lr
+from saes.train_config import RunConfig
+
+TITLE = "The default learning rate"  # its name in the docs (python -m bench.report)
+
 ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-from _provenance import provenance  # noqa: E402
-
-from interp.synthetic import SyntheticDictionary, direction_recovery  # noqa: E402
-from saes.config import SAEConfig  # noqa: E402
-from saes.sae import SAE  # noqa: E402
-from saes.step import TrainStep, default_lr, initial_statistics, legacy_lr  # noqa: E402
-from saes.train_config import RunConfig  # noqa: E402
 
 # (name, dictionary, d_sae, k, rows, batch)
 SYNTHETIC = [
@@ -139,7 +138,7 @@ def run_synthetic(lrs_extra: list[float], quick: bool) -> list[dict]:
 
 
 def run_smollm2(args) -> tuple[list[dict], dict]:
-    import sae_quality  # the activation cache it keeps (same capture, same file)
+    from bench import sae_quality  # the activation cache it keeps (same capture, same file)
 
     qa = SimpleNamespace(
         model="smollm2-135m", source="stdlib", context=128, tokens=args.tokens,
@@ -255,6 +254,102 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(f"saved {args.out} ({result['wall_s'] / 60:.1f} min)")
+
+
+# ------------------------------------------------------------------------------------------------
+# rendering: bench/results/lr.json as markdown (python -m bench.report; see bench/_provenance.py)
+# ------------------------------------------------------------------------------------------------
+def _lr_of(rows: list[dict], setting: str, label: str):
+    return next(
+        (r["lr"] for r in rows if r.get("setting") == setting and r["label"] == label), None
+    )
+
+
+@renderer()
+def render(d: dict) -> str:
+    """bench/lr.py: the default learning rate against a sweep (synthetic dictionaries, SmolLM2)."""
+    summ = d.get("summary") or {}
+    synth = d.get("synthetic") or []
+    if not summ:
+        return para(f"Learning-rate sweep: {NM}.")
+    rows = []
+    for name, sm in summ.items():
+        if name == "smollm2_L15":
+            continue
+        r0 = next((r for r in synth if r.get("setting") == name), {})
+        rows.append(
+            [
+                f"synthetic {name}",
+                f"{num(r0.get('steps'))} x {num(r0.get('batch'))}",
+                sci(_lr_of(synth, name, "legacy")),
+                pct(sm.get("legacy_recovery"), 1),
+                sci(sm.get("default_lr")),
+                "**" + pct(sm.get("default_recovery"), 1) + "**",
+                pct(
+                    next(
+                        (
+                            r.get("dead_fraction")
+                            for r in synth
+                            if r.get("setting") == name and r["label"] == "default"
+                        ),
+                        None,
+                    ),
+                    1,
+                ),
+                f"{pct(sm.get('best_sweep_recovery'), 1)} at {sci(sm.get('best_sweep_lr'))}",
+            ]
+        )
+    table1 = table(
+        [
+            "setting",
+            "steps x batch",
+            "old default lr",
+            "recovered",
+            "new default lr",
+            "recovered",
+            "dead (new default)",
+            "best of the sweep",
+        ],
+        rows,
+    )
+    sm = summ.get("smollm2_L15")
+    smol = ""
+    if sm:
+        setup = d.get("smollm2_setup") or {}
+        s0 = (d.get("smollm2") or [{}])[0]
+        srows = [
+            [
+                r["label"],
+                sci(r["lr"]),
+                fix(r["fvu"], 4),
+                fix(r.get("fvu_typical_tokens"), 4),
+                pct(r.get("dead_fraction"), 1),
+            ]
+            for r in d.get("smollm2") or []
+        ]
+        smol = join_nonempty(
+            para(
+                f"SmolLM2 layer 15, {num(setup.get('train_tokens'))} training tokens "
+                f"({num(s0.get('steps'))} steps of "
+                f"{num(s0.get('batch'))}; the "
+                f"{num(setup.get('train_tokens_left_out_over_max_norm_ratio'))} of "
+                f"{num(setup.get('train_tokens_captured'))} captured whose norm is over "
+                f"{setup.get('max_norm_ratio', 10):g}x the median left out, as training does by "
+                f"default), d_sae 4,608, k 32; held-out FVU "
+                f"on {num(setup.get('eval_tokens'))} validation tokens, and without the "
+                f"{num(setup.get('eval_tokens_over_10x_median_norm'))} whose norm is over 10x the "
+                "median; dead: latents that fire on none of the held-out tokens:"
+            ),
+            table(["lr", "value", "held-out FVU", "FVU, typical tokens", "dead"], srows),
+            para(
+                f"The default ({sci(sm.get('default_lr'))}) is {pct(sm.get('default_vs_best'), 1)} "
+                f"from the best of the sweep ({sci(sm.get('best_sweep_lr'))}, FVU "
+                f"{fix(sm.get('best_sweep_fvu'), 4)}); target within 3%: "
+                f"{'met' if sm.get('default_within_3pct_of_best') else 'not met'}. The old default "
+                f"gave {fix(sm.get('legacy_fvu'), 4)}."
+            ),
+        )
+    return join_nonempty(table1, smol)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ Each trains the demo's SAE (configs/demo_topk.json: d_sae 4,608, k 32, 400k toke
 BOS: spliced CE loss recovered and KL (ours), SAELens's ce_loss_score, FVU, and FVU without the
 massive-norm tokens (``massive_norm_tokens``). Prints and saves ``--out`` (JSON). Not a test.
 
-    python bench/positions.py [--seeds 0,1] [--tokens 400000]
+    python -m bench.positions [--seeds 0,1] [--tokens 400000]
 """
 
 from __future__ import annotations
@@ -26,16 +26,15 @@ import sys
 import time
 from pathlib import Path
 
+from bench._markdown import NM, fix, join_nonempty, num, para, table
+from bench._provenance import provenance, renderer
+from interp.models import load_model
+from saes.train import train
+from saes.train_config import RunConfig, apply_changes
+
+TITLE = "Which positions to train on"  # its name in the docs (python -m bench.report)
+
 ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-from _provenance import provenance  # noqa: E402
-
-from interp.models import load_model  # noqa: E402
-from saes.train import train  # noqa: E402
-from saes.train_config import RunConfig, apply_changes  # noqa: E402
 
 CHOICES = {
     "all_but_bos": {"data.skip_positions": 0, "data.max_norm_ratio": None},
@@ -108,6 +107,58 @@ def main() -> None:
     print(json.dumps(summary, indent=1))
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(f"saved {args.out}")
+
+
+# ------------------------------------------------------------------------------------------------
+# rendering: bench/results/positions.json as markdown (python -m bench.report; see bench/_provenance.py)
+# ------------------------------------------------------------------------------------------------
+POSITION_LABELS = {
+    "all_but_bos": "every position but BOS (`skip_positions: 0`, `max_norm_ratio: null`)",
+    "skip_first": "also the first after BOS (`skip_positions: 1`)",
+    "norm_limit_10x": "also rows over 10x the median norm (`max_norm_ratio: 10`, now the default)",
+}
+
+
+@renderer()
+def render(d: dict) -> str:
+    """bench/positions.py: which positions the demo's SAE should train on."""
+    summ = d.get("summary") or {}
+    if not summ:
+        return para(f"Positions: {NM}.")
+    rows = [
+        [
+            ("**" + POSITION_LABELS.get(n, n) + "**")
+            if n == d.get("best_by_ce_loss_recovered")
+            else POSITION_LABELS.get(n, n),
+            fix(m.get("ce_loss_recovered"), 4),
+            fix(m.get("saelens_ce_loss_score"), 4),
+            fix(m.get("kl_div"), 4),
+            fix(m.get("fvu"), 4),
+            fix(m.get("fvu_without_massive"), 4),
+        ]
+        for n, m in summ.items()
+    ]
+    runs = d.get("runs") or []
+    massive = sorted({r.get("massive_tokens") for r in runs if r.get("massive_tokens") is not None})
+    return join_nonempty(
+        para(
+            f"The demo's SAE ({d.get('config', NM)}, {num(d.get('train_tokens'))} tokens), trained on "
+            f"three choices of positions, means over seeds {d.get('seeds', NM)}; every run is "
+            "evaluated the same way, on every position but BOS (the massive-norm tokens included: "
+            f"{', '.join(str(m) for m in massive) or NM} of them among the held-out tokens)."
+        ),
+        table(
+            [
+                "trained on",
+                "CE loss recovered",
+                "SAELens ce_loss_score",
+                "KL",
+                "FVU",
+                "FVU without massive-norm tokens",
+            ],
+            rows,
+        ),
+    )
 
 
 if __name__ == "__main__":

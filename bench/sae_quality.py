@@ -16,7 +16,7 @@ rotated, so load from other processes on a shared machine hits them alike):
                      normalize_activations="expected_average_only_in", dead_feature_window in
                      steps = our dead window in tokens, its lr scheduler with our warm-up and
                      decay, decoder_init_norm 1; b_dec set outside it (it has no b_dec init option)
-  sparsify_defaults  sparsify's Trainer step (bench/sae_step.py's SparsifyStep) with its
+  sparsify_defaults  sparsify's Trainer step (bench/_steps.py's SparsifyStep) with its
                      TrainConfig defaults (signum optimiser, its lr, auxk_alpha 0)
   sparsify_matched   the same with its optimizer="adam", our lr, auxk_alpha 1/32 and our dead
                      window; our input scale, lr schedule and b_dec applied outside it (it has
@@ -27,7 +27,7 @@ training tokens/s for each. The JSON records, per row, the exact settings, what 
 outside the library, and the differences that remain versus ours; plus provenance (commit,
 dirty files, date, machine, command). Prints and saves bench/results/sae_quality.json.
 
-    python bench/sae_quality.py [--tokens 409600] [--d-sae 4608] [--k 32] [--rows ours,saelens_matched]
+    python -m bench.sae_quality [--tokens 409600] [--d-sae 4608] [--k 32] [--rows ours,saelens_matched]
 """
 
 from __future__ import annotations
@@ -46,10 +46,18 @@ from types import SimpleNamespace
 
 import torch
 
+from bench._steps import (
+    SAELENS_ALWAYS,
+    SPARSIFY_ALWAYS,
+    SparsifyStep,
+    saelens_step,
+    saelens_trainer,
+)
+from bench.sae_quality_render import render  # noqa: F401  (its renderer)
+
+TITLE = "Quality against SAELens and sparsify"  # its name in the docs (python -m bench.report)
+
 ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
 
 ROWS = ("ours", "saelens_defaults", "saelens_matched", "sparsify_defaults", "sparsify_matched")
 CACHE_VERSION = 1
@@ -143,39 +151,6 @@ class Row:
     summary: list[str] = dataclasses.field(default_factory=list)  # the settings in a few words
 
 
-# implementation differences that no setting of the peer changes
-SAELENS_ALWAYS = [
-    "loss: squared error summed over d_in, mean over tokens (MSE); ours: FVU (squared error / the batch's "
-    "total variance), the same up to a per-batch factor, which Adam largely cancels",
-    "AuxK: weight aux_loss_coefficient (1.0, its default) x min(n_dead / k_aux, 1) on the raw squared error "
-    "of the residual, aux codes not ReLU'd; ours: 1/32 x the residual's FVU (normalised by the residual's "
-    "variance), ReLU'd aux codes, no min(n_dead / k_aux, 1) factor. No constant coefficient makes the two "
-    "equal (their ratio moves with the FVU); k_aux = min(d_in / 2, n_dead) in both",
-    "decoder: SAELens leaves W_dec free and divides the activations by its row norms "
-    "(rescale_acts_by_decoder_norm=True, its default); ours keeps unit-norm rows (gradient projection and "
-    "renormalisation after every Adam step)",
-    "gradients clipped to norm 1.0 (hard-coded in SAETrainer._train_step); ours: no clipping",
-    "W_dec initialised kaiming-uniform, then rows rescaled to decoder_init_norm; ours: Gaussian rows of unit "
-    "norm; W_enc = W_dec^T and b_enc = 0 in both",
-    "optimiser: torch.optim.Adam (betas 0.9/0.999, eps 1e-8); ours: fused Adam with the same hyper-parameters",
-    "selection: torch.topk over the dense [batch, d_sae] pre-activations (ReLU after top-k); ours: top-k of "
-    "the ReLU'd pre-activations (C++/tree top-k): the same latents up to ties",
-]
-SPARSIFY_ALWAYS = [
-    "AuxK (when on): auxk_alpha x min(n_dead / k_aux, 1) x the residual's squared error / the batch's total "
-    "variance of x, aux codes not ReLU'd; ours: 1/32 x the residual's FVU (normalised by the residual's "
-    "variance), ReLU'd aux codes, no min(n_dead / k_aux, 1) factor, so at the same weight ours is about "
-    "1/FVU times stronger; k_aux = min(d_in / 2, n_dead) in both",
-    "decoder rows renormalised before every forward (ours: after every Adam step); the same gradient "
-    "projection",
-    "encoder initialised by nn.Linear (kaiming-uniform rows, norm ~0.58), W_dec = its copy renormalised to unit "
-    "rows; ours: W_enc = W_dec^T, both with unit-norm rows",
-    "torch.set_float32_matmul_precision('high'), which sparsify's Trainer.fit sets, is not set: it selects tf32 "
-    "in oneDNN, which has no effect on this AVX2 CPU (bit-identical GEMM results)",
-    "selection: torch.topk over the dense ReLU'd pre-activations; ours: C++/tree top-k (same latents up to ties)",
-]
-
-
 def _lr_of_optimizer(opt):
     return lambda: opt.param_groups[0]["lr"]
 
@@ -186,13 +161,10 @@ def make_ours(d_in: int, args, n_steps: int, sample: torch.Tensor) -> Row:
     from saes.train import TrainStep, initial_statistics
     from saes.train_config import RunConfig
 
-    cfg = RunConfig.from_flat(
-        d_sae=args.d_sae,
-        k=args.k,
-        batch_tokens=args.batch,
-        train_tokens=n_steps * args.batch,
-        lr=args.lr,
-        seed=0,
+    cfg = RunConfig(
+        data={"batch_tokens": args.batch, "train_tokens": n_steps * args.batch, "seed": 0},
+        sae={"d_sae": args.d_sae, "k": args.k},
+        optim={"lr": args.lr},
     )
     sae = SAE(cfg.sae_config(d_in), seed=cfg.data.seed)
     scale, median = initial_statistics(sample[: cfg.data.init_sample_tokens], cfg)
@@ -274,8 +246,6 @@ def _saelens_settings(trainer) -> dict:
 def make_saelens(
     d_in: int, args, n_steps: int, sample: torch.Tensor, ours: Row, matched: bool
 ) -> Row:
-    from sae_step import saelens_step, saelens_trainer
-
     from saes.geometric_median import geometric_median
 
     if not matched:
@@ -395,8 +365,6 @@ def make_saelens(
 def make_sparsify(
     d_in: int, args, n_steps: int, sample: torch.Tensor, ours: Row, matched: bool
 ) -> Row:
-    from sae_step import SparsifyStep
-
     from saes.geometric_median import geometric_median
     from saes.train import lr_factor
 
@@ -445,7 +413,7 @@ def make_sparsify(
             f"optimiser {step.adam} (sparsify's fallback without bitsandbytes)",
         ]
     settings = {
-        "trainer": "bench/sae_step.py SparsifyStep: sparsify.trainer.Trainer.fit's step for loss_fn='fvu'",
+        "trainer": "bench/_steps.py SparsifyStep: sparsify.trainer.Trainer.fit's step for loss_fn='fvu'",
         "sae": "sparsify.SparseCoder",
         "train_config": step.cfg.to_dict(),
         "lr": step.lr,
@@ -526,8 +494,7 @@ LABELS = {
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from _provenance import provenance
-
+    from bench._provenance import provenance
     from saes.evals import reconstruction_metrics
 
     ap = argparse.ArgumentParser(

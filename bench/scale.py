@@ -15,7 +15,7 @@ Times come from the trainer's own log (the training loop, after initialisation).
 and saves bench/results/scale.json (+ scale.html). On a GPU (if present) the hook comparison is
 repeated there. Not a test.
 
-    python bench/scale.py [--quick] [--tokens 16384]
+    python -m bench.scale [--quick] [--tokens 16384]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -32,33 +33,38 @@ from pathlib import Path
 
 import torch
 
+from bench._markdown import NM, fix, isnum, join_nonempty, num, para, span, table, times
+from bench._provenance import renderer
 from saes.rundir import RunDir, job_run_dir
+
+TITLE = "Many SAEs per forward, and gloo processes"  # its name in the docs (python -m bench.report)
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_config(out_dir: str, hooks: list[str], tokens: int, device: str = "cpu", **kw):
+def run_config(
+    out_dir: str, hooks: list[str], tokens: int, device: str = "cpu", shard_hooks: bool = False
+):
     from saes.train_config import RunConfig
 
-    job = len(hooks) > 1 or kw.get("shard_hooks")
-    return RunConfig.from_flat(
-        model="smollm2-135m",
-        hook=hooks[0],
-        hooks=hooks if job else None,
-        d_sae=2304,
-        k=32,
-        train_tokens=tokens,
-        batch_tokens=4096,
-        buffer_tokens=min(16384, tokens),
-        batch_windows=16,
-        context_size=128,
-        warmup_steps=1,
-        log_every=1,
-        checkpoint_every_tokens=10**12,
-        init_sample_tokens=2048,
-        out_dir=out_dir,
+    job = len(hooks) > 1 or shard_hooks
+    return RunConfig(
+        data={
+            "model": "smollm2-135m",
+            "hook": hooks[0],
+            "hooks": hooks if job else None,
+            "shard_hooks": shard_hooks,
+            "train_tokens": tokens,
+            "batch_tokens": 4096,
+            "buffer_tokens": min(16384, tokens),
+            "batch_windows": 16,
+            "context_size": 128,
+            "init_sample_tokens": 2048,
+        },
+        sae={"d_sae": 2304, "k": 32},
+        optim={"warmup_steps": 1},
+        log={"out_dir": out_dir, "log_every": 1, "checkpoint_every_tokens": 10**12},
         device=device,
-        **kw,
     )
 
 
@@ -123,7 +129,7 @@ def subprocess_run(
     out = Path(tempfile.mkdtemp(prefix="scale-dist-"))
     cfg_path = out / "cfg.json"
     cfg_path.write_text(run_config(str(out / "run"), hooks, tokens, **kw).model_dump_json())
-    script = [str(Path(__file__).resolve()), "--worker", str(cfg_path), "--threads", str(threads)]
+    script = ["-m", "bench.scale", "--worker", str(cfg_path), "--threads", str(threads)]
     if nproc == 1:
         cmd = [sys.executable, *script]
     else:
@@ -273,6 +279,113 @@ def main() -> None:
     for r in result["gloo"]:
         print(f"| {r['mode']} | {r['tokens_per_s']:,.0f} | {r['speedup_vs_1_process']:.2f}x |")
     print(f"saved {out} and {out.with_suffix('.html')} ({result['wall_s']:.0f} s)")
+
+
+# ------------------------------------------------------------------------------------------------
+# rendering: bench/results/scale.json as markdown (python -m bench.report; see bench/_provenance.py)
+# ------------------------------------------------------------------------------------------------
+# bench/results/scale.json predates recorded provenance: the command that measured it
+@renderer("python bench/scale.py")
+def render(d: dict) -> str:
+    sae = d.get("sae") or {}
+    setup = para(
+        f"SmolLM2, {sae.get('variant', NM)} SAEs (k = {num(sae.get('k'))}, d_sae = {num(sae.get('d_sae'))}, "
+        f"batch {num(sae.get('batch_tokens'))}), live capture, {num(d.get('tokens_per_run'))} tokens per "
+        f"run, one run per configuration, times from the trainer's log; {num(d.get('wall_s'))} s for the "
+        "whole script."
+    )
+    rows, per_sae, wheres = [], [], {}
+    for block in d.get("hooks") or []:
+        rs = [r for r in block.get("rows") or [] if isinstance(r, dict)]
+        for r in rs:
+            layers = sorted(
+                int(m.group(1))
+                for h in r.get("hooks") or []
+                if (m := re.search(r"blocks\.(\d+)\.", h))
+            )
+            where = (
+                (f"L = {layers[0]}" if len(layers) == 1 else f"L = {layers[0]}-{layers[-1]}")
+                if layers
+                else NM
+            )
+            wheres.setdefault(r.get("n_hooks"), where)
+            rows.append(
+                [
+                    f"{num(r.get('n_hooks'))} ({where})"
+                    + ("" if r.get("device", "cpu") == "cpu" else f", {r['device']}"),
+                    num(r.get("one_forward_tokens_per_s")),
+                    num(r.get("separate_passes_tokens_per_s")),
+                    times(r.get("speedup"), 2),
+                    times(r.get("ideal_speedup"), 2),
+                ]
+            )
+        one = next((r for r in rs if r.get("n_hooks") == 1), None)
+        if one and isnum(one.get("one_forward_tokens_per_s")):
+            base = 1e3 / one["one_forward_tokens_per_s"]
+            extra = [
+                (1e3 / r["one_forward_tokens_per_s"] - base) / (r["n_hooks"] - 1)
+                for r in rs
+                if r is not one
+                and isnum(r.get("one_forward_tokens_per_s"))
+                and isnum(r.get("n_hooks"))
+                and r["n_hooks"] > 1
+            ]
+            dev = one.get("device", "cpu")
+            per_sae.append(
+                f"On {dev}, one forward to the deepest hook with its SAE takes {fix(base, 2)} ms per "
+                f"token, and each extra SAE adds {span(extra, lambda v: fix(v, 2))} ms per token."
+            )
+    header = [
+        "hooks (`blocks.L.hook_resid_post`)",
+        "one forward, tok/s",
+        "separate passes, tok/s",
+        "speed-up",
+        "ideal (sum of depths / deepest)",
+    ]
+    gloo = [g for g in d.get("gloo") or [] if isinstance(g, dict)]
+    job = f"4-hook ({wheres[4]})" if 4 in wheres else "multi-hook"
+    g_rows = [
+        [
+            str(g.get("mode", NM))
+            + (
+                f" ({num(g.get('threads_per_process'))} thread"
+                f"{'s' if g.get('threads_per_process') != 1 else ''} each)"
+                if isnum(g.get("threads_per_process")) and g.get("processes", 1) > 1
+                else ""
+            ),
+            num(g.get("tokens_per_s")),
+            times(g.get("speedup_vs_1_process"), 2),
+        ]
+        for g in gloo
+    ]
+    multi = [g for g in gloo if isnum(g.get("processes")) and g["processes"] > 1]
+    gloo_text = (
+        para(
+            f"Two gloo processes against one: {span([g.get('speedup_vs_1_process') for g in multi], lambda v: times(v, 2))} "
+            "the single process's tokens/s."
+        )
+        if multi
+        else ""
+    )
+    has_gpu = any(
+        r.get("device", "cpu") != "cpu" for b in d.get("hooks") or [] for r in b.get("rows") or []
+    )
+    gpu = (
+        ""
+        if has_gpu
+        else para(
+            f"GPU: {'none on the measuring machine' if d.get('gpu') is None else d['gpu']}; no "
+            "GPU run recorded (the script repeats the hook comparison on CUDA when present)."
+        )
+    )
+    return join_nonempty(
+        setup,
+        table(header, rows or [[NM] * 5]),
+        para(*per_sae),
+        table([f"the {job} job", "tok/s", "vs 1 process"], g_rows or [[NM] * 3]),
+        gloo_text,
+        gpu,
+    )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Activation-sparsity laws: the reproduction of "Sparsing Law" on its published data, SmolLM2's
 PPL-1% activation ratio on 100k tokens, and our own training-dynamics series.
 
-    flock /tmp/interp-heavy.lock .venv/bin/python bench/sparsity.py                # all parts
-    flock /tmp/interp-heavy.lock .venv/bin/python bench/sparsity.py --part smollm2
+    flock /tmp/interp-heavy.lock .venv/bin/python -m bench.sparsity                # all parts
+    flock /tmp/interp-heavy.lock .venv/bin/python -m bench.sparsity --part smollm2
 
 Parts (each stored under its key of ``bench/results/sparsity.json`` with its own provenance;
 running one part keeps the others' stored results; figures go to ``bench/results/sparsity/``):
@@ -27,34 +27,32 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-from _provenance import provenance  # noqa: E402
-
-from interp.models import load_model  # noqa: E402
-from interp.sparsity.budgets import compare_at_budgets  # noqa: E402
-from interp.sparsity.dynamics import ENDS, DynamicsConfig, Z, collect, run_experiment  # noqa: E402
-from interp.sparsity.figures import (  # noqa: E402
+from bench._provenance import provenance, renderer
+from interp.models import load_model
+from interp.sparsity.budgets import compare_at_budgets
+from interp.sparsity.dynamics import ENDS, DynamicsConfig, Z, collect, run_experiment
+from interp.sparsity.figures import (
     layers_figure,
     linearised_figure,
     profile_figure,
     series_figure,
 )
-from interp.sparsity.laws import (  # noqa: E402
+from interp.sparsity.laws import (
     PAPER_CONSTANTS,
     PARAM_RTOL,
     fit_series,
     load_published,
 )
-from interp.sparsity.measure import (  # noqa: E402
+from interp.sparsity.measure import (
     MeasureConfig,
     lazy_metrics,
     ppl_sparsity,
     search_and_heldout,
 )
+
+TITLE = "Activation sparsity"  # its name in the docs (python -m bench.report)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 OUT = ROOT / "bench" / "results" / "sparsity.json"
 FIGS = ROOT / "bench" / "results" / "sparsity"
@@ -182,11 +180,11 @@ def dynamics(run_dir: Path, stored: dict | None = None) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
-# README tables (rendered by bench/report.py from bench/results/sparsity.json)
+# rendering: bench/results/sparsity.json as markdown (python -m bench.report)
 # ------------------------------------------------------------------------------------------------
 NOT_MEASURED = (
     "Activation-sparsity laws: not measured yet (run "
-    "`flock /tmp/interp-heavy.lock .venv/bin/python bench/sparsity.py`)."
+    "`flock /tmp/interp-heavy.lock .venv/bin/python -m bench.sparsity`)."
 )
 
 
@@ -457,8 +455,10 @@ def _readme_dynamics(dy: dict) -> list[str]:
     return out + ["", _measured_at(dy)]
 
 
-def readme(d: dict | None) -> str:
-    """The README's sparsity tables (markdown) from ``bench/results/sparsity.json``: the 11-series
+# bench/results/sparsity.json records provenance per part only: the command that measured it all
+@renderer("python bench/sparsity.py")
+def render(d: dict | None) -> str:
+    """The sparsity tables (markdown) from ``bench/results/sparsity.json``: the 11-series
     reproduction, SmolLM2 at PPL-1%, our dynamics runs; "not measured" for a missing part."""
     if not d or not any(d.get(k) for k in ("reproduce", "smollm2", "dynamics")):
         return NOT_MEASURED
@@ -469,7 +469,7 @@ def readme(d: dict | None) -> str:
     ]
     out: list[str] = []
     for title, key, fn in parts:
-        cmd = f"`python bench/sparsity.py --part {key}`"
+        cmd = f"`python -m bench.sparsity --part {key}`"
         out += [f"**{title}** ({cmd}):", ""]
         out += fn(d[key]) if d.get(key) else [f"Not measured (run {cmd})."]
         out.append("")

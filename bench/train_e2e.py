@@ -6,7 +6,7 @@ TopK step) on those windows; its tokens/s comes from its own log. Target: traini
 90% of capture throughput, so the SAE never holds the model back. On a GPU (if present) the same is
 run at d_sae = 65536. Prints and saves bench/results/train_e2e.json. Not a test.
 
-    python bench/train_e2e.py [--tokens 65536] [--d-sae 4608]
+    python -m bench.train_e2e [--tokens 65536] [--d-sae 4608]
 """
 
 from __future__ import annotations
@@ -20,12 +20,16 @@ from pathlib import Path
 
 import torch
 
+from bench._markdown import NM, join_nonempty, num, para, pct, ratio, table
+from bench._provenance import renderer
 from interp.activations import ActivationCapture, capture_blocks
 from interp.data import token_windows
 from interp.models import load_model
 from saes.rundir import RunDir
 from saes.train import train
 from saes.train_config import RunConfig
+
+TITLE = "Training on live activations"  # its name in the docs (python -m bench.report)
 
 
 def capture_only(model, cfg: RunConfig, n_windows: int) -> float:
@@ -47,18 +51,17 @@ def capture_only(model, cfg: RunConfig, n_windows: int) -> float:
 
 def run(model, device: str, d_sae: int, tokens: int, layer: int) -> dict:
     out_dir = Path(tempfile.mkdtemp(prefix="e2e-"))
-    cfg = RunConfig.from_flat(
-        model="smollm2-135m",
-        hook=f"blocks.{layer}.hook_resid_post",
-        d_sae=d_sae,
-        k=32,
-        train_tokens=tokens,
-        batch_tokens=4096,
-        buffer_tokens=16384,
-        batch_windows=16,
-        out_dir=str(out_dir),
-        checkpoint_every_tokens=10**12,
-        log_every=1,
+    cfg = RunConfig(
+        data={
+            "model": "smollm2-135m",
+            "hook": f"blocks.{layer}.hook_resid_post",
+            "train_tokens": tokens,
+            "batch_tokens": 4096,
+            "buffer_tokens": 16384,
+            "batch_windows": 16,
+        },
+        sae={"d_sae": d_sae, "k": 32},
+        log={"out_dir": str(out_dir), "checkpoint_every_tokens": 10**12, "log_every": 1},
         device=device,
     )
     n_windows = cfg.data.windows_per_block * -(-tokens // cfg.data.buffer_tokens)
@@ -116,6 +119,55 @@ def main() -> None:
             f"training {r['train_tokens_per_s']:,.0f} tok/s -> {r['train_over_capture']:.1%} of capture"
         )
     print(f"saved {args.out}")
+
+
+# ------------------------------------------------------------------------------------------------
+# rendering: bench/results/train_e2e.json as markdown (python -m bench.report; see bench/_provenance.py)
+# ------------------------------------------------------------------------------------------------
+# bench/results/train_e2e.json predates recorded provenance: the command that measured it
+@renderer("python bench/train_e2e.py --tokens {runs[0][tokens]}")
+def render(d: dict) -> str:
+    rows = []
+    for r in d.get("runs") or []:
+        ba = r.get("capture_tokens_per_s_before_after") or []
+        rows.append(
+            [
+                str(r.get("device", NM)),
+                num(r.get("layer")),
+                num(r.get("d_sae")),
+                num(r.get("tokens")),
+                f"{num(r.get('capture_tokens_per_s'))} ({' / '.join(num(x) for x in ba) or NM})",
+                f"**{num(r.get('train_tokens_per_s'))}**",
+                f"**{pct(r.get('train_over_capture'), 1)}** ({r.get('target', NM)})",
+                (
+                    f"{num(r.get('train_tokens_per_s_incl_init'))} "
+                    f"({pct(ratio(r.get('train_tokens_per_s_incl_init'), r.get('capture_tokens_per_s')))})"
+                ),
+            ]
+        )
+    if not rows:
+        rows = [[NM] * 8]
+    header = [
+        "device",
+        "layer",
+        "d_sae",
+        "tokens",
+        "capture alone, tok/s (mean of before / after)",
+        "training, tok/s",
+        "training / capture (target)",
+        "training incl. initial statistics, tok/s (/ capture)",
+    ]
+    gpu = d.get("gpu")
+    has_gpu_row = any(str(r.get("device", "")).startswith("cuda") for r in d.get("runs") or [])
+    note = (
+        ""
+        if has_gpu_row
+        else para(
+            f"GPU: {'none on the measuring machine' if gpu is None else gpu}; no GPU run recorded "
+            "(the script adds one when CUDA is present)."
+        )
+    )
+    return join_nonempty(table(header, rows), note)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The benchmark figures in the README and the docs pages are generated from bench/results/*.json
-(bench/report.py), and bench/_provenance.py records where a result came from."""
+(each benchmark's ``render``, found by bench/report.py), and bench/_provenance.py records where a
+result came from."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.append(str(ROOT / "bench"))  # last: bench/circuits.py must not shadow circuits/
+if str(ROOT) not in sys.path:  # `python -m pytest` puts it there, a bare `pytest` does not
+    sys.path.append(str(ROOT))
 
-import _provenance  # noqa: E402 (bench/ is on the path above)
-import report  # noqa: E402
+from bench import _provenance, report  # noqa: E402 (the package bench/, found through ROOT)
+from bench._markdown import NM, num  # noqa: E402
+from bench.sae_step_render import PEER_LABELS  # noqa: E402
 
 
 def flat(text: str) -> str:
@@ -25,16 +28,16 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
-# ---- the README against the committed JSON ------------------------------------------------------
-def test_readme_regions_match_committed_json():
+# ---- the pages against the committed JSON -------------------------------------------------------
+def test_pages_and_regions_match_committed_json():
     problems = report.check()
-    assert not problems, "a page is out of date; run `python bench/report.py`:\n" + "".join(
+    assert not problems, "a page is out of date; run `python -m bench.report`:\n" + "".join(
         problems
     )
 
 
 def _held(root: Path) -> dict[str, list[Path]]:
-    """region name -> the pages holding it"""
+    """region name -> the pages written by hand that hold it"""
     out: dict[str, list[Path]] = {}
     for page in report.pages(root):
         for name in report.regions(page.read_text()):
@@ -42,13 +45,54 @@ def _held(root: Path) -> dict[str, list[Path]]:
     return out
 
 
-def test_every_results_json_has_a_renderer_and_a_region():
+def _generated(root: Path) -> dict[str, Path]:
+    return {b.name: report.page_path(b, root) for b in report.benchmarks()}
+
+
+def test_every_results_json_has_a_benchmark_with_a_page():
     names = {p.stem for p in (ROOT / "bench" / "results").glob("*.json")}
-    stems = {report.json_path(n).stem for n in report.RENDERERS}
-    assert names <= stems, names - stems
+    benches = {b.name for b in report.benchmarks()}
+    assert names <= benches, names - benches
+    assert all(p.is_file() for p in _generated(ROOT).values())
+    # every module of bench/ is a benchmark, shared code (_x), a benchmark's renderer or the report
+    modules = {p.stem for p in (ROOT / "bench").glob("*.py")}
+    others = {m for m in modules - benches if not m.startswith("_") and m != "report"}
+    assert others == {f"{b}_render" for b in benches if f"{b}_render" in modules}, others
+    # a view (NAME.VIEW) is shown somewhere written by hand, and no region is held twice
     held = _held(ROOT)
-    assert set(held) == set(report.RENDERERS)
+    views = {n for n, (_, view) in report.region_names().items() if view is not None}
+    assert views and views <= set(held) <= set(report.region_names())
     assert all(len(pages) == 1 for pages in held.values()), held
+
+
+def test_the_registry_reads_the_modules_without_importing_them():
+    code = (
+        "import json, sys; from bench import report; n = len(report.benchmarks()); "
+        "print(json.dumps([n, sorted(m for m in sys.modules if m.startswith('bench.'))]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    n, imported = json.loads(out)
+    assert n >= 15 and imported == ["bench._markdown", "bench._provenance", "bench.report"]
+
+
+def test_a_module_without_title_or_render_is_an_error(tmp_path, monkeypatch):
+    (tmp_path / "half.py").write_text('"""A benchmark half written."""\n\ndef main(): ...\n')
+    (tmp_path / "_shared.py").write_text("X = 1\n")
+    (tmp_path / "half_render.py").write_text("def render(d): ...\n")
+    monkeypatch.setattr(report, "BENCH", tmp_path)
+    report._scan.cache_clear()
+    try:
+        with pytest.raises(TypeError, match=r"bench/half.py is not a benchmark: missing \['TITLE'"):
+            report.benchmarks()
+        (tmp_path / "half.py").write_text(
+            'TITLE = "Half"\nfrom bench.half_render import render, render_small\n'
+        )
+        [b] = report.benchmarks()
+        assert (b.name, b.title, b.views) == ("half", "Half", ("small",))
+    finally:
+        report._scan.cache_clear()
 
 
 @pytest.fixture
@@ -76,6 +120,18 @@ def _set(*keys, value):
     return fn
 
 
+def _check(copy: Path) -> list[str]:
+    return report.check(copy, copy / "results")
+
+
+def _main(copy: Path, *args: str) -> int:
+    return report.main([*args, "--root", str(copy), "--results", str(copy / "results")])
+
+
+def _outside_regions(text: str) -> str:
+    return re.sub(r"<!-- report:.*?/report:[\w.-]+ -->", "", text, flags=re.DOTALL)
+
+
 @pytest.mark.parametrize(
     "name,edit,expected",
     [
@@ -98,53 +154,84 @@ def _set(*keys, value):
     ],
 )
 def test_a_doctored_json_value_fails_the_check(copy, name, edit, expected):
-    assert report.check(copy, copy / "results") == []
+    assert _check(copy) == []
     before = flat(report.render(name, copy / "results"))
     _edit(copy / "results" / f"{name}.json", edit)
     after = flat(report.render(name, copy / "results"))
     assert after != before and expected in after and expected not in before
-    problems = report.check(copy, copy / "results")
-    # every region rendered from the doctored file differs (a file may have several views)
-    views = {n for n in report.RENDERERS if report.json_path(n).stem == name}
-    assert 1 <= len(problems) <= len(views)
-    assert all(any(f"(report:{n})" in p for n in views) for p in problems)
-    assert any(f"(report:{name})" in p for p in problems)
-    assert report.main(["--check", "--root", str(copy), "--results", str(copy / "results")]) == 1
-    # rewriting makes the pages consistent again, and touches only that region of its page
-    [page] = _held(copy)[name]
+    problems = _check(copy)
+    # the generated page differs, and every region rendered from the doctored file that changed
+    # (a file may have several views)
+    views = {n for n in report.region_names() if report.json_path(n).stem == name}
+    held = {n for n in _held(copy) if n in views}
+    assert 1 <= len(problems) <= 1 + len(held)
+    assert any(f"(report:{name}, the generated page)" in p for p in problems)
+    assert all(any(f"(report:{n}" in p for n in views) for p in problems)
+    assert _main(copy, "--check") == 1
+    # rewriting makes the pages consistent again, and touches only what that file renders
+    page = _generated(copy)[name]
+    hand = {p: p.read_text() for pages in _held(copy).values() for p in pages}
+    assert _main(copy) == 0
+    assert expected in flat(page.read_text()) and _check(copy) == []
+    for p, text in hand.items():
+        new = p.read_text()
+        changed = {n for n, b in report.regions(new).items() if report.regions(text)[n] != b}
+        assert changed <= held and _outside_regions(text) == _outside_regions(new)
+
+
+def _edited_number_fails(copy: Path, page: Path, row: str, shown: str, wrong: str, label: str):
+    """A number of ``row`` on ``page`` edited by hand: --check names the page and diffs the row."""
     text = page.read_text()
-    assert report.main(["--root", str(copy), "--results", str(copy / "results")]) == 0
-    new = page.read_text()
-    assert expected in flat(new) and report.check(copy, copy / "results") == []
-    changed = {n for n, b in report.regions(new).items() if report.regions(text)[n] != b}
-    assert name in changed and changed <= views
-    assert re.sub(r"<!-- report:.*?/report:[\w.-]+ -->", "", text, flags=re.DOTALL) == re.sub(
-        r"<!-- report:.*?/report:[\w.-]+ -->", "", new, flags=re.DOTALL
-    )
+    assert row in text
+    page.write_text(text.replace(row, row.replace(shown, wrong)))
+    [problem] = _check(copy)
+    assert label in problem and f"-{row.replace(shown, wrong)}" in problem and f"+{row}" in problem
+    assert _main(copy, "--check") == 1
+    assert _main(copy) == 0 and _check(copy) == [] and row in page.read_text()
 
 
-def test_a_hand_edited_region_fails_the_check(copy):
-    [readme] = _held(copy)["activations"]
+def test_an_edited_number_on_a_generated_page_fails_the_check(copy):
     d = json.loads((copy / "results" / "activations.json").read_text())
-    shown = report.num(d["results_tokens_per_s"]["hf_full_forward"])
-    wrong = report.num(d["results_tokens_per_s"]["hf_full_forward"] + 45)
+    shown = num(d["results_tokens_per_s"]["hf_full_forward"])
+    wrong = num(d["results_tokens_per_s"]["hf_full_forward"] + 45)
     row = f"| transformers, full forward | {shown} |"
-    assert row in readme.read_text()
-    readme.write_text(readme.read_text().replace(row, row.replace(shown, wrong)))
-    problems = report.check(copy, copy / "results")
-    assert (
-        len(problems) == 1
-        and "report:activations" in problems[0]
-        and f"-| transformers, full forward | {wrong} |" in problems[0]
-    )
+    page, label = _generated(copy)["activations"], "(report:activations, the generated page)"
+    _edited_number_fails(copy, page, row, shown, wrong, label)
+
+
+def test_an_edited_number_in_a_region_fails_the_check(copy):
+    d = json.loads((copy / "results" / "sae_step.json").read_text())
+    tps = d["sizes"]["4608"]["results"]["ours_trainstep_native"]["tokens_per_s"]
+    shown, wrong = f"**{num(tps)}**", f"**{num(tps + 45)}**"
+    [readme] = _held(copy)["sae_step.headline"]
+    row = next(r for r in readme.read_text().splitlines() if r.startswith(f"| 4,608 | {shown} |"))
+    _edited_number_fails(copy, readme, row, shown, wrong, "README.md (report:sae_step.headline)")
+
+
+def test_edited_text_outside_the_region_of_a_generated_page_fails_the_check(copy):
+    page = _generated(copy)["lr"]
+    page.write_text(page.read_text().replace("# The default learning rate", "# Learning rates"))
+    [problem] = _check(copy)
+    assert "-# Learning rates" in problem and "+# The default learning rate" in problem
+
+
+def test_a_missing_or_left_behind_generated_page_fails_the_check(copy):
+    _generated(copy)["demo"].unlink()
+    (copy / "docs" / "benchmarks" / "gone.md").write_text("# A benchmark since removed\n")
+    problems = _check(copy)
+    assert len(problems) == 2
+    assert "docs/benchmarks/demo.md is missing" in problems[0]
+    assert "docs/benchmarks/gone.md: no bench/gone.py renders this page" in problems[1]
+    assert _main(copy) == 0 and _generated(copy)["demo"].is_file()
+    assert len(_check(copy)) == 1  # the page left behind is reported, never deleted
 
 
 # ---- tolerance: missing and new keys ------------------------------------------------------------
-@pytest.mark.parametrize("name", sorted(report.RENDERERS))
+@pytest.mark.parametrize("name", sorted(report.region_names()))
 def test_renderers_survive_an_empty_json(tmp_path, name):
     report.json_path(name, tmp_path).write_text("{}")
     out = report.render(name, tmp_path)
-    assert report.NM in out
+    assert NM in out
 
 
 def test_missing_rows_render_as_not_measured(copy):
@@ -156,11 +243,9 @@ def test_missing_rows_render_as_not_measured(copy):
     out = report.render("sae_step", copy / "results")
     header = next(line for line in out.splitlines() if line.startswith("| d_sae |")).split(" | ")
     row = next(line for line in out.splitlines() if line.startswith("| 4,608 |"))
-    assert (
-        row.split(" | ")[header.index(report.PEER_LABELS["saelens"])] == report.NM
-    )  # the SAELens cell
+    assert row.split(" | ")[header.index(PEER_LABELS["saelens"])] == NM  # the SAELens cell
     row = next(line for line in out.splitlines() if line.startswith("| 16,384 |"))
-    assert row.split(" | ")[3] == report.NM
+    assert row.split(" | ")[3] == NM
 
 
 def test_demo_not_recorded_without_its_json(tmp_path):
@@ -174,7 +259,7 @@ def test_new_keys_render_when_present(tmp_path):
         "dirty_files": [],
         "date": "2026-12-01T10:00:00Z",
         "machine": {"cpu": "Some CPU", "cores": 2, "torch": "2.13.0+cpu", "torch_threads": 2},
-        "command": "python bench/sae_step.py",
+        "command": "python -m bench.sae_step",
     }
     step = {
         "batch_tokens": 4096,
@@ -209,7 +294,7 @@ def test_new_keys_render_when_present(tmp_path):
         and "encode 88.0 ms, backward 25.0 ms" in out
         and "4.0x SAELens" in out
     )
-    assert "Measured at commit 0123456 (2026-12-01): `python bench/sae_step.py`" in out
+    assert "Measured at commit 0123456 (2026-12-01): `python -m bench.sae_step`" in out
 
     quality = {
         "results": {
@@ -267,7 +352,7 @@ def test_new_keys_render_when_present(tmp_path):
     (tmp_path / "demo.json").write_text(json.dumps(demo))
     out = flat(report.render("demo", tmp_path))
     assert "6 min 40 s end to end (1,446 tokens/s)" in out and "FVU 0.359" in out
-    assert "CE loss recovered 93.4%" in out and f"KL {report.NM}" in out
+    assert "CE loss recovered 93.4%" in out and f"KL {NM}" in out
 
 
 # ---- provenance ---------------------------------------------------------------------------------
@@ -282,7 +367,7 @@ def test_provenance_records_commit_date_machine_and_command():
     assert p["commit"] == _git(ROOT, "rev-parse", "HEAD").strip()
     assert isinstance(p["dirty"], bool) and p["dirty"] == bool(p["dirty_files"])
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", p["date"])
-    assert p["command"] == "python bench/sae_step.py --sizes 4608"
+    assert p["command"] == "python -m bench.sae_step --sizes 4608"
     m = p["machine"]
     assert m["cpu"] and m["cores"] >= 1 and m["torch"] and m["torch_threads"] >= 1
     host = socket.gethostname()
@@ -316,33 +401,38 @@ def test_provenance_line_for_files_with_and_without_provenance(tmp_path):
             "date": "2026-11-30T01:02:03Z",
             "dirty": True,
             "dirty_files": ["saes/train.py"],
-            "command": "python bench/x.py",
+            "command": "python -m bench.x",
             "machine": {"cores": 2},
         }
     }
-    line = flat(report.provenance_line(d, tmp_path / "x.json", "python bench/x.py"))
+    line = flat(_provenance.provenance_line(d, tmp_path / "x.json", "python -m bench.x"))
     assert line.startswith(
         "Measured at commit abcdef0 (2026-11-30), with uncommitted changes to `saes/train.py`"
     )
     # an older file: the commit that last changed it, said as such
-    line = report.provenance_line(
-        {}, ROOT / "bench" / "results" / "sae_quality.json", "python bench/sae_quality.py"
+    line = _provenance.provenance_line(
+        {}, ROOT / "bench" / "results" / "sae_quality.json", "python -m bench.sae_quality"
     )
     if _git(ROOT, "status", "--porcelain", "--", "bench/results/sae_quality.json"):
         assert line.startswith("Not committed yet and no provenance recorded")
-    elif line != report.KEEP:  # KEEP: no usable git history (e.g. a shallow clone)
+    elif line != _provenance.KEEP:  # KEEP: no usable git history (e.g. a shallow clone)
         commit = _git(
             ROOT, "log", "-1", "--format=%h", "--abbrev=7", "--", "bench/results/sae_quality.json"
         ).strip()[:7]
         assert f"committed at {commit}" in line.replace("\n", " ")
 
 
-def test_without_git_history_the_readme_provenance_lines_are_kept(monkeypatch):
+def test_without_git_history_the_pages_provenance_lines_are_kept(monkeypatch):
     """A shallow clone or an unpacked archive cannot tell which commit last changed a file: the
     check then compares everything but the provenance of files that record none."""
-    monkeypatch.setattr(report, "_committed_at", lambda path: None)
+    monkeypatch.setattr(_provenance, "_committed_at", lambda path: None)
     assert report.check() == []
+    rendered = report.render_all()
+    assert any(body.endswith(_provenance.KEEP) for body in rendered.values())
     for page in report.pages():
         text = page.read_text()
-        rewritten = report.rewrite(text, report.render_all())
-        assert rewritten == text and report.KEEP not in rewritten, page
+        rewritten = report.rewrite(text, rendered)
+        assert rewritten == text and _provenance.KEEP not in rewritten, page
+    for b in report.benchmarks():
+        text = report.page_path(b).read_text()
+        assert report.page(b, rendered[b.name], text) == text, b.name

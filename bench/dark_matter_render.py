@@ -1,6 +1,6 @@
-"""README tables of ``bench/dark_matter.py`` (``python bench/report.py`` renders the region
-``dark_matter`` from ``bench/results/dark_matter.json`` through ``dark_matter.readme``, which is
-this module's :func:`readme`). Kept apart so each file stays under the layout test's size limit."""
+"""How ``bench.dark_matter`` renders ``bench/results/dark_matter.json`` as markdown (its ``render``,
+which ``bench/dark_matter.py`` exports): apart from the module so that each file stays under 700
+lines."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import json
 import math
 from pathlib import Path
 
+from bench._markdown import NM, fix, get, isnum, num, pct, table
+from bench._provenance import renderer
+
 # ------------------------------------------------------------------------------------------------
-# README tables (bench/report.py renders them from bench/results/dark_matter.json)
+# the tables (python -m bench.report renders them from bench/results/dark_matter.json)
 # ------------------------------------------------------------------------------------------------
 NOT_WORSE = 0.005  # ridge is the default estimator if never this much below OLS on the curve
 BATCH_TOKENS = 4096  # the batch size bench/dark_matter.py trains its SAEs with
-NM = "not measured"
 # Thresholds of the "reproduces?" column, applied to the numbers in the JSON:
 HALF = (0.35, 0.65)  # "about half": every per-dimension R^2 of the error vector within 0.5 +- 0.15
 NORM_R2 = 0.9  # the paper's norm-probe R^2 (> 0.9): the best probe R^2 must reach it
@@ -41,33 +43,9 @@ H_CROSS = "small -> large|R² of ‖e_large‖ from ‖e_small‖|+ ‖e_nl,smal
 PARTS = {"fvu_sae": "whole error", "fvu_linear": "linear part", "fvu_nonlinear": "nonlinear part"}
 
 
-def _get(d, *path):
-    for key in path:
-        if not isinstance(d, dict) or key not in d:
-            return None
-        d = d[key]
-    return d
-
-
-def _isnum(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _f(x, nd: int = 3) -> str:
-    return f"{x:.{nd}f}" if _isnum(x) else NM
-
-
-def _n(x) -> str:
-    return f"{x:,.0f}" if _isnum(x) else NM
-
-
-def _p(x, nd: int = 1) -> str:
-    return f"{100 * x:.{nd}f}%" if _isnum(x) else NM
-
-
 def _span(xs, nd: int = 2, pct: bool = False) -> str:
     """min-max of the measured values (one value: itself)."""
-    xs = [x for x in xs if _isnum(x)]
+    xs = [x for x in xs if isnum(x)]
     if not xs:
         return NM
     lo, hi = ((f"{100 * v:.0f}" if pct else f"{v:.{nd}f}") for v in (min(xs), max(xs)))
@@ -79,29 +57,23 @@ def _up(xs, nd: int = 3) -> str:
     return f"{math.ceil(max(abs(x) for x in xs) * 10**nd) / 10**nd:.{nd}f}"
 
 
-def _table(header: str | list[str], rows: list[list[str]]) -> str:
-    header = header.split("|") if isinstance(header, str) else header
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-
-
 def _batch_tokens() -> int:
     """The batch size this benchmark's SAEs train with (``dark_matter._base``)."""
     return BATCH_TOKENS
 
 
 def _width(rep: dict, label: str) -> str:
-    w = _get(rep, "sae", "d_sae")
-    return _n(w) if _isnum(w) else label
+    w = get(rep, "sae", "d_sae")
+    return num(w) if isnum(w) else label
 
 
 def _ce_shares(rep: dict) -> tuple[float | None, float | None]:
     """(e_nl's share of sum ||e||^2, e_nl's share of the two partial dCEs): the dCE e_nl causes is
     the one with e_nl missing (x_hat + e_lin)."""
-    ce = _get(rep, "downstream", "ce_increase") or {}
+    ce = get(rep, "downstream", "ce_increase") or {}
     lin, nl = ce.get("x_hat_plus_e_lin"), ce.get("x_hat_plus_e_nl")
-    share = lin / (lin + nl) if _isnum(lin) and _isnum(nl) and lin + nl > 0 else None
-    return _get(rep, "decomposition", "nonlinear_norm_share"), share
+    share = lin / (lin + nl) if isnum(lin) and isnum(nl) and lin + nl > 0 else None
+    return get(rep, "decomposition", "nonlinear_norm_share"), share
 
 
 def _sources(d: dict) -> list[str]:
@@ -161,7 +133,7 @@ def _fit_size_tables(fs: dict, name: str | None = None) -> list[str]:
         header.append("ridge α (a*)")
     rows = []
     for i, n in enumerate(sizes):
-        row = [_n(n)] + [_f(curves[e][i][k]) for e in ests for k, _ in CURVE_COLS]
+        row = [num(n)] + [fix(curves[e][i][k]) for e in ests for k, _ in CURVE_COLS]
         if "ridge" in ests:
             row.append(f"{curves['ridge'][i]['alpha']:.2g}")
         rows.append(row)
@@ -170,15 +142,15 @@ def _fit_size_tables(fs: dict, name: str | None = None) -> list[str]:
     for e in ests:
         at = (fs.get("flattens_at") or {}).get(e) or {}
         where = ", ".join(
-            f"{c} {'at ' + _n(at.get(k)) if _isnum(at.get(k)) else 'not yet'}"
+            f"{c} {'at ' + num(at.get(k)) if isnum(at.get(k)) else 'not yet'}"
             for k, c in CURVE_COLS
         )
         flat.append(f"{e.upper() if e == 'ols' else e}: {where}")
     out = [
         f"Held-out R² against the fit tokens ({name or fs.get('of')}; nested prefixes of the train split, "
-        f"each fit scored on the same {_n(fs.get('test_tokens'))} validation tokens; ridge's α is "
+        f"each fit scored on the same {num(fs.get('test_tokens'))} validation tokens; ridge's α is "
         f"relative: λ = α·trace(XᵀX)/d):",
-        _table(header, rows),
+        table(header, rows),
         f"Where each curve flattens (criterion: every later step to the next size changes it by "
         f"less than {tol}): " + "; ".join(flat) + ".",
     ]
@@ -192,8 +164,8 @@ def _fit_size_tables(fs: dict, name: str | None = None) -> list[str]:
         ok = worst[0] >= -NOT_WORSE
         line = (
             f"Ridge against OLS over these sizes and quantities: at worst {worst[0]:+.3f} "
-            f"({worst[2]} at {_n(worst[1])}), at best {best[0]:+.3f} ({best[2]} at "
-            f"{_n(best[1])})."
+            f"({worst[2]} at {num(worst[1])}), at best {best[0]:+.3f} ({best[2]} at "
+            f"{num(best[1])})."
         )
         if name is None:
             line += (
@@ -217,20 +189,20 @@ def _fit_size_tables(fs: dict, name: str | None = None) -> list[str]:
         ]
         rows = [
             [
-                _n(x["n_fit"]),
+                num(x["n_fit"]),
                 f"{x['cond']:.2g}",
-                _f(x["r2_in_sample"]),
-                _f(x["r2_held_out"]),
-                _f(x["r2_held_out_without_large"]),
-                _f(x["r2_held_out_random_rows"]),
-                _f(x["leverage_max"]),
-                f"{_p(x['leverage_share_large'])} ({_p(x['rows_share_large'], 2)})",
+                fix(x["r2_in_sample"]),
+                fix(x["r2_held_out"]),
+                fix(x["r2_held_out_without_large"]),
+                fix(x["r2_held_out_random_rows"]),
+                fix(x["leverage_max"]),
+                f"{pct(x['leverage_share_large'], 1)} ({pct(x['rows_share_large'], 2)})",
             ]
             for x in diag
         ]
         out += [
             "Why small least-squares fits fail (OLS, no intercept, the same SAE):",
-            _table(h, rows),
+            table(h, rows),
         ]
     return out
 
@@ -243,10 +215,10 @@ def _same_token_table(d: dict) -> list[str]:
             lo, hi = r["interval"]
             rows.append(
                 [
-                    _width(_get(d, "saes", lab) or {}, lab),
+                    _width(get(d, "saes", lab) or {}, lab),
                     src,
-                    _p(r["removed_by_pursuit"]),
-                    _p(r["removed_by_previous_layer"]),
+                    pct(r["removed_by_pursuit"], 1),
+                    pct(r["removed_by_previous_layer"], 1),
                     f"{100 * r['difference']:+.1f} pp [{100 * lo:+.1f}, {100 * hi:+.1f}]",
                     f"{100 * r['difference_half_fit']:+.1f} pp"
                     if "difference_half_fit" in r
@@ -258,13 +230,13 @@ def _same_token_table(d: dict) -> list[str]:
         return []
     r0 = next(iter(next(iter(same.values())).values()))
     return [
-        f"Pursuit against the previous-layer maps on the same tokens ({_n(r0['n_fit'])} pursued fit "
-        f"tokens, {_n(r0['n_test'])} test tokens, every map by {_est(r0['estimator'])}): the share "
+        f"Pursuit against the previous-layer maps on the same tokens ({num(r0['n_fit'])} pursued fit "
+        f"tokens, {num(r0['n_test'])} test tokens, every map by {_est(r0['estimator'])}): the share "
         f"of the SAE's nonlinear error each removes, and their difference with a "
         f"{r0['level']:.0%} block-bootstrap interval over the test tokens ({r0['n_boot']} resamples "
         f"of {r0['block_rows']}-token blocks). Criterion: resolved only when the interval excludes "
         '0 and the maps fitted on half the fit tokens give the same sign; else "not resolved":',
-        _table(
+        table(
             [
                 "d_sae",
                 "map from",
@@ -280,25 +252,25 @@ def _same_token_table(d: dict) -> list[str]:
 
 
 def _setting(d: dict) -> str:
-    s, a, t = d.get("setting") or {}, _get(d, "setting", "analysis") or {}, d.get("timings") or {}
+    s, a, t = d.get("setting") or {}, get(d, "setting", "analysis") or {}, d.get("timings") or {}
     tt, prev = s.get("train_tokens"), d.get("previous_layer_sae") or {}
-    steps = f", {tt // _batch_tokens()} steps of {_n(_batch_tokens())}" if _isnum(tt) else ""
-    train_s = sum(v for k, v in t.items() if k.startswith("train_") and _isnum(v))
+    steps = f", {tt // _batch_tokens()} steps of {num(_batch_tokens())}" if isnum(tt) else ""
+    train_s = sum(v for k, v in t.items() if k.startswith("train_") and isnum(v))
     return (
         f"{PRETTY.get(s.get('model'), s.get('model'))} `{s.get('hook')}` (model dtype "
         f"{s.get('model_dtype')}), {a.get('source', 'stdlib')} corpus. TopK SAEs of widths "
-        f"{' / '.join(_n(w) for w in s.get('widths') or [])} at k {s.get('k')} trained from one "
-        f"forward per batch (a multi-SAE job; {_n(tt)} tokens{steps}) and a "
-        f"{_n(prev.get('d_sae'))}-wide SAE on `{prev.get('hook', s.get('previous_hook'))}` for the "
+        f"{' / '.join(num(w) for w in s.get('widths') or [])} at k {s.get('k')} trained from one "
+        f"forward per batch (a multi-SAE job; {num(tt)} tokens{steps}) and a "
+        f"{num(prev.get('d_sae'))}-wide SAE on `{prev.get('hook', s.get('previous_hook'))}` for the "
         f"previous-layer maps. a* and every other map fitted by {_est(a.get('estimator', 'ols'))} "
-        f"on {_n(a.get('fit_tokens'))} train-split tokens, "
-        f"everything scored on {_n(a.get('test_tokens'))} validation tokens; BOS and rows over "
+        f"on {num(a.get('fit_tokens'))} train-split tokens, "
+        f"everything scored on {num(a.get('test_tokens'))} validation tokens; BOS and rows over "
         f"{a.get('max_norm_ratio', 0):g}x the batch's median norm left out (as training does: "
         f"SmolLM2's attention-sink tokens would otherwise dominate every sum of squares). Pursuit "
-        f"on {_n(a.get('pursuit_tokens'))} test tokens (its error split with maps fitted on "
-        f"{_n(a.get('pursuit_fit_tokens'))} pursued fit tokens; the SAE's own error is re-split on "
-        f"the same tokens for the comparison). Whole run: {_n(t.get('total_s'))} s on "
-        f"{_n(_get(d, 'provenance', 'machine', 'cores'))} cores (training {_n(train_s)} s)."
+        f"on {num(a.get('pursuit_tokens'))} test tokens (its error split with maps fitted on "
+        f"{num(a.get('pursuit_fit_tokens'))} pursued fit tokens; the SAE's own error is re-split on "
+        f"the same tokens for the comparison). Whole run: {num(t.get('total_s'))} s on "
+        f"{num(get(d, 'provenance', 'machine', 'cores'))} cores (training {num(train_s)} s)."
     )
 
 
@@ -306,43 +278,43 @@ def _main_tables(d: dict, saes: dict) -> list[str]:
     dec_keys = ("fvu_sae", "fvu_sae_plus_linear", "r2_per_dim", "r2_vector", "nonlinear_norm_share")
     norm_keys = (("sq_norm", "probe"), ("sq_norm", "x_norm"), ("norm", "probe"), ("norm", "x_norm"))
     rows = [
-        [_width(r, lab), *(_f(_get(r, "decomposition", k)) for k in dec_keys)]
-        + [_f(_get(r, "norms", *k)) for k in (*norm_keys, ("sq_norm", "constant"))]
+        [_width(r, lab), *(fix(get(r, "decomposition", k)) for k in dec_keys)]
+        + [fix(get(r, "norms", *k)) for k in (*norm_keys, ("sq_norm", "constant"))]
         + [_conv(r)]
         for lab, r in saes.items()
     ]
-    out = [_table(H_MAIN + "|converged? (R² moves from n/2 to n fit tokens)", rows)]
+    out = [table(H_MAIN + "|converged? (R² moves from n/2 to n fit tokens)", rows)]
     d0 = next((r["downstream"] for r in saes.values() if "downstream" in r), None)
     if d0:
         start, ctx = d0.get("start"), d0.get("context_size")
-        last = ctx - 1 if _isnum(ctx) else "?"
+        last = ctx - 1 if isnum(ctx) else "?"
         out.append(
             f"Spliced CE ({d0.get('n_windows')} validation windows of {ctx} tokens, positions "
-            f"{start}..{last} spliced, {_n(d0.get('n_predictions'))} predictions; clean CE "
-            f"{_f(d0.get('ce_clean'))}):"
+            f"{start}..{last} spliced, {num(d0.get('n_predictions'))} predictions; clean CE "
+            f"{fix(d0.get('ce_clean'))}):"
         )
         ce_keys = ("x_hat", "x_hat_plus_e_lin", "x_hat_plus_e_nl")
         rows = [
-            [_width(r, lab), *(_f(_get(r, "downstream", "ce_increase", k)) for k in ce_keys)]
-            + [_f(v) for v in _ce_shares(r)]
+            [_width(r, lab), *(fix(get(r, "downstream", "ce_increase", k)) for k in ce_keys)]
+            + [fix(v) for v in _ce_shares(r)]
             for lab, r in saes.items()
         ]
-        out.append(_table(H_CE, rows))
+        out.append(table(H_CE, rows))
     sources, prev = _sources(d), d.get("previous_layer") or {}
     rows = []
     for lab, r in saes.items():
-        pt = _get(r, "pursuit", "test") or {}
+        pt = get(r, "pursuit", "test") or {}
         rows.append(
-            [_width(r, lab), _f(pt.get("fvu_sae")), _f(pt.get("fvu_pursuit"))]
-            + [_p(pt.get("pursuit_better_fraction"))]
-            + [_p(_get(r, "pursuit", "nonlinear_reduction", "pursuit"))]
-            + [_p(_get(prev, lab, s, "nonlinear_removed")) for s in sources]
+            [_width(r, lab), fix(pt.get("fvu_sae")), fix(pt.get("fvu_pursuit"))]
+            + [pct(pt.get("pursuit_better_fraction"), 1)]
+            + [pct(get(r, "pursuit", "nonlinear_reduction", "pursuit"), 1)]
+            + [pct(get(prev, lab, s, "nonlinear_removed"), 1) for s in sources]
         )
-    a = _get(d, "setting", "analysis") or {}
+    a = get(d, "setting", "analysis") or {}
     head = H_PURSUIT.split("|")
-    head[-1] += f" (maps on {_n(a.get('pursuit_fit_tokens'))} pursued fit tokens)"
-    head += [f"by a map from {s} (maps on {_n(a.get('fit_tokens'))} fit tokens)" for s in sources]
-    out.append(_table(head, rows))
+    head[-1] += f" (maps on {num(a.get('pursuit_fit_tokens'))} pursued fit tokens)"
+    head += [f"by a map from {s} (maps on {num(a.get('fit_tokens'))} fit tokens)" for s in sources]
+    out.append(table(head, rows))
     return out
 
 
@@ -351,22 +323,22 @@ def _scaling_tables(d: dict) -> list[str]:
     if not sc:
         return []
     rows = [
-        [f"{_n(c.get('small_width'))} -> {_n(c.get('large_width'))}"]
-        + [_f(c.get(k)) for k in ("small", "small_plus_nl", "small_plus_lin")]
+        [f"{num(c.get('small_width'))} -> {num(c.get('large_width'))}"]
+        + [fix(c.get(k)) for k in ("small", "small_plus_nl", "small_plus_lin")]
         for c in sc.get("cross_width") or []
     ]
-    out = [_table(H_CROSS, rows)]
+    out = [table(H_CROSS, rows)]
     rows = []
     for key, name in PARTS.items():
-        p = _get(sc, "power_laws", key) or {}
+        p = get(sc, "power_laws", key) or {}
         fit = NM
-        if _isnum(p.get("a")):
-            fit = f"c = {_f(p.get('c'))}, a = {p['a']:.3g}, m = {_f(p.get('m'), 2)}"
+        if isnum(p.get("a")):
+            fit = f"c = {fix(p.get('c'))}, a = {p['a']:.3g}, m = {fix(p.get('m'), 2)}"
         if p.get("m_at_grid_edge"):
             fit += " (m at the grid's end: no decaying power law)"
-        rows.append([name, " / ".join(_f(v) for v in sc.get(key) or []), fit])
-    widths = " / ".join(_n(w) for w in sc.get("widths") or [])
-    return [*out, _table(["part", f"FVU at {widths}", "fit c + a·W^m"], rows)]
+        rows.append([name, " / ".join(fix(v) for v in sc.get(key) or []), fit])
+    widths = " / ".join(num(w) for w in sc.get("widths") or [])
+    return [*out, table(["part", f"FVU at {widths}", "fit c + a·W^m"], rows)]
 
 
 def _error_saes(d: dict) -> list[str]:
@@ -374,26 +346,24 @@ def _error_saes(d: dict) -> list[str]:
     if not es:
         return []
     lin, nl = es.get("e_lin") or {}, es.get("e_nl") or {}
-    of = _n(_get(d, "saes", es.get("of"), "sae", "d_sae"))
+    of = num(get(d, "saes", es.get("of"), "sae", "d_sae"))
     return [
-        f"SAEs on the two parts of the {of}-wide SAE's error (d_sae {_n(es.get('d_sae'))}, k "
-        f"{es.get('k')}, {_n(lin.get('train_tokens'))} training rows each, FVU on "
-        f"{_n(lin.get('holdout_tokens'))} held-out rows): e_lin FVU {_f(lin.get('fvu'))}, e_nl FVU "
-        f"{_f(nl.get('fvu'))}."
+        f"SAEs on the two parts of the {of}-wide SAE's error (d_sae {num(es.get('d_sae'))}, k "
+        f"{es.get('k')}, {num(lin.get('train_tokens'))} training rows each, FVU on "
+        f"{num(lin.get('holdout_tokens'))} held-out rows): e_lin FVU {fix(lin.get('fvu'))}, e_nl FVU "
+        f"{fix(nl.get('fvu'))}."
     ]
 
 
 def _norm_rows(reps: list[dict]) -> list[list[str]]:
     dec = [r.get("decomposition") or {} for r in reps]
-    per_dim = [x.get("r2_per_dim") for x in dec if _isnum(x.get("r2_per_dim"))]
+    per_dim = [x.get("r2_per_dim") for x in dec if isnum(x.get("r2_per_dim"))]
     half = "yes" if all(HALF[0] <= v <= HALF[1] for v in per_dim) else "no"
     if any((r.get("convergence") or {}).get("converged") is False for r in reps):
         half += " (but a fit has not converged: see the converged? column)"
-    sq = [v for r in reps if _isnum(v := _get(r, "norms", "sq_norm", "probe"))]
-    nn = [v for r in reps if _isnum(v := _get(r, "norms", "norm", "probe"))]
-    xs = [
-        v for r in reps for t in ("sq_norm", "norm") if _isnum(v := _get(r, "norms", t, "x_norm"))
-    ]
+    sq = [v for r in reps if isnum(v := get(r, "norms", "sq_norm", "probe"))]
+    nn = [v for r in reps if isnum(v := get(r, "norms", "norm", "probe"))]
+    xs = [v for r in reps for t in ("sq_norm", "norm") if isnum(v := get(r, "norms", t, "x_norm"))]
     verdict = f"no: below {NORM_R2}"
     if sq + nn and max(sq + nn) >= NORM_R2:
         verdict = "yes"
@@ -417,7 +387,7 @@ def _norm_rows(reps: list[dict]) -> list[list[str]]:
 
 
 def _ce_row(reps: list[dict]) -> list[list[str]]:
-    shares = [(a, b) for a, b in map(_ce_shares, reps) if _isnum(a) and _isnum(b) and a > 0]
+    shares = [(a, b) for a, b in map(_ce_shares, reps) if isnum(a) and isnum(b) and a > 0]
     if not shares:
         return []
     ratios = [b / a for a, b in shares]
@@ -439,7 +409,7 @@ def _scaling_rows(sc: dict) -> list[list[str]]:
     rows, cw = [], sc.get("cross_width") or []
     if cw:
         r2 = [c.get("small") for c in cw]
-        same = "yes" if all(_isnum(v) and v >= SAME_TOKENS for v in r2) else "no"
+        same = "yes" if all(isnum(v) and v >= SAME_TOKENS for v in r2) else "no"
         here = f"R² {_span(r2)} of the larger SAE's per-token ‖e‖ from the smaller's"
         rows.append(["larger SAEs struggle on the same tokens", "yes", here, same])
         gain = [c["small_plus_nl"] - c["small"] for c in cw]
@@ -457,8 +427,8 @@ def _scaling_rows(sc: dict) -> list[list[str]]:
             v = sc.get(key) or []
             change = (v[-1] - v[0]) / v[0]
             word = "stays flat" if abs(change) <= FLAT else "falls" if change < 0 else "rises"
-            edge = _get(sc, "power_laws", key, "m_at_grid_edge")
-            return f"{word} ({_f(v[0])} -> {_f(v[-1])}{'; no decaying power law fits it' * bool(edge)})"
+            edge = get(sc, "power_laws", key, "m_at_grid_edge")
+            return f"{word} ({fix(v[0])} -> {fix(v[-1])}{'; no decaying power law fits it' * bool(edge)})"
 
         here = f"the linear part {trend('fvu_linear')}, the nonlinear part {trend('fvu_nonlinear')}"
         rows.append(
@@ -468,13 +438,13 @@ def _scaling_rows(sc: dict) -> list[list[str]]:
 
 
 def _error_sae_row(es: dict) -> list[list[str]]:
-    fl, fn = _get(es, "e_lin", "fvu"), _get(es, "e_nl", "fvu")
-    if not (_isnum(fl) and _isnum(fn)):
+    fl, fn = get(es, "e_lin", "fvu"), get(es, "e_nl", "fvu")
+    if not (isnum(fl) and isnum(fn)):
         return []
     verdict = "yes" if fn > fl * (1 + WORSE) else "no" if fn >= fl * (1 - WORSE) else "no: better"
     here = (
-        f"FVU {_f(fn)} vs {_f(fl)} ({_n(_get(es, 'e_nl', 'train_tokens'))} rows each, d_sae "
-        f"{_n(es.get('d_sae'))}, k {es.get('k')})"
+        f"FVU {fix(fn)} vs {fix(fl)} ({num(get(es, 'e_nl', 'train_tokens'))} rows each, d_sae "
+        f"{num(es.get('d_sae'))}, k {es.get('k')})"
     )
     claim = "SAEs trained on e_nl are worse than on e_lin (equal k)"
     return [[claim, '"quantitatively worse"', here, verdict]]
@@ -482,13 +452,13 @@ def _error_sae_row(es: dict) -> list[list[str]]:
 
 def _pursuit_rows(d: dict, saes: dict) -> list[list[str]]:
     reps = list(saes.values())
-    nl_red = [_get(r, "pursuit", "nonlinear_reduction", "pursuit") for r in reps]
-    if not any(_isnum(v) for v in nl_red):
+    nl_red = [get(r, "pursuit", "nonlinear_reduction", "pursuit") for r in reps]
+    if not any(isnum(v) for v in nl_red):
         return []
-    lin_red = [_get(r, "pursuit", "linear_reduction", "pursuit") for r in reps]
-    pt = [_get(r, "pursuit", "test") or {} for r in reps]
+    lin_red = [get(r, "pursuit", "linear_reduction", "pursuit") for r in reps]
+    pt = [get(r, "pursuit", "test") or {} for r in reps]
     verdict = "yes"
-    if max(v for v in nl_red if _isnum(v)) > SLIGHT:
+    if max(v for v in nl_red if isnum(v)) > SLIGHT:
         # the cause (our encoders are short-trained) is not tested here: no cause is claimed
         verdict = f"no: larger than {SLIGHT:.0%} (cause not tested)"
     here = (
@@ -525,10 +495,10 @@ def _pursuit_rows(d: dict, saes: dict) -> list[list[str]]:
     if here:
         rows.append([claim, '"larger"', "; ".join(here), "; ".join(verdicts)])
     elif d.get("previous_layer"):
-        a = _get(d, "setting", "analysis") or {}
+        a = get(d, "setting", "analysis") or {}
         here = (
-            f"pursuit's maps fitted on {_n(a.get('pursuit_fit_tokens'))} pursued tokens, the "
-            f"previous-layer maps on {_n(a.get('fit_tokens'))}: not compared on the same tokens"
+            f"pursuit's maps fitted on {num(a.get('pursuit_fit_tokens'))} pursued tokens, the "
+            f"previous-layer maps on {num(a.get('fit_tokens'))}: not compared on the same tokens"
         )
         rows.append([claim, '"larger"', here, "not resolved (not measured on the same tokens)"])
     return rows
@@ -557,24 +527,26 @@ def _light_note(d: dict) -> list[str]:
         return []
     pv = light.get("provenance") or {}
     dirty = ", with uncommitted changes" if pv.get("dirty") else ""
-    a = _get(light, "setting", "analysis") or {}
+    a = get(light, "setting", "analysis") or {}
     return [
         f"The fit-size tables and the same-token comparison above come from "
-        f"`python {' '.join(pv.get('argv') or [])}` on `{_get(light, 'setting', 'run')}` (the "
-        f"same layer, train-split document order and {_n(a.get('test_tokens'))} validation "
+        f"`{pv.get('command') or 'python ' + ' '.join(pv.get('argv') or [])}` on "
+        f"`{get(light, 'setting', 'run')}` (the "
+        f"same layer, train-split document order and {num(a.get('test_tokens'))} validation "
         f"tokens as the main tables), measured at commit {str(pv.get('commit'))[:7]} "
-        f"({str(pv.get('date'))[:10]}{dirty}) in {_n(_get(light, 'timings', 'total_s'))} s; "
+        f"({str(pv.get('date'))[:10]}{dirty}) in {num(get(light, 'timings', 'total_s'))} s; "
         "`bench/results/dark_matter/fit_size.json`. The main tables above it are from the full "
         "benchmark's JSON, whose maps are fitted by the estimator its setting line names."
     ]
 
 
-def readme(d: dict | None) -> str:
-    """The README's dark-matter tables from bench/results/dark_matter.json (None: not measured)."""
+@renderer()
+def render(d: dict | None) -> str:
+    """The dark-matter tables from bench/results/dark_matter.json (None: not measured)."""
     d = _with_light(d or {})
     saes = (d or {}).get("saes") or {}
     if not saes:
-        return "Dark matter: not measured (no SAE results in `bench/results/dark_matter.json`; run `python bench/dark_matter.py`)."
+        return "Dark matter: not measured (no SAE results in `bench/results/dark_matter.json`; run `python -m bench.dark_matter`)."
     s, reps = d.get("setting") or {}, list(saes.values())
     model, tt = PRETTY.get(s.get("model"), s.get("model")), s.get("train_tokens")
     hook = str(s.get("hook"))
@@ -586,7 +558,7 @@ def readme(d: dict | None) -> str:
         *_error_sae_row(d.get("error_saes") or {}),
         *_pursuit_rows(d, saes),
     ]
-    here = f"here ({model}, layer {layer}, our {_n(tt)}-token SAEs)"
+    here = f"here ({model}, layer {layer}, our {num(tt)}-token SAEs)"
     parts = [
         _setting(d),
         *_main_tables(d, saes),
@@ -596,17 +568,17 @@ def readme(d: dict | None) -> str:
         *_scaling_tables(d),
         *_error_saes(d),
     ]
-    parts.append(f"Against the paper: {_get(d, 'paper', 'setting') or 'Engels et al. 2024'}.")
-    parts.append(_table(["claim", "paper", here, "reproduces?"], verdicts))
-    dead = [(_get(r, "sae", "d_sae"), _get(r, "metrics", "dead_fraction")) for r in reps]
-    dead = [(w, f) for w, f in dead if _isnum(w) and _isnum(f)]
+    parts.append(f"Against the paper: {get(d, 'paper', 'setting') or 'Engels et al. 2024'}.")
+    parts.append(table(["claim", "paper", here, "reproduces?"], verdicts))
+    dead = [(get(r, "sae", "d_sae"), get(r, "metrics", "dead_fraction")) for r in reps]
+    dead = [(w, f) for w, f in dead if isnum(w) and isnum(f)]
     if dead:
         w, f = max(dead)
-        fvus = " / ".join(_f(_get(r, "decomposition", "fvu_sae")) for r in reps)
-        windows = next((_get(r, "downstream", "n_windows") for r in reps), None)
+        fvus = " / ".join(fix(get(r, "decomposition", "fvu_sae")) for r in reps)
+        windows = next((get(r, "downstream", "n_windows") for r in reps), None)
         parts.append(
-            f"Caveats: {model} instead of Gemma 2 9B, {_n(tt)} training tokens per SAE instead of "
-            f"Gemma Scope's billions (the {_n(w)}-wide SAE has {_p(f, 0)} dead latents on the run's "
+            f"Caveats: {model} instead of Gemma 2 9B, {num(tt)} training tokens per SAE instead of "
+            f"Gemma Scope's billions (the {num(w)}-wide SAE has {pct(f, 0)} dead latents on the run's "
             f"own evaluation, so width scaling is weak: FVU {fvus}), one layer, one seed, "
             f"{windows} CE windows."
         )
