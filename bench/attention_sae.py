@@ -40,6 +40,7 @@ from saes.analysis.induction import (
     format_induction_report,
 )
 from saes.artifacts import load_sae
+from saes.headline import HEADLINE
 from saes.rundir import RunDir
 from saes.train import train
 from saes.train_config import RunConfig
@@ -284,7 +285,7 @@ def main() -> None:
     wall = time.perf_counter() - t0
     print()
     print(
-        "| layer | FVU | L0 | dead | CE recovered | KL | effective heads per feature: weights / DFA "
+        f"| layer | {' | '.join(h.label for h in HEADLINE)} | KL | effective heads per feature: weights / DFA "
         "| single-head (>= 0.9) features by DFA | polysemantic heads by DFA "
         "| induction features (short / long) | heads behind them (features) |"
     )
@@ -293,8 +294,8 @@ def main() -> None:
         m, ind, pd = r["metrics"], r["induction"], r["polysemantic_dfa"]
         heads = ", ".join(f"H{h} ({c})" for h, c in enumerate(ind["features_per_head"]) if c) or "-"
         print(
-            f"| {r['layer']} | {m['fvu']:.3f} | {m['l0_mean']:.1f} | {m['dead_fraction']:.1%} | "
-            f"{m['ce_loss_recovered']:.1%} | {m['kl_div']:.3f} | "
+            f"| {r['layer']} | {' | '.join(h.format(m.get(h.name)) for h in HEADLINE)} | "
+            f"{m['kl_div']:.3f} | "
             f"{r['head_attribution']['mean_effective_heads']:.2f} / {r['head_attribution_dfa']['mean_effective_heads']:.2f} | "
             f"{r['head_attribution_dfa']['fraction_single_head_0.9']:.1%} | "
             f"{pd['fraction']:.0%} ({sum(pd['per_head'])}/{len(pd['per_head'])}) | "
@@ -344,10 +345,7 @@ def render(d: dict) -> str:
     )
     header = [
         "layer",
-        "FVU",
-        "L0",
-        "dead",
-        "CE recovered",
+        *(h.label for h in HEADLINE),
         "KL",
         "effective heads per feature: weights / DFA",
         "polysemantic heads (DFA roles)",
@@ -374,10 +372,7 @@ def render(d: dict) -> str:
         rows.append(
             [
                 num(L.get("layer")),
-                fix(m.get("fvu")),
-                num(m.get("l0_mean")),
-                pct(m.get("dead_fraction"), 1),
-                pct(m.get("ce_loss_recovered"), 1),
+                *(h.format(m.get(h.name)) for h in HEADLINE),
                 fix(m.get("kl_div")),
                 (
                     f"{fix(get(L, 'head_attribution', 'mean_effective_heads'), 2)} / "

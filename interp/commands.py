@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint, distributions
 
 import typer
 from typer.core import TyperGroup
@@ -57,8 +57,16 @@ def forward(app: typer.Typer, name: str, module: str, help_text: str) -> None:
 
 
 def command_entry_points() -> list[EntryPoint]:
-    """The group's entry points, in the order of their names."""
-    return sorted(entry_points(group=GROUP), key=lambda ep: ep.name)
+    """The group's entry points, in the order of their names, from every installed metadata of the
+    ``interp`` distribution on the path. ``importlib.metadata.entry_points`` reads only the first
+    one it meets, and a stale ``interp.egg-info`` left in the working directory (the repository
+    root comes first on ``sys.path``) would then hide the install's group."""
+    found: dict[str, EntryPoint] = {}
+    for dist in distributions():
+        if (dist.metadata["Name"] or "").lower() == "interp":
+            for ep in dist.entry_points.select(group=GROUP):
+                found.setdefault(ep.name, ep)
+    return sorted(found.values(), key=lambda ep: ep.name)
 
 
 def discover(app: typer.Typer) -> list[str]:

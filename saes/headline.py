@@ -33,10 +33,10 @@ class Headline:
 
 
 HEADLINE: tuple[Headline, ...] = (
-    Headline("fvu", "fvu", ".3f", "fvu"),
+    Headline("fvu", "FVU", ".3f", "fvu"),
     Headline("l0_mean", "L0", ".1f", "l0"),
-    Headline("dead_fraction", "dead (never fired)", ".3f", "dead_fraction"),
-    Headline("ce_loss_recovered", "CE recovered", ".3f", None),
+    Headline("dead_fraction", "dead (never fired)", ".1%", "dead_fraction"),
+    Headline("ce_loss_recovered", "CE recovered", ".1%", None),
 )
 HEADLINE_NAMES: tuple[str, ...] = tuple(h.name for h in HEADLINE)
 

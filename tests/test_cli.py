@@ -280,7 +280,7 @@ def test_missing_or_broken_entry_points_say_how_to_repair(monkeypatch):
 
     monkeypatch.setattr(commands, "_problems", [])  # this test's, not the installed app's
     for found in ([], [EntryPoint("10-saes", "saes.no_such_module:register", commands.GROUP)]):
-        monkeypatch.setattr(commands, "entry_points", lambda group, found=found: found)
+        monkeypatch.setattr(commands, "command_entry_points", lambda found=found: found)
         root = typer.Typer(cls=commands.Root, no_args_is_help=True)
         root.command("models")(lambda: None)
         root.command("cache")(lambda: None)
@@ -290,3 +290,21 @@ def test_missing_or_broken_entry_points_say_how_to_repair(monkeypatch):
         assert ("saes.no_such_module" if found else "interp.commands") in res.output
         res = runner.invoke(root, ["models"])  # the model side still runs, after the error line
         assert res.exit_code == 0 and "pip install -e ." in res.output
+
+
+def test_a_stale_egg_info_first_on_the_path_does_not_hide_the_commands(tmp_path, monkeypatch):
+    """A checkout's leftover ``interp.egg-info`` (no ``interp.commands`` group) sits in the working
+    directory, which is first on ``sys.path``: ``importlib.metadata.entry_points`` then sees only it.
+    The CLI reads every ``interp`` metadata on the path, so the install's group still loads."""
+    from importlib.metadata import entry_points
+
+    from interp.commands import GROUP, command_entry_points
+
+    stale = tmp_path / "interp.egg-info"
+    stale.mkdir()
+    (stale / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: interp\nVersion: 0.0.1\n")
+    (stale / "entry_points.txt").write_text("[console_scripts]\ninterp = interp.cli:app\n")
+    installed = sorted(ep.name for ep in entry_points(group=GROUP))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert installed and not entry_points(group=GROUP)  # the stale metadata hides the group
+    assert [ep.name for ep in command_entry_points()] == installed
