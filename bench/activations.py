@@ -53,7 +53,21 @@ from pathlib import Path
 
 import torch
 
-from bench._markdown import NM, fix, join_nonempty, num, para, pct, table, times
+from bench._markdown import (
+    NM,
+    criterion_repeats,
+    criterion_target,
+    fix,
+    join_nonempty,
+    num,
+    para,
+    parse_target,
+    pct,
+    table,
+    times,
+    verdict_repeats,
+    verdict_target,
+)
 from bench._provenance import renderer
 from interp.activations import ActivationCapture
 from interp.data import token_windows
@@ -351,11 +365,91 @@ def main() -> None:
 # ------------------------------------------------------------------------------------------------
 # rendering: bench/results/activations.json as markdown (python -m bench.report; see bench/_provenance.py)
 # ------------------------------------------------------------------------------------------------
+def _comparisons(d: dict, layers: list[int]) -> list[list[str]]:
+    """The rows of the verdict table: each ratio of two implementations' per-round rates, against
+    its target where it has one (verdict_target over the rounds), else against 1
+    (verdict_repeats, paired by round)."""
+    r = d.get("results_tokens_per_s") or {}
+    rounds = d.get("per_round_tokens_per_s") or {}
+    pairs = d.get("back_to_back_pairs") or {}
+    targets = d.get("targets") or {}
+    rows = []
+
+    def add(label, a, b, key, fmt, target=None, minus_one=False, pair_key=None):
+        ra, rb = rounds.get(a) or [], rounds.get(b) or []
+        each = [x / y - minus_one for x, y in zip(ra, rb) if y] if len(ra) == len(rb) else []
+        rng = f"{fmt(min(each))} to {fmt(max(each))}" if each else NM
+        pair = pairs.get(pair_key) if pair_key else None
+        goal = parse_target(targets.get(target)) if target else None
+        if target:
+            verdict = verdict_target(each, goal[1], at_least=goal[0], fmt=fmt) if goal else NM
+            verdict = verdict.split(" (")[0]  # the range has its own column
+        else:
+            verdict = verdict_repeats(ra, rb, paired=True).split(":")[0]
+        rows.append(
+            [
+                label,
+                fmt(r.get(key)) if key in r else NM,
+                rng,
+                fmt(pair) if pair_key and pair is not None else "-",
+                targets.get(target, NM) if target else "-",
+                verdict,
+            ]
+        )
+
+    for L in layers:
+        add(
+            f"capture / transformers truncated, L = {L}",
+            f"capture_L{L}_stop_at_layer",
+            f"hf_truncated_L{L}",
+            f"capture_L{L}_vs_hf_truncated",
+            lambda v: fix(v, 2),
+            "capture_vs_hf_truncated",
+            pair_key=f"capture_L{L}_vs_hf_truncated",
+        )
+    add(
+        "4 hooks: overhead over the deepest alone",
+        "capture_L15_stop_at_layer",
+        "capture_4_hooks",
+        "capture_4_hooks_overhead_vs_deepest",
+        lambda v: pct(v, 1),
+        "4_hooks_overhead",
+        minus_one=True,
+        pair_key="capture_4_hooks_overhead_vs_deepest",
+    )
+    for L in layers:
+        if f"capture_L{L}_stop_at_layer_bf16" in rounds:
+            add(
+                f"bf16 model / fp32, L = {L}",
+                f"capture_L{L}_stop_at_layer_bf16",
+                f"capture_L{L}_stop_at_layer",
+                f"capture_L{L}_bf16_speedup_vs_fp32",
+                lambda v: times(v, 2),
+                "bf16_speedup_vs_fp32",
+            )
+    for L in layers:
+        add(
+            f"fast forward / TransformerLens's own, L = {L}",
+            f"capture_L{L}_stop_at_layer",
+            f"capture_L{L}_stop_at_layer_tl_original",
+            f"capture_L{L}_fast_speedup_vs_tl_original",
+            lambda v: times(v, 2),
+        )
+    for L in layers:
+        add(
+            f"`stop_at_layer` / the full forward, L = {L}",
+            f"capture_L{L}_stop_at_layer",
+            f"capture_L{L}_full_forward",
+            f"capture_L{L}_stop_at_layer_speedup_vs_full_forward",
+            lambda v: times(v, 2),
+        )
+    return rows
+
+
 # bench/results/activations.json predates recorded provenance: the command that measured it
 @renderer("python bench/activations.py")
 def render(d: dict) -> str:
     r = d.get("results_tokens_per_s") or {}
-    pairs = d.get("back_to_back_pairs") or {}
     layers = sorted(
         {int(m.group(1)) for k in r if (m := re.fullmatch(r"capture_L(\d+)_stop_at_layer", k))}
     )
@@ -391,38 +485,27 @@ def render(d: dict) -> str:
                 "**" + both("capture_L{L}_stop_at_layer_bf16") + "**",
             ],
         )
-    met = d.get("met") or {}
-    targets = d.get("targets") or {}
-
-    def verdict(key: str) -> str:
-        return "met" if met.get(key) is True else "not met" if met.get(key) is False else NM
-
-    vs = ", ".join(
-        f"{fix(r.get(f'capture_L{L}_vs_hf_truncated'), 2)} at L = {L} "
-        f"(back-to-back pairs {fix(pairs.get(f'capture_L{L}_vs_hf_truncated'), 2)}, "
-        f"{verdict(f'capture_L{L}_vs_hf_truncated')})"
-        for L in layers
-    )
-    findings = para(
-        f"Capture vs the truncated transformers forward: {vs}; target {targets.get('capture_vs_hf_truncated', NM)}.",
-        f"4 hooks vs the deepest alone: {pct(r.get('capture_4_hooks_overhead_vs_deepest'), 1)} "
-        f"(back-to-back pairs {pct(pairs.get('capture_4_hooks_overhead_vs_deepest'), 1)}); "
-        f"target {targets.get('4_hooks_overhead', NM)}: {verdict('capture_4_hooks_overhead')}.",
+    findings = join_nonempty(
+        para(
+            f"Each comparison from the per-round rates (both measured in each of the "
+            f"{num(d.get('repeats'))} rounds): the JSON's ratio (the median of the per-round "
+            "ratios), the per-round range, and the back-to-back pairs where measured. Criterion: "
+            f"against a target, {criterion_target('round')}; without one, "
+            f"{criterion_repeats('round', paired=True)}:"
+        ),
+        table(
+            ["comparison", "ratio", "rounds", "back-to-back pairs", "target", "verdict"],
+            _comparisons(d, layers),
+        ),
     )
     q = d.get("bf16_vs_fp32")
     if q:
-        speed = ", ".join(
-            f"{times(r.get(f'capture_L{L}_bf16_speedup_vs_fp32'), 2)} at L = {L} "
-            f"({verdict(f'capture_L{L}_bf16_speedup_vs_fp32')})"
-            for L in layers
-        )
         flags = ", ".join(d.get("cpu_bf16_flags") or []) or "none"
         findings = join_nonempty(
             findings,
             para(
-                f"bf16 model vs fp32 (paired, same rounds): {speed}; target "
-                f"{targets.get('bf16_speedup_vs_fp32', NM)} (CPU bf16 flags: {flags}).",
-                f"What it costs, on {num(q.get('windows'))} held-out windows "
+                f"CPU bf16 flags: {flags}. What the bf16 model costs, on {num(q.get('windows'))} "
+                f"held-out windows "
                 f"({num(q.get('predicted_tokens'))} predicted tokens): mean KL(fp32 || bf16) "
                 f"{fix(q.get('mean_kl_fp32_to_bf16'), 4)} nats; CE {fix(q.get('ce_fp32'), 4)} (fp32) "
                 f"vs {fix(q.get('ce_bf16'), 4)} (bf16), a difference of "

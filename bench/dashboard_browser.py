@@ -19,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench._markdown import criterion_target, verdict_target
 from bench._provenance import provenance, renderer
 
 TITLE = "The explorer in a browser"  # its name in the docs (python -m bench.report)
@@ -80,29 +81,25 @@ def render(d: dict | None) -> str:
         (f"Prompt page: a {t.get('prompt_answer_tokens', '?')}-token prompt answered (warm)",
          "prompt_answer_s"),
     ]  # fmt: skip
+    goals = {"feature_open_s": FEATURE_GOAL_S, "prompt_answer_s": PROMPT_GOAL_S}
+
+    def goal(key: str) -> str:
+        if key not in goals:
+            return "-"
+        return f"under {goals[key]:g} s: {verdict_target(t.get(key), goals[key], at_least=False)}"
+
     lines = [
         f"Measured in headless Chromium by the browser test on the store of "
         f"{m.get('model', 'not measured')} `{m.get('hook', 'not measured')}`, "
         f"{_n(m.get('d_sae'))} latents, {_n(m.get('n_tokens'))} tokens "
         f"(goals: the Feature page's first open under {FEATURE_GOAL_S:g} s, a 64-token prompt "
-        f"under {PROMPT_GOAL_S:g} s):",
+        f"under {PROMPT_GOAL_S:g} s; criterion: {criterion_target()}):",
         "",
-        "| what | time |",
-        "|---|---|",
-        *[f"| {what} | {_s(t.get(key))} |" for what, key in rows],
+        "| what | time | goal |",
+        "|---|---|---|",
+        *[f"| {what} | {_s(t.get(key))} | {goal(key)} |" for what, key in rows],
         "",
     ]
-    verdicts = []
-    for name, key, goal in (
-        ("Feature page's first open", "feature_open_s", FEATURE_GOAL_S),
-        ("prompt answer", "prompt_answer_s", PROMPT_GOAL_S),
-    ):
-        v = t.get(key)
-        if isinstance(v, (int, float)):
-            word = "met" if v < goal else "missed"
-            verdicts.append(f"{name}: {_s(v)} against {goal:g} s, {word}")
-    if verdicts:
-        lines.append("Goals (met when the time is under the goal): " + "; ".join(verdicts) + ".")
     return "\n".join(lines).rstrip()
 
 

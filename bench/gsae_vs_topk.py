@@ -30,7 +30,9 @@ from pathlib import Path
 import torch
 
 from bench._markdown import (
+    FASTER,
     NM,
+    criterion_one_run,
     fix,
     isnum,
     join_nonempty,
@@ -42,6 +44,7 @@ from bench._markdown import (
     span,
     table,
     times,
+    verdict_one_run,
 )
 from bench._provenance import renderer
 from interp.activations import ActivationCapture
@@ -441,7 +444,8 @@ def render(d: dict) -> str:
         found.append(
             f"FVU at equal L0: TopK {fix(topk.get('fvu'))}, g-SAEs {span([r.get('fvu') for r in gs], fix)} "
             f"with gradients at inference and {span([r.get('nograd_fvu') for r in gs], fix)} without "
-            f"({'every g-SAE is higher' if fvu_worse else 'not every g-SAE is higher'})."
+            f"({'every g-SAE is higher' if fvu_worse else 'not every g-SAE is higher'}; beyond the "
+            "criterion only where the table above says so)."
         )
         better = [
             r
@@ -481,7 +485,39 @@ def render(d: dict) -> str:
         f"The benchmark took {num(d.get('wall_s'))} s, of which {num(d.get('capture_and_cache_s'), 1)} s "
         "capture and cache (reused from an activation cache when it exists)."
     )
-    return join_nonempty(setup, table(header, body), para(*found))
+    return join_nonempty(setup, table(header, body), _verdicts(topk, gs), para(*found))
+
+
+def _verdicts(topk: dict | None, gs: list[dict]) -> str:
+    """Each g-SAE against TopK (one run each: verdict_one_run)."""
+    if not topk or not gs:
+        return ""
+    lower, higher = ("lower", "higher"), ("higher", "lower")
+    rows = [
+        [
+            _gsae_label(r),
+            verdict_one_run(r.get("fvu"), topk.get("fvu"), lower, lower_better=True),
+            verdict_one_run(r.get("nograd_fvu"), topk.get("fvu"), lower, lower_better=True),
+            verdict_one_run(
+                r.get("ce_loss_recovered"), topk.get("ce_loss_recovered"), higher, points=True
+            ),
+            verdict_one_run(
+                r.get("nograd_ce_loss_recovered"),
+                topk.get("ce_loss_recovered"),
+                higher,
+                points=True,
+            ),
+            verdict_one_run(r.get("train_tokens_per_s"), topk.get("train_tokens_per_s"), FASTER),
+        ]
+        for r in gs
+    ]
+    return join_nonempty(
+        para(
+            "Each g-SAE against TopK (ng: in its gradient-free mode, against the same TopK). "
+            f"Criterion: {criterion_one_run(None)}:"
+        ),
+        table(["g-SAE vs TopK", "FVU", "FVU ng", "CE rec.", "CE rec. ng", "train tok/s"], rows),
+    )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,16 @@ import sys
 import time
 from pathlib import Path
 
-from bench._markdown import NM, fix, join_nonempty, num, para, table
+from bench._markdown import (
+    NM,
+    criterion_repeats,
+    fix,
+    join_nonempty,
+    num,
+    para,
+    table,
+    verdict_repeats,
+)
 from bench._provenance import provenance, renderer
 from interp.models import load_model
 from saes.train import train
@@ -125,6 +134,17 @@ def render(d: dict) -> str:
     summ = d.get("summary") or {}
     if not summ:
         return para(f"Positions: {NM}.")
+    runs = d.get("runs") or []
+    first = next(iter(summ))
+
+    def seeds(choice: str, key: str) -> list:
+        return [r.get(key) for r in runs if r.get("choice") == choice]
+
+    def versus(choice: str, key: str, words: tuple[str, str], **how) -> str:
+        if choice == first:
+            return "-"
+        return verdict_repeats(seeds(choice, key), seeds(first, key), words, **how)
+
     rows = [
         [
             ("**" + POSITION_LABELS.get(n, n) + "**")
@@ -135,17 +155,20 @@ def render(d: dict) -> str:
             fix(m.get("kl_div"), 4),
             fix(m.get("fvu"), 4),
             fix(m.get("fvu_without_massive"), 4),
+            versus(n, "ce_loss_recovered", ("higher", "lower"), points=True),
+            versus(n, "fvu_without_massive", ("lower", "higher"), lower_better=True),
         ]
         for n, m in summ.items()
     ]
-    runs = d.get("runs") or []
     massive = sorted({r.get("massive_tokens") for r in runs if r.get("massive_tokens") is not None})
     return join_nonempty(
         para(
             f"The demo's SAE ({d.get('config', NM)}, {num(d.get('train_tokens'))} tokens), trained on "
             f"three choices of positions, means over seeds {d.get('seeds', NM)}; every run is "
             "evaluated the same way, on every position but BOS (the massive-norm tokens included: "
-            f"{', '.join(str(m) for m in massive) or NM} of them among the held-out tokens)."
+            f"{', '.join(str(m) for m in massive) or NM} of them among the held-out tokens). The "
+            "last two columns: each choice against the first row, per seed (CE loss recovered in "
+            f"percentage points, FVU as a ratio). Criterion: {criterion_repeats('seed')}."
         ),
         table(
             [
@@ -155,6 +178,8 @@ def render(d: dict) -> str:
                 "KL",
                 "FVU",
                 "FVU without massive-norm tokens",
+                "CE loss recovered vs the first row",
+                "FVU without massive-norm tokens vs the first row",
             ],
             rows,
         ),

@@ -3,7 +3,21 @@
 
 from __future__ import annotations
 
-from bench._markdown import NM, bullets, fix, get, isnum, join_nonempty, num, para, pct, sci, table
+from bench._markdown import (
+    NM,
+    bullets,
+    criterion_one_run,
+    fix,
+    get,
+    isnum,
+    join_nonempty,
+    num,
+    para,
+    pct,
+    sci,
+    table,
+    verdict_one_run,
+)
 from bench._provenance import renderer
 
 QUALITY_ROWS = {  # the rows bench/sae_quality.py writes, in table order, with their labels
@@ -26,6 +40,20 @@ def _lr_path(r: dict) -> str:
     return " / ".join(sci(v) for v in lrs) if lrs else NM
 
 
+def _versus(ours, r: dict) -> str:
+    """Ours against a peer's row: held-out FVU and dead latents, one run each."""
+    ours = ours if isinstance(ours, dict) else {}
+    fvu = verdict_one_run(ours.get("fvu"), r.get("fvu"), ("lower", "higher"), lower_better=True)
+    dead = verdict_one_run(
+        ours.get("dead_fraction"),
+        r.get("dead_fraction"),
+        ("fewer", "more"),
+        lower_better=True,
+        points=True,
+    )
+    return f"FVU {fvu}; dead {dead}"
+
+
 @renderer()
 def render(d: dict) -> str:
     res = d.get("results") or {}
@@ -37,7 +65,8 @@ def render(d: dict) -> str:
         + (f"The same for every row: {same}." if same else "")
         + " Each peer runs twice: with its own defaults, and with its own options set to ours where "
         "it has them (what had to be applied outside the library, and what still differs, is "
-        "listed under the table)."
+        "listed under the table). The last column: ours against the row, on held-out FVU and "
+        f"dead latents (one init seed per row). Criterion: {criterion_one_run(None)}."
     )
     keys = list(QUALITY_ROWS) + [k for k in res if k not in QUALITY_ROWS]
     rows, notes = [], []
@@ -45,7 +74,7 @@ def render(d: dict) -> str:
         r = res.get(key)
         label = QUALITY_ROWS.get(key) or (r or {}).get("label") or f"`{key}`"
         if not isinstance(r, dict):
-            rows.append([label, NM, "-", "-", "-", "-", "-"])
+            rows.append([label, NM, "-", "-", "-", "-", "-", "-"])
             continue
         fvu = fix(r.get("fvu"))
         rows.append(
@@ -57,6 +86,7 @@ def render(d: dict) -> str:
                 fix(r.get("cosine_mean")),
                 _lr_path(r),
                 num(r.get("train_tokens_per_s")),
+                "-" if key == "ours" else _versus(res.get("ours"), r),
             ]
         )
         settings = r.get("settings") if isinstance(r.get("settings"), dict) else {}
@@ -90,6 +120,7 @@ def render(d: dict) -> str:
         "cosine",
         "lr at the first / middle / last step",
         "training tok/s",
+        "ours vs this row (criterion above)",
     ]
     best = min(
         ((r.get("fvu"), k) for k, r in res.items() if isinstance(r, dict) and isnum(r.get("fvu"))),

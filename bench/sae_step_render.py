@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 from bench._markdown import (
+    FASTER,
     NM,
     bullets,
+    criterion_repeats,
+    criterion_target,
     get,
     isnum,
     join_nonempty,
@@ -16,6 +19,8 @@ from bench._markdown import (
     ratio,
     table,
     times,
+    verdict_repeats,
+    verdict_target,
 )
 from bench._provenance import renderer
 
@@ -97,23 +102,14 @@ def render(d: dict) -> str:
             + [_step_cell(res, keys, p, bold=i == 0) for i, (_, keys, p) in enumerate(STEP_COLUMNS)]
             + [_step_cell(res, [p], False) for p in peers]
         )
-    default = STEP_COLUMNS[0][1][0]
-    vs = []
-    for s in order:
-        res = sizes[s].get("results") or {}
-        mine = get(res, default, "tokens_per_s")
-        parts = [
-            f"{times(ratio(mine, get(res, p, 'tokens_per_s')))} {PEER_SHORT.get(p, p)}"
-            for p in peers
-        ]
-        if parts:
-            vs.append(f"{', '.join(parts)} at {num(int(s)) if str(s).isdigit() else s}")
     size, target = STEP_TARGET
     res = get(sizes, size, "results") or {}
 
     def against_target(key: str) -> str:
-        f = get(res, key, "fraction_of_bound")
-        return f"{pct(f)} ({'met' if f >= target else 'not met'})" if isnum(f) else NM
+        f, each = get(res, key, "fraction_of_bound"), _fractions(get(res, key) or {})
+        if not isnum(f):
+            return NM
+        return f"{pct(f)}, {verdict_target(each or f, target, fmt=pct)}"
 
     skipped = sorted(
         {
@@ -130,13 +126,25 @@ def render(d: dict) -> str:
         if isinstance(r, dict) and "note" in r and k.startswith("ours")
     }
     findings = para(
-        f"Tokens/s of the default `TrainStep` over each peer's: {'; '.join(vs)}." if vs else "",
         *(f"Skipped: {x}." for x in skipped[:1]),
         *(f"bf16 row: {x}." for x in sorted(notes)),
-        f"Target {pct(target)} of the bound at d_sae {num(int(size))}: the default install "
-        f"{against_target('ours_trainstep_native')}, the pure-torch fallback {against_target('ours_trainstep')}.",
+        f"Target {pct(target)} of the bound at d_sae {num(int(size))} (each timed step's fraction "
+        "of the bound: the encoder-shaped GEMM timed just before it over the step; criterion: "
+        f"{criterion_target('timed step')}): the default install "
+        f"{against_target('ours_trainstep_native')}, the pure-torch fallback "
+        f"{against_target('ours_trainstep')}.",
     )
-    return join_nonempty(setup, table(header, rows), findings, _step_profile(sizes, order))
+    verdicts = join_nonempty(
+        para(
+            "Verdicts from the timed steps, the default `TrainStep` against each peer's step and "
+            "against its own variants (tokens/s as a ratio of the step times). Criterion: "
+            f"{criterion_repeats('timed step')}:"
+        ),
+        _verdict_table(sizes, order, peers),
+    )
+    return join_nonempty(
+        setup, table(header, rows), verdicts, findings, _step_profile(sizes, order)
+    )
 
 
 @renderer()
@@ -146,24 +154,36 @@ def render_headline(d: dict) -> str:
     sizes = d.get("sizes") or {}
     order = sorted(sizes, key=lambda s: int(s) if str(s).isdigit() else 0)
 
-    def tps(res: dict, *keys: str):
-        vals = [get(res, k, "tokens_per_s") for k in keys if isnum(get(res, k, "tokens_per_s"))]
-        return max(vals) if vals else None
+    def fastest(res: dict, *keys: str) -> str | None:
+        have = [k for k in keys if isnum(get(res, k, "tokens_per_s"))]
+        return max(have, key=lambda k: res[k]["tokens_per_s"]) if have else None
 
     rows = []
     for size in order:
         res = sizes[size].get("results") or {}
-        ours = tps(res, "ours_trainstep_native")
-        sl = tps(res, "saelens")
-        sp = tps(res, "sparsify", "sparsify_adam")
+        tps = {k: get(res, k, "tokens_per_s") for k in res}
+        sp = fastest(res, "sparsify", "sparsify_adam")
+        ours, sl = tps.get("ours_trainstep_native"), tps.get("saelens")
+        said = {
+            name: verdict_repeats(
+                _times(res.get("ours_trainstep_native")), _times(res.get(key)), lower_better=True
+            ).split(":")[0]
+            for name, key in (("SAELens", "saelens"), ("sparsify", sp))
+        }
+        words = set(said.values())
         rows.append(
             [
                 num(int(size)) if str(size).isdigit() else str(size),
                 f"**{num(ours)}**",
                 num(sl),
-                num(sp),
+                num(tps.get(sp)),
                 times(ratio(ours, sl)),
-                times(ratio(ours, sp)),
+                times(ratio(ours, tps.get(sp))),
+                f"{words.pop()} than both"
+                if len(words) == 1 and words <= {"faster", "slower"}
+                else "; ".join(
+                    f"{w} vs {n}" if w not in FASTER else f"{w} than {n}" for n, w in said.items()
+                ),
             ]
         )
     header = [
@@ -173,16 +193,60 @@ def render_headline(d: dict) -> str:
         "sparsify (the faster of its defaults and adam)",
         "interp / SAELens",
         "interp / sparsify",
+        "verdict",
     ]
     return join_nonempty(
         para(
             f"One TopK training step (forward, backward, optimiser) on the same activations, d_in "
             f"{num(d.get('d_in'))}, k {num(d.get('k'))}, batch {num(d.get('batch_tokens'))} tokens, "
             "float32, each library's own step, in one run on a 2-core CPU (the full table, with "
-            "the bound and the per-phase profile: the Benchmarks page)."
+            "the bound and the per-phase profile: the Benchmarks page). The verdict's criterion: "
+            "faster (or slower) only where every timed step of one beats every timed step of the "
+            "other; else within noise."
         ),
         table(header, rows),
     )
+
+
+def _times(r) -> list:
+    """A row's timed steps (seconds), [] for a missing, skipped or failed row."""
+    return (r.get("times_s") or []) if isinstance(r, dict) else []
+
+
+def _fractions(r: dict) -> list[float]:
+    """Each timed step's fraction of the bound: the GEMM timed just before it over the step (the
+    JSON's ``fraction_of_bound`` is their median)."""
+    pairs = zip(r.get("gemm_before_s") or [], _times(r))
+    return [g / t for g, t in pairs if isnum(g) and isnum(t) and t > 0]
+
+
+VARIANTS = [  # (column, row, against): the default against its own variants
+    ("C++ top-k vs pure torch", "ours_trainstep_native", "ours_trainstep"),
+    ("bf16 encoder vs fp32", "ours_trainstep_native_bf16", "ours_trainstep_native"),
+]
+
+
+def _verdict_table(sizes: dict, order: list[str], peers: list[str]) -> str:
+    """Per d_sae, the default step against each peer's and against its variants (verdict_repeats
+    over the timed steps of the two rows)."""
+    default = STEP_COLUMNS[0][1][0]
+    header = ["d_sae"] + [f"vs {PEER_SHORT.get(p, p)}" for p in peers] + [v[0] for v in VARIANTS]
+    rows = []
+    for s in order:
+        res = sizes[s].get("results") or {}
+        cells = [
+            verdict_repeats(_times(res.get(default)), _times(res.get(p)), lower_better=True)
+            for p in peers
+        ]
+        for _, a, b in VARIANTS:
+            skipped = isinstance(res.get(a), dict) and "skipped" in res[a]
+            cells.append(
+                "skipped"
+                if skipped
+                else verdict_repeats(_times(res.get(a)), _times(res.get(b)), lower_better=True)
+            )
+        rows.append([num(int(s)) if str(s).isdigit() else s] + cells)
+    return table(header, rows) if rows else ""
 
 
 def _step_profile(sizes: dict, order: list[str]) -> str:

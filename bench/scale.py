@@ -33,7 +33,20 @@ from pathlib import Path
 
 import torch
 
-from bench._markdown import NM, fix, isnum, join_nonempty, num, para, span, table, times
+from bench._markdown import (
+    FASTER,
+    NM,
+    criterion_one_run,
+    fix,
+    isnum,
+    join_nonempty,
+    num,
+    para,
+    span,
+    table,
+    times,
+    verdict_one_run,
+)
 from bench._provenance import renderer
 from saes.rundir import RunDir, job_run_dir
 
@@ -292,7 +305,8 @@ def render(d: dict) -> str:
         f"SmolLM2, {sae.get('variant', NM)} SAEs (k = {num(sae.get('k'))}, d_sae = {num(sae.get('d_sae'))}, "
         f"batch {num(sae.get('batch_tokens'))}), live capture, {num(d.get('tokens_per_run'))} tokens per "
         f"run, one run per configuration, times from the trainer's log; {num(d.get('wall_s'))} s for the "
-        "whole script."
+        "whole script. The verdict columns (one forward against separate passes; each gloo mode "
+        f"against one process), criterion: {criterion_one_run()}."
     )
     rows, per_sae, wheres = [], [], {}
     for block in d.get("hooks") or []:
@@ -317,6 +331,13 @@ def render(d: dict) -> str:
                     num(r.get("separate_passes_tokens_per_s")),
                     times(r.get("speedup"), 2),
                     times(r.get("ideal_speedup"), 2),
+                    "- (one run serves both)"
+                    if r.get("n_hooks") == 1
+                    else verdict_one_run(
+                        r.get("one_forward_tokens_per_s"),
+                        r.get("separate_passes_tokens_per_s"),
+                        FASTER,
+                    ),
                 ]
             )
         one = next((r for r in rs if r.get("n_hooks") == 1), None)
@@ -341,9 +362,11 @@ def render(d: dict) -> str:
         "separate passes, tok/s",
         "speed-up",
         "ideal (sum of depths / deepest)",
+        "one forward vs separate passes",
     ]
     gloo = [g for g in d.get("gloo") or [] if isinstance(g, dict)]
     job = f"4-hook ({wheres[4]})" if 4 in wheres else "multi-hook"
+    base = next((g for g in gloo if g.get("processes") == 1), None)
     g_rows = [
         [
             str(g.get("mode", NM))
@@ -355,6 +378,9 @@ def render(d: dict) -> str:
             ),
             num(g.get("tokens_per_s")),
             times(g.get("speedup_vs_1_process"), 2),
+            "-"
+            if g is base
+            else verdict_one_run(g.get("tokens_per_s"), (base or {}).get("tokens_per_s"), FASTER),
         ]
         for g in gloo
     ]
@@ -380,9 +406,9 @@ def render(d: dict) -> str:
     )
     return join_nonempty(
         setup,
-        table(header, rows or [[NM] * 5]),
+        table(header, rows or [[NM] * 6]),
         para(*per_sae),
-        table([f"the {job} job", "tok/s", "vs 1 process"], g_rows or [[NM] * 3]),
+        table([f"the {job} job", "tok/s", "vs 1 process", "verdict"], g_rows or [[NM] * 4]),
         gloo_text,
         gpu,
     )

@@ -20,7 +20,17 @@ from pathlib import Path
 
 import torch
 
-from bench._markdown import NM, join_nonempty, num, para, pct, ratio, table
+from bench._markdown import (
+    NM,
+    join_nonempty,
+    num,
+    para,
+    parse_target,
+    pct,
+    ratio,
+    table,
+    verdict_target,
+)
 from bench._provenance import renderer
 from interp.activations import ActivationCapture, capture_blocks
 from interp.data import token_windows
@@ -130,6 +140,8 @@ def render(d: dict) -> str:
     rows = []
     for r in d.get("runs") or []:
         ba = r.get("capture_tokens_per_s_before_after") or []
+        goal = parse_target(r.get("target"))
+        each = [ratio(r.get("train_tokens_per_s"), c) for c in ba]
         rows.append(
             [
                 str(r.get("device", NM)),
@@ -143,10 +155,11 @@ def render(d: dict) -> str:
                     f"{num(r.get('train_tokens_per_s_incl_init'))} "
                     f"({pct(ratio(r.get('train_tokens_per_s_incl_init'), r.get('capture_tokens_per_s')))})"
                 ),
+                verdict_target(each, goal[1], at_least=goal[0], fmt=pct) if goal else NM,
             ]
         )
     if not rows:
-        rows = [[NM] * 8]
+        rows = [[NM] * 9]
     header = [
         "device",
         "layer",
@@ -156,6 +169,7 @@ def render(d: dict) -> str:
         "training, tok/s",
         "training / capture (target)",
         "training incl. initial statistics, tok/s (/ capture)",
+        "verdict (criterion above)",
     ]
     gpu = d.get("gpu")
     has_gpu_row = any(str(r.get("device", "")).startswith("cuda") for r in d.get("runs") or [])
@@ -167,7 +181,12 @@ def render(d: dict) -> str:
             "(the script adds one when CUDA is present)."
         )
     )
-    return join_nonempty(table(header, rows), note)
+    crit = para(
+        "Criterion for the verdict: the target is met where training / capture meets it against "
+        "both capture measurements (before and after training), missed where it meets it against "
+        "neither, else not resolved (the two ratios follow)."
+    )
+    return join_nonempty(crit, table(header, rows), note)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,17 @@ if str(ROOT) not in sys.path:  # `python -m pytest` puts it there, a bare `pytes
     sys.path.append(str(ROOT))
 
 from bench import _provenance, report  # noqa: E402 (the package bench/, found through ROOT)
-from bench._markdown import NM, num  # noqa: E402
+from bench._markdown import (  # noqa: E402
+    NM,
+    criterion_one_run,
+    criterion_repeats,
+    criterion_target,
+    num,
+    parse_target,
+    verdict_one_run,
+    verdict_repeats,
+    verdict_target,
+)
 from bench.sae_step_render import PEER_LABELS  # noqa: E402
 
 
@@ -276,12 +286,13 @@ def test_new_keys_render_when_present(tmp_path):
                         "tokens_per_s": 20000.0,
                         "fraction_of_bound": 0.5,
                         "median_s": 0.2,
+                        "times_s": [0.2, 0.2],
                     },
                     "ours_trainstep_native_bf16": {
                         "tokens_per_s": 30000.0,
                         "fraction_of_bound": 0.75,
                     },
-                    "saelens": {"tokens_per_s": 5000.0},
+                    "saelens": {"tokens_per_s": 5000.0, "times_s": [0.8, 0.8]},
                 },
                 "profile": {"ours_trainstep_native": {"encode": 0.088, "backward": 0.025}},
             }
@@ -292,7 +303,7 @@ def test_new_keys_render_when_present(tmp_path):
     assert (
         "30,000 (75%)" in out
         and "encode 88.0 ms, backward 25.0 ms" in out
-        and "4.0x SAELens" in out
+        and "| faster: 4.00x |" in out
     )
     assert "Measured at commit 0123456 (2026-12-01): `python -m bench.sae_step`" in out
 
@@ -322,7 +333,12 @@ def test_new_keys_render_when_present(tmp_path):
 
     variants = {
         "topk": {"median_s": 0.2, "tokens_per_s": 20000.0, "ratio_to_topk": 1.0},
-        "mutual_choice": {"median_s": 0.4, "tokens_per_s": 10000.0, "ratio_to_topk": 2.0},
+        "mutual_choice": {
+            "median_s": 0.4,
+            "tokens_per_s": 10000.0,
+            "ratio_to_topk": 2.0,
+            "samples_s": [0.4, 0.4],
+        },
     }
     choice = {
         "step": {
@@ -334,9 +350,11 @@ def test_new_keys_render_when_present(tmp_path):
     }
     (tmp_path / "choice_saes.json").write_text(json.dumps(choice))
     out = flat(report.render("choice_saes", tmp_path))
-    assert (
-        "x TopK (smollm2)" in out and "on smollm2 activations: missed by mutual_choice 2.00" in out
-    )
+    assert "x TopK (smollm2)" in out and f"| {NM} | {NM} | {NM} | {NM} |" in out
+    variants["topk"]["samples_s"] = [0.2, 0.2]
+    (tmp_path / "choice_saes.json").write_text(json.dumps(choice))
+    out = flat(report.render("choice_saes", tmp_path))
+    assert "| mutual_choice | slower: 2.00x | missed | slower: 2.00x | missed |" in out
     variants["mutual_choice"].update(
         selection_s=0.25, underused_latents=1331, aux_entries_per_token=288
     )
@@ -353,6 +371,118 @@ def test_new_keys_render_when_present(tmp_path):
     out = flat(report.render("demo", tmp_path))
     assert "6 min 40 s end to end (1,446 tokens/s)" in out and "FVU 0.359" in out
     assert "CE loss recovered 93.4%" in out and f"KL {NM}" in out
+
+
+# ---- verdicts: the shared helpers, on hand-worked cases, and a verdict on every comparing page -----
+LOWER = ("lower", "higher")
+
+
+def test_verdict_repeats_beyond_and_within_noise():
+    # step times: the peer's every step slower than ours (2.0 / 1.1 > 1): faster, the ratio of the
+    # medians 2.1 / 1.05 = 2.00, the range over every pair 2.0 / 1.1 = 1.82 to 2.2 / 1.0 = 2.20
+    assert (
+        verdict_repeats([1.0, 1.1], [2.0, 2.2], lower_better=True) == "faster: 2.00x (1.82x-2.20x)"
+    )
+    assert (
+        verdict_repeats([2.0, 2.2], [1.0, 1.1], lower_better=True) == "slower: 2.00x (1.82x-2.20x)"
+    )
+    # rates 1.0-2.0 against 1.5-1.6: the pairs disagree (0.62x to 1.33x): within noise, leaning
+    # slower (1.5 / 1.55 = 0.97, shown as 1.03x slower; the range turned: 0.75x-1.60x)
+    assert verdict_repeats([1.0, 2.0], [1.5, 1.6]) == "within noise: 1.03x slower (0.75x-1.60x)"
+    # paired rounds: ahead in every round (10/9, 12/10, 11/10) though the ranges overlap
+    assert verdict_repeats([10, 12, 11], [9, 10, 10], paired=True) == "faster: 1.11x (1.10x-1.20x)"
+    assert verdict_repeats([10, 12, 11], [9, 10, 10]).startswith("within noise: ")
+    # fractions by their difference: seeds 0.98 / 0.99 against 0.96 / 0.97
+    higher = verdict_repeats([0.98, 0.99], [0.96, 0.97], LOWER[::-1], points=True)
+    assert higher == "higher: +2.0 pp (+1.0 to +3.0)"
+    fewer = verdict_repeats(
+        [0.0, 0.01], [0.1, 0.2], ("fewer", "more"), lower_better=True, points=True
+    )
+    assert fewer == "fewer: -14.5 pp (-20.0 to -9.0)"
+
+
+def test_verdict_repeats_needs_two_repeats_and_values():
+    assert (
+        verdict_repeats([1.0], [2.0], lower_better=True) == "not resolved: 2.00x faster (one run)"
+    )
+    assert verdict_repeats([1.0, 1.1], [2.0], lower_better=True).startswith("not resolved: ")
+    assert verdict_repeats([], [1.0, 2.0]) == NM
+    assert verdict_repeats(None, None) == NM
+    assert verdict_repeats([float("nan")], [1.0]) == NM
+    assert verdict_repeats([1.0, 2.0], [1.0, 2.0, 3.0], paired=True) == NM  # rounds do not pair
+    assert verdict_repeats([0.0, 1.0], [1.0, 2.0]) == NM  # a ratio needs positive values
+
+
+def test_verdict_one_run_margins():
+    # FVU 0.388 against 0.705: lower by 1.82x (> 1.25x); against 0.420: 1.08x, inside the margin
+    assert verdict_one_run(0.388, 0.705, LOWER, lower_better=True) == "lower: 1.82x"
+    assert verdict_one_run(0.388, 0.420, LOWER, lower_better=True) == "not resolved: 1.08x lower"
+    assert verdict_one_run(0.705, 0.388, LOWER, lower_better=True) == "higher: 1.82x"
+    assert verdict_one_run(1.25, 1.0) == "not resolved: 1.25x faster"  # the margin itself
+    assert verdict_one_run(2.0, 2.0) == "not resolved: 1.00x"
+    # fractions: 5 percentage points
+    dead = ("fewer", "more")
+    assert verdict_one_run(0.0, 0.764, dead, lower_better=True, points=True) == "fewer: -76.4 pp"
+    assert (
+        verdict_one_run(0.0, 0.012, dead, lower_better=True, points=True) == "not resolved: -1.2 pp"
+    )
+    assert verdict_one_run(1.0, 0.94, LOWER[::-1], points=True) == "higher: +6.0 pp"
+    assert verdict_one_run(None, 0.5) == NM and verdict_one_run(0.5, "x") == NM
+
+
+def test_verdict_target_and_its_parts():
+    assert verdict_target([0.86, 1.03], 0.95) == "not resolved (0.86-1.03)"
+    assert verdict_target([0.96, 1.0], 0.95) == "met (0.96-1.00)"
+    assert verdict_target([0.5, 0.9], 0.95) == "missed (0.50-0.90)"
+    assert verdict_target(3.44, 1, at_least=False) == "missed"
+    assert verdict_target(1.7, 3, at_least=False) == "met"
+    assert verdict_target(None, 1) == NM and verdict_target([], 1) == NM
+    assert verdict_target(1.0, None) == NM
+    assert parse_target(">= 0.95") == (True, 0.95) and parse_target("<= 0.05") == (False, 0.05)
+    assert parse_target("within 2%") is None and parse_target(None) is None
+    # the criteria state their margins and their neutral words
+    assert "1.25x" in criterion_one_run() and "5 percentage points" in criterion_one_run(True)
+    assert "1.25x" in criterion_one_run(None) and "5 percentage points" in criterion_one_run(None)
+    assert "within noise" in criterion_repeats("seed") and "every seed" in criterion_repeats("seed")
+    assert "every round" in criterion_repeats("round", paired=True)
+    assert "not resolved" in criterion_target("run") and "one measurement" in criterion_target()
+
+
+# benchmarks whose tables compare nothing (a single run described; two layers side by side)
+NO_COMPARISON = {"attention_sae", "demo"}
+# the words of the verdicts: the shared helpers', and those of circuits, dark_matter and sparsity
+VERDICT = re.compile(
+    r"\b(faster|slower|within noise|not resolved|met|missed|higher|lower|fewer|more|keeps quality|"
+    r"cheaper|costlier|beyond 2 SE|differ|yes|no|rises|falls|flat)\b"
+)
+
+
+@pytest.mark.parametrize("name", sorted(b.name for b in report.benchmarks()))
+def test_every_page_with_a_comparison_states_a_criterion_and_verdicts(name):
+    """A page whose tables compare (ours and a peer, two settings, a measurement and its target)
+    states its criterion and gives verdicts in a table's rows; a new benchmark must say which."""
+    lines = report.render(name).splitlines()
+    rows = [
+        line for prev, line in zip(lines, lines[1:]) if line.startswith("| ") and prev[:1] == "|"
+    ]
+    if name in NO_COMPARISON:
+        assert "criterion" not in flat("\n".join(lines)).lower()
+        return
+    assert "criterion" in flat("\n".join(lines)).lower(), name
+    assert any(VERDICT.search(row) for row in rows), name
+
+
+def test_a_verdict_follows_its_json(copy):
+    # the SAELens steps made as fast as ours: the verdict leaves "faster"
+    def same(d):
+        res = d["sizes"]["4608"]["results"]
+        res["saelens"]["times_s"] = list(res["ours_trainstep_native"]["times_s"])
+
+    before = report.render("sae_step", copy / "results")
+    assert "| 4,608 | faster: 5.50x (3.64x-7.77x) |" in before
+    _edit(copy / "results" / "sae_step.json", same)
+    after = report.render("sae_step", copy / "results")
+    assert "| 4,608 | within noise: 1.00x" in after
 
 
 # ---- provenance ---------------------------------------------------------------------------------
