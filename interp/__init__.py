@@ -5,13 +5,22 @@ The model side's public API, importable from the package root (resolved lazily, 
 
     from interp import load_model, ActivationCapture, token_windows
 
+* models and activations: ``load_model``, ``list_models``, ``hook_name``, ``ActivationCapture``,
+  ``ActivationBatch``, ``shuffled_batches``, ``token_windows``, ``Vocab`` (token text);
+* activation caches: ``ActivationCache``, ``CacheError``;
+* interventions: ``Intervention``, ``run_with_interventions``, ``patch``, ``mean_ablate``,
+  ``add_direction``;
+* activation sparsity (:mod:`interp.sparsity`): the Sparsing Law's series and fits
+  (``load_published``, ``fit_series``, ``PAPER_CONSTANTS``), PPL-p% measurement
+  (``MeasureConfig``, ``ppl_sparsity``, ``windows_for``) and their figures (``series_figure``,
+  ``linearised_figure``, ``profile_figure``, ``layers_figure``).
+
 The ``saes`` package holds SAEs, training and the SAE analyses; ``circuits`` the circuit discovery.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from interp._lazy import lazy_root
 
 __version__ = "0.1.0"
 
@@ -23,24 +32,26 @@ _EXPORTS = {
     "ActivationBatch": "interp.activations",
     "shuffled_batches": "interp.activations",
     "token_windows": "interp.data",
+    "Vocab": "interp.text",
     "hook_name": "interp.hooks",
     "Intervention": "interp.interventions",
     "run_with_interventions": "interp.interventions",
     "patch": "interp.interventions",
     "mean_ablate": "interp.interventions",
+    "add_direction": "interp.interventions",
     "ActivationCache": "interp.cache",
+    "CacheError": "interp.cache",
+    "load_published": "interp.sparsity.laws",
+    "fit_series": "interp.sparsity.laws",
+    "PAPER_CONSTANTS": "interp.sparsity.laws",
+    "MeasureConfig": "interp.sparsity.measure",
+    "ppl_sparsity": "interp.sparsity.measure",
+    "windows_for": "interp.sparsity.measure",
+    "series_figure": "interp.sparsity.figures",
+    "linearised_figure": "interp.sparsity.figures",
+    "profile_figure": "interp.sparsity.figures",
+    "layers_figure": "interp.sparsity.figures",
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'interp' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_root(__name__, _EXPORTS)

@@ -4,23 +4,37 @@ the feature store and the SAE analyses.
 The public API, importable from the package root (resolved lazily, so ``import saes`` stays cheap
 and loads a submodule only when one of its names is used)::
 
-    from saes import SAE, RunConfig, load_sae, FeatureStore, build_store
+    from saes import SAE, RunConfig, train_sae, load_sae, FeatureStore, build_store
 
-(``train`` lives in ``saes.train`` for now: a root attribute ``train`` would be replaced by the
-submodule of that name as soon as anything imports ``saes.train``.)
+* SAEs and training: ``SAE``, ``SAEConfig``, ``variant_names``, ``RunConfig``,
+  ``load_run_config``, ``train_sae`` (``saes.train.train``: the root cannot call it ``train``,
+  which names the submodule ``saes.train`` as soon as anything imports it), ``expand_job``;
+* run folders and evaluation: ``RunDir``, ``list_runs``, ``load_sae``, ``evaluate_run``,
+  ``evaluate_sae``; sweeps: ``SweepConfig``, ``run_sweep``, ``summary_row``;
+* features: ``FeatureStore``, ``StoreConfig``, ``build_store``, ``prompt_features``, and their
+  HTML (``tokens_html``, ``example_html``, ``examples_html``; all of :mod:`saes.features.render`
+  as ``saes.render``) and figures (``saes.figures``);
+* analyses: steering (``decoder_direction``, ``mean_activation_norm``, ``steer_latents``),
+  attention SAEs (``load_head_layout``, ``head_attribution``, ``explore_prompt``,
+  ``InductionSearchConfig``, ``find_induction_features``, ``format_induction_report``) and dark
+  matter (``DarkMatterConfig``, ``capture_rows``, ``dark_matter_windows``, ``analyse_sae``,
+  ``scaling_report``, ``gradient_pursuit``, ``dark_matter_table`` and the ``*_figure`` functions
+  of :mod:`saes.analysis.dark_matter.figures`).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from interp._lazy import lazy_root
 
-# public name -> the module that defines it
+# public name -> the module that defines it ("module:attribute" where the root names it otherwise)
 _EXPORTS = {
     "SAE": "saes.sae",
     "SAEConfig": "saes.config",
+    "variant_names": "saes.variants",
     "RunConfig": "saes.train_config",
     "load_run_config": "saes.train_config",
+    "train_sae": "saes.train:train",
+    "expand_job": "saes.multi",
     "evaluate_run": "saes.evals",
     "evaluate_sae": "saes.evals",
     "load_sae": "saes.artifacts",
@@ -28,27 +42,38 @@ _EXPORTS = {
     "list_runs": "saes.runs",
     "SweepConfig": "saes.sweep",
     "run_sweep": "saes.sweep",
+    "summary_row": "saes.sweep",
     "FeatureStore": "saes.features",
     "StoreConfig": "saes.features",
     "build_store": "saes.features",
-    "variant_names": "saes.variants",
+    "prompt_features": "saes.features.prompt",
+    "tokens_html": "saes.features.render",
+    "example_html": "saes.features.render",
+    "examples_html": "saes.features.render",
+    "decoder_direction": "saes.analysis.steering",
+    "mean_activation_norm": "saes.analysis.steering",
+    "steer_latents": "saes.analysis.steering",
+    "load_head_layout": "saes.analysis.attention_heads",
+    "head_attribution": "saes.analysis.attention_heads",
+    "explore_prompt": "saes.analysis.prompts",
+    "InductionSearchConfig": "saes.analysis.induction",
+    "find_induction_features": "saes.analysis.induction",
+    "format_induction_report": "saes.analysis.induction",
+    "DarkMatterConfig": "saes.analysis.dark_matter.pipeline",
+    "capture_rows": "saes.analysis.dark_matter.pipeline",
+    "dark_matter_windows": "saes.analysis.dark_matter.pipeline:validation_windows",
+    "analyse_sae": "saes.analysis.dark_matter.pipeline",
+    "scaling_report": "saes.analysis.dark_matter.pipeline",
+    "gradient_pursuit": "saes.analysis.dark_matter.pursuit",
+    "dark_matter_table": "saes.analysis.dark_matter.cli:format_table",
+    "decomposition_figure": "saes.analysis.dark_matter.figures",
+    "norm_prediction_figure": "saes.analysis.dark_matter.figures",
+    "downstream_figure": "saes.analysis.dark_matter.figures",
+    "pursuit_figure": "saes.analysis.dark_matter.figures",
+    "scaling_figure": "saes.analysis.dark_matter.figures",
 }
 # submodules a user reaches as attributes of the root (``saes.figures.activation_histogram``)
 _MODULES = {"figures": "saes.figures", "render": "saes.features.render"}
 
 __all__ = sorted(_EXPORTS) + sorted(_MODULES)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MODULES:
-        value = importlib.import_module(_MODULES[name])
-    elif name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    else:
-        raise AttributeError(f"module 'saes' has no attribute {name!r}")
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_root(__name__, _EXPORTS, _MODULES)

@@ -12,8 +12,11 @@ A config file (JSON or YAML) is a mapping of sections::
 
 ``--set sae.k=64`` sets one field by its dotted path. ``data`` is the activation stream, shared by
 every SAE of a job; per-SAE overrides can only change ``sae`` and ``optim``. A key of the old flat
-layout (``k``, ``lr``, ...) is an error that names its new place. ``interp config`` prints every
-field with its default and docstring (read from this file by pydantic, so they cannot drift).
+layout (``k``, ``lr``, ...) is an error that names the section it belongs in (``'k' belongs in
+section 'sae' (sae.k)``); only :meth:`RunConfig.from_saved`, the reader of run folders' saved
+configs, still converts the old layout (run folders written before the sections existed).
+``interp config`` prints every field with its default and docstring (read from this file by
+pydantic, so they cannot drift).
 """
 
 from __future__ import annotations
@@ -195,10 +198,18 @@ class SAEOverride(BaseModel):
     @classmethod
     def _only_sae_and_optim(cls, data: Any) -> Any:
         if isinstance(data, dict):
+            places = {k: flat_key_place(k) for k in sorted(data) if k not in cls.model_fields}
+            own = [(k, p) for k, p in places.items() if p and p.split(".")[0] in ("sae", "optim")]
+            if own:
+                raise ValueError(
+                    "per-SAE settings: " + "; ".join(flat_key_error(k, p, True) for k, p in own)
+                )
             bad = []
             for key in sorted(set(data) - {"name", "sae", "optim"}):
                 sub = data[key]
-                bad += [f"{key}.{f}" for f in sub] if isinstance(sub, dict) else [key]
+                bad += (
+                    [f"{key}.{f}" for f in sub] if isinstance(sub, dict) else [places[key] or key]
+                )
             if bad:
                 raise ValueError(
                     f"per-SAE settings cannot change {bad}: they are shared by the whole job "
@@ -229,21 +240,18 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _flat_keys(cls, data: Any) -> Any:
+    def _top_level_keys(cls, data: Any) -> Any:
         if isinstance(data, dict):
             check_keys(data)
         return data
 
     @classmethod
-    def from_flat(cls, **flat: Any) -> RunConfig:
-        """A config from the old flat key names (``k=8, lr=1e-3``), each put in its section."""
-        return cls(**nest_flat(flat))
-
-    @classmethod
     def from_saved(cls, data: dict[str, Any]) -> RunConfig:
-        """A run folder's saved config, nested or in the old flat layout (variant keys of other
-        variants, which old flat configs held, are dropped)."""
-        data = nest_flat(dict(data))
+        """A run folder's saved config (``run_config.json``, ``RunDir.config()``): nested, or in
+        the old flat layout of run folders written before the sections existed, which is converted
+        here and nowhere else (variant keys of other variants, which old flat configs held, are
+        dropped)."""
+        data = _nest_old_layout(dict(data))
         if isinstance(data.get("sae"), dict):
             data["sae"] = SAEConfig.from_saved(data["sae"]).model_dump()
         return cls(**data)
@@ -320,7 +328,7 @@ def dotted_key_problem(key: str) -> str | None:
         if key in RunConfig.model_fields:
             return None
         place = flat_key_place(key)
-        return f"{key!r} moved to {place!r}" if place else f"unknown key {key!r}"
+        return flat_key_error(key, place) if place else f"unknown key {key!r}"
     model = SECTIONS.get(section)
     if model is None:
         return f"{key!r}: no section {section!r} (sections: {sorted(SECTIONS)})"
@@ -352,7 +360,7 @@ def merge_sae(base: SAEConfig, changes: dict[str, Any]) -> dict[str, Any]:
     return {**data, **changes}
 
 
-# ---- the old flat layout ---------------------------------------------------------------------
+# ---- keys of the old flat layout -------------------------------------------------------------
 SECTIONS: dict[str, type[BaseModel]] = {
     "data": DataConfig,
     "sae": SAEConfig,
@@ -375,41 +383,28 @@ def flat_key_place(key: str) -> str | None:
     return None
 
 
-def nest_flat(data: dict[str, Any]) -> dict[str, Any]:
-    """A config of the old flat layout (``run_config.json`` of earlier runs) in the nested one;
-    a nested config is returned as it is."""
-    if not data or any(k in SECTIONS for k in data):
-        return data
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if key == "saes" and value:
-            value = [_nest_override(o) for o in value]
-        place = key if key in RunConfig.model_fields else flat_key_place(key)
-        if place is None:
-            raise ValueError(f"old config key {key!r} has no place in the nested layout")
-        set_path(out, place, value)
-    return out
-
-
-def _nest_override(flat: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in flat.items():
-        if key == "name" or key in SECTIONS:
-            out[key] = value
-        else:
-            set_path(out, flat_key_place(key) or key, value)
-    return out
+def flat_key_error(key: str, place: str, per_sae: bool = False) -> str:
+    """The error for ``key`` of the old flat layout, now at ``place`` (``sae.k``): the section it
+    belongs in, and how to write it there (``per_sae``: in an entry of ``saes``)."""
+    section, field = place.split(".", 1)
+    where = f"{key!r} belongs in section {section!r} ({place}): write "
+    if per_sae:
+        return where + f"{{{section}: {{{field}: ...}}}}"
+    return (
+        where
+        + f"{section}: {{{field}: ...}} in a config file, --set {place}=... on the command line"
+    )
 
 
 def check_keys(data: dict[str, Any], where: str = "config") -> None:
-    """Top-level keys must be sections or top-level fields; a flat key names its new place."""
+    """Top-level keys must be sections or top-level fields; a flat key names its section."""
     problems = []
     for key in data:
         if key in RunConfig.model_fields:
             continue
         place = flat_key_place(key)
         if place is not None:
-            problems.append(f"{key!r} moved to {place!r} (write {place}: ... or --set {place}=...)")
+            problems.append(flat_key_error(key, place))
         else:
             flat = {f.rsplit(".", 1)[-1]: f for f, _, _ in describe_fields()}
             close = difflib.get_close_matches(key, [*flat, *RunConfig.model_fields], 1)
@@ -417,6 +412,33 @@ def check_keys(data: dict[str, Any], where: str = "config") -> None:
             problems.append(f"unknown config keys: {key!r}{hint}")
     if problems:
         raise ValueError(f"{where}: " + "; ".join(problems))
+
+
+# ---- run folders of the old flat layout (RunConfig.from_saved only) ---------------------------
+def _nest_old_layout(data: dict[str, Any]) -> dict[str, Any]:
+    """A saved config of the old flat layout (``run_config.json`` of runs written before the
+    sections existed) in the nested one; a nested config is returned as it is."""
+    if not data or any(k in SECTIONS for k in data):
+        return data
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "saes" and value:
+            value = [_nest_old_override(o) for o in value]
+        place = key if key in RunConfig.model_fields else flat_key_place(key)
+        if place is None:
+            raise ValueError(f"old config key {key!r} has no place in the nested layout")
+        set_path(out, place, value)
+    return out
+
+
+def _nest_old_override(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        if key == "name" or key in SECTIONS:
+            out[key] = value
+        else:
+            set_path(out, flat_key_place(key) or key, value)
+    return out
 
 
 # ---- reading -----------------------------------------------------------------------------------

@@ -4,25 +4,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from _configs import flat_config
+import _runs
 
 from saes.features import StoreConfig, build_store
-from saes.train import train
 
 STORE = StoreConfig(batch_windows=4, sample=32, examples_per_band=3, top_k=6, tokens=32 * 24)
 
 
 def tiny_run(root: Path, model, name: str, hook: str, with_store: bool = True) -> Path:
-    """A trained and evaluated TopK run of the tiny model at ``hook``, and its store."""
-    cfg = flat_config(
-        model="tiny", hook=hook, context_size=33, batch_windows=8, buffer_tokens=1024,
-        d_sae=96, k=6, train_tokens=256 * 8, batch_tokens=256, warmup_steps=2,
-        out_dir=str(root / name), eval_tokens=512, eval_ce_windows=2, log_every=2,
-    )  # fmt: skip
-    train(cfg, progress=False, evaluate=True, model=model)
+    """The common tiny run (``tests/_runs.py``) at ``hook`` with a narrower SAE (d_sae 96, k 6),
+    trained and evaluated, and its store."""
+    run = _runs.tiny_run(
+        root,
+        name,
+        data={"hook": hook},
+        sae={"d_sae": 96, "k": 6},
+        eval={"ce_windows": 2},
+        model=model,
+        evaluate=True,
+    )
     if with_store:
-        build_store(root / name, model=model, config=STORE)
-    return root / name
+        build_store(run, model=model, config=STORE)
+    return run
 
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboards" / "app.py")

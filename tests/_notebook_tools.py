@@ -58,6 +58,27 @@ def notebook_paths() -> list[Path]:
     return sorted(NOTEBOOKS.glob("*.ipynb"))
 
 
+def deep_imports(source: str) -> list[str]:
+    """The imports in ``source`` (Python; IPython ``%`` / ``!`` lines skipped) that reach below a
+    project package's root (``from saes.train import train``, ``import interp.models``): the
+    public API is what the roots export. Third-party imports are not looked at."""
+    import ast
+
+    code = "\n".join("" if s.lstrip().startswith(("%", "!")) else s for s in source.splitlines())
+    deep = []
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            modules = [node.module]
+        elif isinstance(node, ast.Import):
+            modules = [a.name for a in node.names]
+        else:
+            continue
+        deep += [
+            f"line {node.lineno}: {m}" for m in modules if m.split(".")[0] in PACKAGES and "." in m
+        ]
+    return deep
+
+
 def committed_output_problems(nb: Any) -> list[str]:
     """What a committed notebook holds that should have been stripped (empty: clean)."""
     problems = []
@@ -173,7 +194,7 @@ V["prompt"] = dict(
 """
 
 COLLECT["02_features"] = """\
-from saes.rundir import RunDir
+from saes import RunDir
 V["k"], V["d_sae"] = P["k"], P["d_sae"]
 V["m"] = {k: v for k, v in RunDir(run).metrics(required=True).items() if isinstance(v, (int, float))}
 V["dead"], V["dense"] = int((densities == 0).sum()), int((densities > 0.1).sum())
@@ -199,7 +220,7 @@ V["probs"] = dict(clean_sum=float(clean.sum()), steered_sum=float(steered.sum())
 """
 
 COLLECT["03_variants"] = """\
-from saes.rundir import RunDir
+from saes import RunDir
 V["ks"], V["variants"], V["d_sae"] = P["ks"], VARIANTS, P["d_sae"]
 V["table"] = table.to_dict("records")
 V["runs"] = []

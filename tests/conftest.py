@@ -1,8 +1,10 @@
-"""Shared fixtures. The real SmolLM2 model is loaded once per test session and shared."""
+"""Shared fixtures. The real SmolLM2 model, the tiny model and the common tiny trained run are
+built once per test session and shared."""
 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -45,23 +47,37 @@ def tiny():
 
 
 @pytest.fixture(scope="session")
+def tiny_trained(tmp_path_factory, tiny):
+    """The common tiny run (``tests/_runs.py``'s base config), trained once, at one thread, and
+    evaluated: its run folder. Read it, or copy it before changing anything."""
+    from _runs import tiny_run
+
+    with _at_one_thread():
+        return tiny_run(tmp_path_factory.mktemp("tiny_trained"), model=tiny, evaluate=True)
+
+
+@pytest.fixture(scope="session")
 def tiny_attn_only():
     from interp.models import load_model
 
     return load_model("tiny-attn-only")
 
 
+@contextmanager
 def _at_one_thread():
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 @pytest.fixture
 def one_thread():
     """For tests of many small ops: one thread is much faster than two on a shared machine."""
-    yield from _at_one_thread()
+    with _at_one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +85,8 @@ def one_thread_module():
     """One thread for a whole module (``pytestmark = pytest.mark.usefixtures("one_thread_module")``):
     tiny models and SAEs run much faster, and runs compared bit for bit, module fixtures included,
     all run at this thread count."""
-    yield from _at_one_thread()
+    with _at_one_thread():
+        yield
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from _configs import flat_config
+from _runs import tiny_run
 
 from interp.hooks import HeadLayout, head_layout, layout_for_spec
 from saes.analysis.attention_heads import (
@@ -380,34 +380,19 @@ def test_head_roles_and_explorer(planted):
 
 
 def test_train_on_hook_z_gqa_saelens_roundtrip(tmp_path):
-    """RunConfig(hook=...hook_z) trains on a GQA model; cfg.json records the head layout; SAELens
+    """A run of data.hook ...hook_z trains on a GQA model; cfg.json records the head layout; SAELens
     opens it and its hook_z reshaping gives our outputs on [..., n_heads, d_head] inputs."""
     from sae_lens import SAE as LensSAE
 
     from interp.activations import ActivationCapture
     from interp.models import load_model
     from saes.artifacts import load_sae
-    from saes.train import train
 
     spec = "tiny:n_key_value_heads=2,attn_only=true"
     model = load_model(spec)
-    cfg = flat_config(
-        model=spec,
-        hook="blocks.1.attn.hook_z",
-        context_size=33,
-        batch_windows=8,
-        buffer_tokens=1024,
-        d_sae=128,
-        k=8,
-        train_tokens=256 * 8,
-        batch_tokens=256,
-        warmup_steps=2,
-        out_dir=str(tmp_path / "run"),
-        eval_tokens=512,
-        eval_ce_windows=4,
-        log_every=2,
+    run = tiny_run(
+        tmp_path, data={"model": spec, "hook": "blocks.1.attn.hook_z"}, model=model, evaluate=True
     )
-    run = train(cfg, progress=False, model=model)
     raw = json.loads((run / "cfg.json").read_text())
     assert raw["reshape_activations"] == "hook_z" and raw["d_in"] == 64
     assert {k: raw["metadata"][k] for k in ("n_heads", "d_head", "n_kv_heads")} == {

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from _configs import flat_config
+from _runs import tiny_config
 from safetensors.torch import save_file
 
 from interp.activations import ActivationCapture
@@ -78,9 +78,7 @@ def test_d_in_differs_from_the_shard(tmp_path):
     assert "shard_00000.safetensors" in msg and "manifest.json" in msg
     assert repr(HOOK) in msg and "32 columns" in msg and "d_in 48" in msg
     # ...and training reports it at once, not as a torch error from b_dec.copy_
-    cfg = flat_config(
-        model="tiny", hook=HOOK, cache=str(folder), out_dir=str(tmp_path / "run"), batch_tokens=64
-    )
+    cfg = tiny_config(tmp_path, data={"hook": HOOK, "cache": str(folder), "batch_tokens": 64})
     with pytest.raises(CacheError, match="32 columns.*d_in 48"):
         CacheSource(cfg)
 
@@ -221,17 +219,11 @@ def test_correct_hand_written_cache_opens_and_trains(tmp_path, tiny):
     folder = _hand_cache(tmp_path / "c", rows=(2048, 2048), d_in=d, tokens=4096, grads=True)
     cache = ActivationCache(folder, verify=True)
     assert len(cache) == 4096 and cache.d_in(HOOK) == d
-    cfg = flat_config(
-        model="tiny",
-        hook=HOOK,
-        cache=str(folder),
-        buffer_tokens=512,
-        batch_tokens=256,
-        train_tokens=256 * 4,
-        d_sae=64,
-        k=4,
-        warmup_steps=1,
-        out_dir=str(tmp_path / "run"),
+    cfg = tiny_config(
+        tmp_path,
+        data={"hook": HOOK, "cache": str(folder), "buffer_tokens": 512, "train_tokens": 256 * 4},
+        sae={"d_sae": 64, "k": 4},
+        optim={"warmup_steps": 1},
     )
     run = train(cfg, progress=False, evaluate=False)
     assert (run / "sae_weights.safetensors").exists()
@@ -242,13 +234,9 @@ def test_allow_incomplete_reads_the_shards_so_far(tmp_path):
     cache = ActivationCache(folder, allow_incomplete=True)
     got = torch.cat([b.acts[HOOK] for b in cache.batches()])
     assert got.shape == (500, 32) and len(cache) == 500
-    cfg = flat_config(
-        model="tiny",
-        hook=HOOK,
-        cache=str(folder),
-        buffer_tokens=128,
-        batch_tokens=64,
-        out_dir=str(tmp_path / "run"),
+    cfg = tiny_config(
+        tmp_path,
+        data={"hook": HOOK, "cache": str(folder), "buffer_tokens": 128, "batch_tokens": 64},
     )
     with pytest.raises(CacheError, match="cache_allow_incomplete"):
         CacheSource(cfg)
@@ -260,23 +248,24 @@ def test_allow_incomplete_reads_the_shards_so_far(tmp_path):
 def test_train_on_an_incomplete_cache_needs_the_flag(tmp_path, tiny):
     """Through ``train`` (which lists the cache's hooks before the source opens it), too."""
     folder = _hand_cache(tmp_path / "c", rows=(512, 512), d_in=tiny.cfg.d_model, complete=False)
-    kw = dict(
-        model="tiny",
-        hook=HOOK,
-        cache=str(folder),
-        buffer_tokens=256,
-        batch_tokens=128,
-        train_tokens=128 * 4,
-        d_sae=32,
-        k=4,
-        warmup_steps=1,
-    )
+    run = {
+        "data": {
+            "hook": HOOK,
+            "cache": str(folder),
+            "buffer_tokens": 256,
+            "batch_tokens": 128,
+            "train_tokens": 128 * 4,
+        },
+        "sae": {"d_sae": 32, "k": 4},
+        "optim": {"warmup_steps": 1},
+    }
     with pytest.raises(CacheError, match="complete"):
-        train(flat_config(out_dir=str(tmp_path / "a"), **kw), progress=False, evaluate=False)
+        train(tiny_config(tmp_path, "a", run), progress=False, evaluate=False)
     assert not (tmp_path / "a" / "sae_weights.safetensors").exists()
     for hooks in (None, [HOOK]):  # one run, and a job (which lists the cache's hooks first)
         out = tmp_path / f"b{hooks is None}"
-        cfg = flat_config(out_dir=str(out), cache_allow_incomplete=True, hooks=hooks, **kw)
+        data = {"cache_allow_incomplete": True, "hooks": hooks}
+        cfg = tiny_config(tmp_path, out.name, run, data=data)
         train(cfg, progress=False, evaluate=False)
         assert list(out.rglob("sae_weights.safetensors"))
 

@@ -7,13 +7,14 @@ import json
 
 import pytest
 import torch
-from _configs import flat_config, nested
+from _runs import tiny_run, tiny_sections
 
 from interp.synthetic import SyntheticDictionary
 from saes.config import SAEConfig
 from saes.losses import capped_allocation, underused_weights, zipf_shares
 from saes.sae import SAE
 from saes.train import TrainStep
+from saes.train_config import RunConfig
 from saes.variants.choice import column_top_m, flat_top_n
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # many small ops: one thread is faster
@@ -280,8 +281,13 @@ def test_config_validation_names_the_field():
         with pytest.raises(ValueError, match=field):
             SAEConfig(d_in=8, d_sae=16, variant="feature_choice", **bad)
 
-    cfg = flat_config(
-        variant="feature_choice", allocation="uniform", zipf_exponent=0.7, aux_zipf_coef=0.0
+    cfg = RunConfig(
+        sae={
+            "variant": "feature_choice",
+            "allocation": "uniform",
+            "zipf_exponent": 0.7,
+            "aux_zipf_coef": 0.0,
+        }
     )
     s = cfg.sae_config(16)
     assert (s.variant, s.allocation, s.zipf_exponent, s.aux_zipf_coef) == (
@@ -300,25 +306,9 @@ def test_cli_train_and_eval(tmp_path, tiny):
     from typer.testing import CliRunner
 
     from interp.cli import app
-    from saes.train import train
 
-    base = dict(
-        model="tiny",
-        hook="blocks.0.hook_resid_post",
-        context_size=33,
-        batch_windows=8,
-        buffer_tokens=1024,
-        d_sae=128,
-        k=8,
-        train_tokens=256 * 6,
-        batch_tokens=256,
-        checkpoint_every_tokens=256 * 4,
-        warmup_steps=2,
-        eval_tokens=512,
-        eval_ce_windows=4,
-        log_every=2,
-    )
-    (tmp_path / "c.json").write_text(json.dumps(nested(**base, out_dir=str(tmp_path / "fc"))))
+    config = tiny_sections(data={"train_tokens": 256 * 6}, log={"out_dir": str(tmp_path / "fc")})
+    (tmp_path / "c.json").write_text(json.dumps(config))
     runner = CliRunner()
     for variant, out in (("feature_choice", "fc"), ("mutual_choice", "mc")):
         res = runner.invoke(
@@ -338,18 +328,14 @@ def test_cli_train_and_eval(tmp_path, tiny):
         assert "underused_fraction" in m and "ce_loss_recovered" in m
         untrained = json.loads(
             (
-                train(
-                    flat_config(
-                        **{
-                            **base,
-                            "variant": variant,
-                            "lr": 0.0,
-                            "train_tokens": 256,
-                            "out_dir": str(tmp_path / f"{out}-untrained"),
-                        }
-                    ),
-                    progress=False,
+                tiny_run(
+                    tmp_path,
+                    f"{out}-untrained",
+                    data={"train_tokens": 256},
+                    sae={"variant": variant},
+                    optim={"lr": 0.0},
                     model=tiny,
+                    evaluate=True,
                 )
                 / "metrics.json"
             ).read_text()

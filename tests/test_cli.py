@@ -81,20 +81,20 @@ def test_kernels_command_names_the_selection_in_use(monkeypatch):
 # `interp demo` reads configs/demo_topk.json (SmolLM2 layer 15, d_sae 4608, 65k-token buffer), which
 # takes minutes on 2 cores even for one step; the demo test swaps in the tiny model and small sizes
 # after the command has read and checked the committed config.
-DEMO_SMALL = dict(
-    model="tiny",
-    hook="blocks.1.hook_resid_post",
-    context_size=33,
-    batch_windows=8,
-    buffer_tokens=2048,
-    batch_tokens=1024,
-    d_sae=256,
-    checkpoint_every_tokens=2048,
-    init_sample_tokens=512,
-    eval_tokens=512,
-    eval_ce_windows=4,
-    log_every=1,
-)
+DEMO_SMALL = {
+    "data.model": "tiny",
+    "data.hook": "blocks.1.hook_resid_post",
+    "data.context_size": 33,
+    "data.batch_windows": 8,
+    "data.buffer_tokens": 2048,
+    "data.batch_tokens": 1024,
+    "data.init_sample_tokens": 512,
+    "sae.d_sae": 256,
+    "log.checkpoint_every_tokens": 2048,
+    "log.log_every": 1,
+    "eval.tokens": 512,
+    "eval.ce_windows": 4,
+}
 
 
 def test_demo_command_runs_resumes_and_reruns(tmp_path, monkeypatch, one_thread):
@@ -116,7 +116,7 @@ def test_demo_command_runs_resumes_and_reruns(tmp_path, monkeypatch, one_thread)
     def small(path, overrides=None):
         cfg = orig_load(path, overrides)
         loaded.append((Path(path), list(overrides), cfg))
-        return tc.apply_changes(cfg, {tc.flat_key_place(k): v for k, v in DEMO_SMALL.items()})
+        return tc.apply_changes(cfg, DEMO_SMALL)
 
     monkeypatch.setattr(tc, "load_run_config", small)
     calls = {"n": 0, "interrupt_at": 3}

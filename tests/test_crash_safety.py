@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _configs import flat_config
+from _runs import tiny_config
 from safetensors.torch import load_file
 
 from saes.checkpoint import (
@@ -39,26 +39,11 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
-def _cfg(out_dir, **kw) -> RunConfig:
-    base = dict(
-        model="tiny",
-        hook="blocks.0.hook_resid_post",
-        context_size=33,
-        batch_windows=8,
-        buffer_tokens=1024,
-        d_sae=128,
-        k=8,
-        train_tokens=256 * 12,
-        batch_tokens=256,
-        checkpoint_every_tokens=256 * 4,
-        warmup_steps=2,
-        out_dir=str(out_dir),
-        eval_tokens=512,
-        eval_ce_windows=4,
-        log_every=1,
-    )
-    base.update(kw)
-    return flat_config(**base)
+# every run here: 12 steps, a checkpoint every 4, each step logged
+RUN = {
+    "data": {"train_tokens": 256 * 12},
+    "log": {"checkpoint_every_tokens": 256 * 4, "log_every": 1},
+}
 
 
 def _assert_same_weights(run_a, run_b) -> None:
@@ -83,7 +68,8 @@ def _cli_resume(cfg: RunConfig, tmp_path: Path):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny):
     """An uninterrupted run (same seed and config as every crashed run below)."""
-    return train(_cfg(tmp_path_factory.mktemp("ref") / "ref"), progress=False, evaluate=False)
+    ref = tiny_config(tmp_path_factory.mktemp("ref"), "ref", RUN)
+    return train(ref, progress=False, evaluate=False)
 
 
 # The child trains for real; at step 7 (after the checkpoint at step 4, mid-block) it stops making
@@ -117,7 +103,7 @@ def _last_logged_step(log: Path) -> int:
 
 
 def test_sigkill_mid_training_then_resume_matches_uninterrupted(tmp_path, reference):
-    cfg = _cfg(tmp_path / "killed")
+    cfg = tiny_config(tmp_path, "killed", RUN)
     cfg_path = tmp_path / "killed.json"
     cfg_path.write_text(cfg.model_dump_json())
     child = subprocess.Popen(
@@ -193,7 +179,7 @@ def crashed(tmp_path_factory, tiny):
     TrainStep.__call__ = crashing
     try:
         with pytest.raises(RuntimeError, match="simulated crash"):
-            train(_cfg(run), progress=False, evaluate=False)
+            train(tiny_config(run.parent, run.name, RUN), progress=False, evaluate=False)
     finally:
         TrainStep.__call__ = orig
     assert [p.name for p in checkpoint_dirs(run)] == ["step_000000004", "step_000000008"]
@@ -238,7 +224,7 @@ def test_damaged_newest_checkpoint_resume_uses_previous(
     assert info.last_checkpoint == "step_000000004"
 
     with pytest.warns(CheckpointWarning, match=rf"step_000000008.*{reason}") as caught:
-        res = _cli_resume(_cfg(run), tmp_path)
+        res = _cli_resume(tiny_config(tmp_path, "run", RUN), tmp_path)
     assert res.exit_code == 0, res.output
     assert any(str(newest) in str(w.message) for w in caught), "the warning names the bad file"
     assert "from step_000000004" in res.output
@@ -254,7 +240,7 @@ def test_no_intact_checkpoint_restarts_from_zero(tmp_path, reference, crashed):
     for path in checkpoint_dirs(run):
         _truncate(path / STATE)
     with pytest.warns(CheckpointWarning) as caught:
-        out = train(_cfg(run), resume=True, progress=False, evaluate=False)
+        out = train(tiny_config(tmp_path, "run", RUN), resume=True, progress=False, evaluate=False)
     messages = [str(w.message) for w in caught]
     assert any("step_000000008" in m and "truncated" in m for m in messages)
     assert any("step_000000004" in m and "truncated" in m for m in messages)

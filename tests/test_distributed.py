@@ -11,38 +11,32 @@ from pathlib import Path
 
 import pytest
 import torch
-from _configs import flat_config
+from _runs import tiny_config, tiny_run
 from safetensors.torch import load_file
-
-from saes.train import train
 
 REPO = Path(__file__).resolve().parent.parent
 HOOKS = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
-BASE = dict(
-    model="tiny",
-    hook="blocks.0.hook_resid_post",
-    context_size=33,
-    batch_windows=8,
-    buffer_tokens=1024,
-    d_sae=128,
-    k=4,
-    train_tokens=256 * 6,
-    batch_tokens=256,
-    checkpoint_every_tokens=256 * 3,
-    warmup_steps=2,
-    log_every=1,
-    dead_tokens=256,
-    lr=3e-3,
-)
+# every run here: 6 steps of k = 4, a checkpoint every 3, each step logged; AuxK on (a latent is
+# dead after one step without firing)
+BASE = {
+    "data": {"train_tokens": 256 * 6},
+    "sae": {"k": 4},
+    "optim": {"dead_tokens": 256, "lr": 3e-3},
+    "log": {"checkpoint_every_tokens": 256 * 3, "log_every": 1},
+}
 CFGS = {
     # data parallel from the cache: a TopK (AuxK on: dead_tokens is one step) and a ReLU/L1 on two hooks
-    "dp_cache": dict(
-        hooks=HOOKS, saes=[{"k": 4}, {"name": "relu", "variant": "relu_l1", "l1_coefficient": 0.5}]
-    ),
+    "dp_cache": {
+        "data": {"hooks": HOOKS},
+        "saes": [
+            {"sae": {"k": 4}},
+            {"name": "relu", "sae": {"variant": "relu_l1", "l1_coefficient": 0.5}},
+        ],
+    },
     # data parallel on live capture: each rank runs the model on its half of every block's windows
-    "dp_live": dict(hook="blocks.1.hook_resid_post"),
+    "dp_live": {"data": {"hook": "blocks.1.hook_resid_post"}},
     # hook sharding on live capture: rank r owns hook r and receives its activations from the other
-    "shard_live": dict(hooks=HOOKS, shard_hooks=True),
+    "shard_live": {"data": {"hooks": HOOKS, "shard_hooks": True}},
 }
 CHOICE = [("mutual_choice", "zipf"), ("feature_choice", "zipf"), ("feature_choice", "uniform")]
 CHOICE_BUFFERS = ("threshold", "usage", "ema_steps")
@@ -145,12 +139,10 @@ def torchrun(tmp_path_factory, cache):
     """One torchrun launch of two gloo ranks: the choice-buffer steps, then every config of CFGS."""
     root = tmp_path_factory.mktemp("torchrun")
     paths = []
-    for name, kw in CFGS.items():
-        kw = {**kw, "cache": str(cache)} if name == "dp_cache" else kw
+    for name, job in CFGS.items():
+        data = {"cache": str(cache)} if name == "dp_cache" else {}
         p = root / f"{name}.json"
-        p.write_text(
-            flat_config(**{**BASE, **kw, "out_dir": str(root / "dist" / name)}).model_dump_json()
-        )
+        p.write_text(tiny_config(root / "dist", name, BASE, job, data=data).model_dump_json())
         paths.append(str(p))
     (root / "script.py").write_text(SCRIPT)
     proc = subprocess.run(
@@ -177,15 +169,10 @@ def torchrun(tmp_path_factory, cache):
 def test_two_gloo_ranks_match_one_process(tmp_path, tiny, cache, torchrun, one_thread):
     """Each rank runs one thread, so the single process does too: the GEMMs' results depend on the
     thread count (at 2 threads the sharded weights differ from these by ~4e-9)."""
-    for name, kw in CFGS.items():
-        kw = {**kw, "cache": str(cache)} if name == "dp_cache" else kw
-        one = train(
-            flat_config(
-                **{**BASE, **kw, "shard_hooks": False, "out_dir": str(tmp_path / "one" / name)}
-            ),
-            progress=False,
-            evaluate=False,
-            model=tiny,
+    for name, job in CFGS.items():
+        data = {"cache": str(cache)} if name == "dp_cache" else {}
+        one = tiny_run(
+            tmp_path / "one", name, BASE, job, data={**data, "shard_hooks": False}, model=tiny
         )
         two = torchrun / "dist" / name
         runs = sorted(p.parent.relative_to(one) for p in one.rglob("sae_weights.safetensors"))

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from _configs import flat_config
 from safetensors.torch import load_file
 
 from interp.activations import ActivationCapture
@@ -19,7 +18,6 @@ from interp.data import token_windows
 from interp.text import Vocab
 from saes.features import FeatureStore, StoreConfig, StoreError, build_store
 from saes.features.accumulate import Accumulators, sample_key
-from saes.train import train
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("one_thread_module")
@@ -27,20 +25,10 @@ SETTINGS = dict(batch_windows=4, checkpoint_every_s=0, sample=32, examples_per_b
 TOKENS = 32 * 22  # 22 windows of 33 tokens: 6 batches, the last one partial
 
 
-def _run(root: Path, tiny, name="run", **kw) -> Path:
-    cfg = flat_config(
-        model="tiny", hook="blocks.0.hook_resid_post", context_size=33, batch_windows=8,
-        buffer_tokens=1024, d_sae=128, k=8, train_tokens=256 * 8, batch_tokens=256,
-        warmup_steps=2, out_dir=str(root / name), eval_tokens=512, eval_ce_windows=2,
-        log_every=2, **kw,
-    )  # fmt: skip
-    train(cfg, progress=False, evaluate=False, model=tiny)
-    return root / name
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, tiny):
-    return _run(tmp_path_factory.mktemp("fs"), tiny)
+def run(tiny_trained):
+    """The common tiny run (conftest.py): the store is built from its SAE."""
+    return tiny_trained
 
 
 @pytest.fixture(scope="module")
@@ -164,10 +152,9 @@ def test_resume_after_a_crash_gives_the_same_store(run, tiny, store, tmp_path, e
     assert not (out / ".build").exists()
 
 
-def test_dead_latents_are_skipped_and_counted(tiny, tmp_path):
+def test_dead_latents_are_skipped_and_counted(run, tiny, tmp_path):
     from saes.artifacts import load_sae, save_sae
 
-    run = _run(tmp_path, tiny, name="dead")
     sae = load_sae(run)
     with torch.no_grad():  # 5 latents that can never win a top-k slot with a positive value
         sae.b_enc[:5] = -1e4

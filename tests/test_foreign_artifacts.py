@@ -450,9 +450,9 @@ class _Evil:
 
 @pytest.mark.parametrize("variant", ["jumprelu", "gated"])
 def test_a_run_config_that_trains_an_inference_only_variant_is_refused(variant):
-    from _configs import flat_config
+    from saes.train_config import RunConfig
 
     with pytest.raises(ValueError, match=f"'{variant}' is inference-only.*trainable variants"):
-        flat_config(variant=variant)
+        RunConfig(sae={"variant": variant})
     with pytest.raises(ValueError, match="inference-only"):
-        flat_config(saes=[{"sae": {"variant": variant}}])
+        RunConfig(saes=[{"sae": {"variant": variant}}])

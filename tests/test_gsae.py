@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _configs import flat_config
+from _runs import tiny_config
 
 from saes.config import SAEConfig
 from saes.sae import SAE
@@ -141,22 +141,13 @@ def test_gsae_trains_from_cache_with_grads_and_evaluates_both_modes(tmp_path, ti
     CacheWriter(
         tmp_path / "cache", cap, {"model": "tiny", "context_size": 17}, windows_per_shard=8
     ).write(iter(list(windows)), batch_windows=4, progress=False)
-    cfg = flat_config(
-        model="tiny",
-        hook=hook,
-        cache=str(tmp_path / "cache"),
-        variant="gtopk",
-        beta=2.0,
-        context_size=17,
-        d_sae=64,
-        k=4,
-        train_tokens=512,
-        batch_tokens=128,
-        buffer_tokens=256,
-        warmup_steps=1,
-        out_dir=str(tmp_path / "run"),
-        eval_tokens=256,
-        eval_ce_windows=4,
+    rows = {"train_tokens": 512, "batch_tokens": 128, "buffer_tokens": 256}
+    cfg = tiny_config(
+        tmp_path,
+        data={"hook": hook, "cache": str(tmp_path / "cache"), "context_size": 17, **rows},
+        sae={"variant": "gtopk", "beta": 2.0, "d_sae": 64, "k": 4},
+        optim={"warmup_steps": 1},
+        eval={"tokens": 256},
     )
     run = train(cfg, progress=False)
     metrics = json.loads((run / "metrics.json").read_text())
@@ -187,17 +178,11 @@ def test_gsae_needs_grads_from_cache(tmp_path, tiny):
     CacheWriter(
         tmp_path / "cache", ActivationCapture(tiny, [hook]), {"model": "tiny"}, windows_per_shard=4
     ).write(iter(list(windows)), batch_windows=4, progress=False)
-    cfg = flat_config(
-        model="tiny",
-        hook=hook,
-        cache=str(tmp_path / "cache"),
-        variant="gtopk",
-        d_sae=32,
-        k=4,
-        train_tokens=64,
-        batch_tokens=64,
-        buffer_tokens=64,
-        out_dir=str(tmp_path / "run"),
+    rows = {"train_tokens": 64, "batch_tokens": 64, "buffer_tokens": 64}
+    cfg = tiny_config(
+        tmp_path,
+        data={"hook": hook, "cache": str(tmp_path / "cache"), **rows},
+        sae={"variant": "gtopk", "d_sae": 32, "k": 4},
     )
     with pytest.raises(ValueError, match="needs gradients"):
         train(cfg, progress=False)

@@ -6,11 +6,12 @@ import json
 
 import pytest
 import torch
-from _configs import flat_config
+from _runs import tiny_run
 from pydantic import ValidationError
 
 from interp.activations import ActivationCapture
 from interp.models import dtypes, load_model, resolve_model_dtype
+from saes.train_config import RunConfig
 
 HOOK = "blocks.1.hook_resid_post"
 
@@ -22,7 +23,7 @@ def test_names_resolve_and_bad_names_are_refused():
     with pytest.raises(ValueError, match="'fp16' is not one of"):
         resolve_model_dtype("fp16")
     with pytest.raises(ValidationError, match="model_dtype"):
-        flat_config(model_dtype="fp16")
+        RunConfig(data={"model_dtype": "fp16"})
 
 
 @pytest.mark.parametrize(
@@ -68,27 +69,16 @@ def test_bf16_model_captures_close_to_fp32():
 
 def test_a_run_in_bf16_states_its_model_dtype(tmp_path):
     """Capture, training and evaluation use data.model_dtype; metrics.json says which it was."""
-    from saes.train import train
-
     metrics = {}
     for name in ("float32", "bfloat16"):
-        cfg = flat_config(
-            model="tiny",
-            model_dtype=name,
-            hook=HOOK,
-            context_size=33,
-            batch_windows=8,
-            buffer_tokens=1024,
-            d_sae=64,
-            k=4,
-            train_tokens=256 * 6,
-            batch_tokens=256,
-            warmup_steps=1,
-            out_dir=str(tmp_path / name),
-            eval_tokens=512,
-            eval_ce_windows=4,
+        run = tiny_run(
+            tmp_path,
+            name,
+            data={"model_dtype": name, "hook": HOOK, "train_tokens": 256 * 6},
+            sae={"d_sae": 64, "k": 4},
+            optim={"warmup_steps": 1},
+            evaluate=True,
         )
-        run = train(cfg, progress=False)
         metrics[name] = json.loads((run / "metrics.json").read_text())
         assert metrics[name]["model_dtype"] == name
     # the same seed and windows: clean CE differs only by the model's rounding

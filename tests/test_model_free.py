@@ -11,6 +11,7 @@ import json
 
 import pytest
 import torch
+from _runs import tiny_config
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
@@ -55,20 +56,21 @@ def write_cache(folder, x: torch.Tensor, shard_rows: int = 768) -> None:
 
 
 def _cfg(tmp_path, cache, name="run", data=None, eval_=None) -> RunConfig:
-    return RunConfig(
+    """The tiny run without a model: 12 steps from ``cache``, d_sae 192, a checkpoint every 6
+    steps, evaluated on 1024 held-out rows."""
+    return tiny_config(
+        tmp_path,
+        name,
         data={
             "model": None,
             "hook": HOOK,
             "cache": str(cache),
-            "buffer_tokens": 1024,
-            "batch_tokens": 256,
             "train_tokens": 256 * 12,
             "init_sample_tokens": 512,
             **(data or {}),
         },
-        sae={"d_sae": 192, "k": 8},
-        optim={"warmup_steps": 2},
-        log={"out_dir": str(tmp_path / name), "checkpoint_every_tokens": 256 * 6, "log_every": 2},
+        sae={"d_sae": 192},
+        log={"checkpoint_every_tokens": 256 * 6},
         eval={"tokens": 1024, **(eval_ or {})},
     )
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from _configs import flat_config
+from _runs import tiny_config
 from safetensors.torch import load_file
 
 from saes.memory import GiB, MemoryPlanError, SAEItem, plan_memory, sae_state_bytes, step_temp_bytes
@@ -16,24 +16,8 @@ from saes.train import TrainStep, train
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
-def _cfg(tmp_path, name, **kw):
-    base = dict(
-        model="tiny",
-        hook="blocks.0.hook_resid_post",
-        context_size=33,
-        batch_windows=8,
-        buffer_tokens=1024,
-        d_sae=128,
-        k=8,
-        train_tokens=256 * 6,
-        batch_tokens=256,
-        checkpoint_every_tokens=256 * 3,
-        warmup_steps=2,
-        out_dir=str(tmp_path / name),
-        log_every=2,
-    )
-    base.update(kw)
-    return flat_config(**base)
+# every run here: 6 steps, a checkpoint every 3
+STEPS6 = {"data": {"train_tokens": 256 * 6}, "log": {"checkpoint_every_tokens": 256 * 3}}
 
 
 def _same(run_a, run_b):
@@ -54,21 +38,13 @@ def test_job_equals_separate_runs_with_one_forward_per_batch(tmp_path, tiny, cou
     from interp.activations import ActivationCapture
 
     calls = count_calls(ActivationCapture)
-    job = _cfg(
+    relu = {"d_sae": 192, "k": 8, "variant": "relu_l1", "l1_coefficient": 0.3}
+    job = tiny_config(
         tmp_path,
         "job",
-        hooks=["blocks.*.hook_resid_post"],
-        saes=[
-            {"k": 4},
-            {
-                "name": "wide",
-                "d_sae": 192,
-                "k": 8,
-                "lr": 1e-3,
-                "variant": "relu_l1",
-                "l1_coefficient": 0.3,
-            },
-        ],
+        STEPS6,
+        data={"hooks": ["blocks.*.hook_resid_post"]},
+        saes=[{"sae": {"k": 4}}, {"name": "wide", "sae": relu, "optim": {"lr": 1e-3}}],
     )
     out = train(job, progress=False, evaluate=False, model=tiny)
     job_forwards = calls["n"]
@@ -84,7 +60,9 @@ def test_job_equals_separate_runs_with_one_forward_per_batch(tmp_path, tiny, cou
 
     calls["n"] = 0
     single = train(
-        _cfg(tmp_path, "one", hook="blocks.1.hook_resid_post", k=4),
+        tiny_config(
+            tmp_path, "one", STEPS6, data={"hook": "blocks.1.hook_resid_post"}, sae={"k": 4}
+        ),
         progress=False,
         evaluate=False,
         model=tiny,
@@ -92,7 +70,7 @@ def test_job_equals_separate_runs_with_one_forward_per_batch(tmp_path, tiny, cou
     assert calls["n"] == job_forwards, "four SAEs on two hooks cost the forwards of one run"
     _same(out / "blocks.1.hook_resid_post" / "k4", single)
     wide = train(
-        _cfg(tmp_path, "wide", d_sae=192, k=8, lr=1e-3, variant="relu_l1", l1_coefficient=0.3),
+        tiny_config(tmp_path, "wide", STEPS6, sae=relu, optim={"lr": 1e-3}),
         progress=False,
         evaluate=False,
         model=tiny,
@@ -118,12 +96,14 @@ def test_job_from_cache_and_resume(tmp_path, tiny, monkeypatch, capsys):
         max_windows=96,
         progress=False,
     )
-    kw = dict(
-        cache=str(tmp_path / "cache"),
-        hooks=["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"],
-        saes=[{"k": 4}, {"k": 16}],
-    )
-    ref = train(_cfg(tmp_path, "ref", **kw), progress=False, evaluate=False)
+    job = {
+        "data": {
+            "cache": str(tmp_path / "cache"),
+            "hooks": ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"],
+        },
+        "saes": [{"sae": {"k": 4}}, {"sae": {"k": 16}}],
+    }
+    ref = train(tiny_config(tmp_path, "ref", STEPS6, job), progress=False, evaluate=False)
     orig = TrainStep.__call__
     calls = {"n": 0}
 
@@ -135,14 +115,16 @@ def test_job_from_cache_and_resume(tmp_path, tiny, monkeypatch, capsys):
 
     monkeypatch.setattr(TrainStep, "__call__", crashing)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(_cfg(tmp_path, "crash", **kw), progress=False, evaluate=False)
+        train(tiny_config(tmp_path, "crash", STEPS6, job), progress=False, evaluate=False)
     monkeypatch.setattr(TrainStep, "__call__", orig)
     with pytest.raises(FileExistsError, match="--resume"):
-        train(_cfg(tmp_path, "crash", **kw), progress=False, evaluate=False)
+        train(tiny_config(tmp_path, "crash", STEPS6, job), progress=False, evaluate=False)
     calls["n"] = 0
     monkeypatch.setattr(TrainStep, "__call__", crashing)  # counts; the count is reset, so no crash
     capsys.readouterr()
-    out = train(_cfg(tmp_path, "crash", **kw), resume=True, progress=False, evaluate=False)
+    out = train(
+        tiny_config(tmp_path, "crash", STEPS6, job), resume=True, progress=False, evaluate=False
+    )
     assert "resuming 4 runs from step_000000003" in capsys.readouterr().out
     assert calls["n"] == (6 - 3) * 4, "steps 4-6 of each of the four SAEs, nothing before"
     runs = sorted(ref.glob("*/*/sae_weights.safetensors"))
@@ -166,14 +148,19 @@ def test_bad_jobs_fail_before_work(tmp_path, tiny):
     with pytest.raises(ValueError, match="matches no hook"):
         resolve_hooks(["blocks.*.hook_resid_pots"], names)
     with pytest.raises(ValueError, match="batch_tokens.*shared by the whole job"):
-        expand_job(_cfg(tmp_path, "j", saes=[{"batch_tokens": 512}]), names)
+        expand_job(tiny_config(tmp_path, "j", saes=[{"data": {"batch_tokens": 512}}]), names)
     with pytest.raises(ValueError, match="distinct names"):
-        expand_job(_cfg(tmp_path, "j", saes=[{"k": 4, "name": "a"}, {"k": 8, "name": "a"}]), names)
+        saes = [{"name": "a", "sae": {"k": 4}}, {"name": "a", "sae": {"k": 8}}]
+        expand_job(tiny_config(tmp_path, "j", saes=saes), names)
     with pytest.raises(ValueError, match="k must satisfy"):
-        expand_job(_cfg(tmp_path, "j", saes=[{"k": 500}]), names)
+        expand_job(tiny_config(tmp_path, "j", saes=[{"sae": {"k": 500}}]), names)
     with pytest.raises(ValueError, match="unknown hook"):
         train(
-            _cfg(tmp_path, "j", hooks=["blocks.0.hook_resid_post", "blocks.0.hook_resid_pots"]),
+            tiny_config(
+                tmp_path,
+                "j",
+                data={"hooks": ["blocks.0.hook_resid_post", "blocks.0.hook_resid_pots"]},
+            ),
             progress=False,
             model=tiny,
         )
@@ -220,7 +207,9 @@ def test_plan_table_and_clear_error_at_known_sizes():
 
 def test_impossible_job_fails_before_anything_is_allocated(tmp_path, tiny):
     # 2^27 latents x 64 inputs: 16 * (129 * 2^27 + 64) bytes = 258 GiB of parameters, gradients and Adam
-    cfg = _cfg(tmp_path, "huge", d_sae=2**27, hooks=["blocks.0.hook_resid_post"])
+    cfg = tiny_config(
+        tmp_path, "huge", data={"hooks": ["blocks.0.hook_resid_post"]}, sae={"d_sae": 2**27}
+    )
     with pytest.raises(
         MemoryPlanError, match=r"needs about .* GiB .*largest: .*d_sae=134217728"
     ) as e:
@@ -235,7 +224,12 @@ def test_cli_plan_and_impossible_job(tmp_path, tiny):
 
     from interp.cli import app
 
-    cfg = _cfg(tmp_path, "cli", hooks=["blocks.*.hook_resid_post"], saes=[{"k": 4}, {"k": 8}])
+    cfg = tiny_config(
+        tmp_path,
+        "cli",
+        data={"hooks": ["blocks.*.hook_resid_post"]},
+        saes=[{"sae": {"k": 4}}, {"sae": {"k": 8}}],
+    )
     (tmp_path / "job.json").write_text(cfg.model_dump_json())
     res = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "job.json"), "--plan"])
     assert res.exit_code == 0, res.output

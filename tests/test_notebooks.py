@@ -20,6 +20,7 @@ from _notebook_tools import (
     check_cell,
     close,
     committed_output_problems,
+    deep_imports,
     desc,
     execute,
     execute_checked,
@@ -99,6 +100,22 @@ def test_uses_only_the_public_api(path):
         assert not re.search(r"^\s*(def|class) ", src, re.M), f"a notebook helper:\n{src}"
         assert not re.search(r"from (interp|saes|circuits)\S* import .*\b_\w", src), src
         assert not re.search(r"\b(interp|saes|circuits)(\.\w+)*\._\w", src), src
+
+
+@pytest.mark.parametrize("path", PATHS, ids=IDS)
+def test_imports_only_from_the_package_roots(path):
+    """``from saes import train_sae``, never ``from saes.train import train``: a notebook (and the
+    test's check cell run after it) imports the project only from its package roots."""
+    deep = {i: d for i, src in enumerate(_code(_read(path))) if (d := deep_imports(src))}
+    assert deep == {}, f"{path.name}: imports below a package root, by code cell: {deep}"
+    assert deep_imports(check_cell(path.stem)) == []
+
+
+def test_the_root_import_check_finds_deep_imports():
+    src = "import os\nimport interp\nfrom saes import RunDir\n%matplotlib inline\n"
+    assert deep_imports(src) == []
+    src += "import interp.models\nfrom circuits.planted import PLANTED\nimport torch.nn\n"
+    assert deep_imports(src) == ["line 5: interp.models", "line 6: circuits.planted"]
 
 
 # ---- what each notebook computes -------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The package roots offer the public API (``from interp import load_model``, ``from saes import
-FeatureStore``): every advertised name resolves to the object its module defines, also after every
-submodule has been imported (a submodule of the same name would otherwise shadow it), and an
-unknown name fails with the package's own AttributeError."""
+FeatureStore``, ``from circuits import run_experiment``): every advertised name resolves to the
+object its module defines (under the root's own name where it gives one: ``saes.train_sae`` is
+``saes.train.train``), also after every submodule has been imported (a submodule of the same name
+would otherwise shadow it), and an unknown name fails with the package's own AttributeError."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import types
 
 import pytest
 
+import circuits
 import interp
 import saes
+from interp._lazy import split_spec
 
-ROOTS = [interp, saes]
+ROOTS = [interp, saes, circuits]
 
 
 def _import_all(pkg) -> None:
@@ -29,11 +32,18 @@ def test_every_root_name_is_what_its_module_defines(root):
     _import_all(root)  # submodules bound as attributes of the root must not shadow an export
     exports = root._EXPORTS
     assert exports and set(exports) <= set(root.__all__)
-    for name, module in exports.items():
+    for name, spec in exports.items():
         value = getattr(root, name)
         assert not isinstance(value, types.ModuleType), f"{root.__name__}.{name} is a module"
-        assert value is getattr(importlib.import_module(module), name), name
+        module, attribute = split_spec(name, spec)
+        assert value is getattr(importlib.import_module(module), attribute), name
         assert name in dir(root)
+
+
+def test_the_trainer_is_train_sae_at_the_root():
+    from saes.train import train
+
+    assert saes.train_sae is train
 
 
 @pytest.mark.parametrize("root", ROOTS, ids=lambda r: r.__name__)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _notebook_tools import deep_imports
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -35,9 +36,18 @@ def test_readme_is_short():
 def test_quickstart_uses_the_package_roots_and_one_screen():
     code = _quickstart()
     assert 8 <= len(code.splitlines()) <= 25
-    deep = re.findall(r"from (interp|saes)\.(\S+) import (.*)", code)
-    # saes.train.train is the one exception (a root attribute would be shadowed by the submodule)
-    assert deep == [("saes", "train", "train")], deep
+    assert deep_imports(code) == []  # the trainer too: saes.train_sae
+
+
+def test_python_examples_in_the_docs_import_from_the_package_roots():
+    pages = [README, *sorted((ROOT / "docs").rglob("*.md"))]
+    deep = {
+        str(page.relative_to(ROOT)): found
+        for page in pages
+        for block in re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
+        if (found := deep_imports(block))
+    }
+    assert deep == {}
 
 
 def test_docs_nav_lists_every_page():

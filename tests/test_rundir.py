@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from _configs import flat_config
+from _runs import tiny_config
 
 import saes.artifacts
 import saes.evals
@@ -21,19 +21,12 @@ from saes.multi import expand_job
 from saes.rundir import RunDir, job_run_dir, last_log_record
 from saes.runs import read_run
 from saes.sweep import summary_row
-from saes.train_config import RunConfig
 
 TORN_LOG = (
     '{"step": 1, "tokens": 10, "tokens_per_s": 5.0, "fvu": 0.5, "l0": 4.0}\n'
     '{"step": 2, "tokens": 20, "tokens_per_s": 6.0, "fvu": 0.4, "l0": 3.0}\n'
     '{"step": 3, "tokens": 3'  # killed mid-write
 )
-
-
-def _cfg(out_dir, **kw) -> RunConfig:
-    return flat_config(
-        model="tiny", hook="blocks.0.hook_resid_post", d_sae=64, k=4, out_dir=str(out_dir), **kw
-    )
 
 
 def test_layout_paths(tmp_path):
@@ -75,17 +68,18 @@ def test_torn_last_log_line_is_skipped_by_every_reader(tmp_path, monkeypatch):
     # the listing
     assert read_run(tmp_path).train_metrics["step"] == 2
     # the sweep's summary (falls back to the log before evaluation)
-    row = summary_row(_cfg(tmp_path))
+    cfg = tiny_config(tmp_path.parent, tmp_path.name)  # the run folder is tmp_path
+    row = summary_row(cfg)
     assert row["train_tokens"] == 20 and row["fvu"] == 0.4 and row["l0_mean"] == 3.0
     assert row["metrics_from"] == "last training batch"
     # evaluation copies the log's last throughput into metrics.json
     monkeypatch.setattr(saes.artifacts, "load_sae", lambda folder, device="cpu": None)
     monkeypatch.setattr(saes.evals, "load_sae", lambda folder, device="cpu": None, raising=False)
     monkeypatch.setattr(saes.evals, "evaluate_sae", lambda *a, **kw: {"fvu": 0.3})
-    metrics = saes.evals.evaluate_run(tmp_path, cfg=_cfg(tmp_path), model=object())
+    metrics = saes.evals.evaluate_run(tmp_path, cfg=cfg, model=object())
     assert metrics["train_tokens"] == 20 and metrics["train_tokens_per_s"] == 6.0
     assert run.metrics() == metrics
-    assert summary_row(_cfg(tmp_path))["metrics_from"] == "held-out"
+    assert summary_row(cfg)["metrics_from"] == "held-out"
 
 
 def test_a_torn_line_mid_log_is_skipped(tmp_path):
@@ -144,11 +138,12 @@ def test_checkpoints_agree_with_saes_checkpoint(tmp_path):
 
 def test_job_run_dirs(tmp_path):
     hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
-    one = _cfg(tmp_path, hooks=hooks)
+    one = tiny_config(tmp_path.parent, tmp_path.name, data={"hooks": hooks})
     assert [r.log.out_dir for r in expand_job(one, hooks)] == [
         job_run_dir(str(tmp_path), h) for h in hooks
     ]
-    many = _cfg(tmp_path, hooks=hooks[:1], saes=[{"k": 4, "name": "a"}, {"k": 8, "name": "b"}])
+    per_sae = [{"name": "a", "sae": {"k": 4}}, {"name": "b", "sae": {"k": 8}}]
+    many = tiny_config(tmp_path.parent, tmp_path.name, data={"hooks": hooks[:1]}, saes=per_sae)
     assert [r.log.out_dir for r in expand_job(many, hooks)] == [
         job_run_dir(str(tmp_path), hooks[0], n) for n in ("a", "b")
     ]

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from _configs import flat_config
+from _runs import tiny_config
 
 from saes.checkpoint import save_checkpoint
 from saes.run_status import RunInUse, RunStatus, process_alive, read_status, records_status
 from saes.rundir import STATUS_FILE, last_log_record
 from saes.runs import list_runs, read_run
 from saes.train import TrainStep, train
-from saes.train_config import RunConfig
 
 
 def _dead_pid() -> int:
@@ -237,35 +236,16 @@ def test_list_runs_bad_root(tmp_path):
 # with the trainer and the CLI
 
 
-def _cfg(tmp_path, name, **kw) -> RunConfig:
-    base = dict(
-        model="tiny",
-        hook="blocks.0.hook_resid_post",
-        context_size=33,
-        batch_windows=8,
-        buffer_tokens=1024,
-        d_sae=128,
-        k=8,
-        train_tokens=256 * 8,
-        batch_tokens=256,
-        checkpoint_every_tokens=256 * 4,
-        warmup_steps=2,
-        out_dir=str(tmp_path / "runs" / name),
-        eval_tokens=512,
-        eval_ce_windows=4,
-        log_every=2,
-    )
-    base.update(kw)
-    return flat_config(**base)
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny):
-    """Three real runs of the trainer: finished (evaluated), interrupted by Ctrl-C, failed by an exception."""
+def trained(tmp_path_factory, tiny, tiny_trained):
+    """Three real runs of the trainer in one folder: finished (the common run, evaluated),
+    interrupted by Ctrl-C and failed by an exception during step 6 (a checkpoint every 4 steps)."""
+    import shutil
     import signal
 
-    root = tmp_path_factory.mktemp("trained")
-    done = train(_cfg(root, "done"), progress=False, evaluate=True, model=tiny)
+    root = tmp_path_factory.mktemp("trained") / "runs"
+    done = shutil.copytree(tiny_trained, root / "done")
+    every4 = {"checkpoint_every_tokens": 256 * 4}
     orig = TrainStep.__call__
 
     def failing_or_interrupting(self, x, grad=None):
@@ -278,12 +258,13 @@ def trained(tmp_path_factory, tiny):
     TrainStep.__call__ = failing_or_interrupting
     try:
         with pytest.raises(KeyboardInterrupt):
-            train(_cfg(root, "ctrl_c"), progress=False, model=tiny)
+            train(tiny_config(root, "ctrl_c", log=every4), progress=False, model=tiny)
+        oom = tiny_config(root, "oom", sae={"d_sae": 64}, log=every4)
         with pytest.raises(RuntimeError, match="simulated"):
-            train(_cfg(root, "oom", d_sae=64), progress=False, model=tiny)
+            train(oom, progress=False, model=tiny)
     finally:
         TrainStep.__call__ = orig
-    return root / "runs", done
+    return root, done
 
 
 def test_trainer_records_finished_failed_interrupted(trained, tiny, tmp_path):
@@ -294,13 +275,12 @@ def test_trainer_records_finished_failed_interrupted(trained, tiny, tmp_path):
     with pytest.raises(
         FileExistsError, match="--resume"
     ):  # refused before start: the record is untouched
-        train(_cfg(root.parent, "done"), progress=False, model=tiny)
+        train(tiny_config(root, "done"), progress=False, model=tiny)
     assert read_status(done) == st
     with pytest.raises(ValueError, match="unknown hook"):  # bad input fails before the run starts
-        train(
-            _cfg(tmp_path, "badhook", hook="blocks.0.hook_resid_pots"), progress=False, model=tiny
-        )
-    assert read_status(tmp_path / "runs" / "badhook") is None
+        cfg = tiny_config(tmp_path, "badhook", data={"hook": "blocks.0.hook_resid_pots"})
+        train(cfg, progress=False, model=tiny)
+    assert read_status(tmp_path / "badhook") is None
 
     st = read_status(root / "oom")
     assert st["state"] == "failed" and st["error"] == "RuntimeError: out of memory (simulated)"

@@ -9,7 +9,7 @@ import json
 
 import pytest
 import torch
-from _configs import flat_config
+from _runs import tiny_config
 from sae_lens import SAE as LensSAE
 from sae_lens.evals import get_downstream_reconstruction_metrics, get_sparsity_and_variance_metrics
 from sae_lens.training.activation_scaler import ActivationScaler
@@ -102,23 +102,10 @@ def _assert_agree(ours: dict, theirs: dict) -> None:
 @pytest.fixture(scope="module")
 def trained_run(tiny, tmp_path_factory):
     """A TopK SAE trained by our trainer on the tiny model, evaluated at the end (metrics.json)."""
-    out = tmp_path_factory.mktemp("saelens") / "run"
-    cfg = flat_config(
-        model="tiny",
-        hook=HOOK,
-        context_size=33,
-        batch_windows=8,
-        buffer_tokens=1024,
-        d_sae=128,
-        k=8,
-        train_tokens=256 * 12,
-        batch_tokens=256,
-        checkpoint_every_tokens=256 * 12,
-        warmup_steps=2,
-        out_dir=str(out),
-        eval_tokens=512,
-        eval_ce_windows=WINDOWS,
-        log_every=2,
+    cfg = tiny_config(
+        tmp_path_factory.mktemp("saelens"),
+        data={"hook": HOOK, "train_tokens": 256 * 12},
+        eval={"ce_windows": WINDOWS},
     )
     run = train(cfg, progress=False, model=tiny)
     return run, cfg

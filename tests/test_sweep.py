@@ -9,30 +9,18 @@ import shutil
 
 import pytest
 import torch
-from _configs import flat_config, nested
+from _runs import tiny_config, tiny_sections
 from safetensors.torch import load_file
 
 from saes.sweep import SweepConfig, pareto_frontier, plan_runs
 from saes.train import train
 
-BASE = dict(
-    model="tiny",
-    hook="blocks.0.hook_resid_post",
-    context_size=33,
-    batch_windows=8,
-    buffer_tokens=1024,
-    d_sae=128,
-    k=8,
-    train_tokens=256 * 6,
-    batch_tokens=256,
-    checkpoint_every_tokens=256 * 3,
-    warmup_steps=2,
-    log_every=1,
-    init_sample_tokens=512,
-)
-
-
-NESTED_BASE = nested(**BASE)  # a sweep's base is a nested run config
+# every run here: 6 steps, a checkpoint every 3, each step logged
+STEPS6 = {
+    "data": {"train_tokens": 256 * 6, "init_sample_tokens": 512},
+    "log": {"checkpoint_every_tokens": 256 * 3, "log_every": 1},
+}
+BASE = tiny_sections(STEPS6)  # a sweep's base is a nested run config
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -50,17 +38,17 @@ def test_pareto_frontier_by_hand():
 
 def test_sweep_config_errors(tmp_path):
     with pytest.raises(ValueError, match="cannot vary.*model"):
-        SweepConfig(base=NESTED_BASE, grid={"data.model": ["tiny", "smollm2-135m"]})
+        SweepConfig(base=BASE, grid={"data.model": ["tiny", "smollm2-135m"]})
     with pytest.raises(ValueError, match="unknown run settings.*kk"):
-        SweepConfig(base=NESTED_BASE, grid={"sae.kk": [1]})
-    with pytest.raises(ValueError, match="unknown run settings.*'k' moved to 'sae.k'"):
-        SweepConfig(base=NESTED_BASE, grid={"k": [1]})
-    with pytest.raises(ValueError, match="'k' moved to 'sae.k'"):
-        SweepConfig(base=BASE, grid={"sae.k": [1]})  # a flat base names the new places too
+        SweepConfig(base=BASE, grid={"sae.kk": [1]})
+    with pytest.raises(ValueError, match="unknown run settings.*'k' belongs in section 'sae'"):
+        SweepConfig(base=BASE, grid={"k": [1]})
+    with pytest.raises(ValueError, match="'k' belongs in section 'sae'"):
+        SweepConfig(base={"k": 8}, grid={"sae.k": [1]})  # a flat base names the new places too
     with pytest.raises(ValueError, match="non-empty list"):
-        SweepConfig(base=NESTED_BASE, grid={"sae.k": []})
+        SweepConfig(base=BASE, grid={"sae.k": []})
     sweep = SweepConfig(
-        base=NESTED_BASE,
+        base=BASE,
         grid={"sae.k": [4, 8], "sae.d_sae": [64, 96]},
         runs=[{"name": "relu", "sae.variant": "relu_l1"}],
         out_dir=str(tmp_path / "s"),
@@ -74,9 +62,7 @@ def test_sweep_config_errors(tmp_path):
     )
     assert runs[4].sae.variant == "relu_l1" and runs[9].data.hook == "blocks.1.hook_resid_post"
     with pytest.raises(ValueError, match="k must satisfy"):
-        plan_runs(
-            SweepConfig(base=NESTED_BASE, grid={"sae.k": [200]}), ["blocks.0.hook_resid_post"], None
-        )
+        plan_runs(SweepConfig(base=BASE, grid={"sae.k": [200]}), ["blocks.0.hook_resid_post"], None)
 
 
 def _snapshot(folder):
@@ -99,7 +85,7 @@ def test_parallel_sweep_one_cache_matches_in_process_runs(
     from saes.sweep import run_sweep
 
     sweep = SweepConfig(
-        base=NESTED_BASE,
+        base=BASE,
         grid={"sae.k": [4, 8]},
         mode="parallel",
         processes=2,
@@ -121,22 +107,18 @@ def test_parallel_sweep_one_cache_matches_in_process_runs(
         )
         # the same SAE untrained (lr = 0) on the same batches: the trained one beats it on the last
         # batch by 5% or more (rounding alone would move it by ~1e-9), and beats the batch mean (FVU 1)
-        flat = train(
-            flat_config(
-                **{
-                    **BASE,
-                    "k": r["k"],
-                    "lr": 0.0,
-                    "cache": str(out / "cache"),
-                    "out_dir": str(tmp_path / f"untrained-k{r['k']}"),
-                }
-            ),
-            progress=False,
-            evaluate=False,
+        untrained = tiny_config(
+            tmp_path,
+            f"untrained-k{r['k']}",
+            STEPS6,
+            data={"cache": str(out / "cache")},
+            sae={"k": r["k"]},
+            optim={"lr": 0.0},
         )
-        assert r["fvu"] < 1.0 and r["fvu"] < 0.95 * _logged(flat, "fvu")[-1], (
+        lr0 = train(untrained, progress=False, evaluate=False)
+        assert r["fvu"] < 1.0 and r["fvu"] < 0.95 * _logged(lr0, "fvu")[-1], (
             r,
-            _logged(flat, "fvu"),
+            _logged(lr0, "fvu"),
         )
     assert rows[1]["fvu"] < rows[0]["fvu"]  # same batches, twice the latents per token
     assert json.loads((out / "summary.json").read_text())["runs"][0]["name"] == "k4"
@@ -148,13 +130,10 @@ def test_parallel_sweep_one_cache_matches_in_process_runs(
     threads = torch.get_num_threads()
     torch.set_num_threads(WORKER_THREADS)
     try:
-        here = train(
-            flat_config(
-                **{**BASE, "k": 4, "cache": str(out / "cache"), "out_dir": str(tmp_path / "here")}
-            ),
-            progress=False,
-            evaluate=False,
+        here = tiny_config(
+            tmp_path, "here", STEPS6, data={"cache": str(out / "cache")}, sae={"k": 4}
         )
+        here = train(here, progress=False, evaluate=False)
     finally:
         torch.set_num_threads(threads)
     a = load_file(str(runs["k4"] / "sae_weights.safetensors"))
@@ -206,7 +185,7 @@ def test_cli_sweep_together(tmp_path, tiny):
     from interp.cli import app
 
     cfg = {
-        "base": nested(**BASE, hooks=["blocks.*.hook_resid_post"]),
+        "base": tiny_sections(STEPS6, data={"hooks": ["blocks.*.hook_resid_post"]}),
         "grid": {"sae.k": [2, 16]},
         "mode": "together",
         "evaluate": False,

@@ -6,36 +6,18 @@ import json
 
 import pytest
 import torch
-from _configs import flat_config
+from _runs import tiny_config
 from safetensors.torch import load_file, save_file
 
 from saes.run_status import read_status
 from saes.train import TrainingDiverged, TrainStep, train
-from saes.train_config import load_run_config
+from saes.train_config import RunConfig, load_run_config
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
-def _cfg(tmp_path, name="run", **kw):
-    base = dict(
-        model="tiny",
-        hook="blocks.0.hook_resid_post",
-        context_size=33,
-        batch_windows=8,
-        buffer_tokens=1024,
-        d_sae=128,
-        k=8,
-        train_tokens=256 * 12,
-        batch_tokens=256,
-        checkpoint_every_tokens=256 * 4,
-        warmup_steps=2,
-        out_dir=str(tmp_path / name),
-        eval_tokens=512,
-        eval_ce_windows=4,
-        log_every=2,
-    )
-    base.update(kw)
-    return flat_config(**base)
+# every run here: 12 steps, a checkpoint every 4
+STEPS12 = {"data": {"train_tokens": 256 * 12}, "log": {"checkpoint_every_tokens": 256 * 4}}
 
 
 def _weights(run_dir):
@@ -58,7 +40,7 @@ def _logged_steps(run_dir):
 def test_run_folder_contents_and_metrics(tmp_path, tiny):
     """The run folder and metrics.json; the trained SAE beats, on the same held-out tokens, both the
     mean predictor (FVU 1) and the same SAE untrained (same seed and initial statistics, lr = 0)."""
-    run = train(_cfg(tmp_path), progress=False)
+    run = train(tiny_config(tmp_path, "run", STEPS12), progress=False)
     for name in (
         "cfg.json",
         "sae_weights.safetensors",
@@ -91,7 +73,10 @@ def test_run_folder_contents_and_metrics(tmp_path, tiny):
 
     untrained = json.loads(
         (
-            train(_cfg(tmp_path, "untrained", lr=0.0, train_tokens=256), progress=False)
+            train(
+                tiny_config(tmp_path, "untrained", data={"train_tokens": 256}, optim={"lr": 0.0}),
+                progress=False,
+            )
             / "metrics.json"
         ).read_text()
     )
@@ -108,7 +93,8 @@ def test_run_folder_contents_and_metrics(tmp_path, tiny):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny):
     """The uninterrupted run that the resumed ones must reproduce."""
-    return train(_cfg(tmp_path_factory.mktemp("ref"), "ref"), progress=False, evaluate=False)
+    ref = tiny_config(tmp_path_factory.mktemp("ref"), "ref", STEPS12)
+    return train(ref, progress=False, evaluate=False)
 
 
 def test_resume_matches_uninterrupted(
@@ -128,14 +114,16 @@ def test_resume_matches_uninterrupted(
 
     monkeypatch.setattr(TrainStep, "__call__", crashing)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(_cfg(tmp_path, "crash"), progress=False, evaluate=False)
+        train(tiny_config(tmp_path, "crash", STEPS12), progress=False, evaluate=False)
     monkeypatch.setattr(TrainStep, "__call__", orig)
     with pytest.raises(FileExistsError, match="--resume"):
-        train(_cfg(tmp_path, "crash"), progress=False, evaluate=False)
+        train(tiny_config(tmp_path, "crash", STEPS12), progress=False, evaluate=False)
     assert _logged_steps(tmp_path / "crash") == [2, 4, 6]
     executed = count_train_steps()
     capsys.readouterr()
-    out = train(_cfg(tmp_path, "crash"), resume=True, progress=False, evaluate=False)
+    out = train(
+        tiny_config(tmp_path, "crash", STEPS12), resume=True, progress=False, evaluate=False
+    )
     assert "from step_000000004 (step 4, 1,024 tokens)" in capsys.readouterr().out
     assert executed["n"] == 12 - 4
     assert _logged_steps(out) == [2, 4, 6, 6, 8, 10, 12]  # the resumed run logs from step 5 on
@@ -165,9 +153,8 @@ def test_nan_stops_with_clear_message_and_keeps_checkpoint(tmp_path, tiny):
     x = torch.randn(4096, tiny.cfg.d_model)
     x[3000:] = float("nan")
     _handmade_cache(tmp_path / "cache", x)
-    cfg = _cfg(
-        tmp_path, "nan", cache=str(tmp_path / "cache"), buffer_tokens=512, train_tokens=256 * 14
-    )
+    cache = {"cache": str(tmp_path / "cache"), "buffer_tokens": 512, "train_tokens": 256 * 14}
+    cfg = tiny_config(tmp_path, "nan", STEPS12, data=cache)
     with pytest.raises(TrainingDiverged, match="nan"):
         train(cfg, progress=False, evaluate=False)
     ckpts = sorted((tmp_path / "nan" / "checkpoints").glob("step_*"))
@@ -180,7 +167,9 @@ def test_trains_from_cache(tmp_path, tiny):
     x = torch.randn(4096, tiny.cfg.d_model)
     _handmade_cache(tmp_path / "cache", x)
     run = train(
-        _cfg(tmp_path, "c", cache=str(tmp_path / "cache"), buffer_tokens=512),
+        tiny_config(
+            tmp_path, "c", STEPS12, data={"cache": str(tmp_path / "cache"), "buffer_tokens": 512}
+        ),
         progress=False,
         evaluate=False,
     )
@@ -193,10 +182,11 @@ def test_bad_input_fails_before_work(tmp_path, tiny):
     with pytest.raises(ValueError, match="k must satisfy"):
         load_run_config(None, ["sae.k=64", "sae.d_sae=64"])
     with pytest.raises(ValueError, match="unknown hook"):
-        train(_cfg(tmp_path, "h", hook="blocks.0.hook_resid_pots"), progress=False)
+        train(tiny_config(tmp_path, "h", data={"hook": "blocks.0.hook_resid_pots"}), progress=False)
     _handmade_cache(tmp_path / "cache", torch.randn(512, tiny.cfg.d_model))
+    cfg = tiny_config(tmp_path, "d", data={"cache": str(tmp_path / "cache")}, sae={"d_in": 77})
     with pytest.raises(ValueError, match=f"d_in={tiny.cfg.d_model}.*d_in=77"):
-        train(_cfg(tmp_path, "d", cache=str(tmp_path / "cache"), d_in=77), progress=False)
+        train(cfg, progress=False)
     assert not (tmp_path / "h" / "checkpoints").exists()
 
 
@@ -205,7 +195,7 @@ def test_cli_train_and_eval(tmp_path, tiny):
 
     from interp.cli import app
 
-    cfg = _cfg(tmp_path, "cli").model_dump()
+    cfg = tiny_config(tmp_path, "cli", STEPS12).model_dump()
     (tmp_path / "c.json").write_text(json.dumps(cfg))
     runner = CliRunner()
     res = runner.invoke(app, ["train", "--config", str(tmp_path / "c.json"), "--set", "sae.k=4"])
@@ -237,14 +227,18 @@ def test_ctrl_c_checkpoints_then_resume_matches(
 
     monkeypatch.setattr(TrainStep, "__call__", interrupting)
     with pytest.raises(KeyboardInterrupt):
-        train(_cfg(tmp_path, "int", checkpoint_every_tokens=10**9), progress=False, evaluate=False)
+        train(
+            tiny_config(tmp_path, "int", STEPS12, log={"checkpoint_every_tokens": 10**9}),
+            progress=False,
+            evaluate=False,
+        )
     ckpts = sorted((tmp_path / "int" / "checkpoints").glob("step_*"))
     assert [p.name for p in ckpts] == ["step_000000006"]
     assert read_status(tmp_path / "int")["state"] == "interrupted"
     monkeypatch.setattr(TrainStep, "__call__", orig)
     executed = count_train_steps()
     out = train(
-        _cfg(tmp_path, "int", checkpoint_every_tokens=10**9),
+        tiny_config(tmp_path, "int", STEPS12, log={"checkpoint_every_tokens": 10**9}),
         resume=True,
         progress=False,
         evaluate=False,
@@ -258,7 +252,7 @@ def test_ctrl_c_checkpoints_then_resume_matches(
 def test_corrupt_checkpoint_falls_back_to_previous(tmp_path, tiny):
     from saes.checkpoint import latest_checkpoint
 
-    run = train(_cfg(tmp_path, "c"), progress=False, evaluate=False)
+    run = train(tiny_config(tmp_path, "c", STEPS12), progress=False, evaluate=False)
     ckpts = sorted((run / "checkpoints").glob("step_*"))
     assert len(ckpts) == 2
     state = ckpts[-1] / "state.safetensors"
@@ -277,7 +271,7 @@ def test_initial_statistics_scale_and_geometric_median():
     centre = torch.tensor([3.0, -1.0, 2.0, 0.5])
     v = torch.randn(50, 4, generator=g)
     x = torch.cat([centre + v, centre - v])  # point-symmetric about the centre
-    cfg = flat_config(normalize_input=True)
+    cfg = RunConfig(optim={"normalize_input": True})
     scale, median = initial_statistics(x, cfg)
     assert scale == pytest.approx(
         2.0 / x.norm(dim=-1).mean().item(), rel=1e-6
@@ -301,20 +295,23 @@ def test_initial_statistics_scale_and_geometric_median():
     scale3, median3 = initial_statistics(3 * x, cfg)
     assert scale3 == pytest.approx(scale / 3, rel=1e-6)
     torch.testing.assert_close(median3, median, rtol=1e-4, atol=1e-4)
-    raw_scale, raw_median = initial_statistics(x, flat_config(normalize_input=False))
+    raw_scale, raw_median = initial_statistics(x, RunConfig(optim={"normalize_input": False}))
     assert raw_scale is None
     torch.testing.assert_close(raw_median, geometric_median(x))
 
 
 def test_resolved_dead_tokens_default_and_override():
     """dead_tokens defaults to min(10M, train_tokens / 10), never under one batch; a value given wins."""
-    assert flat_config(train_tokens=2_000_000).resolved_dead_tokens == 200_000
-    assert flat_config(train_tokens=10**9).resolved_dead_tokens == 10_000_000
-    assert (
-        flat_config(train_tokens=100_000 + 9).resolved_dead_tokens == 10_000
-    )  # floor of train_tokens / 10
-    assert flat_config(train_tokens=20_000, batch_tokens=4096).resolved_dead_tokens == 4096
-    assert flat_config(train_tokens=2_000_000, dead_tokens=123).resolved_dead_tokens == 123
+
+    def dead(**data) -> int:
+        return RunConfig(data=data).resolved_dead_tokens
+
+    assert dead(train_tokens=2_000_000) == 200_000
+    assert dead(train_tokens=10**9) == 10_000_000
+    assert dead(train_tokens=100_000 + 9) == 10_000  # floor of train_tokens / 10
+    assert dead(train_tokens=20_000, batch_tokens=4096) == 4096
+    given = RunConfig(data={"train_tokens": 2_000_000}, optim={"dead_tokens": 123})
+    assert given.resolved_dead_tokens == 123
 
 
 def test_train_starts_from_initial_statistics_of_the_first_rows(tmp_path, tiny, monkeypatch):
@@ -333,7 +330,8 @@ def test_train_starts_from_initial_statistics_of_the_first_rows(tmp_path, tiny, 
         orig(self, sae, *args, **kw)
 
     monkeypatch.setattr(TrainStep, "__init__", recording)
-    cfg = _cfg(tmp_path, "init", lr=0.0, train_tokens=256 * 2, init_sample_tokens=300)
+    data = {"train_tokens": 256 * 2, "init_sample_tokens": 300}
+    cfg = tiny_config(tmp_path, "init", data=data, optim={"lr": 0.0})
     run = train(cfg, progress=False, evaluate=False, model=tiny)
     assert seen["dead_tokens"] == cfg.resolved_dead_tokens == 256
     tensors, meta = load_checkpoint(latest_checkpoint(run))

@@ -1,24 +1,23 @@
-"""The nested run config: sections, dotted --set, old flat keys named in their new place, per-SAE
-overrides limited to sae/optim, old run folders still read, and `interp config` documentation."""
+"""The nested run config: sections, dotted --set, old flat keys an error naming their section (in
+a config, a config file, --set, a per-SAE entry), per-SAE overrides limited to sae/optim, run
+folders of the old flat layout still read, and `interp config` documentation."""
 
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from interp.cli import app
 from saes.config import SAEConfig
 from saes.multi import check_shared, expand_job
-from saes.train_config import (
-    SECTIONS,
-    RunConfig,
-    apply_changes,
-    describe_fields,
-    load_run_config,
-    nest_flat,
-)
+from saes.rundir import RunDir
+from saes.runs import list_runs
+from saes.train_config import SECTIONS, RunConfig, apply_changes, describe_fields, load_run_config
 from saes.variants import variant_class, variant_names
 
 
@@ -30,29 +29,49 @@ def test_dotted_set_and_sections():
     assert (s.d_in, s.k, s.hook_name, s.model_name) == (576, 64, cfg.data.hook, "tiny")
     with pytest.raises(ValueError, match="sae.d_in is 8 but .* has width 576"):
         load_run_config(None, ["sae.d_in=8"]).sae_config(576)
-
-
-def test_old_flat_keys_name_their_new_place(tmp_path):
-    for key, place in (
-        ("k", "sae.k"),
-        ("lr", "optim.lr"),
-        ("eval_tokens", "eval.tokens"),
-        ("out_dir", "log.out_dir"),
-        ("beta", "sae.beta"),
-        ("hook", "data.hook"),
-    ):
-        with pytest.raises(ValueError, match=f"'{key}' moved to '{place}'"):
-            load_run_config(None, [f"{key}=1"])
-    (tmp_path / "flat.json").write_text(json.dumps({"k": 8, "model": "tiny"}))
-    res = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "flat.json")])
-    assert res.exit_code == 2 and "'k' moved to 'sae.k'" in res.output
-    assert "flat.json" in res.output  # names the file
     with pytest.raises(ValueError, match="'beta' is a key of variant"):
         load_run_config(None, ["sae.beta=2"])  # a knob of another variant than the chosen one
     assert load_run_config(None, ["sae.variant=gtopk", "sae.beta=2"]).sae.beta == 2
 
 
-def test_old_run_folders_are_read():
+FLAT = (
+    ("k", "sae.k"),
+    ("lr", "optim.lr"),
+    ("eval_tokens", "eval.tokens"),
+    ("out_dir", "log.out_dir"),
+    ("beta", "sae.beta"),
+    ("hook", "data.hook"),
+)
+
+
+def _names_section(key: str, place: str) -> str:
+    section = place.split(".")[0]
+    return f"'{key}' belongs in section '{section}' \\({place}\\)"
+
+
+@pytest.mark.parametrize(("key", "place"), FLAT)
+def test_a_flat_key_is_an_error_naming_its_section(key, place):
+    """The schema itself refuses the old flat layout, wherever a config comes from."""
+    with pytest.raises(ValidationError, match=_names_section(key, place)):
+        RunConfig(**{key: 1})
+    with pytest.raises(ValueError, match=_names_section(key, place)):
+        load_run_config(None, [f"{key}=1"])
+
+
+def test_flat_keys_in_a_config_file_or_a_per_sae_entry_name_their_section(tmp_path):
+    (tmp_path / "flat.json").write_text(json.dumps({"k": 8, "model": "tiny"}))
+    res = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "flat.json")])
+    assert res.exit_code == 2 and "'k' belongs in section 'sae' (sae.k)" in res.output
+    assert "'model' belongs in section 'data' (data.model)" in res.output
+    assert "flat.json" in res.output  # names the file
+    (tmp_path / "flat.yaml").write_text("data:\n  model: tiny\nd_sae: 64\n")
+    with pytest.raises(ValueError, match="flat.yaml.*'d_sae' belongs in section 'sae'"):
+        load_run_config(tmp_path / "flat.yaml")
+    with pytest.raises(ValidationError, match=r"'lr' belongs in section 'optim' \(optim.lr\)"):
+        RunConfig(saes=[{"name": "a", "sae": {"k": 4}, "lr": 1e-3}])
+
+
+def test_old_saved_configs_are_read():
     flat = {
         "model": "tiny",
         "k": 8,
@@ -77,8 +96,39 @@ def test_old_run_folders_are_read():
     assert RunConfig.from_saved(cfg.model_dump()) == cfg  # nested round trip
 
 
+def _old_flat_layout(saved: dict) -> dict:
+    """A run folder's saved config as runs wrote it before the sections: one flat mapping, the
+    eval keys named ``eval_tokens`` / ``eval_ce_windows``, every variant's knobs (here gtopk's
+    beta beside topk's) and none of the fields added since (eval.cache, eval.holdout_tokens)."""
+    flat = {k: v for section in ("data", "sae", "optim", "log") for k, v in saved[section].items()}
+    flat.update(eval_tokens=saved["eval"]["tokens"], eval_ce_windows=saved["eval"]["ce_windows"])
+    return {**flat, "beta": 1.0, "device": saved["device"], "saes": saved["saes"]}
+
+
+def test_an_old_flat_run_folder_opens(tiny_trained, tiny, tmp_path, one_thread):
+    """A run folder whose run_config.json has the old flat layout is still listed, read and
+    evaluated (the readers of run folders convert it); only they do: the schema refuses it."""
+    from saes.evals import evaluate_run
+
+    old = Path(shutil.copytree(tiny_trained, tmp_path / "old"))
+    saved = RunDir(old).config(required=True)
+    flat = _old_flat_layout(saved)
+    RunDir(old).config_path.write_text(json.dumps(flat))
+    assert RunConfig.from_saved(RunDir(old).config(required=True)) == RunConfig(**saved)
+    (info,) = list_runs(tmp_path)
+    assert (info.status, info.variant, info.k, info.d_sae) == ("finished", "topk", 8, 128)
+    before = json.loads(RunDir(old).metrics_path.read_text())
+    RunDir(old).metrics_path.unlink()
+    after = evaluate_run(old, model=tiny)
+    assert after["fvu"] == pytest.approx(before["fvu"], rel=1e-6)
+    assert after["n_tokens"] == before["n_tokens"] == saved["eval"]["tokens"]
+    with pytest.raises(ValidationError, match="'k' belongs in section 'sae'"):
+        RunConfig(**flat)
+
+
 def test_per_sae_overrides_are_sae_and_optim_sections():
-    base = nest_flat({"model": "tiny", "hooks": ["blocks.0.hook_resid_post"], "d_sae": 64, "k": 8})
+    base = {"data": {"model": "tiny", "hooks": ["blocks.0.hook_resid_post"]}}
+    base["sae"] = {"d_sae": 64, "k": 8}
     job = RunConfig(
         **base,
         saes=[

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _configs import flat_config
+from _runs import tiny_run
 from pydantic import BaseModel, ConfigDict, Field
 
 from saes import variants as variants_pkg
@@ -15,7 +15,7 @@ from saes.config import SAEConfig
 from saes.losses import fvu_loss
 from saes.memory import step_temp_bytes
 from saes.sae import SAE
-from saes.train import TrainStep, train
+from saes.train import TrainStep
 from saes.variants import Variant, register, variant_class, variant_names
 from saes.variants.base import _REGISTRY
 
@@ -123,23 +123,14 @@ def test_toy_variant_trains_saves_and_loads(tmp_path, toy_variant, tiny):
     torch.testing.assert_close(loaded.encode(x[:32]), sae.encode(x[:32]))
 
     # and the whole trainer (run folder, memory plan, eval on the tiny model) with no other change
-    run = flat_config(
-        model="tiny",
-        hook="blocks.0.hook_resid_post",
-        variant="toy_shrink_topk",
-        context_size=33,
-        batch_windows=8,
-        buffer_tokens=1024,
-        d_sae=64,
-        k=4,
-        train_tokens=256 * 6,
-        batch_tokens=256,
-        warmup_steps=1,
-        out_dir=str(tmp_path / "run"),
-        eval_tokens=256,
-        eval_ce_windows=2,
+    run_dir = tiny_run(
+        tmp_path,
+        data={"train_tokens": 256 * 6},
+        sae={"variant": "toy_shrink_topk", "d_sae": 64, "k": 4},
+        optim={"warmup_steps": 1},
+        eval={"tokens": 256, "ce_windows": 2},
+        evaluate=True,
     )
-    run_dir = train(run)
     trained = load_sae(run_dir)
     assert isinstance(trained.variant, ShrinkTopK)
     assert trained.cfg.shrink == ShrinkKnobs().shrink  # the default, as the run set none
