@@ -21,7 +21,7 @@ from saes.kernels import sparse_decode, topk_encode
 class KernelStep:
     """Kernel-only TopK SAE step: saes.kernels + plain MSE + torch Adam (fused by default).
 
-    Not saes.train.TrainStep: no FVU normalisation, no AuxK, no input scaling, no SAE module.
+    Not saes.training.step.TrainStep: no FVU normalisation, no AuxK, no input scaling, no SAE module.
     Its phases are timed one by one when ``timer`` is a dict (``_mark``).
     """
 

@@ -28,9 +28,9 @@ import torch
 
 from bench._markdown import NM, bullets, fix, get, join_nonempty, num, para, pct, span, table
 from bench._provenance import renderer
+from interp.atomic_files import atomic_write_json
 from interp.data import token_windows
 from interp.hooks import head_layout
-from interp.io import atomic_write_json
 from interp.models import load_model
 from saes.analysis.attention_heads import dfa_head_attribution, head_attribution
 from saes.analysis.head_roles import head_roles
@@ -42,8 +42,8 @@ from saes.analysis.induction import (
 from saes.artifacts import load_sae
 from saes.headline import HEADLINE
 from saes.rundir import RunDir
-from saes.train import train
-from saes.train_config import RunConfig
+from saes.training.config import RunConfig
+from saes.training.loop import train
 
 TITLE = "Attention-output SAEs"  # its name in the docs (python -m bench.report)
 

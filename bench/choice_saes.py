@@ -35,10 +35,10 @@ from bench._provenance import provenance
 from bench.choice_saes_render import render  # noqa: F401  (its renderer)
 from interp.synthetic import SyntheticDictionary, direction_recovery
 from saes.config import SAEConfig
-from saes.evals import reconstruction_metrics
-from saes.geometric_median import geometric_median
+from saes.evaluation.evaluate import reconstruction_metrics
 from saes.sae import SAE
-from saes.train import TrainStep, default_lr
+from saes.training.geometric_median import geometric_median
+from saes.training.loop import TrainStep, default_lr
 from saes.variants.choice import flat_top_n
 
 TITLE = "Mutual and feature choice vs TopK"  # its name in the docs (python -m bench.report)
@@ -108,7 +108,7 @@ def step_cost(
     (cycling). Also timed on the last batch: the selection alone (``variant.select``), and per
     aux_zipf variant the size of its under-used set U (its cost is ~B * min(k_aux, |U|) entries).
     """
-    from saes.losses import underused_weights
+    from saes.training.losses import underused_weights
 
     B, d_in = batches[0].shape
     steps = {}
@@ -367,7 +367,7 @@ def capture_smollm2(quick: bool, tokens: int, layer: int = 15) -> dict[str, Any]
 
 def smollm2(lm: dict[str, Any], quick: bool, batch: int) -> dict[str, Any]:
     from interp.data import token_windows
-    from saes.evals import spliced_metrics
+    from saes.evaluation.evaluate import spliced_metrics
 
     model, hook, train_x, eval_x = lm["model"], lm["hook"], lm["train_x"], lm["eval_x"]
     ce_windows = 2 if quick else 16

@@ -52,7 +52,7 @@ from circuits.experiment import (
 )
 from circuits.figures import auc_vs_prompts_figure, heatmap_figure
 from circuits.ground_truth import SHARES, fixture_path, load_ground_truth
-from interp.io import atomic_write_bytes
+from interp.atomic_files import atomic_write_bytes
 from interp.models import load_model
 
 TITLE = "Circuits from discrete codes"  # its name in the docs (python -m bench.report)

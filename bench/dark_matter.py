@@ -36,7 +36,7 @@ import torch
 
 from bench._provenance import provenance
 from bench.dark_matter_render import BATCH_TOKENS, render  # noqa: F401  (its renderer)
-from interp.io import atomic_write_json
+from interp.atomic_files import atomic_write_json
 from interp.models import load_model
 from saes.analysis.dark_matter.cli import format_table
 from saes.analysis.dark_matter.convergence import (
@@ -64,8 +64,8 @@ from saes.analysis.dark_matter.previous_layer import (
 from saes.analysis.dark_matter.pursuit import pursuit_vs_sae
 from saes.artifacts import load_sae
 from saes.rundir import RunDir
-from saes.train import train
-from saes.train_config import RunConfig
+from saes.training.config import RunConfig
+from saes.training.loop import train
 
 TITLE = "Dark matter"  # its name in the docs (python -m bench.report)
 

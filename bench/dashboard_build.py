@@ -60,7 +60,7 @@ def child(kind: str, run: str, tokens: int, out: str, encoder: str, source: str)
     from saes.features import StoreConfig, build_store
     from saes.features.build import batches_of
     from saes.rundir import RunDir
-    from saes.train_config import RunConfig
+    from saes.training.config import RunConfig
 
     cfg = RunConfig.from_saved(RunDir(run).config(required=True))
     model = load_model(cfg.data.model, dtype=cfg.data.model_dtype)

@@ -18,7 +18,7 @@ from pathlib import Path
 from bench._markdown import NM, fix, isnum, num, para, pct
 from bench._provenance import provenance, renderer
 from saes.rundir import RunDir
-from saes.train_config import RunConfig
+from saes.training.config import RunConfig
 
 TITLE = "The demo"  # its name in the docs (python -m bench.report)
 

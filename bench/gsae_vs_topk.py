@@ -47,16 +47,16 @@ from bench._markdown import (
     verdict_one_run,
 )
 from bench._provenance import renderer
+from interp.activation_files import ActivationFiles, ActivationFilesWriter
 from interp.activations import ActivationCapture
-from interp.cache import ActivationCache, CacheWriter
 from interp.data import token_windows
 from interp.models import load_model
 from saes.analysis.steering import mean_activation_norm, steer_latents, summarize
 from saes.config import SAEConfig
-from saes.evals import reconstruction_metrics, spliced_metrics
-from saes.geometric_median import geometric_median
+from saes.evaluation.evaluate import reconstruction_metrics, spliced_metrics
 from saes.sae import SAE
-from saes.train import TrainStep, default_lr
+from saes.training.geometric_median import geometric_median
+from saes.training.loop import TrainStep, default_lr
 
 TITLE = "g-SAE vs TopK"  # its name in the docs (python -m bench.report)
 
@@ -73,10 +73,10 @@ def capture_speed(
 
 def cached(
     model, hook: str, folder: Path, split: str, tokens: int, context: int
-) -> ActivationCache:
+) -> ActivationFiles:
     """Activations + dL/dx for ``tokens`` tokens of ``split``, cached on disk (resumable)."""
     cap = ActivationCapture(model, [hook], with_grads=True)
-    writer = CacheWriter(
+    writer = ActivationFilesWriter(
         folder,
         cap,
         {
@@ -92,10 +92,10 @@ def cached(
         model.tokenizer, source="stdlib", context_size=context, split=split, seed=0
     )
     writer.write(windows, batch_windows=8, max_windows=-(-tokens // (context - 1)), progress=True)
-    return ActivationCache(folder)
+    return ActivationFiles(folder)
 
 
-def load_all(cache: ActivationCache, hook: str) -> tuple[torch.Tensor, torch.Tensor]:
+def load_all(cache: ActivationFiles, hook: str) -> tuple[torch.Tensor, torch.Tensor]:
     parts = list(cache.batches([hook], with_grads=True))
     return torch.cat([p.acts[hook] for p in parts]).clone(), torch.cat(
         [p.grads[hook] for p in parts]

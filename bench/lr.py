@@ -1,10 +1,10 @@
 """Benchmark: the default learning rate against a sweep, on synthetic dictionaries and on SmolLM2.
 
-Every row is ``saes.train.TrainStep`` set up as ``interp train`` sets it up (input scaled to
+Every row is ``saes.training.step.TrainStep`` set up as ``interp train`` sets it up (input scaled to
 E||x|| = sqrt(d_in), b_dec at the geometric median of a sample, the default warm-up, decay and
 dead window), with the same batches in the same order for every learning rate of a setting; only
 the learning rate differs. ``default`` is what ``TrainStep`` picks with ``lr=None``
-(``saes.step.default_lr`` of the width, the steps and the schedule); ``legacy``
+(``saes.training.step.default_lr`` of the width, the steps and the schedule); ``legacy``
 is the old rule, 2e-4 / sqrt(d_sae / 2^14) (Gao et al. 2024's width scaling alone).
 
 * synthetic (``interp.synthetic.SyntheticDictionary``, d_in 64-128): the fraction of the true
@@ -51,8 +51,8 @@ from bench._provenance import provenance, renderer
 from interp.synthetic import SyntheticDictionary, direction_recovery
 from saes.config import SAEConfig
 from saes.sae import SAE
-from saes.step import TrainStep, default_lr, initial_statistics, legacy_lr
-from saes.train_config import RunConfig
+from saes.training.config import RunConfig
+from saes.training.step import TrainStep, default_lr, initial_statistics, legacy_lr
 
 TITLE = "The default learning rate"  # its name in the docs (python -m bench.report)
 

@@ -38,8 +38,8 @@ from bench._markdown import (
 )
 from bench._provenance import provenance, renderer
 from interp.models import load_model
-from saes.train import train
-from saes.train_config import RunConfig, apply_changes
+from saes.training.config import RunConfig, apply_changes
+from saes.training.loop import train
 
 TITLE = "Which positions to train on"  # its name in the docs (python -m bench.report)
 

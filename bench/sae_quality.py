@@ -6,7 +6,7 @@ safetensors file under runs/bench_cache/ keyed on the arguments (``--no-cache`` 
 Then trains, on the same batches in the same order (one step of every row per batch, rows
 rotated, so load from other processes on a shared machine hits them alike):
 
-  ours               saes.train.TrainStep with the project's defaults (RunConfig: lr default_lr,
+  ours               saes.training.step.TrainStep with the project's defaults (RunConfig: lr default_lr,
                      warm-up 50 steps, linear decay over the last 20%, dead after
                      min(10M, train_tokens/10) tokens, input scaled to E||x|| = sqrt(d_in),
                      b_dec = geometric median of the first 4,096 tokens), as `interp train` runs it
@@ -127,7 +127,7 @@ def activations(args, hook: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
 # the rows
 # ------------------------------------------------------------------------------------------------
 class _Evaluable:
-    """What saes.evals.reconstruction_metrics needs: sae(x) -> (x_hat, dense z), cfg.d_sae, device, W_enc."""
+    """What saes.evaluation.evaluate.reconstruction_metrics needs: sae(x) -> (x_hat, dense z), cfg.d_sae, device, W_enc."""
 
     def __init__(self, fn, d_sae: int) -> None:
         self.fn, self.cfg = fn, SimpleNamespace(d_sae=d_sae)
@@ -158,8 +158,8 @@ def _lr_of_optimizer(opt):
 def make_ours(d_in: int, args, n_steps: int, sample: torch.Tensor) -> Row:
     from saes import kernels
     from saes.sae import SAE
-    from saes.train import TrainStep, initial_statistics
-    from saes.train_config import RunConfig
+    from saes.training.config import RunConfig
+    from saes.training.loop import TrainStep, initial_statistics
 
     cfg = RunConfig(
         data={"batch_tokens": args.batch, "train_tokens": n_steps * args.batch, "seed": 0},
@@ -180,7 +180,7 @@ def make_ours(d_in: int, args, n_steps: int, sample: torch.Tensor) -> Row:
         dead_tokens=cfg.resolved_dead_tokens,
     )
     settings = {
-        "trainer": "saes.train.TrainStep, set up as saes.train.train_runs does",
+        "trainer": "saes.training.step.TrainStep, set up as saes.training.loop.train_runs does",
         "lr": step.lr,
         "warmup_steps": cfg.optim.warmup_steps,
         "decay_fraction": cfg.optim.decay_fraction,
@@ -194,10 +194,10 @@ def make_ours(d_in: int, args, n_steps: int, sample: torch.Tensor) -> Row:
         "init_sample_tokens": cfg.data.init_sample_tokens,
         "seed": cfg.data.seed,
         "loss": "FVU + AuxK",
-        "optimizer": "saes.optim.SAEAdam (fused Adam), betas (0.9, 0.999), eps 1e-8",
+        "optimizer": "saes.training.optim.SAEAdam (fused Adam), betas (0.9, 0.999), eps 1e-8",
         "selection_kernel": kernels.selection_kernel(),
     }
-    from saes.train import lr_factor
+    from saes.training.loop import lr_factor
 
     # the lr TrainStep sets for its next step (it writes the param group inside the step)
     def lr_of() -> float:
@@ -206,7 +206,7 @@ def make_ours(d_in: int, args, n_steps: int, sample: torch.Tensor) -> Row:
         )
 
     summary = [
-        "saes.train.TrainStep with the RunConfig defaults, as `interp train` sets it up",
+        "saes.training.step.TrainStep with the RunConfig defaults, as `interp train` sets it up",
         f"Adam, lr {step.lr:.3g} (default_lr), warm-up {cfg.optim.warmup_steps} steps, linear decay to 0 over the last "
         f"{cfg.optim.decay_fraction:.0%} of steps",
         f"inputs scaled to E||x|| = sqrt(d_in) (x {scale:.4g})",
@@ -246,7 +246,7 @@ def _saelens_settings(trainer) -> dict:
 def make_saelens(
     d_in: int, args, n_steps: int, sample: torch.Tensor, ours: Row, matched: bool
 ) -> Row:
-    from saes.geometric_median import geometric_median
+    from saes.training.geometric_median import geometric_median
 
     if not matched:
         trainer = saelens_trainer(d_in, args.d_sae, args.k, args.batch, n_steps, seed=0)
@@ -365,8 +365,8 @@ def make_saelens(
 def make_sparsify(
     d_in: int, args, n_steps: int, sample: torch.Tensor, ours: Row, matched: bool
 ) -> Row:
-    from saes.geometric_median import geometric_median
-    from saes.train import lr_factor
+    from saes.training.geometric_median import geometric_median
+    from saes.training.loop import lr_factor
 
     if not matched:
         step = SparsifyStep(d_in, args.d_sae, args.k, n_steps, seed=0)
@@ -403,7 +403,7 @@ def make_sparsify(
             f"inputs multiplied by our input scale {scale:.5g} (E||x|| = sqrt(d_in)); sparsify has no input "
             "normalisation. Evaluated on x_hat / scale against raw x",
             "lr schedule: ours (warm-up, constant, linear decay over the last 20%) via torch LambdaLR over "
-            "saes.train.lr_factor; sparsify's only Adam schedule is transformers' linear warm-up then linear "
+            "saes.training.step.lr_factor; sparsify's only Adam schedule is transformers' linear warm-up then linear "
             "decay to 0 over the whole run (no constant phase)",
             "b_dec initialised to the geometric median of the first 4,096 training tokens (scaled), as ours; "
             "sparsify's init is the first batch's mean",
@@ -495,7 +495,7 @@ LABELS = {
 
 def main(argv: list[str] | None = None) -> dict:
     from bench._provenance import provenance
-    from saes.evals import reconstruction_metrics
+    from saes.evaluation.evaluate import reconstruction_metrics
 
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -509,7 +509,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--d-sae", type=int, default=4608)
     ap.add_argument("--k", type=int, default=32)
     ap.add_argument("--batch", type=int, default=4096)
-    ap.add_argument("--lr", type=float, default=None, help="default: ours (saes.train.default_lr)")
+    ap.add_argument(
+        "--lr", type=float, default=None, help="default: ours (saes.training.step.default_lr)"
+    )
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--cache-dir", default=str(ROOT / "runs" / "bench_cache"))
     ap.add_argument("--no-cache", action="store_true", help="recapture the activations")
@@ -642,7 +644,7 @@ def main(argv: list[str] | None = None) -> dict:
             "batch",
             "k",
             "d_sae",
-            "held-out evaluation (saes.evals.reconstruction_metrics on the same tokens)",
+            "held-out evaluation (saes.evaluation.evaluate.reconstruction_metrics on the same tokens)",
             "init seed 0",
         ],
         "metrics": "held-out FVU = sum ||x - x_hat||^2 / sum ||x - mean(x)||^2; L0 = mean nonzero latents per "

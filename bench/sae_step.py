@@ -16,7 +16,7 @@ each step is paired with an encoder-shaped fp32 GEMM timed just before it ("% of
 
 Rows (all start from the same random activations and fp32 parameters; lr 2e-4 except where a
 library's default optimiser has its own default lr, which does not change a step's cost):
-  ours_trainstep_native       saes.train.TrainStep(saes.sae.SAE(...)): the project's trainer as
+  ours_trainstep_native       saes.training.step.TrainStep(saes.sae.SAE(...)): the project's trainer as
                               `interp train` runs it, with the C++ kernels (the default once
                               `make setup` built them)
   ours_trainstep              the same trainer with the pure-torch selection (no compiler)
@@ -79,7 +79,7 @@ PEERS = ("saelens", "saelens_sparse", "sparsify", "sparsify_adam")
 def make_trainstep(d_sae: int, k: int, encoder_dtype: str | None = None):
     from saes.config import SAEConfig
     from saes.sae import SAE
-    from saes.train import TrainStep
+    from saes.training.loop import TrainStep
 
     sae = SAE(SAEConfig(d_in=D_IN, d_sae=d_sae, k=k, variant="topk", encoder_dtype=encoder_dtype))
     # a training run always normalises its input (RunConfig.normalize_input): keep that multiply

@@ -58,7 +58,7 @@ REPO = Path(__file__).resolve().parent.parent
 def run_config(
     out_dir: str, hooks: list[str], tokens: int, device: str = "cpu", shard_hooks: bool = False
 ):
-    from saes.train_config import RunConfig
+    from saes.training.config import RunConfig
 
     job = len(hooks) > 1 or shard_hooks
     return RunConfig(
@@ -92,7 +92,7 @@ def logged_tps(out_dir: Path, hooks: list[str]) -> tuple[float, int]:
 
 
 def in_process(model, hooks: list[str], tokens: int, device: str) -> float:
-    from saes.train import train
+    from saes.training.loop import train
 
     out = Path(tempfile.mkdtemp(prefix="scale-"))
     train(run_config(str(out), hooks, tokens, device), progress=False, evaluate=False, model=model)
@@ -186,8 +186,8 @@ def gloo_section(hooks: list[str], tokens: int) -> list[dict]:
 
 
 def worker(cfg_path: str, threads: int) -> None:
-    from saes.train import train
-    from saes.train_config import RunConfig
+    from saes.training.config import RunConfig
+    from saes.training.loop import train
 
     torch.set_num_threads(threads)
     train(RunConfig.model_validate_json(Path(cfg_path).read_text()), progress=False, evaluate=False)

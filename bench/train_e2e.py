@@ -1,7 +1,7 @@
 """Benchmark: end-to-end SAE training on live SmolLM2 activations vs capture alone (one run).
 
 Capture alone: blocks.L.hook_resid_post captured with stop_at_layer on the same windows the
-trainer reads, once before and once after training (the reference is the mean). Training: the real trainer (``saes.train.train``: capture -> shuffling buffer ->
+trainer reads, once before and once after training (the reference is the mean). Training: the real trainer (``saes.training.loop.train``: capture -> shuffling buffer ->
 TopK step) on those windows; its tokens/s comes from its own log. Target: training reaches at least
 90% of capture throughput, so the SAE never holds the model back. On a GPU (if present) the same is
 run at d_sae = 65536. Prints and saves bench/results/train_e2e.json. Not a test.
@@ -36,8 +36,8 @@ from interp.activations import ActivationCapture, capture_blocks
 from interp.data import token_windows
 from interp.models import load_model
 from saes.rundir import RunDir
-from saes.train import train
-from saes.train_config import RunConfig
+from saes.training.config import RunConfig
+from saes.training.loop import train
 
 TITLE = "Training on live activations"  # its name in the docs (python -m bench.report)
 

@@ -7,7 +7,7 @@ The model side's public API, importable from the package root (resolved lazily, 
 
 * models and activations: ``load_model``, ``list_models``, ``hook_name``, ``ActivationCapture``,
   ``ActivationBatch``, ``shuffled_batches``, ``token_windows``, ``Vocab`` (token text);
-* activation caches: ``ActivationCache``, ``CacheError``;
+* activation caches: ``ActivationFiles``, ``ActivationFilesError``;
 * interventions: ``Intervention``, ``run_with_interventions``, ``patch``, ``mean_ablate``,
   ``add_direction``;
 * activation sparsity (:mod:`interp.sparsity`): the Sparsing Law's series and fits
@@ -21,6 +21,7 @@ The ``saes`` package holds SAEs, training and the SAE analyses; ``circuits`` the
 from __future__ import annotations
 
 from interp._lazy import lazy_root
+from interp.deprecation import renamed_export
 
 __version__ = "0.1.0"
 
@@ -39,8 +40,8 @@ _EXPORTS = {
     "patch": "interp.interventions",
     "mean_ablate": "interp.interventions",
     "add_direction": "interp.interventions",
-    "ActivationCache": "interp.cache",
-    "CacheError": "interp.cache",
+    "ActivationFiles": "interp.activation_files",
+    "ActivationFilesError": "interp.activation_files",
     "load_published": "interp.sparsity.laws",
     "fit_series": "interp.sparsity.laws",
     "PAPER_CONSTANTS": "interp.sparsity.laws",
@@ -53,5 +54,17 @@ _EXPORTS = {
     "layers_figure": "interp.sparsity.figures",
 }
 
+# old public name -> where it lives now: still importable from the root, with a
+# DeprecationWarning (interp.deprecation; the renames are in docs/changelog.md)
+_RENAMED = {
+    "ActivationCache": "interp.activation_files.ActivationFiles",
+}
+
 __all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_root(__name__, _EXPORTS)
+_lazy_getattr, __dir__ = lazy_root(__name__, _EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _RENAMED:
+        return renamed_export("interp", name, _RENAMED)
+    return _lazy_getattr(name)

@@ -2,8 +2,8 @@
 
 A root (``interp``, ``saes``, ``circuits``) maps each public name to where it lives: ``"module"``
 (the name is that module's attribute of the same name) or ``"module:attribute"`` (the root's name
-for an attribute named otherwise, e.g. ``saes.train_sae`` for ``saes.train.train``, whose own name
-the submodule ``saes.train`` takes). ``modules`` maps names to submodules a user reaches as
+for an attribute the root names otherwise, e.g. ``saes.dark_matter_table`` for
+``saes.analysis.dark_matter.cli.format_table``). ``modules`` maps names to submodules a user reaches as
 attributes of the root (``saes.figures``).
 """
 

@@ -54,8 +54,8 @@ def cache_cmd(
     seed: int = typer.Option(0),
 ) -> None:
     """Write (or resume) an on-disk activation cache: safetensors shards + manifest.json."""
+    from interp.activation_files import ActivationFilesWriter
     from interp.activations import ActivationCapture
-    from interp.cache import CacheWriter
     from interp.data import token_windows
     from interp.models import dtype_name, load_model
 
@@ -81,7 +81,7 @@ def cache_cmd(
             "seed": seed,
             "context_size": context_size,
         }
-        writer = CacheWriter(out, capture, meta, windows_per_shard)
+        writer = ActivationFilesWriter(out, capture, meta, windows_per_shard)
         windows = token_windows(
             m.tokenizer, source=source, context_size=context_size, split=split, seed=seed
         )

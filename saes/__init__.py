@@ -4,11 +4,11 @@ the feature store and the SAE analyses.
 The public API, importable from the package root (resolved lazily, so ``import saes`` stays cheap
 and loads a submodule only when one of its names is used)::
 
-    from saes import SAE, RunConfig, train_sae, load_sae, FeatureStore, build_store
+    from saes import SAE, RunConfig, train, load_sae, FeatureStore, build_store
 
 * SAEs and training: ``SAE``, ``SAEConfig``, ``variant_names``, ``RunConfig``,
-  ``load_run_config``, ``train_sae`` (``saes.train.train``: the root cannot call it ``train``,
-  which names the submodule ``saes.train`` as soon as anything imports it), ``expand_job``;
+  ``load_run_config``, ``train`` (``saes.training.loop.train``, the training loop: ``train(cfg)``
+  trains a run or a job and returns its run folder), ``expand_job``;
 * run folders and evaluation: ``RunDir``, ``list_runs``, ``load_sae``, ``evaluate_run``,
   ``evaluate_sae``; sweeps: ``SweepConfig``, ``run_sweep``, ``summary_row``;
 * features: ``FeatureStore``, ``StoreConfig``, ``build_store``, ``prompt_features``, and their
@@ -31,18 +31,18 @@ _EXPORTS = {
     "SAE": "saes.sae",
     "SAEConfig": "saes.config",
     "variant_names": "saes.variants",
-    "RunConfig": "saes.train_config",
-    "load_run_config": "saes.train_config",
-    "train_sae": "saes.train:train",
-    "expand_job": "saes.multi",
-    "evaluate_run": "saes.evals",
-    "evaluate_sae": "saes.evals",
+    "RunConfig": "saes.training.config",
+    "load_run_config": "saes.training.config",
+    "train": "saes.training.loop",
+    "expand_job": "saes.training.shared_stream",
+    "evaluate_run": "saes.evaluation.evaluate",
+    "evaluate_sae": "saes.evaluation.evaluate",
     "load_sae": "saes.artifacts",
     "RunDir": "saes.rundir",
     "list_runs": "saes.runs",
-    "SweepConfig": "saes.sweep",
-    "run_sweep": "saes.sweep",
-    "summary_row": "saes.sweep",
+    "SweepConfig": "saes.training.sweep",
+    "run_sweep": "saes.training.sweep",
+    "summary_row": "saes.training.sweep",
     "FeatureStore": "saes.features",
     "StoreConfig": "saes.features",
     "build_store": "saes.features",

@@ -2,7 +2,7 @@
 
 Each function takes plain data (a :class:`~saes.features.Feature`, run-log records, summary rows)
 and returns a ``plotly.graph_objects.Figure``; nothing here reads files or knows about Streamlit.
-The FVU-vs-L0 frontier is :func:`saes.sweep.frontier_figure` with axis ranges padded around the
+The FVU-vs-L0 frontier is :func:`saes.training.sweep.frontier_figure` with axis ranges padded around the
 data (:func:`frontier_ranges`).
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from saes.features.store import Feature
-from saes.sweep import frontier_figure as _sweep_frontier_figure
+from saes.training.sweep import frontier_figure as _sweep_frontier_figure
 
 __all__ = [
     "activation_histogram",
@@ -53,7 +53,7 @@ def frontier_ranges(
 
 def frontier_figure(rows: Sequence[dict[str, Any]], title: str = "FVU vs L0") -> go.Figure:
     """Every run as a point (per hook) and each hook's Pareto frontier
-    (:func:`saes.sweep.frontier_figure`), on axes padded around the data (:func:`frontier_ranges`)."""
+    (:func:`saes.training.sweep.frontier_figure`), on axes padded around the data (:func:`frontier_ranges`)."""
     fig = _sweep_frontier_figure(rows, title=title)
     pts = [
         (r["l0_mean"], r["fvu"])

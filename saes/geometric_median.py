@@ -1,20 +1,14 @@
-"""Geometric median by Weiszfeld's algorithm (the b_dec initialisation)."""
+"""Deprecated: ``saes.geometric_median`` is now :mod:`saes.training.geometric_median` (renamed in
+issue 30; the table is in docs/changelog.md). Importing this module warns once; its names are
+those of the new module.
+"""
+# rename-shim (issue 30): an old module path kept importable; nothing in the project imports it
 
 from __future__ import annotations
 
-import torch
+import saes.training.geometric_median as _new
+from interp.deprecation import moved_module
 
+_RENAMED: dict[str, str] = {}
 
-@torch.no_grad()
-def geometric_median(
-    x: torch.Tensor, max_iter: int = 100, tol: float = 1e-6, eps: float = 1e-8
-) -> torch.Tensor:
-    """The point minimising the sum of Euclidean distances to the rows of x [N, d]."""
-    y = x.mean(0)
-    for _ in range(max_iter):
-        w = 1.0 / (x - y).norm(dim=-1).clamp_min(eps)
-        y_new = (w[:, None] * x).sum(0) / w.sum()
-        if (y_new - y).norm() <= tol * max(1.0, y.norm().item()):
-            return y_new
-        y = y_new
-    return y
+__getattr__ = moved_module(__name__, _new, _RENAMED)

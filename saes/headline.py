@@ -1,7 +1,7 @@
 """The headline metrics of an SAE run: the few numbers every listing of runs shows, in one place.
 
 ``interp runs`` (:func:`saes.runs.runs_table`) and the explorer's Runs page show them as columns,
-with these labels and formats; a sweep's summary (:mod:`saes.sweep`) has one column each (named by
+with these labels and formats; a sweep's summary (:mod:`saes.training.sweep`) has one column each (named by
 ``name``, as in ``metrics.json``) and prints them in its table; ``interp train`` / ``interp eval``
 print them first in their metrics table. Before a run is evaluated its training log has estimates
 of some of them (``log_name``, the key in ``train_log.jsonl``), which listings show instead.

@@ -4,18 +4,18 @@ A run folder (one SAE's training run, ``RunConfig.out_dir``) holds:
 
 | path | written by | what |
 |---|---|---|
-| `run_config.json` | `saes.train`, each start | the resolved `RunConfig` (defaults filled in) |
-| `run_status.json` | `saes.run_status` | state, pid, host, progress, error |
-| `train_log.jsonl` | `saes.train` | a JSON record per `log_every` steps; appended on resume |
-| `checkpoints/step_<step:09d>/` | `saes.checkpoint` | `state.safetensors` + manifest `meta.json` |
+| `run_config.json` | `saes.training.loop`, each start | the resolved `RunConfig` (defaults filled in) |
+| `run_status.json` | `saes.training.run_status` | state, pid, host, progress, error |
+| `train_log.jsonl` | `saes.training.loop` | a JSON record per `log_every` steps; appended on resume |
+| `checkpoints/step_<step:09d>/` | `saes.training.checkpoint` | `state.safetensors` + manifest `meta.json` |
 | `cfg.json`, `sae_weights.safetensors` | `saes.artifacts.save_sae` | the SAE (SAELens's layout) |
-| `metrics.json` | `saes.evals.evaluate_run` | held-out metrics, the log's last throughput |
-| `memory_plan.json` | `saes.train --plan` | the memory plan (a job's is in its job folder) |
+| `metrics.json` | `saes.evaluation.evaluate.evaluate_run` | held-out metrics, the log's last throughput |
+| `memory_plan.json` | `saes.training.loop --plan` | the memory plan (a job's is in its job folder) |
 
 A job folder (a config with ``hooks`` / ``saes``) holds ``memory_plan.json`` and one run folder per
 SAE: ``<hook>`` (one SAE per hook) or ``<hook>/<name>`` (``job_run_dir``).
 
-Checkpoint naming belongs to ``saes.checkpoint`` and the artifact's file names to
+Checkpoint naming belongs to ``saes.training.checkpoint`` and the artifact's file names to
 ``saes.artifacts``; ``RunDir`` delegates to them.
 """
 
@@ -26,8 +26,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from saes import checkpoint as ckpt
 from saes.artifacts import CFG, WEIGHTS
+from saes.training import checkpoint as ckpt
 
 CONFIG_FILE = "run_config.json"
 STATUS_FILE = "run_status.json"
@@ -158,11 +158,11 @@ class RunDir:
         return self.checkpoints_dir.exists() and any(self.checkpoints_dir.iterdir())
 
     def checkpoints(self) -> list[Path]:
-        """Checkpoint folders, oldest first (``saes.checkpoint.checkpoint_dirs``)."""
+        """Checkpoint folders, oldest first (``saes.training.checkpoint.checkpoint_dirs``)."""
         return ckpt.checkpoint_dirs(self.path)
 
     def latest_checkpoint(self, verify: bool = True, warn: bool = True) -> Path | None:
-        """The newest intact checkpoint (``saes.checkpoint.latest_checkpoint``)."""
+        """The newest intact checkpoint (``saes.training.checkpoint.latest_checkpoint``)."""
         return ckpt.latest_checkpoint(self.path, verify=verify, warn=warn)
 
     # ---- readers

@@ -16,11 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from saes.checkpoint import CHECKPOINTS, read_meta
 from saes.features.build import store_dir
 from saes.headline import HEADLINE, HEADLINE_NAMES, from_log
-from saes.run_status import process_alive
 from saes.rundir import RunDir
+from saes.training.checkpoint import CHECKPOINTS, read_meta
+from saes.training.run_status import process_alive
 from saes.variants import uses_k
 
 # a live pid whose status has not changed for this long is reported as "stalled"

@@ -60,7 +60,7 @@ def notebook_paths() -> list[Path]:
 
 def deep_imports(source: str) -> list[str]:
     """The imports in ``source`` (Python; IPython ``%`` / ``!`` lines skipped) that reach below a
-    project package's root (``from saes.train import train``, ``import interp.models``): the
+    project package's root (``from saes.training.loop import train``, ``import interp.models``): the
     public API is what the roots export. Third-party imports are not looked at."""
     import ast
 

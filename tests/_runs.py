@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from saes.train_config import RunConfig
+from saes.training.config import RunConfig
 
 BASE: dict[str, dict[str, Any]] = {
     "data": {
@@ -74,7 +74,7 @@ def tiny_run(
 ) -> Path:
     """``tiny_config(root, name, ...)`` trained (``model``: the loaded tiny model, else it is
     loaded by name); its run folder."""
-    from saes.train import train
+    from saes.training.loop import train
 
     cfg = tiny_config(root, name, *layers, **overrides)
     return train(cfg, progress=False, evaluate=evaluate, model=model)

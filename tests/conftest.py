@@ -110,6 +110,6 @@ def count_calls(monkeypatch):
 @pytest.fixture
 def count_train_steps(count_calls):
     """``calls = count_train_steps()``: the TrainStep calls from then on (the steps a run executes)."""
-    from saes.train import TrainStep
+    from saes.training.loop import TrainStep
 
     return lambda: count_calls(TrainStep)

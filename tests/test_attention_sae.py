@@ -460,7 +460,7 @@ def test_spliced_metrics_at_hook_z_exact_sae():
     """An SAE that reconstructs exactly (z = [relu(x), relu(-x)]) spliced at hook_z leaves the CE
     unchanged (the [batch, pos, n_heads, d_head] reshaping round-trips on the fast forward)."""
     from interp.models import load_model
-    from saes.evals import spliced_metrics
+    from saes.evaluation.evaluate import spliced_metrics
 
     model = load_model("tiny:n_key_value_heads=2,attn_only=true")
     sae = SAE(

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
+from interp.activation_files import ActivationFiles, ActivationFilesError, ActivationFilesWriter
 from interp.activations import ActivationCapture
-from interp.cache import ActivationCache, CacheError, CacheWriter
 
 HOOKS = ["blocks.0.hook_resid_post", "blocks.1.attn.hook_z"]
 
@@ -23,7 +23,7 @@ def _windows(model, n=16, t=9, seed=0):
 def _write(tiny, folder, windows, max_windows=None, grads=False, dtype="float32"):
     cap = ActivationCapture(tiny, HOOKS, with_grads=grads, dtype=dtype)
     meta = {"model": "tiny", "source": "test", "seed": 0, "context_size": 9}
-    return CacheWriter(folder, cap, meta, windows_per_shard=4).write(
+    return ActivationFilesWriter(folder, cap, meta, windows_per_shard=4).write(
         iter(windows), batch_windows=2, max_windows=max_windows, progress=False
     )
 
@@ -32,7 +32,7 @@ def test_round_trip_matches_capture(tiny, tmp_path):
     windows = _windows(tiny)
     manifest = _write(tiny, tmp_path / "c", windows, grads=True)
     assert manifest.data["complete"] and len(manifest.shards) == 4
-    cache = ActivationCache(tmp_path / "c", verify=True)
+    cache = ActivationFiles(tmp_path / "c", verify=True)
     assert (
         len(cache) == 16 * 8
         and cache.d_in("blocks.1.attn.hook_z") == tiny.cfg.n_heads * tiny.cfg.d_head
@@ -47,7 +47,7 @@ def test_round_trip_matches_capture(tiny, tmp_path):
 
 def test_bf16_storage(tiny, tmp_path):
     _write(tiny, tmp_path / "c", _windows(tiny, n=4), dtype="bfloat16")
-    b = next(ActivationCache(tmp_path / "c").batches())
+    b = next(ActivationFiles(tmp_path / "c").batches())
     assert b.acts[HOOKS[0]].dtype == torch.bfloat16
 
 
@@ -63,14 +63,14 @@ def test_resume_after_crash_no_duplicates_no_gaps(tiny, tmp_path):
     calls = []
     cap = ActivationCapture(tiny, HOOKS)
     orig = cap.__call__
-    writer = CacheWriter(
+    writer = ActivationFilesWriter(
         tmp_path / "c", cap, {"model": "tiny", "source": "test", "seed": 0, "context_size": 9}, 4
     )
     writer.capture = lambda t: calls.append(t.shape[0]) or orig(t)
     writer.write(iter(windows), batch_windows=2, progress=False)
     assert sum(calls) == 8  # only the missing 8 windows were recomputed
-    a = torch.cat([b.acts[HOOKS[0]] for b in ActivationCache(tmp_path / "c").batches()])
-    r = torch.cat([b.acts[HOOKS[0]] for b in ActivationCache(tmp_path / "ref").batches()])
+    a = torch.cat([b.acts[HOOKS[0]] for b in ActivationFiles(tmp_path / "c").batches()])
+    r = torch.cat([b.acts[HOOKS[0]] for b in ActivationFiles(tmp_path / "ref").batches()])
     torch.testing.assert_close(a, r)
     assert not list((tmp_path / "c").glob("*.tmp"))
 
@@ -80,23 +80,23 @@ def test_truncated_and_corrupt_shards_are_named(tiny, tmp_path):
     shard = tmp_path / "c" / "shard_00001.safetensors"
     data = shard.read_bytes()
     shard.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CacheError, match="shard_00001"):
-        ActivationCache(tmp_path / "c")
+    with pytest.raises(ActivationFilesError, match="shard_00001"):
+        ActivationFiles(tmp_path / "c")
     flipped = bytearray(data)
     flipped[-5] ^= 0xFF
     shard.write_bytes(bytes(flipped))
-    with pytest.raises(CacheError, match="shard_00001.*sha256"):
-        ActivationCache(tmp_path / "c", verify=True)
+    with pytest.raises(ActivationFilesError, match="shard_00001.*sha256"):
+        ActivationFiles(tmp_path / "c", verify=True)
 
 
 def test_mismatch_errors(tiny, tmp_path):
     _write(tiny, tmp_path / "c", _windows(tiny, n=4))
-    cache = ActivationCache(tmp_path / "c")
-    with pytest.raises(CacheError, match=r"d_in=64.*d_in=65|d_in=\d+.*d_in=999"):
+    cache = ActivationFiles(tmp_path / "c")
+    with pytest.raises(ActivationFilesError, match=r"d_in=64.*d_in=65|d_in=\d+.*d_in=999"):
         cache.check_hook(HOOKS[0], d_in=999)
-    with pytest.raises(CacheError, match="no hook"):
+    with pytest.raises(ActivationFilesError, match="no hook"):
         cache.check_hook("blocks.5.hook_resid_post")
-    with pytest.raises(CacheError, match="without gradients"):
+    with pytest.raises(ActivationFilesError, match="without gradients"):
         next(cache.batches(with_grads=True))
-    with pytest.raises(CacheError, match="not an activation cache"):
-        ActivationCache(tmp_path)
+    with pytest.raises(ActivationFilesError, match="not an activation cache"):
+        ActivationFiles(tmp_path)

@@ -1,5 +1,5 @@
 """A cache is checked when opened: hand-written caches (the README's format, written the way a user
-would) with a wrong d_in, token count, dtype or ``complete`` flag fail with a CacheError naming the
+would) with a wrong d_in, token count, dtype or ``complete`` flag fail with an ActivationFilesError naming the
 file, the key and both values; a correct one opens and trains; the project's own writer passes."""
 
 from __future__ import annotations
@@ -11,10 +11,15 @@ import torch
 from _runs import tiny_config
 from safetensors.torch import save_file
 
+from interp.activation_files import (
+    ACTIVATION_DTYPES,
+    ActivationFiles,
+    ActivationFilesError,
+    ActivationFilesWriter,
+)
 from interp.activations import ActivationCapture
-from interp.cache import CACHE_DTYPES, ActivationCache, CacheError, CacheWriter
-from saes.sources import CacheSource
-from saes.train import train
+from saes.training.activation_sources import ActivationFilesSource
+from saes.training.loop import train
 
 HOOK = "blocks.0.hook_resid_post"
 
@@ -62,8 +67,8 @@ def _hand_cache(
 
 
 def _error(folder, **kw) -> str:
-    with pytest.raises(CacheError) as e:
-        ActivationCache(folder, **kw)
+    with pytest.raises(ActivationFilesError) as e:
+        ActivationFiles(folder, **kw)
     return str(e.value)
 
 
@@ -79,8 +84,8 @@ def test_d_in_differs_from_the_shard(tmp_path):
     assert repr(HOOK) in msg and "32 columns" in msg and "d_in 48" in msg
     # ...and training reports it at once, not as a torch error from b_dec.copy_
     cfg = tiny_config(tmp_path, data={"hook": HOOK, "cache": str(folder), "batch_tokens": 64})
-    with pytest.raises(CacheError, match="32 columns.*d_in 48"):
-        CacheSource(cfg)
+    with pytest.raises(ActivationFilesError, match="32 columns.*d_in 48"):
+        ActivationFilesSource(cfg)
 
 
 def test_token_count_differs_from_the_shards(tmp_path):
@@ -117,7 +122,7 @@ def test_undocumented_dtype_is_refused_with_the_accepted_list(tmp_path):
         msg = _error(_hand_cache(tmp_path / bad, dtype=bad))
         assert "manifest.json" in msg and f"'dtype' is {bad!r}" in msg
         assert all(repr(d) in msg for d in ("float32", "bfloat16", "float16")), msg
-    assert set(CACHE_DTYPES) == {"float32", "bfloat16", "float16"}
+    assert set(ACTIVATION_DTYPES) == {"float32", "bfloat16", "float16"}
 
 
 def test_float16_cache_reads(tmp_path):
@@ -126,7 +131,7 @@ def test_float16_cache_reads(tmp_path):
         dtype="float16",
         tensors=lambda i, n: {HOOK: torch.randn(n, 32).half()},
     )
-    b = next(ActivationCache(folder).batches())
+    b = next(ActivationFiles(folder).batches())
     assert b.acts[HOOK].dtype == torch.float16 and b.acts[HOOK].shape == (2000, 32)
 
 
@@ -201,13 +206,13 @@ def test_second_shard_is_named(tmp_path):
 
 
 def test_checks_read_headers_only(tmp_path, monkeypatch):
-    import interp.cache as cache_mod
+    import interp.activation_files as cache_mod
 
     folder = _hand_cache(tmp_path / "c", rows=(5000, 5000))
     monkeypatch.setattr(
         cache_mod, "_mmap_safetensors", lambda p: pytest.fail(f"opening mapped {p}")
     )
-    cache = ActivationCache(folder)  # no tensor is mapped or loaded
+    cache = ActivationFiles(folder)  # no tensor is mapped or loaded
     assert len(cache) == 10_000
 
 
@@ -217,7 +222,7 @@ def test_checks_read_headers_only(tmp_path, monkeypatch):
 def test_correct_hand_written_cache_opens_and_trains(tmp_path, tiny):
     d = tiny.cfg.d_model
     folder = _hand_cache(tmp_path / "c", rows=(2048, 2048), d_in=d, tokens=4096, grads=True)
-    cache = ActivationCache(folder, verify=True)
+    cache = ActivationFiles(folder, verify=True)
     assert len(cache) == 4096 and cache.d_in(HOOK) == d
     cfg = tiny_config(
         tmp_path,
@@ -231,17 +236,17 @@ def test_correct_hand_written_cache_opens_and_trains(tmp_path, tiny):
 
 def test_allow_incomplete_reads_the_shards_so_far(tmp_path):
     folder = _hand_cache(tmp_path / "c", rows=(300, 200), complete=False)
-    cache = ActivationCache(folder, allow_incomplete=True)
+    cache = ActivationFiles(folder, allow_incomplete=True)
     got = torch.cat([b.acts[HOOK] for b in cache.batches()])
     assert got.shape == (500, 32) and len(cache) == 500
     cfg = tiny_config(
         tmp_path,
         data={"hook": HOOK, "cache": str(folder), "buffer_tokens": 128, "batch_tokens": 64},
     )
-    with pytest.raises(CacheError, match="cache_allow_incomplete"):
-        CacheSource(cfg)
+    with pytest.raises(ActivationFilesError, match="cache_allow_incomplete"):
+        ActivationFilesSource(cfg)
     cfg.data.cache_allow_incomplete = True
-    source = CacheSource(cfg)
+    source = ActivationFilesSource(cfg)
     assert sum(len(b) for b in source.blocks()) == 500
 
 
@@ -259,7 +264,7 @@ def test_train_on_an_incomplete_cache_needs_the_flag(tmp_path, tiny):
         "sae": {"d_sae": 32, "k": 4},
         "optim": {"warmup_steps": 1},
     }
-    with pytest.raises(CacheError, match="complete"):
+    with pytest.raises(ActivationFilesError, match="complete"):
         train(tiny_config(tmp_path, "a", run), progress=False, evaluate=False)
     assert not (tmp_path / "a" / "sae_weights.safetensors").exists()
     for hooks in (None, [HOOK]):  # one run, and a job (which lists the cache's hooks first)
@@ -278,20 +283,20 @@ def test_project_writer_passes_all_checks(tiny, tmp_path):
     windows = list(toks)
     for dtype in ("float32", "bfloat16", "float16"):
         cap = ActivationCapture(tiny, hooks, with_grads=True, dtype=dtype)
-        manifest = CacheWriter(tmp_path / dtype, cap, {"model": "tiny"}, windows_per_shard=4).write(
-            iter(windows), batch_windows=2, progress=False
-        )
+        manifest = ActivationFilesWriter(
+            tmp_path / dtype, cap, {"model": "tiny"}, windows_per_shard=4
+        ).write(iter(windows), batch_windows=2, progress=False)
         assert manifest.data["dtype"] == dtype and manifest.data["tokens"] == 12 * 8
-        cache = ActivationCache(tmp_path / dtype, verify=True)
+        cache = ActivationFiles(tmp_path / dtype, verify=True)
         assert len(cache) == 12 * 8 and len(cache.manifest.shards) == 3
         b = next(cache.batches(with_grads=True))
         assert b.acts[hooks[0]].dtype == getattr(torch, dtype)
     # mid-write (the manifest after the first shard) it is refused, unless asked for
     cap = ActivationCapture(tiny, hooks)
-    writer = CacheWriter(tmp_path / "mid", cap, {"model": "tiny"}, windows_per_shard=4)
+    writer = ActivationFilesWriter(tmp_path / "mid", cap, {"model": "tiny"}, windows_per_shard=4)
     writer.write(iter(windows), batch_windows=2, max_windows=4, progress=False)
     m = json.loads((tmp_path / "mid" / "manifest.json").read_text())
     m["complete"] = False
     (tmp_path / "mid" / "manifest.json").write_text(json.dumps(m))
     assert "'complete' is False" in _error(tmp_path / "mid")
-    assert len(ActivationCache(tmp_path / "mid", allow_incomplete=True)) == 4 * 8
+    assert len(ActivationFiles(tmp_path / "mid", allow_incomplete=True)) == 4 * 8

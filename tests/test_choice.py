@@ -11,10 +11,10 @@ from _runs import tiny_run, tiny_sections
 
 from interp.synthetic import SyntheticDictionary
 from saes.config import SAEConfig
-from saes.losses import capped_allocation, underused_weights, zipf_shares
 from saes.sae import SAE
-from saes.train import TrainStep
-from saes.train_config import RunConfig
+from saes.training.config import RunConfig
+from saes.training.loop import TrainStep
+from saes.training.losses import capped_allocation, underused_weights, zipf_shares
 from saes.variants.choice import column_top_m, flat_top_n
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # many small ops: one thread is faster
@@ -197,7 +197,7 @@ def test_aux_zipf_lowers_dead_and_underused_fractions():
     """Half the latents start with encoder columns scaled by 0.1: they lose every batch-level
     competition. Without an auxiliary loss many stay dead; aux_zipf_loss (default weight) revives
     them, and reconstruction does not get worse."""
-    from saes.evals import reconstruction_metrics
+    from saes.evaluation.evaluate import reconstruction_metrics
 
     results = {}
     for coef in (0.0, 1 / 32):

@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from interp.cache import ActivationCache
+from interp.activation_files import ActivationFiles
 from interp.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,14 +48,14 @@ def test_cache_command_writes_and_resumes(tmp_path, tiny):
     ]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
-    cache = ActivationCache(tmp_path / "c", verify=True)
+    cache = ActivationFiles(tmp_path / "c", verify=True)
     manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
     assert manifest["has_grads"] and manifest["model"] == "tiny" and manifest["source"] == "stdlib"
     assert len(cache) == 16 * 16 and manifest["complete"]
     # asking for more tokens continues the same cache
     res = runner.invoke(app, args[:-3] + ["--tokens", "512", "--grads"])
     assert res.exit_code == 0, res.output
-    assert len(ActivationCache(tmp_path / "c")) == 32 * 16
+    assert len(ActivationFiles(tmp_path / "c")) == 32 * 16
 
 
 def test_cache_command_errors_are_clean(tmp_path, tiny):
@@ -105,9 +105,9 @@ def test_demo_command_runs_resumes_and_reruns(tmp_path, monkeypatch, one_thread)
     import signal
     from pathlib import Path
 
-    import saes.train_config as tc
-    from saes.run_status import read_status
-    from saes.train import TrainStep
+    import saes.training.config as tc
+    from saes.training.loop import TrainStep
+    from saes.training.run_status import read_status
 
     out = tmp_path / "demo"
     orig_load = tc.load_run_config
@@ -269,7 +269,7 @@ def test_help_imports_no_package_behind_the_commands():
         "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('torch', 'numpy', 'streamlit', 'dashboards') or m.startswith(('saes.analysis.dark_matter.cli', "
-        "'saes.train', 'circuits.cli', 'interp.sparsity.cli', 'interp.models'))))"
+        "'saes.training.loop', 'circuits.cli', 'interp.sparsity.cli', 'interp.models'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout

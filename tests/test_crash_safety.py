@@ -17,7 +17,8 @@ import torch
 from _runs import tiny_config
 from safetensors.torch import load_file
 
-from saes.checkpoint import (
+from saes.runs import list_runs
+from saes.training.checkpoint import (
     META,
     STATE,
     CheckpointWarning,
@@ -27,10 +28,9 @@ from saes.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from saes.run_status import read_status
-from saes.runs import list_runs
-from saes.train import TrainStep, train
-from saes.train_config import RunConfig
+from saes.training.config import RunConfig
+from saes.training.loop import TrainStep, train
+from saes.training.run_status import read_status
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -78,8 +78,8 @@ CHILD = textwrap.dedent("""
     import sys, time
     import torch
     torch.set_num_threads(int(sys.argv[2]))
-    from saes.train import TrainStep, train
-    from saes.train_config import RunConfig
+    from saes.training.loop import TrainStep, train
+    from saes.training.config import RunConfig
 
     cfg = RunConfig.model_validate_json(open(sys.argv[1]).read())
     orig = TrainStep.__call__
@@ -315,7 +315,7 @@ def test_every_kind_of_damage_is_named(tmp_path):
 
 def test_version_1_checkpoints_still_verify(tmp_path):
     """Checkpoints written before the per-file manifest (a bare sha256) are still read and checked."""
-    from interp.cache import sha256_file
+    from interp.activation_files import sha256_file
 
     path = save_checkpoint(tmp_path, 7, _tensors(7), {"step": 7})
     meta = json.loads((path / META).read_text())

@@ -53,10 +53,10 @@ SCRIPT = (
     torch.set_num_threads(1)
     from safetensors.torch import save_file
     from saes.config import SAEConfig
-    from saes.distributed import init_from_env
+    from saes.training.distributed import init_from_env
     from saes.sae import SAE
-    from saes.train import TrainStep, train
-    from saes.train_config import RunConfig
+    from saes.training.loop import TrainStep, train
+    from saes.training.config import RunConfig
 
     comm = init_from_env("cpu")
     out, B = {}, CHOICE_ROWS
@@ -117,12 +117,12 @@ def _fvus(run: Path) -> list[float]:
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory, tiny):
+    from interp.activation_files import ActivationFilesWriter
     from interp.activations import ActivationCapture
-    from interp.cache import CacheWriter
     from interp.data import token_windows
 
     folder = tmp_path_factory.mktemp("dist") / "cache"
-    writer = CacheWriter(
+    writer = ActivationFilesWriter(
         folder, ActivationCapture(tiny, HOOKS), {"model": "tiny"}, windows_per_shard=32
     )
     writer.write(

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from saes.config import SAEConfig
-from saes.evals import (
+from saes.evaluation.evaluate import (
     DENSE_THRESHOLD,
     UNDERUSED_RATIO,
     ReconstructionStats,
@@ -20,7 +20,7 @@ from saes.evals import (
     spliced_metrics,
 )
 from saes.sae import SAE
-from saes.train_config import RunConfig
+from saes.training.config import RunConfig
 
 HOOK = "blocks.0.hook_resid_post"
 
@@ -173,7 +173,7 @@ def test_cached_rows_with_a_model_and_no_ce_windows(tiny, tmp_path, one_thread):
 
 def test_massive_norm_tokens_are_counted_and_fvu_reported_without_them():
     """A few planted huge-norm rows: counted exactly; fvu_without equals FVU on the other rows."""
-    from saes.eval_metrics import ReconstructionStats
+    from saes.evaluation.metrics import ReconstructionStats
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2000, 16, generator=g)

@@ -1,4 +1,4 @@
-"""interp.fast_forward: same logits, hooks, activations and gradients as TransformerLens's own
+"""interp.models.fast_forward: same logits, hooks, activations and gradients as TransformerLens's own
 forwards; fallbacks where the fast path cannot serve (patterns, padding, KV cache)."""
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from transformer_lens.components import (
 )
 
 from interp.activations import ActivationCapture
-from interp.fast_forward import (
+from interp.models import load_model, tiny_model
+from interp.models.fast_forward import (
     install_fast_forward,
     is_fast_forward_installed,
     uninstall_fast_forward,
 )
-from interp.models import load_model, tiny_model
 
 ATOL = 1e-5
 CONFIGS = {
@@ -260,7 +260,7 @@ def test_padding_mask_and_kv_cache_fall_back(fallbacks):
 
 
 class _CountingF:
-    """Stands in for torch.nn.functional inside interp.fast_forward, counting F.linear calls."""
+    """Stands in for torch.nn.functional inside interp.models.fast_forward, counting F.linear calls."""
 
     def __init__(self):
         self.linear_calls = 0
@@ -275,7 +275,7 @@ class _CountingF:
 
 @pytest.mark.parametrize("name", ["mlp", "gqa_rotary_rms_gated"])
 def test_fused_projections_track_weight_updates(name, monkeypatch):
-    import interp.fast_forward as ff
+    import interp.models.fast_forward as ff
 
     ref, fast = _pair(CONFIGS[name], biases=True)
     gated = CONFIGS[name].get("gated_mlp", False)

@@ -178,7 +178,7 @@ def test_two_gloo_ranks_build_the_same_store(run, store, tmp_path):
         import sys, torch
         torch.set_num_threads(1)
         from interp.models import load_model
-        from saes.distributed import init_from_env
+        from saes.training.distributed import init_from_env
         from saes.features import StoreConfig, build_store
         comm = init_from_env()
         build_store({str(run)!r}, out=sys.argv[1], tokens={TOKENS}, model=load_model("tiny"),

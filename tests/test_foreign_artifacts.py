@@ -14,7 +14,7 @@ from saes.analysis.attention_heads import encode_z, reconstruct_z
 from saes.artifacts import load_sae, save_sae
 from saes.config import SAEConfig
 from saes.sae import SAE
-from saes.step import TrainStep
+from saes.training.step import TrainStep
 from saes.variants import variant_class
 
 D_IN, D_SAE = 16, 48
@@ -450,7 +450,7 @@ class _Evil:
 
 @pytest.mark.parametrize("variant", ["jumprelu", "gated"])
 def test_a_run_config_that_trains_an_inference_only_variant_is_refused(variant):
-    from saes.train_config import RunConfig
+    from saes.training.config import RunConfig
 
     with pytest.raises(ValueError, match=f"'{variant}' is inference-only.*trainable variants"):
         RunConfig(sae={"variant": variant})

@@ -8,7 +8,7 @@ from _runs import tiny_config
 
 from saes.config import SAEConfig
 from saes.sae import SAE
-from saes.train import TrainStep
+from saes.training.loop import TrainStep
 
 
 def _pair(beta: float, seed: int = 0):
@@ -127,9 +127,9 @@ def test_gsae_trains_from_cache_with_grads_and_evaluates_both_modes(tmp_path, ti
 
     from sae_lens import SAE as LensSAE
 
-    from interp.cache import CacheWriter
+    from interp.activation_files import ActivationFilesWriter
     from saes.artifacts import load_sae
-    from saes.train import train
+    from saes.training.loop import train
 
     hook = "blocks.1.hook_resid_post"
     g = torch.Generator().manual_seed(0)
@@ -138,7 +138,7 @@ def test_gsae_trains_from_cache_with_grads_and_evaluates_both_modes(tmp_path, ti
     from interp.activations import ActivationCapture
 
     cap = ActivationCapture(tiny, [hook], with_grads=True)
-    CacheWriter(
+    ActivationFilesWriter(
         tmp_path / "cache", cap, {"model": "tiny", "context_size": 17}, windows_per_shard=8
     ).write(iter(list(windows)), batch_windows=4, progress=False)
     rows = {"train_tokens": 512, "batch_tokens": 128, "buffer_tokens": 256}
@@ -169,13 +169,13 @@ def test_gsae_trains_from_cache_with_grads_and_evaluates_both_modes(tmp_path, ti
 
 
 def test_gsae_needs_grads_from_cache(tmp_path, tiny):
+    from interp.activation_files import ActivationFilesWriter
     from interp.activations import ActivationCapture
-    from interp.cache import CacheWriter
-    from saes.train import train
+    from saes.training.loop import train
 
     hook = "blocks.0.hook_resid_post"
     windows = torch.randint(3, tiny.cfg.d_vocab, (8, 17))
-    CacheWriter(
+    ActivationFilesWriter(
         tmp_path / "cache", ActivationCapture(tiny, [hook]), {"model": "tiny"}, windows_per_shard=4
     ).write(iter(list(windows)), batch_windows=4, progress=False)
     rows = {"train_tokens": 64, "batch_tokens": 64, "buffer_tokens": 64}

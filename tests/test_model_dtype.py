@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from interp.activations import ActivationCapture
 from interp.models import dtypes, load_model, resolve_model_dtype
-from saes.train_config import RunConfig
+from saes.training.config import RunConfig
 
 HOOK = "blocks.1.hook_resid_post"
 
@@ -90,7 +90,7 @@ def test_ce_and_kl_are_summed_in_float32_for_a_bf16_model():
     """A bf16 model's logits are turned into log-probabilities in float32: the per-prediction CE
     is not rounded to bf16 (whose step near 3 is 1/64), so sums over many predictions keep their
     digits. Checked against float64 on random logits."""
-    from saes.eval_metrics import _ce, _kl_per_position
+    from saes.evaluation.metrics import _ce, _kl_per_position
 
     g = torch.Generator().manual_seed(0)
     logits = (torch.randn(4, 33, 50, generator=g) * 3).to(torch.bfloat16)

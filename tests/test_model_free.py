@@ -18,11 +18,11 @@ from typer.testing import CliRunner
 from interp.cli import app
 from interp.synthetic import SyntheticDictionary
 from saes.artifacts import load_sae
-from saes.run_status import read_status
 from saes.runs import list_runs
-from saes.sources import CacheSource
-from saes.train import train
-from saes.train_config import RunConfig, load_run_config
+from saes.training.activation_sources import ActivationFilesSource
+from saes.training.config import RunConfig, load_run_config
+from saes.training.loop import train
+from saes.training.run_status import read_status
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -142,12 +142,12 @@ def test_the_training_source_never_yields_the_held_out_rows(synthetic, tmp_path)
     """Every training batch (and the initial sample) comes from rows 0..4095; all of those are used.
     Without the hold-out the same source reads the tail too (so the check can fail)."""
     root, _ = synthetic
-    src = CacheSource(_cfg(tmp_path, root / "cache"))
+    src = ActivationFilesSource(_cfg(tmp_path, root / "cache"))
     assert src.train_rows == 4096
     seen = torch.cat([b.tokens for _, _, b in src.batches(256)])
     assert seen.max().item() == 4095 and torch.equal(seen.sort().values, torch.arange(4096))
     assert src.sample_batch(512).tokens.max().item() < 4096
-    open_src = CacheSource(
+    open_src = ActivationFilesSource(
         _cfg(tmp_path, root / "cache", data={"model": "tiny"}, eval_={"holdout_tokens": 0})
     )
     assert open_src.train_rows is None
@@ -195,7 +195,7 @@ def test_a_separate_eval_cache_is_used_when_given(synthetic, tmp_path):
         eval_={"cache": str(tmp_path / "eval_cache")},
     )
     assert cfg.resolved_holdout_tokens == 0
-    assert CacheSource(cfg).train_rows is None  # the whole training cache is trainable
+    assert ActivationFilesSource(cfg).train_rows is None  # the whole training cache is trainable
     run = train(cfg, progress=False)
     assert read_status(run)["state"] == "finished"
     m = json.loads((run / "metrics.json").read_text())
@@ -293,7 +293,7 @@ def test_interp_train_with_no_model_key_in_the_config(synthetic, tmp_path):
 @pytest.mark.parametrize("mode", ["sequential", "together"])
 def test_a_model_free_sweep_trains_from_the_base_cache(synthetic, tmp_path, mode):
     """A sweep whose base run has no model reads the base's cache (no sweep-level cache needed)."""
-    from saes.sweep import SweepConfig, run_sweep
+    from saes.training.sweep import SweepConfig, run_sweep
 
     root, _ = synthetic
     base = _cfg(tmp_path, root / "cache").model_dump()

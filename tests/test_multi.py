@@ -9,9 +9,16 @@ import torch
 from _runs import tiny_config
 from safetensors.torch import load_file
 
-from saes.memory import GiB, MemoryPlanError, SAEItem, plan_memory, sae_state_bytes, step_temp_bytes
-from saes.multi import expand_job, resolve_hooks
-from saes.train import TrainStep, train
+from saes.training.loop import TrainStep, train
+from saes.training.memory import (
+    GiB,
+    MemoryPlanError,
+    SAEItem,
+    plan_memory,
+    sae_state_bytes,
+    step_temp_bytes,
+)
+from saes.training.shared_stream import expand_job, resolve_hooks
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -83,13 +90,13 @@ def test_job_equals_separate_runs_with_one_forward_per_batch(tmp_path, tiny, cou
 def test_job_from_cache_and_resume(tmp_path, tiny, monkeypatch, capsys):
     """A two-hook job from a cache; a crash mid-job resumes every SAE from the step-3 checkpoint they
     share (status records, logs, the 3 x 4 steps executed) to the uninterrupted weights."""
+    from interp.activation_files import ActivationFilesWriter
     from interp.activations import ActivationCapture
-    from interp.cache import CacheWriter
     from interp.data import token_windows
-    from saes.run_status import read_status
+    from saes.training.run_status import read_status
 
     cap = ActivationCapture(tiny, ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"])
-    writer = CacheWriter(tmp_path / "cache", cap, {"model": "tiny"}, windows_per_shard=32)
+    writer = ActivationFilesWriter(tmp_path / "cache", cap, {"model": "tiny"}, windows_per_shard=32)
     writer.write(
         token_windows(tiny.tokenizer, context_size=33),
         batch_windows=8,

@@ -104,7 +104,7 @@ def test_uses_only_the_public_api(path):
 
 @pytest.mark.parametrize("path", PATHS, ids=IDS)
 def test_imports_only_from_the_package_roots(path):
-    """``from saes import train_sae``, never ``from saes.train import train``: a notebook (and the
+    """``from saes import train``, never ``from saes.training.loop import train``: a notebook (and the
     test's check cell run after it) imports the project only from its package roots."""
     deep = {i: d for i, src in enumerate(_code(_read(path))) if (d := deep_imports(src))}
     assert deep == {}, f"{path.name}: imports below a package root, by code cell: {deep}"
@@ -484,9 +484,10 @@ EXPECT: dict[str, list] = {
             ),
         ),
         (
-            "the wrong d_in in the manifest raised a CacheError naming the wrong value",
+            "the wrong d_in in the manifest raised an ActivationFilesError naming the wrong value",
             lambda v: any(
-                s.startswith("CacheError:") and "512" in s for s in v["stdout"].splitlines()
+                s.startswith("ActivationFilesError:") and "512" in s
+                for s in v["stdout"].splitlines()
             ),
         ),
         *_sae_metrics(lambda v: v["m"], with_ce=False),
@@ -770,19 +771,21 @@ def _cells(*sources: str):
 
 
 def test_guard_fails_the_cell_of_a_package_warning(tmp_path):
-    """saes.checkpoint warns (stacklevel=2, so the warning names the caller, not the package) on a
+    """saes.training.checkpoint warns (stacklevel=2, so the warning names the caller, not the package) on a
     checkpoint folder without its manifest: the guard still fails that cell."""
     nb = _cells(
         "x = 1",
         "from pathlib import Path\n"
-        "from saes.checkpoint import latest_checkpoint\n"
+        "from saes.training.checkpoint import latest_checkpoint\n"
         f"(Path({str(tmp_path)!r}) / 'run' / 'checkpoints' / 'step_000000001').mkdir(parents=True)\n"
         f"latest_checkpoint(Path({str(tmp_path)!r}) / 'run')",
     )
     with pytest.raises(CellExecutionError) as e:
         execute(nb, tmp_path / "work", timeout=120)
     assert "PackageWarningError" in str(e.value)
-    assert "saes.checkpoint warned (CheckpointWarning): skipping bad checkpoint" in str(e.value)
+    assert "saes.training.checkpoint warned (CheckpointWarning): skipping bad checkpoint" in str(
+        e.value
+    )
 
 
 def test_guard_lets_other_warnings_through(tmp_path):

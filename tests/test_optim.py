@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from saes.config import SAEConfig
-from saes.optim import SAEAdam
 from saes.sae import SAE
+from saes.training.optim import SAEAdam
 
 
 def _grads(shape, n, seed=0):

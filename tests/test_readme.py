@@ -36,7 +36,7 @@ def test_readme_is_short():
 def test_quickstart_uses_the_package_roots_and_one_screen():
     code = _quickstart()
     assert 8 <= len(code.splitlines()) <= 25
-    assert deep_imports(code) == []  # the trainer too: saes.train_sae
+    assert deep_imports(code) == []  # the trainer too: saes.train
 
 
 def test_python_examples_in_the_docs_import_from_the_package_roots():

@@ -530,14 +530,14 @@ def test_provenance_line_for_files_with_and_without_provenance(tmp_path):
             "commit": "abcdef0123",
             "date": "2026-11-30T01:02:03Z",
             "dirty": True,
-            "dirty_files": ["saes/train.py"],
+            "dirty_files": ["saes/training/loop.py"],
             "command": "python -m bench.x",
             "machine": {"cores": 2},
         }
     }
     line = flat(_provenance.provenance_line(d, tmp_path / "x.json", "python -m bench.x"))
     assert line.startswith(
-        "Measured at commit abcdef0 (2026-11-30), with uncommitted changes to `saes/train.py`"
+        "Measured at commit abcdef0 (2026-11-30), with uncommitted changes to `saes/training/loop.py`"
     )
     # an older file: the commit that last changed it, said as such
     line = _provenance.provenance_line(

@@ -9,18 +9,18 @@ import torch
 from _runs import tiny_config
 
 import saes.artifacts
-import saes.evals
-from saes.checkpoint import (
+import saes.evaluation.evaluate
+from saes.rundir import RunDir, job_run_dir, last_log_record
+from saes.runs import read_run
+from saes.training.checkpoint import (
     checkpoint_dirs,
     checkpoint_name,
     checkpoint_step,
     latest_checkpoint,
     save_checkpoint,
 )
-from saes.multi import expand_job
-from saes.rundir import RunDir, job_run_dir, last_log_record
-from saes.runs import read_run
-from saes.sweep import summary_row
+from saes.training.shared_stream import expand_job
+from saes.training.sweep import summary_row
 
 TORN_LOG = (
     '{"step": 1, "tokens": 10, "tokens_per_s": 5.0, "fvu": 0.5, "l0": 4.0}\n'
@@ -74,9 +74,11 @@ def test_torn_last_log_line_is_skipped_by_every_reader(tmp_path, monkeypatch):
     assert row["metrics_from"] == "last training batch"
     # evaluation copies the log's last throughput into metrics.json
     monkeypatch.setattr(saes.artifacts, "load_sae", lambda folder, device="cpu": None)
-    monkeypatch.setattr(saes.evals, "load_sae", lambda folder, device="cpu": None, raising=False)
-    monkeypatch.setattr(saes.evals, "evaluate_sae", lambda *a, **kw: {"fvu": 0.3})
-    metrics = saes.evals.evaluate_run(tmp_path, cfg=cfg, model=object())
+    monkeypatch.setattr(
+        saes.evaluation.evaluate, "load_sae", lambda folder, device="cpu": None, raising=False
+    )
+    monkeypatch.setattr(saes.evaluation.evaluate, "evaluate_sae", lambda *a, **kw: {"fvu": 0.3})
+    metrics = saes.evaluation.evaluate.evaluate_run(tmp_path, cfg=cfg, model=object())
     assert metrics["train_tokens"] == 20 and metrics["train_tokens_per_s"] == 6.0
     assert run.metrics() == metrics
     assert summary_row(cfg)["metrics_from"] == "held-out"
@@ -99,7 +101,7 @@ def test_readers_on_missing_and_corrupt_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="metrics.json"):
         run.metrics(required=True)
     with pytest.raises(FileNotFoundError, match="run_config.json is missing"):
-        saes.evals.evaluate_run(run.path)
+        saes.evaluation.evaluate.evaluate_run(run.path)
 
     run = RunDir(tmp_path)
     run.config_path.write_text('{"model": "tiny"')

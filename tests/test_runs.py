@@ -14,11 +14,11 @@ import pytest
 import torch
 from _runs import tiny_config
 
-from saes.checkpoint import save_checkpoint
-from saes.run_status import RunInUse, RunStatus, process_alive, read_status, records_status
 from saes.rundir import STATUS_FILE, last_log_record
 from saes.runs import list_runs, read_run
-from saes.train import TrainStep, train
+from saes.training.checkpoint import save_checkpoint
+from saes.training.loop import TrainStep, train
+from saes.training.run_status import RunInUse, RunStatus, process_alive, read_status, records_status
 
 
 def _dead_pid() -> int:

@@ -10,10 +10,10 @@ import torch
 from interp.synthetic import SyntheticDictionary, direction_recovery
 from saes.artifacts import load_sae, save_sae
 from saes.config import SAEConfig
-from saes.evals import fvu, reconstruction_metrics
-from saes.geometric_median import geometric_median
+from saes.evaluation.evaluate import fvu, reconstruction_metrics
 from saes.sae import SAE
-from saes.train import TrainStep, lr_factor
+from saes.training.geometric_median import geometric_median
+from saes.training.loop import TrainStep, lr_factor
 
 
 def _sae(d_in=16, d_sae=64, k=4, variant="topk", seed=0):
@@ -117,8 +117,8 @@ def test_default_lr_formula_and_documented_values():
     """Without a length: the width rule 2e-4 / sqrt(d_sae / 2^14) (2e-4 at 16,384 latents, halved
     for every 4x wider). With one: max(width rule, min(cap, budget / effective steps) / sqrt(d_in)),
     where the effective steps are the schedule's area (warm-up counts half, the decay half)."""
-    from saes.step import LR_CAP, LR_STEP_BUDGET, effective_steps, legacy_lr
-    from saes.train import default_lr
+    from saes.training.loop import default_lr
+    from saes.training.step import LR_CAP, LR_STEP_BUDGET, effective_steps, legacy_lr
 
     assert default_lr(2**14) == pytest.approx(2e-4, rel=1e-12) == legacy_lr(2**14)
     assert default_lr(4608) == pytest.approx(2e-4 * (2**14 / 4608) ** 0.5, rel=1e-12)

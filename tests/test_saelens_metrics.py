@@ -1,4 +1,4 @@
-"""SAELens's evaluation convention, computed by our code (saes.eval_metrics.saelens_metrics, the
+"""SAELens's evaluation convention, computed by our code (saes.evaluation.metrics.saelens_metrics, the
 "saelens" block of metrics.json), against SAELens's own evaluator
 (``sae_lens.evals.get_downstream_reconstruction_metrics`` and ``get_sparsity_and_variance_metrics``)
 on the same windows of the tiny model, with our save_sae folder opened by ``SAE.load_from_disk``."""
@@ -17,10 +17,10 @@ from sae_lens.util import get_special_token_ids
 
 from saes.artifacts import save_sae
 from saes.config import SAEConfig
-from saes.eval_metrics import saelens_metrics, special_token_ids, spliced_metrics
-from saes.evals import validation_windows
+from saes.evaluation.evaluate import validation_windows
+from saes.evaluation.metrics import saelens_metrics, special_token_ids, spliced_metrics
 from saes.sae import SAE
-from saes.train import train
+from saes.training.loop import train
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 

@@ -12,8 +12,8 @@ import torch
 from _runs import tiny_config, tiny_sections
 from safetensors.torch import load_file
 
-from saes.sweep import SweepConfig, pareto_frontier, plan_runs
-from saes.train import train
+from saes.training.loop import train
+from saes.training.sweep import SweepConfig, pareto_frontier, plan_runs
 
 # every run here: 6 steps, a checkpoint every 3, each step logged
 STEPS6 = {
@@ -81,8 +81,8 @@ def _logged(run_dir, key="step"):
 def test_parallel_sweep_one_cache_matches_in_process_runs(
     tmp_path, tiny, monkeypatch, count_train_steps
 ):
-    from saes.run_status import read_status
-    from saes.sweep import run_sweep
+    from saes.training.run_status import read_status
+    from saes.training.sweep import run_sweep
 
     sweep = SweepConfig(
         base=BASE,

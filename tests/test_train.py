@@ -9,9 +9,9 @@ import torch
 from _runs import tiny_config
 from safetensors.torch import load_file, save_file
 
-from saes.run_status import read_status
-from saes.train import TrainingDiverged, TrainStep, train
-from saes.train_config import RunConfig, load_run_config
+from saes.training.config import RunConfig, load_run_config
+from saes.training.loop import TrainingDiverged, TrainStep, train
+from saes.training.run_status import read_status
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -250,7 +250,7 @@ def test_ctrl_c_checkpoints_then_resume_matches(
 
 
 def test_corrupt_checkpoint_falls_back_to_previous(tmp_path, tiny):
-    from saes.checkpoint import latest_checkpoint
+    from saes.training.checkpoint import latest_checkpoint
 
     run = train(tiny_config(tmp_path, "c", STEPS12), progress=False, evaluate=False)
     ckpts = sorted((run / "checkpoints").glob("step_*"))
@@ -264,8 +264,8 @@ def test_corrupt_checkpoint_falls_back_to_previous(tmp_path, tiny):
 def test_initial_statistics_scale_and_geometric_median():
     """scale = sqrt(d_in) / mean ||x|| (so E||scale * x|| = sqrt(d_in)) and the geometric median of
     the scaled sample; without normalize_input no scale and the raw sample's median."""
-    from saes.geometric_median import geometric_median
-    from saes.train import initial_statistics
+    from saes.training.geometric_median import geometric_median
+    from saes.training.loop import initial_statistics
 
     g = torch.Generator().manual_seed(0)
     centre = torch.tensor([3.0, -1.0, 2.0, 0.5])
@@ -318,9 +318,9 @@ def test_train_starts_from_initial_statistics_of_the_first_rows(tmp_path, tiny, 
     """train() sets input_scale and b_dec from initial_statistics of the stream's first
     init_sample_tokens rows, and gives TrainStep the resolved dead-latent window (lr = 0: one step
     leaves the initial weights as they were)."""
-    from saes.checkpoint import latest_checkpoint, load_checkpoint
-    from saes.sources import LiveSource
-    from saes.train import initial_statistics
+    from saes.training.activation_sources import LiveSource
+    from saes.training.checkpoint import latest_checkpoint, load_checkpoint
+    from saes.training.loop import initial_statistics
 
     seen = {}
     orig = TrainStep.__init__

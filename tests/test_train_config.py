@@ -14,10 +14,16 @@ from typer.testing import CliRunner
 
 from interp.cli import app
 from saes.config import SAEConfig
-from saes.multi import check_shared, expand_job
 from saes.rundir import RunDir
 from saes.runs import list_runs
-from saes.train_config import SECTIONS, RunConfig, apply_changes, describe_fields, load_run_config
+from saes.training.config import (
+    SECTIONS,
+    RunConfig,
+    apply_changes,
+    describe_fields,
+    load_run_config,
+)
+from saes.training.shared_stream import check_shared, expand_job
 from saes.variants import variant_class, variant_names
 
 
@@ -108,7 +114,7 @@ def _old_flat_layout(saved: dict) -> dict:
 def test_an_old_flat_run_folder_opens(tiny_trained, tiny, tmp_path, one_thread):
     """A run folder whose run_config.json has the old flat layout is still listed, read and
     evaluated (the readers of run folders convert it); only they do: the schema refuses it."""
-    from saes.evals import evaluate_run
+    from saes.evaluation.evaluate import evaluate_run
 
     old = Path(shutil.copytree(tiny_trained, tmp_path / "old"))
     saved = RunDir(old).config(required=True)

@@ -12,10 +12,10 @@ from saes import variants as variants_pkg
 from saes.artifacts import load_sae, sae_lens_cfg, save_sae
 from saes.codes import SparseCode, TrainOutput
 from saes.config import SAEConfig
-from saes.losses import fvu_loss
-from saes.memory import step_temp_bytes
 from saes.sae import SAE
-from saes.train import TrainStep
+from saes.training.loop import TrainStep
+from saes.training.losses import fvu_loss
+from saes.training.memory import step_temp_bytes
 from saes.variants import Variant, register, variant_class, variant_names
 from saes.variants.base import _REGISTRY
 

@@ -15,7 +15,7 @@ from saes import figures
 from saes.headline import HEADLINE
 from saes.rundir import RunDir
 from saes.runs import dead_latents
-from saes.train_config import RunConfig
+from saes.training.config import RunConfig
 
 TITLE = "Runs"
 ORDER = 40

@@ -1,9 +1,9 @@
-"""Text sources and fixed-length token windows: ``sources`` (:class:`TextSource`, the split rule,
+"""Text sources and fixed-length token windows: ``text_sources`` (:class:`TextSource`, the split rule,
 the stdlib's counts), ``readers`` (per-format readers, file resolution, Hugging Face datasets) and
 ``tokens`` (packing documents into token windows and batches)."""
 
 from interp.data.readers import SUPPORTED_SUFFIXES, TEXT_SUFFIXES
-from interp.data.sources import (
+from interp.data.text_sources import (
     SPLIT_RULE,
     SPLITS,
     TextSource,

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from interp.data.sources import TextSource, as_source, buffer_shuffle, check_int
+from interp.data.text_sources import TextSource, as_source, buffer_shuffle, check_int
 
 
 def _resolve_tokenizer(tokenizer: Any) -> Any:

@@ -13,15 +13,16 @@
 * any TransformerLens model name (``"gpt2"``, ...): ``HookedTransformer.from_pretrained``.
 
 The package's rooms: ``specs`` (what a spec names), ``convert`` (HF -> TransformerLens, and the
-weight processing every loader applies, with the reasons), ``cache`` (the converted-weights cache),
+weight processing every loader applies, with the reasons), ``converted_weights`` (the converted-weights cache), ``fast_forward`` (lean forwards
+installed per model instance),
 ``tiny`` (tiny random models and the byte tokenizer), ``dtypes`` (the dtype a model runs in), ``hooked`` (building and placing
 HookedTransformers), ``loading`` (:func:`load_model`), ``listing`` (``interp models``).
 
 TransformerLens is imported lazily (it takes seconds), so ``import interp.models`` is cheap.
 """
 
-from interp.models.cache import cache_root, model_cache_dir
 from interp.models.convert import hf_config_to_tl_config, hf_to_hooked
+from interp.models.converted_weights import cache_root, model_cache_dir
 from interp.models.dtypes import (
     MODEL_DTYPES,
     ModelDtype,

@@ -10,7 +10,7 @@
 
 What bf16 costs: on SmolLM2 the next-token distribution moves by a mean KL of a few thousandths
 of a nat from fp32 (``bench/activations.py`` measures it), and RMSNorm/LayerNorm statistics are
-still computed in fp32 (``interp.fast_forward``). Activations a capture stores keep their own
+still computed in fp32 (``interp.models.fast_forward``). Activations a capture stores keep their own
 dtype (``activation_dtype``), independent of the model's.
 """
 

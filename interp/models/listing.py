@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from interp.models.cache import cache_complete, cache_dir_for, cache_root
+from interp.models.converted_weights import cache_complete, cache_dir_for, cache_root
 from interp.models.specs import SMOLLM2_INSTALL_COMMAND, smollm2_gguf_path
 
 if TYPE_CHECKING:  # pragma: no cover

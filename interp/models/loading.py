@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from interp.fast_forward import install_fast_forward
-from interp.models.cache import (
+from interp.models.convert import PROCESSING, hf_to_hooked
+from interp.models.converted_weights import (
     cache_complete,
     cache_dir_for,
     load_cache,
@@ -22,8 +22,8 @@ from interp.models.cache import (
     save_cache,
     source_fingerprint,
 )
-from interp.models.convert import PROCESSING, hf_to_hooked
 from interp.models.dtypes import resolve_model_dtype
+from interp.models.fast_forward import install_fast_forward
 from interp.models.hooked import check_device, default_device, fast_layout, place, quiet_tl
 from interp.models.specs import DEFAULT_MODEL, resolve_spec, smollm2_gguf_path
 from interp.models.tiny import tiny_model
@@ -125,7 +125,7 @@ def load_model(
     a local ``.gguf`` file, a local Hugging Face model folder, or a TransformerLens model name.
     ``device`` defaults to CUDA when available, else CPU. Converted models are cached (see
     :func:`model_cache_dir`); the first SmolLM2 load takes ~20-30 s, later ones a few seconds.
-    ``fast`` (default) installs :func:`interp.fast_forward.install_fast_forward` (fused attention
+    ``fast`` (default) installs :func:`interp.models.fast_forward.install_fast_forward` (fused attention
     etc., same hooks and activations); ``fast=False`` keeps TransformerLens's own forwards.
     ``dtype``: a torch dtype or ``"float32"`` / ``"bfloat16"`` / ``"auto"`` (bf16 where the CPU or
     GPU multiplies bf16 natively, see :mod:`interp.models.dtypes`).

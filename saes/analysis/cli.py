@@ -93,7 +93,7 @@ def steer_cmd(
         )
     Console().print(table)
     if json_out is not None:
-        from interp.io import atomic_write_json
+        from interp.atomic_files import atomic_write_json
 
         atomic_write_json(
             json_out,

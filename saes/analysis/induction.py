@@ -17,8 +17,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, model_validator
 from tqdm.auto import tqdm
 
+from interp.atomic_files import atomic_write_json
 from interp.hooks import HeadLayout
-from interp.io import atomic_write_json
 from saes.analysis.attention_heads import (
     AttentionInputs,
     batched_inputs,

@@ -28,8 +28,8 @@ def dashboard_build_cmd(
     set_: list[str] = typer.Option([], "--set", help="a store setting, e.g. --set top_k=30"),
 ) -> None:
     """Build (or resume) the feature store of RUN_DIR in one streaming pass; torchrun splits it."""
-    from saes.distributed import init_from_env
     from saes.features import StoreConfig, build_store
+    from saes.training.distributed import init_from_env
 
     try:
         fields = {}

@@ -34,7 +34,7 @@ def eval_cmd(
     ),
 ) -> None:
     """Evaluate a trained SAE on held-out tokens (and spliced into the model); writes metrics.json."""
-    from saes.evals import evaluate_run
+    from saes.evaluation.evaluate import evaluate_run
 
     try:
         evaluate_run(run_dir, use_model=not no_model, eval_cache=eval_cache)

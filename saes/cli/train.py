@@ -56,7 +56,7 @@ def config_cmd(
     """Every run-config field with its default and docstring (or, with --config/--set, the
     resolved config as JSON; with --variants, the selection rules). The text comes from the code
     (pydantic attribute docstrings, each variant's class docstring)."""
-    from saes.train_config import describe_fields, load_run_config
+    from saes.training.config import describe_fields, load_run_config
 
     if variants:
         from saes.variants import variant_class, variant_names
@@ -96,8 +96,8 @@ def train_cmd(
 ) -> None:
     """Train an SAE (any variant) from a config file; with hooks/saes, many SAEs from one forward pass.
     Under torchrun: data parallel (or shard_hooks=true)."""
-    from saes.train import TrainingDiverged, train
-    from saes.train_config import load_run_config
+    from saes.training.config import load_run_config
+    from saes.training.loop import TrainingDiverged, train
 
     try:
         cfg = load_run_config(config, set_)
@@ -110,8 +110,8 @@ def train_cmd(
         return
     if cfg.is_job:
         from saes.rundir import CONFIG_FILE, RunDir
-        from saes.sweep import summarize
-        from saes.train_config import RunConfig
+        from saes.training.config import RunConfig
+        from saes.training.sweep import summarize
 
         runs = sorted(p.parent for p in Path(run_dir).rglob(CONFIG_FILE))
         summarize([RunConfig.from_saved(RunDir(r).config(required=True)) for r in runs], run_dir)
@@ -132,9 +132,9 @@ def sweep_cmd(
 ) -> None:
     """Train a grid of SAEs (together, sequentially or in parallel processes sharing one activation
     cache); writes summary.json/.csv and an FVU-vs-L0 frontier figure (frontier.html)."""
-    from saes.memory import MemoryPlanError
-    from saes.sweep import load_sweep_config, run_sweep
-    from saes.train import TrainingDiverged
+    from saes.training.loop import TrainingDiverged
+    from saes.training.memory import MemoryPlanError
+    from saes.training.sweep import load_sweep_config, run_sweep
 
     try:
         sweep = load_sweep_config(config, set_)
@@ -168,8 +168,8 @@ def demo_cmd(
     stdlib, evaluated, then its feature store for the explorer."""
     from saes.features import build_store
     from saes.rundir import RunDir
-    from saes.train import train
-    from saes.train_config import load_run_config
+    from saes.training.config import load_run_config
+    from saes.training.loop import train
 
     cfg_path = Path(__file__).resolve().parents[2] / "configs" / "demo_topk.json"
     cfg = load_run_config(

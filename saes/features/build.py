@@ -30,8 +30,8 @@ from typing import Any
 import torch
 
 from interp.activations import ActivationCapture
+from interp.atomic_files import atomic_write, atomic_write_json, fsync_files
 from interp.data import token_windows
-from interp.io import atomic_write, atomic_write_json, fsync_files
 from interp.models import dtype_name, load_model
 from interp.text import Vocab
 from saes.artifacts import load_sae
@@ -40,7 +40,7 @@ from saes.features.config import StoreConfig
 from saes.features.store import FORMAT, SUM_SCALE, VERSION, hist_edges, shard_name
 from saes.features.summarize import per_latent_arrays
 from saes.rundir import RunDir
-from saes.train_config import RunConfig
+from saes.training.config import RunConfig
 
 assert SUM_SCALE == Accumulators.SUM_SCALE  # (the reader's and the writer's fixed point)
 

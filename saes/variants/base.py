@@ -21,7 +21,7 @@ A variant is one class, registered with :func:`register`, that carries every per
                                      # by default the plain encode
     train_forward(sae, x, grad, dead_mask, comm) -> TrainOutput
                                      # x: scaled, uncentred [B, d_in]; comm: the data-parallel
-                                     # saes.distributed.Comm (None: one process), passed to the
+                                     # saes.training.distributed.Comm (None: one process), passed to the
                                      # losses' batch statistics
 
 ``SAEConfig`` reads ``Knobs`` to validate a config's variant-specific keys, so adding a variant is
@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 from saes.codes import Code, TrainOutput
-from saes.distributed import Comm
+from saes.training.distributed import Comm
 
 
 class NoKnobs(BaseModel):
@@ -57,7 +57,7 @@ class Variant:
     saelens_architecture: ClassVar[str | None] = None
     step_arrays: ClassVar[int] = 4
     # False: the variant only encodes (loaded from other libraries' artifacts); a run config that
-    # trains it is refused (saes.train_config.RunConfig)
+    # trains it is refused (saes.training.config.RunConfig)
     trainable: ClassVar[bool] = True
 
     def __init__(self, cfg: Any) -> None:

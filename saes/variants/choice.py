@@ -7,7 +7,7 @@ Selection is an allocation of a budget of k*B token-latent matches in a batch of
 * **feature choice** lets each latent j keep its top m_j tokens, with sum_j m_j = k*B and
   m_j <= B; ``allocation="uniform"`` gives every latent k*B/d_sae (rounded, largest remainder),
   ``allocation="zipf"`` gives the latent of usage rank r the Zipf share p_r (exponent
-  ``zipf_exponent``, see :mod:`saes.losses`), capped at B with the excess re-shared.
+  ``zipf_exponent``, see :mod:`saes.training.losses`), capped at B with the excess re-shared.
 
 Kept values are ReLU(pre) (a kept non-positive entry is a zero and gets no gradient), so the
 number of *nonzeros* is k*B (or m_j) whenever that many entries are positive.
@@ -54,9 +54,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from saes.codes import SparseCode, TrainOutput
-from saes.distributed import Comm, global_sum
 from saes.kernels import _workspace, pre_acts, sparse_decode, sparse_select_encode, topk_select
-from saes.losses import (
+from saes.training.distributed import Comm, global_sum
+from saes.training.losses import (
     aux_zipf_loss,
     capped_allocation,
     fvu_loss,

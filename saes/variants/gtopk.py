@@ -20,9 +20,9 @@ import torch
 from pydantic import Field
 
 from saes.codes import SparseCode, TrainOutput
-from saes.distributed import Comm
 from saes.kernels import pre_acts, sparse_decode, sparse_select_encode, topk_select
-from saes.losses import aux_k_loss, fvu_loss
+from saes.training.distributed import Comm
+from saes.training.losses import aux_k_loss, fvu_loss
 from saes.variants.base import register
 from saes.variants.topk import TopK, TopKKnobs
 

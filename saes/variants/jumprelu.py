@@ -20,7 +20,7 @@ from typing import ClassVar
 import torch
 
 from saes.codes import TrainOutput
-from saes.distributed import Comm
+from saes.training.distributed import Comm
 from saes.variants.base import Variant, register
 
 

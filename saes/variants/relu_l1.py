@@ -13,8 +13,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from saes.codes import TrainOutput
-from saes.distributed import Comm, loss_mean, row_mean_of_data
-from saes.losses import fvu_loss
+from saes.training.distributed import Comm, loss_mean, row_mean_of_data
+from saes.training.losses import fvu_loss
 from saes.variants.base import Variant, register
 
 

@@ -12,9 +12,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from saes.codes import SparseCode, TrainOutput
-from saes.distributed import Comm
 from saes.kernels import sparse_decode, topk_encode, topk_encode_with_aux
-from saes.losses import aux_k_loss, fvu_loss
+from saes.training.distributed import Comm
+from saes.training.losses import aux_k_loss, fvu_loss
 from saes.variants.base import Variant, register
 
 #: Extra candidates a low-precision GEMM selects before the exact top k is taken (encode_in).

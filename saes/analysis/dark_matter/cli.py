@@ -20,7 +20,7 @@ from pathlib import Path
 import typer
 from pydantic import ValidationError
 
-from interp.io import atomic_write_json
+from interp.atomic_files import atomic_write_json
 from interp.models import load_model
 from saes.analysis.dark_matter.figures import all_figures
 from saes.analysis.dark_matter.pipeline import (

@@ -3,7 +3,7 @@
 The linear part e_lin = x a* (+ b) and the nonlinear part e_nl = x - x_hat - e_lin of held-out
 tokens are written as two activation caches (the README's hand-written cache format: safetensors
 shards + ``manifest.json``, hook name = the SAE's hook), and an SAE of the same width and k is
-trained on each with the toolkit's trainer (``saes.train.train``, a model-free run:
+trained on each with the toolkit's trainer (``saes.training.loop.train``, a model-free run:
 ``data.model: null``), evaluated on the last ``holdout_tokens`` rows of its cache, which training
 never reads (an earlier call's caches and runs in ``out_dir`` are replaced). The paper finds the SAE on e_nl much worse (higher FVU) than the one on e_lin:
 nonlinear error holds fewer not-yet-learned features.
@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from interp.io import atomic_write_json
+from interp.atomic_files import atomic_write_json
 from saes.analysis.dark_matter.linear import LinearMap
 from saes.rundir import RunDir
-from saes.sources import usable_rows
-from saes.train import train
-from saes.train_config import RunConfig
+from saes.training.activation_sources import usable_rows
+from saes.training.config import RunConfig
+from saes.training.loop import train
 
 PARTS = ("e_lin", "e_nl")
 

@@ -2,10 +2,10 @@
 
 ``train(cfg)`` runs a whole job: activation source (live capture or an on-disk cache) -> shuffling
 buffer -> steps, with atomic checkpoints, a JSONL log, resume, and evaluation at the end. A job
-with ``hooks`` and/or ``saes`` (saes.multi) trains many SAEs from one forward pass per batch, each
+with ``hooks`` and/or ``saes`` (saes.training.shared_stream) trains many SAEs from one forward pass per batch, each
 with its own run folder; under ``torchrun`` the job runs data-parallel or hook-sharded
-(saes.distributed). The rooms: ``saes.step`` (one optimisation step), ``saes.job`` (a job's state:
-setup, checkpoints, finishing), ``saes.train_log`` (logs and progress), and the loop below.
+(saes.training.distributed). The rooms: ``saes.training.step`` (one optimisation step), ``saes.training.job`` (a job's state:
+setup, checkpoints, finishing), ``saes.training.log`` (logs and progress), and the loop below.
 """
 
 from __future__ import annotations
@@ -15,14 +15,16 @@ from pathlib import Path
 
 import torch
 
-from interp.cache import ActivationCache
+from interp.activation_files import ActivationFiles
 from interp.models import load_model
-from saes.distributed import init_from_env, rank_device
-from saes.job import Job, StopFlag
 from saes.kernels import selection_kernel
-from saes.multi import expand_job, is_job
-from saes.run_status import records_status
-from saes.step import (
+from saes.training.config import RunConfig
+from saes.training.distributed import init_from_env, rank_device
+from saes.training.job import Job, StopFlag
+from saes.training.log import TrainLog
+from saes.training.run_status import records_status
+from saes.training.shared_stream import expand_job, is_job
+from saes.training.step import (
     TrainingDiverged,
     TrainStep,
     default_lr,
@@ -30,8 +32,6 @@ from saes.step import (
     lr_factor,
     make_optimizer,
 )
-from saes.train_config import RunConfig
-from saes.train_log import TrainLog
 
 __all__ = [
     "TrainStep",
@@ -80,7 +80,7 @@ def train(
     if cfg.data.cache:
         available, where = (
             list(
-                ActivationCache(
+                ActivationFiles(
                     cfg.data.cache, allow_incomplete=cfg.data.cache_allow_incomplete
                 ).hooks
             ),
@@ -123,7 +123,7 @@ def train_runs(
 ) -> list[Path]:
     """Train several SAEs from one activation stream (one forward or cache read per batch).
 
-    The runs must share the stream settings (``saes.multi.check_shared``); each has its own hook,
+    The runs must share the stream settings (``saes.training.shared_stream.check_shared``); each has its own hook,
     variant, width, k, learning rate, ... and run folder. Data parallel under ``comm`` unless
     ``shard_hooks`` (each rank owns the SAEs of some hooks). Returns the run folders.
     """
