@@ -148,7 +148,7 @@ def test_runs_page_lists_runs_with_their_metrics(root, monkeypatch):
     table = at.dataframe[0].value
     assert set(table["run"]) == {"attnz", "nostore", "resid"}
     fvu = json.loads((root / "resid" / "metrics.json").read_text())["fvu"]
-    assert table.set_index("run").loc["resid", "fvu"] == pytest.approx(fvu)
+    assert table.set_index("run").loc["resid", "FVU"] == pytest.approx(fvu)
     # dead latents: the store's count and window where there is a store, else the evaluation's
     for name in ("resid", "nostore"):
         row = table.set_index("run").loc[name]
@@ -278,8 +278,10 @@ def test_cli_runs_table_states_the_dead_window(root):
     """``interp runs`` shows the same dead-latent figure as the Runs page, with its window."""
     from rich.console import Console
 
+    from saes.headline import HEADLINE
     from saes.runs import list_runs, runs_table
 
+    [dead] = [h for h in HEADLINE if h.name == "dead_fraction"]
     console = Console(width=400, record=True)
     console.print(runs_table(list_runs(root)))
     text = console.export_text()
@@ -288,11 +290,11 @@ def test_cli_runs_table_states_the_dead_window(root):
         manifest = store_dir(root / name) / "manifest.json"
         if manifest.is_file():
             m = json.loads(manifest.read_text())
-            assert f"{m['dead_latents'] / m['d_sae']:.3f}" in line
+            assert dead.format(m["dead_latents"] / m["d_sae"]) in line
             window = f"in {m['n_tokens']:,} store tokens"
         else:
             ev = json.loads((root / name / "metrics.json").read_text())
-            assert f"{ev['dead_fraction']:.3f}" in line
+            assert dead.format(ev["dead_fraction"]) in line
             window = f"in {ev['n_tokens']:,} eval tokens"
         # the window sits in the row's second line, under the figure
         below = text.splitlines()[text.splitlines().index(line) + 1]

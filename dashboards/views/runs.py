@@ -49,7 +49,11 @@ def render(ctx) -> None:
         width="stretch",
         hide_index=True,
         column_config={
-            h.label: st.column_config.NumberColumn(format=f"%{h.fmt}") for h in HEADLINE
+            # a share (format ".1%") as Streamlit's percent preset, which multiplies by 100
+            h.label: st.column_config.NumberColumn(
+                format="percent" if h.fmt.endswith("%") else f"%{h.fmt}"
+            )
+            for h in HEADLINE
         },
     )
     st.caption(
