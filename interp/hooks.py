@@ -32,8 +32,10 @@ __all__ = [
     "hook_dim",
     "hook_layer",
     "hook_name",
+    "hook_template",
     "hook_z_layer",
     "layout_for_spec",
+    "output_hook_for",
     "stop_at_layer_for",
     "validate_hook_names",
     "validate_hooks",
@@ -83,6 +85,38 @@ def hook_layer(name: str) -> int | None:
     if name in _EMBED_HOOKS or name.startswith(("embed.", "pos_embed.")):
         return -1
     return None
+
+
+#: what a transcoder predicts when its config names nothing: the same layer's MLP output
+DEFAULT_TRANSCODER_OUTPUT = "blocks.{layer}.hook_mlp_out"
+
+
+def output_hook_for(input_hook: str, template: str | None = None) -> str:
+    """The hook a transcoder reading ``input_hook`` predicts: the pairing rule. ``template``
+    (default ``blocks.{layer}.hook_mlp_out``) has its ``{layer}`` set to the input hook's block, so
+    ``blocks.7.ln2.hook_normalized`` and ``blocks.7.hook_resid_mid`` pair with
+    ``blocks.7.hook_mlp_out``; a name without ``{layer}`` is used as it is."""
+    template = template or DEFAULT_TRANSCODER_OUTPUT
+    if "{layer}" not in template:
+        return template
+    layer = hook_layer(input_hook)
+    if layer is None or layer < 0:
+        raise ValueError(
+            f"hook {input_hook!r} names no block (blocks.L.<hook>): the output template "
+            f"{template!r} pairs hooks by the input hook's block number"
+        )
+    return template.format(layer=layer)
+
+
+def hook_template(names: Sequence[str]) -> str:
+    """The ``blocks.{layer}.<hook>`` template that hooks at several blocks share (an error when
+    they are different hooks, or not block hooks)."""
+    forms = {re.sub(r"^blocks\.\d+\.", "blocks.{layer}.", n, count=1) for n in names}
+    if len(forms) != 1 or "{layer}" not in next(iter(forms)):
+        raise ValueError(
+            f"expected one hook at each of several blocks (blocks.L.<hook>), got {list(names)}"
+        )
+    return forms.pop()
 
 
 def stop_at_layer_for(names: list[str]) -> int | None:

@@ -9,6 +9,11 @@ and loads a submodule only when one of its names is used)::
 * SAEs and training: ``SAE``, ``SAEConfig``, ``variant_names``, ``RunConfig``,
   ``load_run_config``, ``train`` (``saes.training.loop.train``, the training loop: ``train(cfg)``
   trains a run or a job and returns its run folder), ``expand_job``;
+* transcoders (per-layer and skip: an ``SAE`` with ``sae.kind``; cross-layer:
+  ``CrossLayerTranscoder``): ``load_dictionary`` / ``save_dictionary`` (any run folder, ours,
+  SAELens's, sparsify's and circuit-tracer's CLTs), ``load_transcoder_set`` /
+  ``write_transcoder_set`` (circuit-tracer's per-layer sets), ``evaluate_replacement`` (FVU and
+  CE / KL with one or every MLP replaced);
 * run folders and evaluation: ``RunDir``, ``list_runs``, ``load_sae``, ``evaluate_run``,
   ``evaluate_sae``; sweeps: ``SweepConfig``, ``run_sweep``, ``summary_row``;
 * features: ``FeatureStore``, ``StoreConfig``, ``build_store``, ``prompt_features``, and their
@@ -38,6 +43,12 @@ _EXPORTS = {
     "evaluate_run": "saes.evaluation.evaluate",
     "evaluate_sae": "saes.evaluation.evaluate",
     "load_sae": "saes.artifacts",
+    "CrossLayerTranscoder": "saes.transcoders.clt",
+    "load_dictionary": "saes.transcoders.files",
+    "save_dictionary": "saes.transcoders.files",
+    "load_transcoder_set": "saes.transcoders.files",
+    "write_transcoder_set": "saes.transcoders.files",
+    "evaluate_replacement": "saes.transcoders.evaluate",
     "RunDir": "saes.rundir",
     "list_runs": "saes.runs",
     "SweepConfig": "saes.training.sweep",

@@ -32,7 +32,7 @@ from interp.hooks import HOOK_Z, layout_for_spec
 from saes.config import SAEConfig
 from saes.formats import read_sae_folder
 from saes.formats.common import need_tensors
-from saes.formats.saelens import CFG, WEIGHTS
+from saes.formats.saelens import CFG, WEIGHTS, saelens_architecture
 from saes.sae import SAE
 
 # the SAELens file format we write: SAELens >= 6 reads metadata (hook, model names) from
@@ -53,12 +53,12 @@ def _head_layout_metadata(cfg: SAEConfig) -> dict[str, Any]:
 def sae_lens_cfg(sae: SAE, extra_metadata: dict[str, Any] | None = None) -> dict[str, Any]:
     cfg = sae.cfg
     out: dict[str, Any] = {
-        "architecture": sae.variant.saelens_architecture or cfg.variant,
+        "architecture": saelens_architecture(cfg),
         "d_in": cfg.d_in,
         "d_sae": cfg.d_sae,
         "dtype": cfg.dtype,
         "device": "cpu",
-        "apply_b_dec_to_input": True,
+        "apply_b_dec_to_input": not cfg.is_transcoder,
         "normalize_activations": "none",
         "reshape_activations": "hook_z" if cfg.hook_name.endswith("hook_z") else "none",
         "metadata": {
@@ -77,6 +77,9 @@ def sae_lens_cfg(sae: SAE, extra_metadata: dict[str, Any] | None = None) -> dict
     if sae.variant.saelens_architecture == "topk":
         out["k"] = cfg.k
         out["rescale_acts_by_decoder_norm"] = False
+    if cfg.is_transcoder:  # SAELens's TranscoderConfig: d_out; the output hook in metadata
+        out["d_out"] = cfg.width_out
+        out["metadata"]["hook_name_out"] = cfg.output_hook_name
     return out
 
 

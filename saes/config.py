@@ -15,6 +15,18 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from saes.variants import knob_owners, variant_class, variant_names
 
 
+def check_contiguous_layers(layers: list[int], what: str = "a CLT's layers") -> None:
+    """A cross-layer transcoder spans contiguous, ascending layers (an error names the gap)."""
+    if not layers:
+        raise ValueError(f"{what}: no layers")
+    for a, b in zip(layers, layers[1:]):
+        if b != a + 1:
+            raise ValueError(
+                f"{what} must be contiguous and ascending (layer l's latents write to every "
+                f"layer >= l): got {layers}, which jumps from {a} to {b}"
+            )
+
+
 class SAEConfig(BaseModel):
     """Shape, selection rule and loss knobs of one SAE. Unknown keys are an error."""
 
@@ -45,6 +57,28 @@ class SAEConfig(BaseModel):
     """The model spec the activations came from (filled in by the trainer)."""
     dtype: str = "float32"
     """Parameter dtype of the artifact."""
+    kind: Literal["sae", "transcoder", "skip_transcoder", "clt"] = "sae"
+    """What the dictionary maps. "sae": it reconstructs its input hook. "transcoder": it predicts
+    another hook (``output_hook_name``, e.g. an MLP's output) from its input hook, whose input is
+    not centred by b_dec (b_dec is the output's bias). "skip_transcoder": a transcoder plus a linear
+    skip ``x W_skip^T`` (sparsify's ``skip_connection``, SAELens's ``SkipTranscoder``). "clt": a
+    cross-layer transcoder over ``layers``, layer l's latents writing to the outputs of every layer
+    >= l (:class:`saes.transcoders.CrossLayerTranscoder`)."""
+    d_out: int | None = None
+    """Output width of a transcoder (the output hook's width); None: d_in (an SAE's)."""
+    output_hook_name: str = ""
+    """The hook a transcoder predicts (filled in by the trainer); "" for an SAE. A CLT's is a
+    template with ``{layer}``, as its ``hook_name`` is."""
+    output_scale: float | None = None
+    """A transcoder's targets are multiplied by this during training (E||y|| = sqrt(d_out)); folded
+    into the weights on export, as ``input_scale`` is. Set by the trainer from the data."""
+    layers: list[int] | None = None
+    """A CLT's layers, contiguous and ascending (``hook_name.format(layer=l)`` for each)."""
+    transcoder_init: Literal["sparsify", "tied"] = "sparsify"
+    """How a transcoder starts. "sparsify" (sparsify's and the issue's reference): W_dec zero and
+    free (no unit-norm constraint), b_dec = mean(y), b_enc = -mean(x) W_enc. "tied": the SAE start,
+    W_enc = W_dec^T with unit-norm decoder rows kept at unit norm (rules with a unit-norm decoder),
+    with the same biases."""
     encoder_dtype: Literal["float32", "bfloat16"] | None = None
     """"bfloat16": the encoder GEMM and the top-k selection run in bf16 (kept values recomputed
     in fp32, so outputs and gradients stay full precision; only near-ties may pick differently).
@@ -96,7 +130,26 @@ class SAEConfig(BaseModel):
             raise ValueError(f"aux_k must be in (0, d_sae]; got {self.aux_k}")
         if self.input_scale is not None and not self.input_scale > 0:
             raise ValueError(f"input_scale must be positive, got {self.input_scale}")
+        rule = variant_class(self.variant)
+        if self.kind != "sae" and rule.trainable and not rule.transcodes:
+            able = [n for n in variant_names() if variant_class(n).transcodes]
+            raise ValueError(
+                f"sae.kind {self.kind!r} needs a rule that can predict another hook; "
+                f"{self.variant!r} cannot (rules that can: {able})"
+            )
+        if self.kind == "clt" and self.layers is not None:
+            check_contiguous_layers(self.layers)
         return self
+
+    @property
+    def is_transcoder(self) -> bool:
+        """Predicts another hook than it reads (a transcoder, skip transcoder or CLT)."""
+        return self.kind != "sae"
+
+    @property
+    def width_out(self) -> int | None:
+        """The output width: ``d_out``, or ``d_in`` when unset."""
+        return self.d_out if self.d_out is not None else self.d_in
 
     def __setattr__(self, name: str, value: Any) -> None:
         extra = self.__pydantic_extra__ or {}
@@ -111,7 +164,7 @@ class SAEConfig(BaseModel):
 
     @property
     def k_aux(self) -> int:
-        d_in = self.d_in or 2
+        d_in = self.width_out or 2
         return min(self.d_sae, self.aux_k if self.aux_k is not None else max(1, d_in // 2))
 
     @classmethod

@@ -10,6 +10,17 @@ Any SAE, whatever its variant, is used through::
 
 Inputs are raw model activations; ``cfg.input_scale`` (if set) is applied inside, and
 ``fold_input_scale`` bakes it into the weights for export.
+
+A **transcoder** (``cfg.kind`` "transcoder" / "skip_transcoder") is the same module predicting
+another hook: ``W_dec`` is [d_sae, d_out] and ``b_dec`` [d_out] belong to the output, so the input
+is not centred by b_dec (``input_bias`` is None)::
+
+    z     = rule(x W_enc + b_enc)
+    y_hat = z W_dec + b_dec (+ x W_skip^T for a skip transcoder)
+
+``decode(z)`` is the sparse part alone (what a latent writes); ``sae(x)`` and
+:meth:`SAE.predict` include the skip. Its targets are scaled by ``cfg.output_scale`` in training,
+folded on export like the input scale.
 """
 
 from __future__ import annotations
@@ -38,17 +49,78 @@ class SAE(nn.Module):
             raise ValueError("SAEConfig.d_in is None: set it to the hook's activation width")
         self.cfg = cfg
         self.variant = get_variant(cfg)
+        if cfg.kind == "clt":
+            raise ValueError("a CLT is saes.transcoders.CrossLayerTranscoder, not an SAE")
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        W_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=gen)
+        d_out = cfg.width_out
+        W_dec = torch.randn(cfg.d_sae, d_out, generator=gen)
         W_dec /= W_dec.norm(dim=-1, keepdim=True)
         self.W_dec = nn.Parameter(W_dec)
         # tied init (OpenAI, sparsify). W_enc is [d_in, d_sae] but stored latent-major (a transposed
         # view of a contiguous [d_sae, d_in] tensor, like nn.Linear): the sparse encoder gradient
         # is built latent by latent, so it then needs no transposed copy (~4% of a CPU step).
-        self.W_enc = nn.Parameter(W_dec.clone().t())
+        if d_out == cfg.d_in:
+            W_enc = W_dec.clone()
+        else:
+            W_enc = torch.randn(cfg.d_sae, cfg.d_in, generator=gen)
+            W_enc /= W_enc.norm(dim=-1, keepdim=True)
+        self.W_enc = nn.Parameter(W_enc.t())
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
-        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
+        self.b_dec = nn.Parameter(torch.zeros(d_out))
+        if cfg.kind == "skip_transcoder":
+            self.W_skip = nn.Parameter(torch.zeros(d_out, cfg.d_in))  # sparsify's: starts at 0
+        else:
+            self.W_skip = None
         self.variant.init_module(self)  # variant state as buffers (e.g. choice SAEs' thresholds)
+
+    # ---- what kind of map ---------------------------------------------------------------------
+    @property
+    def is_transcoder(self) -> bool:
+        return self.cfg.is_transcoder
+
+    @property
+    def input_bias(self) -> torch.Tensor | None:
+        """What the encoder subtracts from its (scaled) input: b_dec for an SAE, None for a
+        transcoder (whose b_dec is the output's)."""
+        return None if self.cfg.is_transcoder else self.b_dec
+
+    @property
+    def n_latents(self) -> int:
+        return self.cfg.d_sae
+
+    @property
+    def keeps_unit_decoder(self) -> bool:
+        """Whether training keeps decoder rows at unit norm: the rule's choice, except for a
+        transcoder started the sparsify way (W_dec = 0, left free)."""
+        if self.cfg.is_transcoder and self.cfg.transcoder_init == "sparsify":
+            return False
+        return self.variant.unit_norm_decoder
+
+    def set_scales(self, input_scale, output_scale) -> None:
+        """The training scales of inputs and (a transcoder's) targets (None: unscaled)."""
+        self.cfg.input_scale = input_scale
+        self.cfg.output_scale = output_scale
+
+    @torch.no_grad()
+    def init_biases(self, x_scaled: torch.Tensor, y_scaled: torch.Tensor) -> None:
+        """A transcoder's start (sparsify's): b_dec = mean(y), b_enc = -mean(x) W_enc, and
+        W_dec = 0 when ``transcoder_init`` is "sparsify"."""
+        self.b_dec.copy_(y_scaled.float().mean(0).to(self.b_dec.dtype))
+        self.b_enc.copy_(-(x_scaled.float().mean(0).to(self.W_enc.dtype) @ self.W_enc))
+        if self.cfg.transcoder_init == "sparsify":
+            self.W_dec.zero_()
+
+    def add_skip(self, y_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """y_hat + x W_skip^T for a skip transcoder (x in the same space as y_hat's input)."""
+        if self.W_skip is None:
+            return y_hat
+        return torch.addmm(y_hat, x.to(self.W_skip.dtype), self.W_skip.t())
+
+    def train_forward(self, x, grad=None, dead_mask=None, comm=None, target=None):
+        """The rule's training forward on scaled inputs (``target``: a transcoder's scaled output)."""
+        if target is None:
+            return self.variant.train_forward(self, x, grad, dead_mask, comm)
+        return self.variant.train_forward(self, x, grad, dead_mask, comm, target=target)
 
     # ---- inputs -------------------------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
@@ -61,14 +133,25 @@ class SAE(nn.Module):
         x = x.to(self.W_enc.dtype)
         return x * self.cfg.input_scale if self.cfg.input_scale else x
 
+    def scale_target(self, y: torch.Tensor) -> torch.Tensor:
+        """A transcoder's raw target in the scaled output space its loss compares."""
+        y = y.to(self.W_dec.dtype)
+        return y * self.cfg.output_scale if self.cfg.output_scale else y
+
     def unscale_output(self, x_hat: torch.Tensor) -> torch.Tensor:
-        return x_hat / self.cfg.input_scale if self.cfg.input_scale else x_hat
+        scale = self.cfg.output_scale if self.cfg.is_transcoder else self.cfg.input_scale
+        return x_hat / scale if scale else x_hat
 
     # ---- the public interface -----------------------------------------------------------------
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
-        """Encoder pre-activations (x - b_dec) @ W_enc + b_enc for raw inputs x [N, d_in]."""
+        """Encoder pre-activations (x - b_dec) @ W_enc + b_enc for raw inputs x [N, d_in] (a
+        transcoder: x @ W_enc + b_enc)."""
         self.check_input(x)
-        return torch.addmm(self.b_enc, self.scale_input(x) - self.b_dec, self.W_enc)
+        return torch.addmm(self.b_enc, self.centred(self.scale_input(x)), self.W_enc)
+
+    def centred(self, x_scaled: torch.Tensor) -> torch.Tensor:
+        bias = self.input_bias
+        return x_scaled if bias is None else x_scaled - bias
 
     def encode_code(
         self,
@@ -83,7 +166,7 @@ class SAE(nn.Module):
         that dtype where it can recompute the kept values exactly (:meth:`Variant.encode_in`).
         """
         self.check_input(x)
-        x_in = self.scale_input(x) - self.b_dec
+        x_in = self.centred(self.scale_input(x))
         if gemm_dtype is not None and grad is None and gemm_dtype != self.W_enc.dtype:
             return self.variant.encode_in(self, x_in, gemm_dtype)
         return self.variant.encode(self, x_in, grad)
@@ -130,7 +213,7 @@ class SAE(nn.Module):
             return self.unscale_output(self.decode_scaled(z))
         lead = z.shape[:-1]
         out = self.unscale_output(self.decode_scaled(z.reshape(-1, z.shape[-1])))
-        return out.reshape(*lead, self.cfg.d_in)
+        return out.reshape(*lead, self.cfg.width_out)
 
     def forward(
         self, x: torch.Tensor, grad: torch.Tensor | None = None
@@ -138,11 +221,21 @@ class SAE(nn.Module):
         """(x_hat, dense z) for raw inputs of any leading shape."""
         lead = x.shape[:-1]
         g = None if grad is None else grad.reshape(-1, grad.shape[-1])
-        code = self.encode_code(x.reshape(-1, x.shape[-1]), g)
-        x_hat = self.unscale_output(self.decode_scaled(code))
+        rows = x.reshape(-1, x.shape[-1])
+        code = self.encode_code(rows, g)
+        x_hat = self.unscale_output(self.add_skip(self.decode_scaled(code), self.scale_input(rows)))
         return x_hat.reshape(*lead, -1), to_dense(code, self.cfg.d_sae).reshape(
             *lead, self.cfg.d_sae
         )
+
+    def predict(self, x: torch.Tensor, gemm_dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The output (reconstruction, or a transcoder's prediction with its skip) of raw inputs
+        of any leading shape, through the sparse code (no dense [N, d_sae] array)."""
+        lead = x.shape[:-1]
+        rows = x.reshape(-1, x.shape[-1])
+        code = self.encode_code(rows, gemm_dtype=gemm_dtype)
+        out = self.unscale_output(self.add_skip(self.decode_scaled(code), self.scale_input(rows)))
+        return out.reshape(*lead, -1)
 
     # ---- maintenance --------------------------------------------------------------------------
     @torch.no_grad()
@@ -159,7 +252,19 @@ class SAE(nn.Module):
         """Bake ``input_scale`` s into the weights so the SAE takes raw inputs with no scaling.
 
         (s x - b) W_enc + c = (x - b/s)(s W_enc) + c and (z W_dec + b)/s = z (W_dec/s) + b/s.
+        A transcoder with output scale t: (s x) W_enc + c, and (z W_dec + b + s x W_skip^T)/t =
+        z (W_dec/t) + b/t + x (s/t W_skip)^T.
         """
+        if self.cfg.is_transcoder:
+            s, t = self.cfg.input_scale or 1.0, self.cfg.output_scale or 1.0
+            self.W_enc.mul_(s)
+            self.W_dec.div_(t)
+            self.b_dec.div_(t)
+            if self.W_skip is not None:
+                self.W_skip.mul_(s / t)
+            self.cfg.input_scale = None
+            self.cfg.output_scale = None
+            return
         s = self.cfg.input_scale
         if not s:
             return

@@ -30,6 +30,25 @@ FROM_SAELENS_ARCH = {
     "gated": "gated",
 }
 
+# SAELens's transcoder architectures: (our rule, our kind) both ways. A transcoder is ReLU
+# ("transcoder") or JumpReLU in SAELens, with or without W_skip [d_out, d_in]; it reads x
+# (apply_b_dec_to_input False) and its b_dec is the output's. SAELens has no TopK transcoder:
+# ours are written with architecture "<rule>_<kind>", which only interp opens.
+TRANSCODER_ARCH = {
+    ("relu_l1", "transcoder"): "transcoder",
+    ("relu_l1", "skip_transcoder"): "skip_transcoder",
+    ("jumprelu", "transcoder"): "jumprelu_transcoder",
+    ("jumprelu", "skip_transcoder"): "jumprelu_skip_transcoder",
+}
+FROM_TRANSCODER_ARCH = {arch: key for key, arch in TRANSCODER_ARCH.items()}
+
+
+def saelens_architecture(cfg: SAEConfig) -> str:
+    """The ``architecture`` we write for a config (SAELens opens every one but "<rule>_<kind>")."""
+    if cfg.kind == "sae":
+        return variant_class(cfg.variant).saelens_architecture or cfg.variant
+    return TRANSCODER_ARCH.get((cfg.variant, cfg.kind), f"{cfg.variant}_{cfg.kind}")
+
 
 def is_saelens(folder: Path) -> bool:
     return (folder / CFG).exists() and (folder / WEIGHTS).exists()
@@ -48,6 +67,22 @@ def _check_shape(
         raise ValueError(f"{w_path}: {key} has shape {got}, {says} {tuple(want)}")
 
 
+def _transcoder_config(raw: dict, arch: str) -> SAEConfig:
+    """Our config for SAELens's transcoder, skip transcoder and JumpReLU transcoders."""
+    variant, kind = FROM_TRANSCODER_ARCH[arch]
+    meta = raw.get("metadata", {}) or {}
+    return SAEConfig(
+        d_in=raw["d_in"],
+        d_sae=raw["d_sae"],
+        d_out=raw.get("d_out", raw["d_in"]),
+        kind=kind,
+        variant=variant,
+        hook_name=meta.get("hook_name") or raw.get("hook_name") or "",
+        output_hook_name=meta.get("hook_name_out") or raw.get("hook_name_out") or "",
+        model_name=meta.get("model_name") or raw.get("model_name") or "",
+    )
+
+
 def read_saelens(folder: Path) -> tuple[SAEConfig, Tensors, Path]:
     """Our folders and SAELens's: (config, tensors in our names and layout, weights path)."""
     cfg_path, w_path = folder / CFG, folder / WEIGHTS
@@ -55,6 +90,8 @@ def read_saelens(folder: Path) -> tuple[SAEConfig, Tensors, Path]:
     arch = raw.get("architecture", "standard")
     if "interp" in raw:
         cfg = SAEConfig.from_saved(raw["interp"])
+    elif arch in FROM_TRANSCODER_ARCH:
+        cfg = _transcoder_config(raw, arch)
     else:
         if arch not in FROM_SAELENS_ARCH:
             raise ValueError(
@@ -95,7 +132,12 @@ def read_saelens(folder: Path) -> tuple[SAEConfig, Tensors, Path]:
     if "interp" not in raw:
         need_tensors(state, ["W_enc", "b_enc", "W_dec", "b_dec"], w_path)
         _check_shape(state, "W_enc", (cfg.d_in, cfg.d_sae), w_path, cfg_path)
-        if not raw.get("apply_b_dec_to_input", True):
+        if cfg.is_transcoder:
+            _check_shape(state, "W_dec", (cfg.d_sae, cfg.width_out), w_path, cfg_path)
+            if cfg.kind == "skip_transcoder":
+                need_tensors(state, ["W_skip"], w_path)
+                _check_shape(state, "W_skip", (cfg.width_out, cfg.d_in), w_path, cfg_path)
+        elif not raw.get("apply_b_dec_to_input", True):
             # SAELens without b_dec on the input: fold it into the biases so the encoder reads
             # x - b_dec like ours
             fold_input_bias(state)

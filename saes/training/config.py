@@ -29,6 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from interp.hooks import hook_layer, hook_template, output_hook_for
 from interp.models.dtypes import ModelDtype
 from saes.config import SAEConfig
 from saes.variants import knob_owners, variant_class, variant_names
@@ -51,6 +52,10 @@ class DataConfig(BaseModel):
     hooks: list[str] | None = None
     """Many SAEs per forward pass: hook names or glob patterns ("blocks.*.hook_resid_post"); each
     (hook, SAE) pair gets its own run folder under ``log.out_dir``."""
+    output_hook: str | None = None
+    """The hook a transcoder (``sae.kind`` other than "sae") predicts: a name, or a template whose
+    ``{layer}`` is the input hook's block number (the pairing rule of a job glob). None: for a
+    transcoder ``blocks.{layer}.hook_mlp_out``. An SAE reconstructs its own hook: leave it None."""
     shard_hooks: bool = False
     """Under torchrun, each rank owns some of the job's SAEs (instead of data parallelism)."""
     source: str = "stdlib"
@@ -282,6 +287,50 @@ class RunConfig(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _check_transcoder(self) -> RunConfig:
+        kinds = {self.sae.kind} | {o.sae.get("kind", self.sae.kind) for o in self.saes or []}
+        if kinds == {"sae"} and self.data.output_hook:
+            raise ValueError(
+                f"data.output_hook is {self.data.output_hook!r} but sae.kind is 'sae' (an SAE "
+                "reconstructs its own hook): set sae.kind to 'transcoder', 'skip_transcoder' or "
+                "'clt', or leave data.output_hook unset"
+            )
+        if "clt" in kinds and len(kinds) > 1:
+            raise ValueError(
+                f"a job trains one CLT per SAE entry over all its hooks; it cannot mix sae.kind "
+                f"'clt' with {sorted(kinds - {'clt'})}"
+            )
+        if "clt" in kinds and not self.data.hooks:
+            raise ValueError(
+                "sae.kind 'clt' spans layers: set data.hooks to its input hook at every layer, "
+                "e.g. data.hooks: ['blocks.*.ln2.hook_normalized']"
+            )
+        if "clt" in kinds and self.data.shard_hooks:
+            raise ValueError("a CLT is one run over all its hooks: shard_hooks does not apply")
+        return self
+
+    @property
+    def is_clt(self) -> bool:
+        return self.sae.kind == "clt"
+
+    @property
+    def input_hooks(self) -> list[str]:
+        """The hooks this run reads: its hook, or a CLT's hook at every layer."""
+        return list(self.data.hooks or []) if self.is_clt else [self.data.hook]
+
+    @property
+    def output_hooks(self) -> list[str]:
+        """The hooks this run predicts, one per input hook (an SAE: its own)."""
+        if self.sae.kind == "sae":
+            return self.input_hooks
+        return [output_hook_for(h, self.data.output_hook) for h in self.input_hooks]
+
+    @property
+    def stream_hooks(self) -> list[str]:
+        """Every hook the activation stream must capture for this run."""
+        return list(dict.fromkeys(self.input_hooks + self.output_hooks))
+
     @property
     def resolved_holdout_tokens(self) -> int:
         """Rows at the end of ``data.cache`` kept out of training and evaluated instead."""
@@ -298,16 +347,34 @@ class RunConfig(BaseModel):
 
     @property
     def is_job(self) -> bool:
-        """Several SAEs (hook patterns and/or per-SAE overrides) from one stream."""
+        """Several SAEs (hook patterns and/or per-SAE overrides) from one stream; a CLT (one run
+        over many hooks) is expanded like a job, its patterns resolved."""
         return bool(self.data.hooks) or bool(self.saes)
 
-    def sae_config(self, d_in: int) -> SAEConfig:
-        """The SAE section completed for a hook of width ``d_in`` (checked against ``sae.d_in``)."""
+    def sae_config(self, d_in: int, d_out: int | None = None) -> SAEConfig:
+        """The SAE section completed for a hook of width ``d_in`` (checked against ``sae.d_in``)
+        and, for a transcoder, an output hook of width ``d_out``."""
         if self.sae.d_in is not None and self.sae.d_in != d_in:
             raise ValueError(f"sae.d_in is {self.sae.d_in} but {self.data.hook} has width {d_in}")
-        return self.sae.model_copy(
-            update={"d_in": d_in, "hook_name": self.data.hook, "model_name": self.data.model or ""}
-        )
+        update: dict[str, Any] = {
+            "d_in": d_in,
+            "hook_name": self.data.hook,
+            "model_name": self.data.model or "",
+        }
+        if self.sae.kind != "sae":
+            out = self.output_hooks[0]
+            if self.sae.d_out is not None and d_out is not None and self.sae.d_out != d_out:
+                raise ValueError(f"sae.d_out is {self.sae.d_out} but {out} has width {d_out}")
+            update.update({"d_out": d_out, "output_hook_name": out})
+        if self.is_clt:
+            update.update(
+                {
+                    "hook_name": hook_template(self.input_hooks),
+                    "output_hook_name": hook_template(self.output_hooks),
+                    "layers": [hook_layer(h) for h in self.input_hooks],
+                }
+            )
+        return self.sae.model_copy(update=update)
 
     def with_overrides(self, override: SAEOverride | dict[str, Any], **top: Any) -> RunConfig:
         """This config with one SAE's sae/optim overrides (and top-level ``data``/``log`` field

@@ -26,7 +26,6 @@ import torch
 from interp.activations import ActivationBatch
 from interp.atomic_files import atomic_write_json
 from interp.models import resolve_spec
-from saes.artifacts import save_sae
 from saes.config import SAEConfig
 from saes.evaluation.evaluate import evaluate_run
 from saes.rundir import MEMORY_PLAN_FILE, RunDir
@@ -52,7 +51,14 @@ from saes.training.distributed import rank_device
 from saes.training.memory import MemoryPlan, SAEItem, plan_memory
 from saes.training.run_status import RunStatus
 from saes.training.shared_stream import check_shared, hook_owners, job_batches
-from saes.training.step import TrainStep, initial_statistics
+from saes.training.step import TrainStep, initial_statistics, initialise_transcoder
+from saes.transcoders.clt import CrossLayerTranscoder
+from saes.transcoders.evaluate import (
+    REPLACEMENT_FILE,
+    evaluate_transcoder_run,
+    evaluate_transcoder_set,
+)
+from saes.transcoders.files import save_dictionary
 from saes.variants import variant_class
 
 
@@ -75,11 +81,45 @@ class Member:
     def folder(self) -> RunDir:
         return RunDir(self.run_dir)
 
-    def inputs(self, batch: ActivationBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """This SAE's activations in a batch, and dL/dx if its variant selects with gradients."""
-        hook = self.cfg.data.hook
-        wants = batch.grads is not None and self.sae.variant.needs_grads
-        return batch.acts[hook], (batch.grads[hook] if wants else None)
+    def inputs(
+        self, batch: ActivationBatch
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """This SAE's activations in a batch, dL/dx if its variant selects with gradients, and a
+        transcoder's target (its output hook; a CLT's inputs and targets stacked [B, L, d])."""
+        return member_inputs(self.cfg, self.sae, batch)
+
+    def train_step(self, batch: ActivationBatch) -> dict[str, Any]:
+        x, grad, target = self.inputs(batch)
+        return self.step(x, grad) if target is None else self.step(x, grad, target=target)
+
+
+def member_inputs(
+    cfg: RunConfig, sae, batch: ActivationBatch
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(x, dL/dx or None, target or None) of one run in a batch (see :meth:`Member.inputs`)."""
+    if cfg.is_clt:
+        x = torch.stack([batch.acts[h] for h in cfg.input_hooks], 1)
+        return x, None, torch.stack([batch.acts[h] for h in cfg.output_hooks], 1)
+    hook = cfg.data.hook
+    wants = batch.grads is not None and sae.variant.needs_grads
+    target = batch.acts[cfg.output_hooks[0]] if cfg.sae.kind != "sae" else None
+    return batch.acts[hook], (batch.grads[hook] if wants else None), target
+
+
+def build_dictionary(cfg: SAEConfig, seed: int | None = 0):
+    """The module a config describes: an :class:`SAE` (SAEs and per-layer transcoders) or a
+    :class:`CrossLayerTranscoder`."""
+    return CrossLayerTranscoder(cfg, seed=seed) if cfg.kind == "clt" else SAE(cfg, seed=seed)
+
+
+def dictionary_params(cfg: SAEConfig) -> int:
+    """Parameters of the module a config describes (the memory plan's count)."""
+    d_in, F, d_out = cfg.d_in, cfg.d_sae, cfg.width_out
+    if cfg.kind == "clt":
+        L = len(cfg.layers or [1])
+        return L * (d_in * F + F + d_out) + L * (L + 1) // 2 * F * d_out
+    skip = d_in * d_out if cfg.kind == "skip_transcoder" else 0
+    return d_in * F + F + F * d_out + d_out + skip
 
 
 @dataclass
@@ -120,7 +160,12 @@ class Job:
                         f"{c.log.out_dir} already holds checkpoints: pass --resume to continue it, "
                         "or choose another out_dir"
                     )
-        hooks = list(dict.fromkeys(c.data.hook for c in cfgs))
+        if shard_hooks and any(c.sae.kind != "sae" for c in cfgs):
+            raise ValueError(
+                "shard_hooks trains each hook's SAEs on one rank; transcoders read and predict "
+                "two hooks and are trained data-parallel instead (leave shard_hooks off)"
+            )
+        hooks = list(dict.fromkeys(h for c in cfgs for h in c.stream_hooks))
         owners = hook_owners(hooks, comm.world) if (comm is not None and shard_hooks) else None
         source_hooks = (
             hooks
@@ -130,10 +175,18 @@ class Job:
         source = _open_source(cfgs, source_hooks, model, comm)  # validates hooks, d_in, cache
         job = cls(cfgs, source, comm, owners, job_dir)
         mine = job.my_cfgs
-        job.sae_cfgs = [c.sae_config(source.dims[c.data.hook]) for c in mine]  # validates each SAE
+        job.sae_cfgs = [_dictionary_config(c, source.dims) for c in mine]  # validates each
         job.plan = plan_memory(
             [
-                SAEItem(str(c.log.out_dir), s.d_in, s.d_sae, s.variant, s.encoder_dtype)
+                SAEItem(
+                    str(c.log.out_dir),
+                    s.d_in,
+                    s.d_sae,
+                    s.variant,
+                    s.encoder_dtype,
+                    params=dictionary_params(s) if s.is_transcoder else None,
+                    layers=len(s.layers or [1]) if s.kind == "clt" else 1,
+                )
                 for c, s in zip(mine, job.sae_cfgs)
             ],
             {h: source.dims[h] for h in source_hooks},
@@ -202,7 +255,7 @@ class Job:
         self.plan.check()  # a clear error before anything is allocated
         self.start_step = _common_checkpoint(self.run_dirs) if resume else None
         for c, s in zip(self.my_cfgs, self.sae_cfgs):
-            sae = SAE(s, seed=c.data.seed).to(self.device)
+            sae = build_dictionary(s, seed=c.data.seed).to(self.device)
             step = TrainStep(
                 sae,
                 lr=c.optim.lr,
@@ -229,9 +282,15 @@ class Job:
             self._initialise()
         if self.data_parallel:  # every rank starts from rank 0's weights
             for m in self.members:
-                scale = torch.tensor([m.sae.cfg.input_scale or 0.0], dtype=torch.float64)
-                self.comm.broadcast_([*m.sae.parameters(), scale])
-                m.sae.cfg.input_scale = float(scale.item()) or None
+                cfg = m.sae.cfg
+                scale = torch.tensor(
+                    [cfg.input_scale or 0.0, cfg.output_scale or 0.0], dtype=torch.float64
+                )
+                scales = [b for n, b in m.sae.named_buffers() if n.endswith("_scales")]  # a CLT's
+                self.comm.broadcast_([*m.sae.parameters(), *scales, scale])
+                cfg.input_scale = float(scale[0].item()) or None
+                if cfg.is_transcoder and cfg.kind != "clt":
+                    cfg.output_scale = float(scale[1].item()) or None
         self.step_index = (
             self.members[0].step.step_index if self.members else (self.start_step or 0)
         )
@@ -241,6 +300,8 @@ class Job:
         for m in self.members:
             tensors, meta = load_checkpoint(m.folder.checkpoint_path(step))
             m.sae.cfg.input_scale = meta["input_scale"]
+            if m.sae.cfg.is_transcoder and m.sae.cfg.kind != "clt":
+                m.sae.cfg.output_scale = meta.get("output_scale")
             m.step.load_state_tensors(tensors)
             m.step.step_index = meta["step"]
             self.position = meta["position"]
@@ -254,6 +315,10 @@ class Job:
     def _initialise(self) -> None:
         sample = self.source.sample_batch(self.first.data.init_sample_tokens)
         for m in self.members:
+            if m.cfg.sae.kind != "sae":
+                x, _, y = m.inputs(sample)
+                initialise_transcoder(m.sae, x, y, m.cfg.optim.normalize_input)
+                continue
             scale, median = initial_statistics(sample.acts[m.cfg.data.hook], m.cfg)
             m.sae.cfg.input_scale = scale
             with torch.no_grad():
@@ -276,7 +341,7 @@ class Job:
 
     def step(self, batch: ActivationBatch, block: int, index: int) -> list[dict[str, Any]]:
         """One step of every SAE on the batch; advances the position (and the status heartbeat)."""
-        stats = [m.step(*m.inputs(batch)) for m in self.members]
+        stats = [m.train_step(batch) for m in self.members]
         self.step_index += 1
         self.position = {
             "block": block,
@@ -304,6 +369,7 @@ class Job:
                         "step": m.step.step_index,
                         "position": self.position,
                         "input_scale": m.sae.cfg.input_scale,
+                        "output_scale": m.sae.cfg.output_scale,
                     },
                     keep=m.cfg.log.keep_checkpoints,
                 )
@@ -319,7 +385,7 @@ class Job:
         """The SAELens-format artifact per run folder, then its evaluation (metrics.json)."""
         for m in self.members:
             if m.writer:
-                save_sae(
+                save_dictionary(
                     m.sae,
                     m.run_dir,
                     extra_metadata={
@@ -332,7 +398,30 @@ class Job:
                 if m.writer:
                     # a model-free run (data.model null) is evaluated on cached rows only
                     model = self.source.model if m.cfg.data.model is not None else None
-                    evaluate_run(m.run_dir, cfg=m.cfg, model=model)
+                    if m.cfg.sae.kind != "sae":
+                        evaluate_transcoder_run(m.run_dir, cfg=m.cfg, model=model)
+                    else:
+                        evaluate_run(m.run_dir, cfg=m.cfg, model=model)
+            self._evaluate_transcoder_sets()
+
+    def _evaluate_transcoder_sets(self) -> None:
+        """Per-layer transcoder runs of one job form a set per SAE entry: its all-layers-replaced
+        CE/KL goes to ``replacement_metrics.json`` (``replacement_metrics-<name>.json``)."""
+        if self.job_dir is None or not self.main or self.owners is not None:
+            return
+        sets: dict[str, list[Member]] = {}
+        for m in self.members:
+            if m.cfg.sae.kind in ("transcoder", "skip_transcoder") and m.cfg.data.model:
+                name = m.run_dir.name if m.run_dir.parent != self.job_dir else ""
+                sets.setdefault(name, []).append(m)
+        for name, members in sets.items():
+            if len(members) > 1:
+                out = self.job_dir / (
+                    f"replacement_metrics-{name}.json" if name else REPLACEMENT_FILE
+                )
+                evaluate_transcoder_set(
+                    [m.run_dir for m in members], out, cfg=members[0].cfg, model=self.source.model
+                )
 
 
 class StopFlag:
@@ -419,5 +508,21 @@ def _open_source(cfgs: Sequence[RunConfig], hooks: list[str], model, comm) -> Ac
         src_cfg = src_cfg.model_copy(update={"device": rank_device(first.device, comm)})
         source = LiveSource(src_cfg, model=model, with_grads=with_grads, hooks=hooks)
     for c in cfgs:
-        source.check_width(c.data.hook, c.sae.d_in, c.data.model)
+        for h in c.input_hooks:
+            source.check_width(h, c.sae.d_in, c.data.model)
+        if c.sae.kind != "sae":
+            for h in c.output_hooks:
+                source.check_width(h, c.sae.d_out, c.data.model)
     return source
+
+
+def _dictionary_config(c: RunConfig, dims: dict[str, int]) -> SAEConfig:
+    """A run's SAE section completed from the stream's widths (a CLT's layers must agree)."""
+    widths = {dims[h] for h in c.input_hooks}
+    outs = {dims[h] for h in c.output_hooks}
+    if len(widths) > 1 or len(outs) > 1:
+        raise ValueError(
+            f"{c.log.out_dir}: a CLT's hooks must share one width; inputs {sorted(widths)}, "
+            f"outputs {sorted(outs)}"
+        )
+    return c.sae_config(widths.pop(), outs.pop() if c.sae.kind != "sae" else None)

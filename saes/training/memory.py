@@ -89,9 +89,14 @@ class SAEItem:
     d_sae: int
     variant: str
     encoder_dtype: str | None = None
+    params: int | None = None  # a transcoder's parameter count (None: an SAE's, 2 d_in d_sae + ...)
+    layers: int = 1  # a CLT's layers: its step holds each layer's temporaries in turn, its
+    # outputs [batch, layers, d] at once
 
     @property
     def state(self) -> int:
+        if self.params is not None:
+            return 16 * self.params
         return sae_state_bytes(self.d_in, self.d_sae, self.encoder_dtype)
 
 
@@ -114,7 +119,15 @@ class MemoryPlan:
 
     def step_temps(self, batch_tokens: int | None = None) -> int:
         b = batch_tokens or self.batch_tokens
-        return max((step_temp_bytes(s.d_in, s.d_sae, s.variant, b) for s in self.saes), default=0)
+        return max(
+            (
+                step_temp_bytes(s.d_in, s.d_sae, s.variant, b) + 4 * b * s.layers * s.d_in * 4
+                if s.layers > 1
+                else step_temp_bytes(s.d_in, s.d_sae, s.variant, b)
+                for s in self.saes
+            ),
+            default=0,
+        )
 
     def total(self, batch_tokens: int | None = None) -> int:
         return self.sae_state + self.step_temps(batch_tokens) + self.buffer_bytes + self.model_bytes

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from interp.activations import ActivationBatch, shuffled_batches
+from interp.hooks import hook_layer, hook_template
+from saes.config import check_contiguous_layers
 from saes.rundir import job_run_dir
 from saes.training.config import RunConfig, SAEOverride
 
@@ -75,6 +78,8 @@ def expand_job(
     names = [spec_name(s) for s in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"the job's SAEs need distinct names; got {names} (add a 'name' to each)")
+    if cfg.is_clt:
+        return _expand_clt(cfg, hooks, specs, names)
     out = []
     for hook in hooks:
         for spec, name in zip(specs, names):
@@ -89,6 +94,32 @@ def expand_job(
                 )
             except ValueError as e:
                 raise ValueError(f"SAE {name!r} on {hook}: {e}") from None
+    return out
+
+
+def _expand_clt(
+    cfg: RunConfig, hooks: list[str], specs: list[SAEOverride], names: list[str]
+) -> list[RunConfig]:
+    """A CLT is one run over all of the job's hooks (one per layer, contiguous, in layer order),
+    with its folder ``log.out_dir`` (several SAE entries: ``log.out_dir/<name>``)."""
+    layers = [hook_layer(h) for h in hooks]
+    if any(layer is None or layer < 0 for layer in layers):
+        bad = [h for h, layer in zip(hooks, layers) if layer is None or layer < 0]
+        raise ValueError(f"a CLT reads one hook per block (blocks.L.<hook>); {bad} are not")
+    order = sorted(range(len(hooks)), key=lambda i: layers[i])
+    hooks = [hooks[i] for i in order]
+    check_contiguous_layers([layers[i] for i in order], f"the CLT's layers (from {cfg.data.hooks})")
+    hook_template(hooks)  # one hook at each layer
+    out = []
+    for spec, name in zip(specs, names):
+        folder = cfg.log.out_dir if len(specs) == 1 else str(Path(cfg.log.out_dir) / name)
+        out.append(
+            cfg.with_overrides(
+                spec,
+                data={"hook": hooks[0], "hooks": hooks, "shard_hooks": False},
+                log={"out_dir": folder},
+            )
+        )
     return out
 
 

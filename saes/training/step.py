@@ -120,19 +120,25 @@ class TrainStep:
         self.optimizer = make_optimizer(sae, self.lr, betas)
         self.step_index = 0
         self.comm = comm
-        self.tokens_since_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=sae.device)
+        self.tokens_since_fired = torch.zeros(sae.n_latents, dtype=torch.long, device=sae.device)
 
     @property
     def dead_mask(self) -> torch.Tensor:
         return self.tokens_since_fired >= self.dead_tokens
 
-    def __call__(self, x: torch.Tensor, grad: torch.Tensor | None = None) -> dict[str, Any]:
-
+    def __call__(
+        self,
+        x: torch.Tensor,
+        grad: torch.Tensor | None = None,
+        target: torch.Tensor | None = None,
+    ) -> dict[str, Any]:
+        """One step on raw inputs x (``target``: a transcoder's raw output, the hook it predicts)."""
         sae, comm = self.sae, self.comm
         x = sae.scale_input(x.to(sae.device))
+        y = None if target is None else sae.scale_target(target.to(sae.device))
         dead = self.dead_mask
         g = None if grad is None else grad.to(sae.device)
-        out = sae.variant.train_forward(sae, x, g, dead if dead.any() else None, comm)
+        out = sae.train_forward(x, g, dead if dead.any() else None, comm, target=y)
         loss = out.loss
         names = list(out.losses)
         l0 = self._l0(out.code)
@@ -162,10 +168,10 @@ class TrainStep:
         loss.backward()
         if comm is not None:
             comm.all_reduce_sum_([p.grad for p in sae.parameters() if p.grad is not None])
-        if sae.variant.unit_norm_decoder:
+        if sae.keeps_unit_decoder:
             sae.remove_gradient_parallel_to_decoder()
         self.optimizer.step()
-        if sae.variant.unit_norm_decoder:
+        if sae.keeps_unit_decoder:
             sae.set_decoder_norm_to_unit_norm()
         fired = self._fired(out.code)
         if comm is not None:
@@ -194,7 +200,7 @@ class TrainStep:
             counts = torch.bincount(
                 code.indices.reshape(-1),
                 weights=code.values.detach().reshape(-1).float(),
-                minlength=self.sae.cfg.d_sae,
+                minlength=self.sae.n_latents,
             )
             return counts > 0
         return (code > 0).any(0)
@@ -220,12 +226,37 @@ class TrainStep:
         )
 
 
+def norm_scale(x: torch.Tensor) -> float:
+    """The factor that makes E||x|| = sqrt(width) over a sample's rows."""
+    x = x.float()
+    return math.sqrt(x.shape[-1]) / x.norm(dim=-1).mean().clamp_min(1e-12).item()
+
+
 def initial_statistics(x: torch.Tensor, cfg: RunConfig) -> tuple[float | None, torch.Tensor]:
     """Input scale (E||x|| -> sqrt(d_in)) and the geometric median of the scaled sample (for b_dec)."""
 
     x = x.float()
     scale = None
     if cfg.optim.normalize_input:
-        scale = math.sqrt(x.shape[-1]) / x.norm(dim=-1).mean().clamp_min(1e-12).item()
+        scale = norm_scale(x)
         x = x * scale
     return scale, geometric_median(x)
+
+
+@torch.no_grad()
+def initialise_transcoder(sae, x: torch.Tensor, y: torch.Tensor, normalize: bool) -> None:
+    """A transcoder's start from a sample of inputs x and outputs y (raw; for a CLT [N, L, d]):
+    the scales (E||x|| = sqrt(d_in), E||y|| = sqrt(d_out), per layer for a CLT), then the
+    references' biases, b_dec = mean(y) and b_enc = -mean(x) W_enc (sparsify: pre-activations
+    centred at the start), and with ``transcoder_init`` "sparsify" W_dec = 0."""
+    sae.set_scales(
+        norm_scale_per(x) if normalize else None, norm_scale_per(y) if normalize else None
+    )
+    sae.init_biases(sae.scale_input(x.to(sae.device)), sae.scale_target(y.to(sae.device)))
+
+
+def norm_scale_per(x: torch.Tensor) -> float | list[float]:
+    """``norm_scale`` of [N, d] rows, or one per layer of [N, L, d]."""
+    if x.dim() == 2:
+        return norm_scale(x)
+    return [norm_scale(x[:, i]) for i in range(x.shape[1])]

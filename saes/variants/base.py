@@ -19,10 +19,11 @@ A variant is one class, registered with :func:`register`, that carries every per
     encode_in(sae, x_in, dtype) -> Code  # inference with the encoder GEMM in ``dtype`` where the
                                      # variant can select there and recompute exactly (TopK);
                                      # by default the plain encode
-    train_forward(sae, x, grad, dead_mask, comm) -> TrainOutput
+    train_forward(sae, x, grad, dead_mask, comm[, target]) -> TrainOutput
                                      # x: scaled, uncentred [B, d_in]; comm: the data-parallel
                                      # saes.training.distributed.Comm (None: one process), passed to the
-                                     # losses' batch statistics
+                                     # losses' batch statistics; target (rules with
+                                     # ``transcodes``): the scaled output a transcoder predicts
 
 ``SAEConfig`` reads ``Knobs`` to validate a config's variant-specific keys, so adding a variant is
 one file: subclass :class:`Variant`, decorate it with ``@register``, import the module.
@@ -56,6 +57,9 @@ class Variant:
     training_buffers: ClassVar[tuple[str, ...]] = ()
     saelens_architecture: ClassVar[str | None] = None
     step_arrays: ClassVar[int] = 4
+    # True: the rule can train a transcoder (``train_forward`` takes ``target``, the hook it predicts,
+    # and centres its input with ``sae.input_bias``, None for a transcoder)
+    transcodes: ClassVar[bool] = False
     # False: the variant only encodes (loaded from other libraries' artifacts); a run config that
     # trains it is refused (saes.training.config.RunConfig)
     trainable: ClassVar[bool] = True

@@ -35,6 +35,7 @@ class ReLUL1(Variant):
     unit_norm_decoder = False
     saelens_architecture = "standard"
     step_arrays = 4
+    transcodes = True
 
     def describe(self) -> str:
         return "relu"
@@ -49,16 +50,18 @@ class ReLUL1(Variant):
         grad: torch.Tensor | None,
         dead_mask: torch.Tensor | None,
         comm: Comm | None = None,
+        target: torch.Tensor | None = None,
     ) -> TrainOutput:
-        z = self.encode(sae, x - sae.b_dec)
-        x_hat = torch.addmm(sae.b_dec, z, sae.W_dec)
+        y = x if target is None else target  # a transcoder's output
+        z = self.encode(sae, sae.centred(x))
+        x_hat = sae.add_skip(torch.addmm(sae.b_dec, z, sae.W_dec), x)
         # batch means over the global batch under data-parallel training (identity otherwise)
         scale = (
-            row_mean_of_data((x - row_mean_of_data(x, comm)).norm(dim=-1, keepdim=True), comm)
+            row_mean_of_data((y - row_mean_of_data(y, comm)).norm(dim=-1, keepdim=True), comm)
             .squeeze()
             .clamp_min(1e-12)
         )
         l1 = loss_mean((z * sae.W_dec.norm(dim=-1)).sum(-1), comm) / scale
         return TrainOutput(
-            x_hat, z, {"fvu": fvu_loss(x, x_hat, comm), "l1": self.cfg.l1_coefficient * l1}
+            x_hat, z, {"fvu": fvu_loss(y, x_hat, comm), "l1": self.cfg.l1_coefficient * l1}
         )

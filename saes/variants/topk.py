@@ -4,6 +4,9 @@ ReLU-then-top-k and top-k-then-ReLU give the same values (ReLU is monotone); whe
 latents are positive, the kept zeros contribute nothing and get no gradient. Dead latents are
 revived by the AuxK loss: the top ``k_aux`` pre-activations among dead latents reconstruct the
 residual error x - x_hat, normalised by that error's variance, weighted by ``aux_k_coef``.
+
+As a transcoder the same rule reads x uncentred and predicts the target y: the FVU and AuxK are
+of y (sparsify's ``transcode``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class TopK(Variant):
     Knobs = TopKKnobs
     saelens_architecture = "topk"
     step_arrays = 3
+    transcodes = True
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
@@ -60,9 +64,11 @@ class TopK(Variant):
         grad: torch.Tensor | None,
         dead_mask: torch.Tensor | None,
         comm: Comm | None = None,
+        target: torch.Tensor | None = None,
     ) -> TrainOutput:
         if self.cfg.aux_k_coef == 0:
             dead_mask = None
+        y = x if target is None else target
         # centring by b_dec happens inside the kernel (cheaper b_dec gradient than centring here)
         values, indices, aux_values, aux_indices = topk_encode_with_aux(
             x,
@@ -71,13 +77,13 @@ class TopK(Variant):
             self.cfg.k,
             dead_mask,
             self.cfg.k_aux,
-            b_dec=sae.b_dec,
+            b_dec=sae.input_bias,
             dtype=self.gemm_dtype,
         )
-        x_hat = sparse_decode(values, indices, sae.W_dec, sae.b_dec)
-        losses = {"fvu": fvu_loss(x, x_hat, comm)}
+        x_hat = sae.add_skip(sparse_decode(values, indices, sae.W_dec, sae.b_dec), x)
+        losses = {"fvu": fvu_loss(y, x_hat, comm)}
         if aux_values is not None:
             losses["aux_k"] = self.cfg.aux_k_coef * aux_k_loss(
-                x, x_hat, aux_values, aux_indices, sae.W_dec, comm
+                y, x_hat, aux_values, aux_indices, sae.W_dec, comm
             )
         return TrainOutput(x_hat, SparseCode(values, indices), losses)
