@@ -190,11 +190,14 @@ class SparsifyStep:
         input_scale: float | None = None,
         b_dec: torch.Tensor | None = None,
         lr_lambda=None,
+        transcode: bool = False,
+        output_scale: float | None = None,
         **train_kwargs,
     ) -> None:
         _, SparseCoder, SparseCoderConfig, TrainConfig = _sparsify()
+        self.output_scale = output_scale
         self.cfg = TrainConfig(
-            sae=SparseCoderConfig(num_latents=d_sae, k=k),
+            sae=SparseCoderConfig(num_latents=d_sae, k=k, transcode=transcode),
             loss_fn="fvu",
             log_to_wandb=False,
             **train_kwargs,
@@ -243,21 +246,33 @@ class SparsifyStep:
         self.did_fire = torch.zeros(n, dtype=torch.bool)
         self.global_step = 0
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """One step on x (a transcoder: predicting y; sparsify's Trainer hands it the hooked
+        module's input and output)."""
         cfg, sae = self.cfg, self.sae
+        transcode = cfg.sae.transcode
         if self.input_scale:
             x = x * self.input_scale
-        if self.global_step == 0 and not self.b_dec_given:
+        if y is None:
+            y = x
+        elif self.output_scale:
+            y = y * self.output_scale
+        if self.global_step == 0 and transcode:
+            # Trainer.fit at step 0 for transcoders: encoder bias -mean(x) W_enc^T, b_dec mean(y)
+            sae.encoder.bias.data = -x.mean(0).to(sae.dtype) @ sae.encoder.weight.data.T
+            sae.b_dec.data = y.mean(0).to(sae.dtype)
+        elif self.global_step == 0 and not self.b_dec_given:
             sae.b_dec.data = x.mean(0).to(sae.dtype)  # its init: the first batch's mean
-        if cfg.sae.normalize_decoder:
+        normalize = cfg.sae.normalize_decoder and not transcode  # as Trainer.fit
+        if normalize:
             sae.set_decoder_norm_to_unit_norm()
         dead_mask = self.since_fired > cfg.dead_feature_threshold if cfg.auxk_alpha > 0 else None
-        total_variance = (x - x.mean(0)).pow(2).sum()
-        out = sae(x=x, y=x, dead_mask=dead_mask, total_variance=total_variance)
+        total_variance = (y - y.mean(0)).pow(2).sum()
+        out = sae(x=x, y=y, dead_mask=dead_mask, total_variance=total_variance)
         self.did_fire[out.latent_indices.flatten()] = True
         loss = out.fvu + cfg.auxk_alpha * out.auxk_loss + out.multi_topk_fvu / 8
         loss.backward()
-        if cfg.sae.normalize_decoder:
+        if normalize:
             sae.remove_gradient_parallel_to_decoder_directions()
         self.optimizer.step()
         self.optimizer.zero_grad()

@@ -316,7 +316,9 @@ def test_saelens_opens_our_transcoders_and_we_open_theirs(tmp_path, kind):
 def test_saelens_jumprelu_transcoder_opens(tmp_path):
     from sae_lens import JumpReLUTranscoder, JumpReLUTranscoderConfig
 
-    lens = JumpReLUTranscoder(JumpReLUTranscoderConfig(d_in=16, d_sae=24, d_out=12, apply_b_dec_to_input=False))
+    lens = JumpReLUTranscoder(
+        JumpReLUTranscoderConfig(d_in=16, d_sae=24, d_out=12, apply_b_dec_to_input=False)
+    )
     _random(lens)
     with torch.no_grad():
         lens.threshold.copy_(torch.rand(24) * 0.5)
@@ -556,3 +558,66 @@ def test_sae_run_with_an_output_hook_and_tied_clt_are_refused():
         RunConfig(sae={"kind": "clt"})
     with pytest.raises(ValueError, match=r"cannot.*rules that can"):
         SAEConfig(d_in=8, d_sae=64, kind="transcoder", variant="mutual_choice")
+
+
+# ---- the explorer's feature store ------------------------------------------------------------
+def test_transcoder_feature_store_reads_the_input_and_writes_to_the_output(tmp_path, tiny):
+    """A transcoder's store: activations at its input hook, logit effects of its decoder rows
+    written where they land, its output hook (an MLP output joins the residual stream)."""
+    from interp.logit_lens import top_logit_effects
+    from saes.analysis.attention_heads import raw_decoder
+    from saes.features import FeatureStore, StoreConfig, build_store
+
+    cfg = tiny_config(
+        tmp_path,
+        "plt",
+        data={"hook": "blocks.1.ln2.hook_normalized"},
+        sae={"kind": "transcoder", "d_sae": 64, "k": 4},
+    )
+    run = train(cfg, progress=False, evaluate=False, model=tiny)
+    out = build_store(run, model=tiny, config=StoreConfig(tokens=2048))
+    store = FeatureStore(out)
+    assert store.manifest["hook"] == "blocks.1.ln2.hook_normalized"
+    sae = load_dictionary(run)
+    live = store.alive
+    assert live.numel() > 0
+    top = store.array("logit_top_ids")
+    n = top.shape[1]
+    ids, *_ = top_logit_effects(tiny, "blocks.1.hook_mlp_out", raw_decoder(sae)[live], n)
+    assert torch.equal(top[live].long(), ids.long())
+
+
+# ---- caches hold both hooks ----------------------------------------------------------------------
+def test_transcoder_trains_from_a_cache_of_both_hooks(tmp_path, tiny):
+    from interp.activation_files import ActivationFilesWriter
+    from interp.activations import ActivationCapture
+    from interp.data import token_windows
+
+    def write(folder, hooks):
+        wins = token_windows(tiny.tokenizer, source="stdlib", context_size=33, split="train")
+        cap = ActivationCapture(tiny, hooks)
+        meta = {"model": "tiny", "source": "stdlib", "seed": 0, "context_size": 33}
+        ActivationFilesWriter(folder, cap, meta, windows_per_shard=16).write(
+            wins, batch_windows=8, max_windows=96, progress=False
+        )
+
+    both = ["blocks.0.ln2.hook_normalized", "blocks.0.hook_mlp_out"]
+    write(tmp_path / "both", both)
+    cfg = tiny_config(
+        tmp_path,
+        "cached",
+        data={"hook": both[0], "cache": str(tmp_path / "both"), "model": "tiny"},
+        sae={"kind": "transcoder", "d_sae": 64, "k": 4},
+    )
+    run = train(cfg, progress=False, evaluate=True, model=tiny)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["output_hooks"] == ["blocks.0.hook_mlp_out"] and metrics["fvu"] < 1.0
+    write(tmp_path / "input_only", both[:1])
+    cfg = tiny_config(
+        tmp_path,
+        "lacking",
+        data={"hook": both[0], "cache": str(tmp_path / "input_only"), "model": "tiny"},
+        sae={"kind": "transcoder", "d_sae": 64, "k": 4},
+    )
+    with pytest.raises(Exception, match=r"blocks\.0\.hook_mlp_out"):
+        train(cfg, progress=False, model=tiny)

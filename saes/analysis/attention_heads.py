@@ -68,8 +68,10 @@ def raw_encoder(sae) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def raw_decoder(sae) -> torch.Tensor:
-    """Decoder rows [d_sae, d_in] in raw input units (x_hat = z @ W_dec_raw + b)."""
-    return sae.W_dec.detach().float() / (sae.cfg.input_scale or 1.0)
+    """Decoder rows [d_sae, d_in] in raw output units (x_hat = z @ W_dec_raw + b; a transcoder's
+    rows are in its output hook's units)."""
+    scale = sae.cfg.output_scale if sae.cfg.is_transcoder else sae.cfg.input_scale
+    return sae.W_dec.detach().float() / (scale or 1.0)
 
 
 # ---------------------------------------------------------------------------------------------

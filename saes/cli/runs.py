@@ -33,11 +33,24 @@ def eval_cmd(
         None, "--eval-cache", help="a cache of held-out activations for FVU, L0, ... (eval.cache)"
     ),
 ) -> None:
-    """Evaluate a trained SAE on held-out tokens (and spliced into the model); writes metrics.json."""
+    """Evaluate a trained SAE or transcoder on held-out tokens (and spliced into the model);
+    writes metrics.json."""
     from saes.evaluation.evaluate import evaluate_run
+    from saes.rundir import RunDir
+    from saes.training.config import RunConfig
+    from saes.transcoders.evaluate import evaluate_transcoder_run
 
     try:
-        evaluate_run(run_dir, use_model=not no_model, eval_cache=eval_cache)
+        cfg = RunConfig.from_saved(RunDir(run_dir).config(required=True))
+        if cfg.sae.kind != "sae":  # transcoders: through their model (CE with MLPs replaced)
+            if no_model or eval_cache is not None:
+                raise ValueError(
+                    f"{run_dir} is a {cfg.sae.kind}: it is evaluated through its model "
+                    "(--no-model and --eval-cache apply to SAEs)"
+                )
+            evaluate_transcoder_run(run_dir, cfg=cfg)
+        else:
+            evaluate_run(run_dir, use_model=not no_model, eval_cache=eval_cache)
     except (ValueError, FileNotFoundError) as e:
         fail(e)
     print_metrics(run_dir)
@@ -96,6 +109,13 @@ def print_metrics(run_dir: Path) -> None:
                 name = f"dead_fraction (never fired in {metrics['n_tokens']:,} eval tokens)"
             table.add_row(name, f"{v:,.4f}" if isinstance(v, float) else str(v))
     Console().print(table)
+    every = metrics.get("all_layers_replaced")
+    if every:  # a transcoder run: the replacement model's own loss, no error terms
+        typer.echo(
+            f"every MLP of {metrics.get('reconstruction', {}).get('layers')} replaced: CE "
+            f"{every['ce_spliced']:.4f} (clean {every['ce_clean']:.4f}, +{every['ce_delta']:.4f}), "
+            f"KL {every['kl_div']:.4f}"
+        )
     rows = metrics.get("eval_rows")
     if rows:
         typer.echo(f"evaluated on rows {rows['rows'][0]}..{rows['rows'][1] - 1} of {rows['cache']}")

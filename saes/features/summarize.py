@@ -46,7 +46,9 @@ def quantile_bands(acc: Accumulators, cfg: StoreConfig) -> dict[str, torch.Tenso
 
 def logit_effects(sae, model, alive: torch.Tensor, n: int) -> dict[str, torch.Tensor]:
     """Top and bottom direct logit effects of each live latent's decoder row (the final norm's
-    gain and centring applied: :func:`interp.logit_lens.top_logit_effects`)."""
+    gain and centring applied: :func:`interp.logit_lens.top_logit_effects`). A transcoder's rows
+    write to its output hook (an MLP's output joins the residual stream), so the effect is taken
+    there; its activations are read at its input hook."""
     F = alive.numel()
     out = {
         "logit_top_ids": torch.full((F, n), -1, dtype=torch.int32),
@@ -58,7 +60,7 @@ def logit_effects(sae, model, alive: torch.Tensor, n: int) -> dict[str, torch.Te
     if live.numel() == 0:
         return out
     top_i, top_v, bot_i, bot_v = top_logit_effects(
-        model, sae.cfg.hook_name, raw_decoder(sae)[live], n
+        model, sae.cfg.output_hook_name or sae.cfg.hook_name, raw_decoder(sae)[live], n
     )
     k = top_i.shape[1]
     out["logit_top_ids"][live, :k], out["logit_top_values"][live, :k] = top_i.int(), top_v

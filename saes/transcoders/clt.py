@@ -226,7 +226,13 @@ class CrossLayerTranscoder(nn.Module):
                 if dead_i is not None and not bool(dead_i.any()) or self.cfg.aux_k_coef == 0:
                     dead_i = None
                 v, idx, av, ai = topk_encode_with_aux(
-                    x_i, self.W_enc[i], self.b_enc[i], self.cfg.k, dead_i, self.cfg.k_aux
+                    x_i,
+                    self.W_enc[i],
+                    self.b_enc[i],
+                    self.cfg.k,
+                    dead_i,
+                    self.cfg.k_aux,
+                    dtype=self.variant.gemm_dtype,  # encoder_dtype bfloat16: select in bf16
                 )
                 out = sparse_decode(v, idx, w_dec)
                 values.append(v)
