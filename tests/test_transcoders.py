@@ -129,9 +129,9 @@ def test_planted_clt_recovers_cross_layer_writes(seed):
     cfg = SAEConfig(d_in=32, d_out=32, d_sae=96, k=3, kind="clt", layers=[0, 1])
     clt = CrossLayerTranscoder(cfg, seed=seed)
     _fit(clt, sample, squeeze=False)
-    assert recovered(clt.W_dec[0][:, 0].detach(), D_out[0, 0]) >= 0.95
-    assert recovered(clt.W_dec[0][:, 1].detach(), D_out[0, 1]) >= 0.95  # layer 0 -> layer 1
-    assert recovered(clt.W_dec[1][:, 0].detach(), D_out[1, 1]) >= 0.95
+    assert recovered(clt.W_dec[0][0].detach(), D_out[0, 0]) >= 0.95
+    assert recovered(clt.W_dec[1][0].detach(), D_out[0, 1]) >= 0.95  # layer 0 -> layer 1
+    assert recovered(clt.W_dec[1][1].detach(), D_out[1, 1]) >= 0.95
     # a per-layer transcoder at layer 1 sees only x_1 and cannot predict what layer 0 wrote there
     x, y = sample(4096)
     with torch.no_grad():
@@ -141,6 +141,22 @@ def test_planted_clt_recovers_cross_layer_writes(seed):
     plt1 = SAE(SAEConfig(d_in=32, d_out=32, d_sae=96, k=3, kind="transcoder"), seed=seed)
     fvu_plt = _fit(plt1, lambda m, s=False: tuple(t[:, 1:] for t in sample(m)))["fvu"]
     assert fvu_clt < 0.2 < fvu_plt
+
+
+@pytest.mark.parametrize("rule", ["topk", "relu_l1"])
+def test_clt_training_forward_is_its_inference_forward(rule):
+    """The training path (per-target sparse decodes of the concatenated codes) and the inference
+    path (encode, then decode) give the same outputs, for random weights and scales."""
+    cfg = SAEConfig(d_in=12, d_out=10, d_sae=40, k=5, kind="clt", layers=[0, 1, 2], variant=rule)
+    clt = _random(CrossLayerTranscoder(cfg, seed=1), seed=4)
+    clt.set_scales([1.5, 0.5, 2.0], [0.8, 1.2, 3.0])
+    x, y = torch.randn(30, 3, 12), torch.randn(30, 3, 10)
+    out = clt.train_forward(clt.scale_input(x), target=clt.scale_target(y))
+    with torch.no_grad():
+        torch.testing.assert_close(out.x_hat, clt.scale_target(clt(x)[0]), rtol=1e-4, atol=1e-4)
+    assert set(out.losses) == ({"fvu"} if rule == "topk" else {"fvu", "l1"})
+    out.loss.backward()
+    assert all(w.grad is not None and w.grad.abs().sum() > 0 for w in clt.W_dec)
 
 
 # ---- training jobs on the tiny model ------------------------------------------------------------

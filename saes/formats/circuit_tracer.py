@@ -215,7 +215,7 @@ def write_clt(clt, folder: str | Path, model_name: str = "") -> Path:
         if hasattr(clt, "threshold"):
             enc[f"threshold_{i}"] = clt.threshold[i]
         _save(folder, f"W_enc_{i}.safetensors", enc)
-        _save(folder, f"W_dec_{i}.safetensors", {f"W_dec_{i}": clt.W_dec[i]})
+        _save(folder, f"W_dec_{i}.safetensors", {f"W_dec_{i}": clt.source_decoder(i)})
     config = {
         "model_kind": CLT_KIND,
         "model_name": model_name or cfg.model_name,
@@ -229,7 +229,8 @@ def write_clt(clt, folder: str | Path, model_name: str = "") -> Path:
 
 def read_clt(folder: str | Path) -> tuple[SAEConfig, dict[str, torch.Tensor]]:
     """(config, state dict of :class:`~saes.transcoders.CrossLayerTranscoder`) of a
-    circuit-tracer CLT folder; shapes checked against each other, with the file named."""
+    circuit-tracer CLT folder; shapes checked against each other, with the file named. The
+    decoders, stored by source layer, are regrouped by target layer (our layout)."""
     folder = Path(folder)
     raw = read_config(folder)
     if raw["model_kind"] != CLT_KIND:
@@ -238,7 +239,7 @@ def read_clt(folder: str | Path) -> tuple[SAEConfig, dict[str, torch.Tensor]]:
     if L == 0:
         raise FileNotFoundError(f"{folder} holds no W_enc_{{i}}.safetensors")
     state: dict[str, torch.Tensor] = {}
-    b_enc, b_dec, thresholds = [], [], []
+    b_enc, b_dec, thresholds, sources = [], [], [], []
     d_tc = d_in = d_out = None
     for i in range(L):
         ep, dp = folder / f"W_enc_{i}.safetensors", folder / f"W_dec_{i}.safetensors"
@@ -256,11 +257,13 @@ def read_clt(folder: str | Path) -> tuple[SAEConfig, dict[str, torch.Tensor]]:
                 f"a CLT of {L} layers needs W_enc_{i} [{d_tc}, {d_in}] and W_dec_{i} {list(want)}"
             )
         state[f"W_enc.{i}"] = w_enc.t()
-        state[f"W_dec.{i}"] = w_dec
+        sources.append(w_dec)
         b_enc.append(enc[f"b_enc_{i}"])
         b_dec.append(enc[f"b_dec_{i}"])
         if f"threshold_{i}" in enc:
             thresholds.append(enc[f"threshold_{i}"].reshape(-1).expand(d_tc))
+    for j in range(L):  # ours groups the decoder by target layer: W_dec[j][i] = W_dec_i[:, j - i]
+        state[f"W_dec.{j}"] = torch.stack([sources[i][:, j - i] for i in range(j + 1)])
     state["b_enc"] = torch.stack(b_enc)
     state["b_dec"] = torch.stack(b_dec)
     act = raw.get("activation")

@@ -8,8 +8,8 @@ training, E||x_l|| = sqrt(d_in), E||y_l|| = sqrt(d_out)):
    per layer (``cfg.d_sae``), k per layer for TopK;
 2. decode into every later layer: y_hat_l = b_dec^l + sum_{l' <= l} a_{l'} W_dec^{l' -> l};
 3. loss: the mean over layers of each layer's FVU, sum ||y_l - y_hat_l||^2 / sum ||y_l -
-   mean(y_l)||^2 (AuxK for TopK: layer l's dead latents reconstruct the residual errors of every
-   layer they write to; L1 for ReLU weights a_l by the norm of its whole decoder row
+   mean(y_l)||^2 (AuxK for TopK: layer l's dead latents reconstruct layer l's residual error
+   through W_dec^{l->l}; L1 for ReLU weights a_l by the norm of its whole decoder row
    [W_dec^{l->l}, ..., W_dec^{l->L-1}]).
 
 Paper: Ameisen et al. 2025, "Circuit Tracing: Revealing Computational Graphs in Language Models"
@@ -20,10 +20,13 @@ about equal across layers after scaling); the rules are ours (TopK with AuxK, Re
 decoder-norm L1), not JumpReLU; and the start is sparsify's (W_dec = 0, b_dec = mean(y), b_enc =
 -mean(x) W_enc).
 
-Layout (circuit-tracer's): ``W_enc`` one [d_in, F] matrix per layer (stored latent-major, as the
-SAE's), ``b_enc`` [L, F], ``W_dec`` one [F, L - i, d_out] tensor per source layer i (slice
-[:, j - i] writes to layer j), ``b_dec`` [L, d_out]; the training scales are buffers
-``input_scales`` / ``output_scales`` [L], folded into the weights on export.
+Layout: ``W_enc`` one [d_in, F] matrix per layer (stored latent-major, as the SAE's), ``b_enc``
+[L, F], ``W_dec`` one [j + 1, F, d_out] tensor per *target* layer j (``W_dec[j][i]`` is
+W_dec^{i -> j}), ``b_dec`` [L, d_out]; the training scales are buffers ``input_scales`` /
+``output_scales`` [L], folded into the weights on export. Grouping the decoder by target lets a
+step decode each layer's output in one sparse pass over the codes of layers <= j (no [batch, L,
+d] scatter); circuit-tracer groups by source (``W_dec_i`` [F, L - i, d_out]), and
+:meth:`CrossLayerTranscoder.source_decoder` / the format's reader convert.
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ from torch import nn
 from saes.codes import SparseCode, TrainOutput
 from saes.config import SAEConfig, check_contiguous_layers
 from saes.kernels import sparse_decode, topk_encode_with_aux
-from saes.training.distributed import Comm, centred_sum_sq, loss_mean, row_mean_of_data
-from saes.training.losses import aux_k_loss
+from saes.training.distributed import Comm, loss_mean, row_mean_of_data
+from saes.training.losses import aux_k_loss, fvu_loss
 from saes.variants import get_variant
 
 #: rules a CLT trains with (others, e.g. jumprelu, open from files only)
@@ -74,7 +77,7 @@ class CrossLayerTranscoder(nn.Module):
         self.W_enc = nn.ParameterList(enc)
         self.b_enc = nn.Parameter(torch.zeros(L, F))
         self.W_dec = nn.ParameterList(
-            [nn.Parameter(torch.zeros(F, L - i, d_out)) for i in range(L)]
+            [nn.Parameter(torch.zeros(j + 1, F, d_out)) for j in range(L)]
         )
         self.b_dec = nn.Parameter(torch.zeros(L, d_out))
         self.register_buffer("input_scales", torch.ones(L))
@@ -150,8 +153,8 @@ class CrossLayerTranscoder(nn.Module):
         t = self.output_scales
         for i, w in enumerate(self.W_enc):
             w.mul_(self.input_scales[i])
-        for i, w in enumerate(self.W_dec):
-            w.div_(t[i:, None])
+        for j, w in enumerate(self.W_dec):
+            w.div_(t[j])
         self.b_dec.div_(t[:, None])
         self.input_scales.fill_(1.0)
         self.output_scales.fill_(1.0)
@@ -183,11 +186,12 @@ class CrossLayerTranscoder(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Outputs [..., L, d_out] (raw) from dense codes [..., L, F]."""
         lead = z.shape[:-2]
-        z = z.reshape(-1, self.n_layers, self.cfg.d_sae)
-        out = self.b_dec.expand(z.shape[0], -1, -1).clone()
-        for i, w in enumerate(self.W_dec):
-            out[:, i:] += (z[:, i] @ w.reshape(w.shape[0], -1)).view(z.shape[0], -1, w.shape[-1])
-        return self.unscale_output(out).reshape(*lead, self.n_layers, -1)
+        z = z.reshape(-1, self.n_layers * self.cfg.d_sae)
+        outs = [
+            torch.addmm(self.b_dec[j], z[:, : (j + 1) * self.cfg.d_sae], w.reshape(-1, w.shape[-1]))
+            for j, w in enumerate(self.W_dec)
+        ]
+        return self.unscale_output(torch.stack(outs, 1)).reshape(*lead, self.n_layers, -1)
 
     def decode_layer(self, z: torch.Tensor, source: int, target: int) -> torch.Tensor:
         """What layer index ``source``'s codes [..., F] write to layer index ``target`` (raw, no
@@ -196,8 +200,13 @@ class CrossLayerTranscoder(nn.Module):
             raise ValueError(
                 f"layer {source}'s latents write to layers {source}..{self.n_layers - 1}"
             )
-        w = self.W_dec[source][:, target - source]
+        w = self.W_dec[target][source]
         return (z.to(w.dtype) @ w) / self.output_scales[target]
+
+    def source_decoder(self, i: int) -> torch.Tensor:
+        """Layer index i's writes to every later layer, [F, L - i, d_out] (circuit-tracer's
+        ``W_dec_i``)."""
+        return torch.stack([self.W_dec[j][i] for j in range(i, self.n_layers)], 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(outputs [..., L, d_out], dense codes [..., L, F]) of raw inputs [..., L, d_in]."""
@@ -209,21 +218,23 @@ class CrossLayerTranscoder(nn.Module):
 
     # ---- training ----------------------------------------------------------------------------
     def train_forward(self, x, grad=None, dead_mask=None, comm: Comm | None = None, target=None):
-        """Training forward on scaled inputs and targets [B, L, d] (see the module docstring)."""
+        """Training forward on scaled inputs and targets [B, L, d] (see the module docstring).
+
+        Each layer is encoded once; each target layer j is then decoded in one sparse pass over the
+        codes of layers 0..j (their indices offset by i * F into ``W_dec[j]`` viewed as
+        [(j + 1) F, d_out]), so no [B, L, d_out] output is scattered into."""
         if target is None:
             raise ValueError("a CLT trains on targets (the MLP outputs): target is None")
         B, L, F = x.shape[0], self.n_layers, self.cfg.d_sae
-        y_hat = self.b_dec.expand(B, -1, -1).clone()
-        values, indices, aux, l1 = [], [], [], []
         rule = self.cfg.variant
         if rule not in CLT_RULES:
             raise ValueError(f"a CLT trains with the rules {CLT_RULES}, not {rule!r}")
+        codes, aux, l1 = [], [], []
         for i in range(L):
             x_i = x[:, i].contiguous()
-            w_dec = self.W_dec[i].reshape(F, -1)
             if rule == "topk":
                 dead_i = None if dead_mask is None else dead_mask[i * F : (i + 1) * F]
-                if dead_i is not None and not bool(dead_i.any()) or self.cfg.aux_k_coef == 0:
+                if self.cfg.aux_k_coef == 0 or (dead_i is not None and not bool(dead_i.any())):
                     dead_i = None
                 v, idx, av, ai = topk_encode_with_aux(
                     x_i,
@@ -234,33 +245,46 @@ class CrossLayerTranscoder(nn.Module):
                     self.cfg.k_aux,
                     dtype=self.variant.gemm_dtype,  # encoder_dtype bfloat16: select in bf16
                 )
-                out = sparse_decode(v, idx, w_dec)
-                values.append(v)
-                indices.append(idx + i * F)
-                aux.append((i, av, ai, w_dec))
+                codes.append((v, idx + i * F))
+                if av is not None:
+                    aux.append((i, av, ai))
             else:
                 z = torch.relu(torch.addmm(self.b_enc[i], x_i, self.W_enc[i]))
-                out = z @ w_dec
-                values.append(z)
-                l1.append((z * w_dec.norm(dim=-1)).sum(-1))
-            y_hat[:, i:] += out.view(B, L - i, -1)
-        err = (target - y_hat).pow(2).sum((0, 2))
-        total = torch.stack([centred_sum_sq(target[:, j], comm) for j in range(L)])
-        per_layer = err / total.clamp_min(1e-12)
-        losses = {"fvu": per_layer.mean()}
+                codes.append(z)
+                norms = torch.stack([self.W_dec[j][i].norm(dim=-1) for j in range(i, L)])
+                l1.append((z * norms.pow(2).sum(0).sqrt()).sum(-1))
         if rule == "topk":
-            code = SparseCode(torch.cat(values, 1), torch.cat(indices, 1))
-            terms = [
-                aux_k_loss(
-                    target[:, i:].reshape(B, -1), y_hat[:, i:].reshape(B, -1), av, ai, w, comm
+            values = torch.cat([v for v, _ in codes], 1)
+            indices = torch.cat([ix for _, ix in codes], 1)
+            k = self.cfg.k
+            outs = [
+                sparse_decode(
+                    values[:, : (j + 1) * k].contiguous(),
+                    indices[:, : (j + 1) * k].contiguous(),
+                    w.reshape(-1, w.shape[-1]),
+                    self.b_dec[j],
                 )
-                for i, av, ai, w in aux
-                if av is not None
+                for j, w in enumerate(self.W_dec)
             ]
-            if terms:
-                losses["aux_k"] = self.cfg.aux_k_coef * torch.stack(terms).sum() / L
+            code = SparseCode(values, indices)
         else:
-            code = torch.cat(values, 1)
+            z_all = torch.cat(codes, 1)
+            outs = [
+                torch.addmm(self.b_dec[j], z_all[:, : (j + 1) * F], w.reshape(-1, w.shape[-1]))
+                for j, w in enumerate(self.W_dec)
+            ]
+            code = z_all
+        per_layer = torch.stack(
+            [fvu_loss(target[:, j], outs[j], comm) for j in range(L)]  # each layer's own variance
+        )
+        losses = {"fvu": per_layer.mean()}
+        if aux:
+            terms = [
+                aux_k_loss(target[:, i], outs[i], av, ai, self.W_dec[i][i], comm)
+                for i, av, ai in aux
+            ]
+            losses["aux_k"] = self.cfg.aux_k_coef * torch.stack(terms).sum() / L
+        if l1:
             y_flat = target.reshape(B, -1)
             scale = (
                 row_mean_of_data(
@@ -270,4 +294,4 @@ class CrossLayerTranscoder(nn.Module):
                 .clamp_min(1e-12)
             )
             losses["l1"] = self.cfg.l1_coefficient * loss_mean(torch.stack(l1).sum(0), comm) / scale
-        return TrainOutput(y_hat, code, losses)
+        return TrainOutput(torch.stack(outs, 1), code, losses)
