@@ -242,9 +242,14 @@ def evaluate_run(
     # the one dtype the clean, spliced and ablated forwards all ran in (None: no model)
     params = getattr(model, "parameters", None)
     metrics["model_dtype"] = dtype_name(next(params()).dtype) if params is not None else None
+    add_training_throughput(metrics, folder)
+    atomic_write_json(folder.metrics_path, metrics)
+    return metrics
+
+
+def add_training_throughput(metrics: dict[str, Any], folder: RunDir) -> None:
+    """The training log's last throughput and token count, into ``metrics`` (when logged)."""
     last = folder.last_log_record()
     if last is not None:
         metrics["train_tokens_per_s"] = last.get("tokens_per_s")
         metrics["train_tokens"] = last.get("tokens")
-    atomic_write_json(folder.metrics_path, metrics)
-    return metrics

@@ -30,7 +30,7 @@ from interp.atomic_files import atomic_write_json
 from interp.hooks import hook_dim, hook_layer, validate_hook_names
 from interp.interventions import Intervention, apply, run_with_interventions, zero_ablate
 from interp.models import dtype_name, load_model
-from saes.evaluation.evaluate import validation_windows
+from saes.evaluation.evaluate import add_training_throughput, validation_windows
 from saes.rundir import RunDir
 from saes.training.config import RunConfig
 from saes.transcoders.clt import CrossLayerTranscoder
@@ -242,23 +242,17 @@ def evaluate_replacement(
     return out
 
 
-def evaluate_transcoder_run(run_dir: str | Path, cfg=None, model=None) -> dict[str, Any]:
-    """A transcoder or CLT run's ``metrics.json``: its layer's (a CLT: every layer's) metrics,
-    and for a CLT the all-layers-replaced CE/KL."""
-    run_dir = Path(run_dir)
-    folder = RunDir(run_dir)
-    if cfg is None:
-        cfg = RunConfig.from_saved(folder.config(required=True))
+def _evaluate_for_run(dictionary, cfg: RunConfig, model, per_layer_ce: bool) -> dict[str, Any]:
+    """:func:`evaluate_replacement` with a run config's text, windows and model (loaded when
+    ``model`` is None)."""
     if cfg.data.model is None:
         raise ValueError(
-            f"{run_dir}: transcoders are evaluated through their model (CE with MLPs replaced); "
-            "this run has data.model null"
+            f"{cfg.log.out_dir}: transcoders are evaluated through their model (CE with MLPs "
+            "replaced); this run has data.model null"
         )
     if model is None:
         model = load_model(cfg.data.model, device=cfg.device, dtype=cfg.data.model_dtype)
-    module = load_dictionary(run_dir, device=cfg.device)
-    dictionary = module if isinstance(module, CrossLayerTranscoder) else [module]
-    metrics = evaluate_replacement(
+    return evaluate_replacement(
         dictionary,
         model,
         source=cfg.data.source,
@@ -266,7 +260,20 @@ def evaluate_transcoder_run(run_dir: str | Path, cfg=None, model=None) -> dict[s
         eval_tokens=cfg.eval.tokens,
         ce_windows=cfg.eval.ce_windows,
         seed=cfg.data.seed,
+        per_layer_ce=per_layer_ce,
     )
+
+
+def evaluate_transcoder_run(run_dir: str | Path, cfg=None, model=None) -> dict[str, Any]:
+    """A transcoder or CLT run's ``metrics.json``: its layer's (a CLT: every layer's) metrics,
+    and the CE/KL with its MLP (a CLT: every MLP) replaced."""
+    run_dir = Path(run_dir)
+    folder = RunDir(run_dir)
+    if cfg is None:
+        cfg = RunConfig.from_saved(folder.config(required=True))
+    module = load_dictionary(run_dir, device=cfg.device)
+    dictionary = module if isinstance(module, CrossLayerTranscoder) else [module]
+    metrics = _evaluate_for_run(dictionary, cfg, model, per_layer_ce=True)
     rec = metrics["reconstruction"]
     metrics.update(
         {
@@ -283,10 +290,7 @@ def evaluate_transcoder_run(run_dir: str | Path, cfg=None, model=None) -> dict[s
     if "one_layer_replaced" in metrics and len(rec["fvu"]) == 1:
         metrics["ce_loss_recovered"] = metrics["one_layer_replaced"][0]["ce_loss_recovered"]
         metrics["kl_div"] = metrics["one_layer_replaced"][0]["kl_div"]
-    last = folder.last_log_record()
-    if last is not None:
-        metrics["train_tokens_per_s"] = last.get("tokens_per_s")
-        metrics["train_tokens"] = last.get("tokens")
+    add_training_throughput(metrics, folder)
     atomic_write_json(folder.metrics_path, metrics)
     return metrics
 
@@ -297,8 +301,8 @@ REPLACEMENT_FILE = "replacement_metrics.json"
 def evaluate_transcoder_set(
     run_dirs: Sequence[str | Path], out: str | Path, cfg=None, model=None
 ) -> dict[str, Any]:
-    """The all-layers-replaced metrics of per-layer transcoder runs (one per layer, contiguous),
-    written to ``out`` (``replacement_metrics.json`` in the job folder)."""
+    """The all-layers-replaced metrics of per-layer transcoder runs (one per layer), written to
+    ``out`` (``replacement_metrics.json`` in the job folder)."""
     run_dirs = [Path(d) for d in run_dirs]
     if cfg is None:
         cfg = RunConfig.from_saved(RunDir(run_dirs[0]).config(required=True))
@@ -306,18 +310,7 @@ def evaluate_transcoder_set(
         (load_dictionary(d, device=cfg.device) for d in run_dirs),
         key=lambda s: hook_layer(s.cfg.hook_name),
     )
-    if model is None:
-        model = load_model(cfg.data.model, device=cfg.device, dtype=cfg.data.model_dtype)
-    metrics = evaluate_replacement(
-        saes,
-        model,
-        source=cfg.data.source,
-        context_size=cfg.data.context_size,
-        eval_tokens=cfg.eval.tokens,
-        ce_windows=cfg.eval.ce_windows,
-        seed=cfg.data.seed,
-        per_layer_ce=False,
-    )
+    metrics = _evaluate_for_run(saes, cfg, model, per_layer_ce=False)
     metrics["runs"] = [str(d) for d in run_dirs]
     atomic_write_json(Path(out), metrics)
     return metrics
