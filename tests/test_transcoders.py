@@ -192,6 +192,7 @@ def test_job_trains_every_layer_from_one_forward_and_evaluates(tmp_path, tiny, k
         rec = m["reconstruction"]
         assert len(rec["fvu"]) == (2 if kind == "clt" else 1)
         assert all(0 < f < 1.5 for f in rec["fvu"]) and m["l0"] > 0
+        assert len(rec["fvu_no_sink"]) == len(rec["fvu"]) and m["fvu_no_sink"] > 0
         assert m["all_layers_replaced"]["n_predicted_tokens"] > 0
         assert m["output_hooks"] == [
             h.replace("ln2.hook_normalized", "hook_mlp_out") for h in m["input_hooks"]
