@@ -337,7 +337,21 @@ class Job:
             start_block=self.position["block"],
             skip_batches=self.position["batch"],
         )
+        self._stream = batches  # closed by release_training_state (its block is memory)
         return itertools.islice(batches, max(0, self.total_steps - self.step_index))
+
+    def release_training_state(self) -> None:
+        """After the last checkpoint: free what only training needs (the activation stream's
+        buffered block, the optimisers' moments and gradients) before the artifacts are written
+        and evaluated. A 30-layer CLT's Adam moments alone are twice its weights."""
+        stream = getattr(self, "_stream", None)
+        if stream is not None:
+            stream.close()
+            self._stream = None
+        for m in self.members:
+            m.step.optimizer = None
+            for p in m.sae.parameters():
+                p.grad = None
 
     def step(self, batch: ActivationBatch, block: int, index: int) -> list[dict[str, Any]]:
         """One step of every SAE on the batch; advances the position (and the status heartbeat)."""

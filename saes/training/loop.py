@@ -146,7 +146,9 @@ def train_runs(
                 if job.main:
                     print(f"interrupted: checkpoint written to {job.where}; continue with --resume")
                 raise KeyboardInterrupt
+    batch = None  # the last batch (every hook's rows): not needed past the last step
     job.checkpoint()
+    job.release_training_state()
     job.finish(evaluate)
     log.finish()
     return job.run_dirs
