@@ -37,6 +37,12 @@ CFGS = {
     "dp_live": {"data": {"hook": "blocks.1.hook_resid_post"}},
     # hook sharding on live capture: rank r owns hook r and receives its activations from the other
     "shard_live": {"data": {"hooks": HOOKS, "shard_hooks": True}},
+    # transcoders, data parallel on live capture: a skip transcoder per layer, and one CLT
+    "dp_skip": {
+        "data": {"hooks": ["blocks.*.ln2.hook_normalized"]},
+        "sae": {"kind": "skip_transcoder"},
+    },
+    "dp_clt": {"data": {"hooks": ["blocks.*.ln2.hook_normalized"]}, "sae": {"kind": "clt"}},
 }
 CHOICE = [("mutual_choice", "zipf"), ("feature_choice", "zipf"), ("feature_choice", "uniform")]
 CHOICE_BUFFERS = ("threshold", "usage", "ema_steps")
@@ -93,7 +99,14 @@ SCRIPT = (
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(run / "sae_weights.safetensors"))
+    """An SAE's or transcoder's weights, or a CLT's (one file per layer, circuit-tracer's layout)."""
+    if (run / "sae_weights.safetensors").exists():
+        return load_file(str(run / "sae_weights.safetensors"))
+    out = {}
+    for path in sorted(run.glob("W_*.safetensors")):
+        out.update(load_file(str(path)))
+    assert out, f"{run} holds no weights"
+    return out
 
 
 def _close(a: Path, b: Path, tol: float) -> None:
@@ -175,10 +188,8 @@ def test_two_gloo_ranks_match_one_process(tmp_path, tiny, cache, torchrun, one_t
             tmp_path / "one", name, BASE, job, data={**data, "shard_hooks": False}, model=tiny
         )
         two = torchrun / "dist" / name
-        runs = sorted(p.parent.relative_to(one) for p in one.rglob("sae_weights.safetensors"))
-        assert runs and runs == sorted(
-            p.parent.relative_to(two) for p in two.rglob("sae_weights.safetensors")
-        )
+        runs = sorted(p.parent.relative_to(one) for p in one.rglob("cfg.json"))
+        assert runs and runs == sorted(p.parent.relative_to(two) for p in two.rglob("cfg.json"))
         for rel in runs:
             if name == "shard_live":
                 _equal(one / rel, two / rel)  # sharding moves whole batches: bit for bit

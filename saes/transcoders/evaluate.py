@@ -103,7 +103,6 @@ class Replacement:
         return out
 
 
-@torch.no_grad()
 class _FVU:
     """Streaming sums for one layer's FVU over chosen rows (float64)."""
 
