@@ -534,12 +534,12 @@ def render(d: dict) -> str:
                     name,
                     fix(r.get("fvu")),
                     ms(r.get("median_step_s")),
-                    NM
+                    "the reference"
                     if name == "ours"
                     else verdict_one_run(
                         r.get("fvu"), ours.get("fvu"), ("lower", "higher"), lower_better=True
                     ),
-                    NM
+                    "the reference"
                     if name == "ours"
                     else verdict_one_run(
                         ours.get("median_step_s"), r.get("median_step_s"), lower_better=True
@@ -590,7 +590,7 @@ def render(d: dict) -> str:
             "training, speed and CE figures are the training run's)."
         )
     return join_nonempty(
-        para(criterion_one_run()),
+        para(f"Criterion for the verdicts: {criterion_one_run()}."),
         refresh,
         table(head, rows),
         para(*[c + "." for c in claims]) if claims else "",
