@@ -223,7 +223,7 @@ class SAE(nn.Module):
         g = None if grad is None else grad.reshape(-1, grad.shape[-1])
         rows = x.reshape(-1, x.shape[-1])
         code = self.encode_code(rows, g)
-        x_hat = self.unscale_output(self.add_skip(self.decode_scaled(code), self.scale_input(rows)))
+        x_hat = self.output_of(code, rows)
         return x_hat.reshape(*lead, -1), to_dense(code, self.cfg.d_sae).reshape(
             *lead, self.cfg.d_sae
         )
@@ -234,8 +234,12 @@ class SAE(nn.Module):
         lead = x.shape[:-1]
         rows = x.reshape(-1, x.shape[-1])
         code = self.encode_code(rows, gemm_dtype=gemm_dtype)
-        out = self.unscale_output(self.add_skip(self.decode_scaled(code), self.scale_input(rows)))
-        return out.reshape(*lead, -1)
+        return self.output_of(code, rows).reshape(*lead, -1)
+
+    def output_of(self, code: Code, x: torch.Tensor) -> torch.Tensor:
+        """The raw output of a code of raw input rows x [N, d_in]: the decoded code, plus a skip
+        transcoder's x W_skip^T."""
+        return self.unscale_output(self.add_skip(self.decode_scaled(code), self.scale_input(x)))
 
     # ---- maintenance --------------------------------------------------------------------------
     @torch.no_grad()

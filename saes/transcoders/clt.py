@@ -36,7 +36,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from saes.codes import SparseCode, TrainOutput
+from saes.codes import SparseCode, TrainOutput, to_dense
 from saes.config import SAEConfig, check_contiguous_layers
 from saes.kernels import sparse_decode, topk_encode_with_aux
 from saes.training.distributed import Comm, loss_mean, row_mean_of_data
@@ -171,11 +171,7 @@ class CrossLayerTranscoder(nn.Module):
         """Dense codes [..., F] of layer index i (``cfg.layers[i]``) from its raw input [..., d_in]."""
         lead = x.shape[:-1]
         rows = x.reshape(-1, x.shape[-1]).to(self.b_enc.dtype) * self.input_scales[i]
-        code = self.variant.encode(self._layer(i), rows)
-        if isinstance(code, SparseCode):
-            dense = rows.new_zeros(rows.shape[0], self.cfg.d_sae)
-            dense.scatter_(1, code.indices, code.values.to(dense.dtype))
-            code = dense
+        code = to_dense(self.variant.encode(self._layer(i), rows), self.cfg.d_sae)
         return code.reshape(*lead, self.cfg.d_sae)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

@@ -93,9 +93,7 @@ class Replacement:
     def predict(self, i: int, inputs: dict[int, torch.Tensor], codes: dict[int, torch.Tensor]):
         """Layer index i's output rows from the recorded raw inputs (and codes) of layers <= i."""
         if self.clt is None:
-            sae = self.saes[i]
-            x = inputs[i]
-            return sae.unscale_output(sae.add_skip(sae.decode_scaled(codes[i]), sae.scale_input(x)))
+            return self.saes[i].output_of(codes[i], inputs[i])
         clt = self.clt
         out = clt.b_dec[i] / clt.output_scales[i]
         for j in range(i + 1):
@@ -191,23 +189,34 @@ def _splice(rep: Replacement, replaced: Sequence[int]) -> list[Intervention]:
 
 
 @torch.no_grad()
-def spliced(rep: Replacement, model, windows: torch.Tensor, replaced: Sequence[int], batch=8):
-    """CE clean / spliced / zero-ablated, recovered fraction and KL with the chosen layers'
-    MLP outputs replaced (BOS kept)."""
-    tot = {"clean": 0.0, "spliced": 0.0, "zero": 0.0, "kl": 0.0}
+def spliced(
+    rep: Replacement, model, windows: torch.Tensor, replaced_sets: Sequence[Sequence[int]], batch=8
+) -> list[dict[str, Any]]:
+    """For each set of layers: CE clean / spliced / zero-ablated, recovered fraction and KL with
+    those layers' MLP outputs replaced (BOS kept). The clean forward of each batch of windows is
+    run once and shared by every set."""
+    tots = [{"clean": 0.0, "spliced": 0.0, "zero": 0.0, "kl": 0.0} for _ in replaced_sets]
+    zeros = [
+        [Intervention(rep.output_hooks[i], zero_ablate(), keep_bos=True) for i in replaced]
+        for replaced in replaced_sets
+    ]
     n_pred = 0
-    zero = [Intervention(rep.output_hooks[i], zero_ablate(), keep_bos=True) for i in replaced]
     for tokens in windows.split(batch):
         clean = model(tokens)
         lp_clean = clean.float().log_softmax(-1)[:, :-1]
-        out = run_with_interventions(model, tokens, _splice(rep, replaced))
-        lp = out.float().log_softmax(-1)[:, :-1]
-        tot["clean"] += _ce_sum(clean, tokens).item()
-        tot["spliced"] += _ce_sum(out, tokens).item()
-        tot["zero"] += _ce_sum(run_with_interventions(model, tokens, zero), tokens).item()
-        tot["kl"] += (lp_clean.exp() * (lp_clean - lp)).sum().item()
+        ce_clean = _ce_sum(clean, tokens).item()
+        for tot, replaced, zero in zip(tots, replaced_sets, zeros):
+            out = run_with_interventions(model, tokens, _splice(rep, replaced))
+            lp = out.float().log_softmax(-1)[:, :-1]
+            tot["clean"] += ce_clean
+            tot["spliced"] += _ce_sum(out, tokens).item()
+            tot["zero"] += _ce_sum(run_with_interventions(model, tokens, zero), tokens).item()
+            tot["kl"] += (lp_clean.exp() * (lp_clean - lp)).sum().item()
         n_pred += tokens[:, 1:].numel()
-    ce = {k: v / n_pred for k, v in tot.items()}
+    return [_ce_report({k: v / n_pred for k, v in tot.items()}, n_pred) for tot in tots]
+
+
+def _ce_report(ce: dict[str, float], n_pred: int) -> dict[str, Any]:
     denom = ce["zero"] - ce["clean"]
     return {
         "ce_clean": ce["clean"],
@@ -240,9 +249,11 @@ def evaluate_replacement(
     out: dict[str, Any] = {"reconstruction": reconstruction(rep, model, windows)}
     if ce_windows > 0:
         ce_win = windows[:ce_windows]
+        sets = [[i] for i in range(len(rep))] if per_layer_ce else []
+        *one, every = spliced(rep, model, ce_win, [*sets, list(range(len(rep)))])
         if per_layer_ce:
-            out["one_layer_replaced"] = [spliced(rep, model, ce_win, [i]) for i in range(len(rep))]
-        out["all_layers_replaced"] = spliced(rep, model, ce_win, list(range(len(rep))))
+            out["one_layer_replaced"] = one
+        out["all_layers_replaced"] = every
         out["all_layers_replaced"]["error_terms"] = "none (the replacement model's own loss)"
     out.update(
         {
